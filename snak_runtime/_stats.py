@@ -1,0 +1,120 @@
+"""Counters and their frozen snapshot, in Caffeine's vocabulary."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import final
+
+
+class RemovalCause(StrEnum):
+    """Why a generation left the map; the values are the contract's strings."""
+
+    EXPIRED = "expired"
+    CAPACITY = "capacity"
+    INVALIDATED = "invalidated"
+    REPLACED = "replaced"
+    EXPLICIT = "explicit"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """A point-in-time snapshot of the manager's counters.
+
+    ``evictions`` counts capacity removals only; ``removals`` counts every cause.
+    ``load_time_ms`` / ``rebuild_time_ms`` are the total wall time spent in ``build`` /
+    ``rebuild()`` calls (successful or not), so ``load_time_ms / loads`` is the mean cost.
+    """
+
+    hits: int = 0
+    misses: int = 0
+    denied: int = 0
+    loads: int = 0
+    load_failures: int = 0
+    invalidations: int = 0
+    rebuilds: int = 0
+    rebuild_failures: int = 0
+    evictions: int = 0
+    expirations: int = 0
+    disposals: int = 0
+    dispose_failures: int = 0
+    size: int = 0
+    pinned: int = 0
+    load_time_ms: float = 0.0
+    rebuild_time_ms: float = 0.0
+    removals: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def requests(self) -> int:
+        """Reads that found or missed an entry (denied reads excluded)."""
+        return self.hits + self.misses
+
+    @property
+    def hit_rate(self) -> float:
+        """``hits / (hits + misses)``, 1.0 when nothing was read yet (as Caffeine)."""
+        total = self.hits + self.misses
+        return 1.0 if total == 0 else self.hits / total
+
+
+@final
+class _StatsCounter:
+    """Mutable counters owned by one manager; plain attributes keep the hot path cheap."""
+
+    __slots__ = (
+        "denied",
+        "dispose_failures",
+        "disposals",
+        "hits",
+        "invalidations",
+        "load_failures",
+        "load_time_ms",
+        "loads",
+        "misses",
+        "rebuild_failures",
+        "rebuild_time_ms",
+        "rebuilds",
+        "removals",
+    )
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+        self.denied = 0
+        self.loads = 0
+        self.load_failures = 0
+        self.invalidations = 0
+        self.rebuilds = 0
+        self.rebuild_failures = 0
+        self.disposals = 0
+        self.dispose_failures = 0
+        self.load_time_ms = 0.0
+        self.rebuild_time_ms = 0.0
+        self.removals: dict[RemovalCause, int] = dict.fromkeys(RemovalCause, 0)
+
+    def record_removal(self, cause: RemovalCause) -> None:
+        self.removals[cause] += 1
+
+    def snapshot(self, *, size: int, pinned: int) -> CacheStats:
+        removals = self.removals
+        return CacheStats(
+            hits=self.hits,
+            misses=self.misses,
+            denied=self.denied,
+            loads=self.loads,
+            load_failures=self.load_failures,
+            invalidations=self.invalidations,
+            rebuilds=self.rebuilds,
+            rebuild_failures=self.rebuild_failures,
+            evictions=removals[RemovalCause.CAPACITY],
+            expirations=removals[RemovalCause.EXPIRED],
+            disposals=self.disposals,
+            dispose_failures=self.dispose_failures,
+            size=size,
+            pinned=pinned,
+            load_time_ms=self.load_time_ms,
+            rebuild_time_ms=self.rebuild_time_ms,
+            removals=MappingProxyType({str(c): n for c, n in removals.items()}),
+        )
