@@ -65,8 +65,8 @@ class _StatsCounter:
 
     __slots__ = (
         "denied",
-        "dispose_failures",
         "disposals",
+        "dispose_failures",
         "hits",
         "invalidations",
         "load_failures",

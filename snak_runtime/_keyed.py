@@ -1,0 +1,102 @@
+"""Per-key FIFO turns: operations on one agent id run one at a time, in arrival order.
+
+A key has a queue only while some operation holds or awaits its turn, so the common
+case (nothing in flight) is a single dict lookup. Readers do not take a turn: they wait
+for the operation that was last in line when they arrived, and are woken before the
+next operation resumes, so they see exactly the state that operation left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any, final
+
+# departure: the original chained promises, so two waiters could run at once after the
+# first finished; here a queue hands the turn to exactly one waiter at a time.
+
+
+@final
+class _Turn:
+    """One operation's place in a key's queue."""
+
+    __slots__ = ("load", "owner", "readers", "ready")
+
+    def __init__(self, ready: asyncio.Future[None] | None) -> None:
+        self.ready = ready  # None: the turn was free on arrival
+        self.readers: list[asyncio.Future[None]] = []
+        self.owner: asyncio.Task[Any] | None = None  # the task running user code (build)
+        self.load: Any = None  # the single-flight load holding this turn, if any
+
+
+@final
+class _KeyedTurns:
+    """The queues of every busy key."""
+
+    __slots__ = ("queues",)
+
+    def __init__(self) -> None:
+        self.queues: dict[str, deque[_Turn]] = {}
+
+    def enqueue(self, key: str, loop: asyncio.AbstractEventLoop) -> _Turn:
+        """Join ``key``'s queue now (arrival order is fixed here, synchronously)."""
+        queue = self.queues.get(key)
+        if queue is None:
+            turn = _Turn(None)
+            self.queues[key] = deque((turn,))
+        else:
+            turn = _Turn(loop.create_future())
+            queue.append(turn)
+        return turn
+
+    async def wait_turn(self, key: str, turn: _Turn) -> None:
+        """Wait until ``turn`` heads the queue. On cancellation the place is given up."""
+        ready = turn.ready
+        if ready is None:
+            return
+        try:
+            await ready
+        except asyncio.CancelledError:
+            if ready.done() and not ready.cancelled():
+                self.leave(key, turn)  # the turn came just as we were cancelled: pass it on
+            # otherwise ``ready`` is cancelled and leave() skips this turn
+            raise
+
+    def leave(self, key: str, turn: _Turn) -> None:
+        """The head ``turn`` is done: wake its readers, then hand over to the next waiter."""
+        queue = self.queues[key]
+        head = queue.popleft()
+        assert head is turn, "only the head of a key's queue may leave it"
+        _wake(turn.readers)
+        while queue:
+            nxt = queue[0]
+            assert nxt.ready is not None
+            if nxt.ready.cancelled():
+                queue.popleft()
+                _wake(nxt.readers)
+                continue
+            nxt.ready.set_result(None)
+            return
+        del self.queues[key]
+
+    async def wait_for_tail(self, key: str, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait for the operation last in ``key``'s queue now (and so for all before it)."""
+        queue = self.queues[key]
+        waiter: asyncio.Future[None] = loop.create_future()
+        queue[-1].readers.append(waiter)
+        await waiter  # cancellation cancels only this reader's own future
+
+    def holder(self, key: str) -> _Turn | None:
+        queue = self.queues.get(key)
+        return queue[0] if queue else None
+
+    def tail(self, key: str) -> _Turn | None:
+        queue = self.queues.get(key)
+        return queue[-1] if queue else None
+
+
+def _wake(readers: list[asyncio.Future[None]]) -> None:
+    for waiter in readers:
+        if not waiter.done():
+            waiter.set_result(None)
+    readers.clear()
