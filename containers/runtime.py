@@ -1,0 +1,38 @@
+"""``RuntimeContainer``: settings, guards, clock, disposer and one manager, as providers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dependency_injector import providers
+from dependency_injector.containers import DeclarativeContainer
+
+from snak_runtime import AgentRuntimeManager, DefaultDisposer, MonotonicClock, RuntimeCacheSettings
+from snak_runtime._config import load_guards
+
+from ._lifespan import run_manager
+
+
+class RuntimeContainer(DeclarativeContainer):
+    """One agent runtime manager and what it is built from; override any provider in tests.
+
+    ``await container.init_resources()`` starts the manager (expiry sweeper running);
+    ``await container.shutdown_resources()`` closes it, disposing every cached agent.
+    """
+
+    settings = providers.Singleton(RuntimeCacheSettings)
+    guards = providers.Singleton(load_guards, path=settings.provided.guards_config_path)
+    clock = providers.Singleton(MonotonicClock)
+    disposer = providers.Singleton(DefaultDisposer)
+    manager: providers.Singleton[AgentRuntimeManager[Any, Any]] = providers.Singleton(
+        AgentRuntimeManager,
+        guards=guards,
+        settings=settings,
+        clock=clock,
+        disposer=disposer,
+    )
+    lifespan = providers.Resource(run_manager, manager=manager)
+
+    # --- slot: optional `invalidation` Resource (Redis subscriber, CONTRACT §11) goes here. ---
+    # Added by the invalidation work; absent or unconfigured means the embedded default:
+    # no Redis, callers invoke `manager.on_invalidate()` directly.

@@ -1,0 +1,1 @@
+"""A FastAPI host that embeds ``RuntimeContainer`` and leases agent runtimes per request."""

@@ -1,0 +1,296 @@
+"""The ``snak-runtime`` command line: ``demo`` and ``config`` (only the CLI prints)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from containers import RuntimeContainer
+
+from ._config import (
+    GUARDS_PATH_VAR,
+    MAX_ENTRIES_VAR,
+    TTL_MS_VAR,
+    TTL_SECONDS_VAR,
+    GuardConfigError,
+    resolve_limits,
+)
+from ._errors import RuntimeNotCached
+from ._manager import AgentRuntimeManager
+from ._seed import RuntimeSeed
+from ._stats import CacheStats
+from .testing import FakeClock
+
+EXIT_OK = 0
+EXIT_CONFIG_ERROR = 2
+
+
+class Command(NamedTuple):
+    """One subcommand: its help line, what it runs, and (optionally) its own arguments."""
+
+    help: str
+    run: Callable[[argparse.Namespace], int]
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+COMMANDS: dict[str, Command] = {}
+"""Subcommand registry, in ``--help`` order; add one with :func:`register`."""
+
+
+def register(name: str, command: Command) -> None:
+    """Add a subcommand (``simulate`` and others plug in here)."""
+    COMMANDS[name] = command
+
+
+def _container() -> RuntimeContainer:
+    return RuntimeContainer()
+
+
+# ---------------------------------------------------------------------------------------- config
+
+
+@contextlib.contextmanager
+def _library_logs_muted() -> Iterator[None]:
+    """``config`` prints the resolution's warnings itself; keep the log copies off stderr."""
+    library = logging.getLogger("snak_runtime")
+    previous = library.level
+    library.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        library.setLevel(previous)
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    container = _container()
+    settings = container.settings()
+    guards = container.guards()  # GuardConfigError for a bad GUARDS_CONFIG_PATH: exit 2
+    with _library_logs_muted():
+        limits = resolve_limits(guards, settings)
+
+    guard_origin = (
+        f"file {settings.guards_config_path} ({GUARDS_PATH_VAR})"
+        if settings.guards_config_path
+        else f"built-in defaults ({GUARDS_PATH_VAR} unset)"
+    )
+    print("snak_runtime effective limits")
+    print(f"  max_entries     {limits.max_entries:>10}   from {limits.max_entries_source}")
+    print(f"  default_ttl_ms  {limits.default_ttl_ms:>10}   from {limits.default_ttl_source}")
+    print(f"guard ceilings: {guard_origin}")
+    print(f"  max_entries     {guards.max_entries:>10}")
+    print(f"  max_ttl_ms      {guards.max_ttl_ms:>10}")
+    print("environment:")
+    raw_values = (
+        (MAX_ENTRIES_VAR, settings.max_entries),
+        (TTL_MS_VAR, settings.ttl_ms),
+        (TTL_SECONDS_VAR, settings.ttl_seconds),
+        (GUARDS_PATH_VAR, settings.guards_config_path),
+    )
+    width = max(len(name) for name, _ in raw_values)
+    for name, raw in raw_values:
+        shown = "(unset)" if raw is None else repr(raw)
+        print(f"  {name:<{width}}  {shown}")
+    print(f"warnings: {len(limits.warnings)}")
+    for warning in limits.warnings:
+        print(f"  - {warning}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------ demo
+
+_BUILD_COST_S = 0.02
+
+
+@dataclass(slots=True)
+class _DemoAgent:
+    """A stand-in for a live agent: something to close."""
+
+    agent_id: str
+    cfg_version: int
+    closed: bool = False
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@dataclass(frozen=True, slots=True)
+class _DemoRuntime:
+    agent_id: str
+    cfg_version: int
+
+
+class _DemoBackend:
+    """The demo's "database": agent configurations with versions and owners."""
+
+    def __init__(self) -> None:
+        self.versions = {"support-bot": 1, "sales-bot": 1}
+        self.owners = {"support-bot": "alice", "sales-bot": "bob"}
+        self.agents: list[_DemoAgent] = []
+
+    async def build(self, agent_id: str) -> RuntimeSeed[_DemoRuntime, _DemoAgent] | None:
+        if agent_id not in self.versions:
+            return None
+        await asyncio.sleep(_BUILD_COST_S)  # the visible cost of building a runtime
+        version = self.versions[agent_id]
+        agent = _DemoAgent(agent_id, version)
+        self.agents.append(agent)
+
+        async def rebuild() -> RuntimeSeed[_DemoRuntime, _DemoAgent] | None:
+            return await self.build(agent_id)
+
+        return RuntimeSeed(
+            agent_id=agent_id,
+            user_id=self.owners[agent_id],
+            cfg_version=version,
+            runtime=_DemoRuntime(agent_id, version),
+            rebuild=rebuild,
+            agent=agent,
+        )
+
+
+def _elapsed_ms(started: float) -> str:
+    return f"{(time.perf_counter() - started) * 1000:.2f} ms"
+
+
+def _stats_table(stats: CacheStats) -> list[str]:
+    rows: list[tuple[str, str]] = []
+    for field in dataclasses.fields(stats):
+        value = getattr(stats, field.name)
+        if field.name == "removals":
+            text = ", ".join(f"{cause}={n}" for cause, n in value.items() if n) or "-"
+        elif isinstance(value, float):
+            text = f"{value:.1f}"
+        else:
+            text = str(value)
+        rows.append((field.name, text))
+    rows.append(("hit_rate", f"{stats.hit_rate:.2f}"))
+    width = max(len(name) for name, _ in rows)
+    return [f"  {name:<{width}}  {text}" for name, text in rows]
+
+
+async def _resources(pending: Awaitable[None] | None) -> None:
+    """``init_resources()``/``shutdown_resources()`` return an awaitable for async resources."""
+    if pending is not None:
+        await pending
+
+
+async def _demo(say: Callable[[str], None]) -> CacheStats:
+    def step(action: str, outcome: str) -> None:
+        say(f"  {action:<30} -> {outcome}")
+
+    container = _container()
+    clock = FakeClock()
+    # Simulated time lets the demo show an expiry without waiting for the TTL.
+    container.clock.override(clock)
+    backend = _DemoBackend()
+    await _resources(container.init_resources())
+    manager: AgentRuntimeManager[_DemoRuntime, _DemoAgent] = container.manager()
+    try:
+        limits = manager.limits
+        say("snak_runtime demo: the embedded cache (one process, no Redis, no files)")
+        say(f"limits: max_entries={limits.max_entries} from {limits.max_entries_source}")
+        say(f"        default_ttl_ms={limits.default_ttl_ms} from {limits.default_ttl_source}")
+
+        started = time.perf_counter()
+        found = await manager.acquire("support-bot")
+        step("acquire support-bot", f"{'hit' if found else 'miss'} ({_elapsed_ms(started)})")
+
+        started = time.perf_counter()
+        async with manager.lease("support-bot", user_id="alice", build=backend.build) as lease:
+            step(
+                "lease support-bot as alice",
+                f"miss, built v{lease.cfg_version} ({_elapsed_ms(started)})",
+            )
+        for _ in range(2):
+            started = time.perf_counter()
+            async with manager.lease("support-bot", user_id="alice") as lease:
+                step(
+                    "lease support-bot as alice",
+                    f"hit v{lease.cfg_version} ({_elapsed_ms(started)})",
+                )
+
+        try:
+            async with manager.lease("support-bot", user_id="mallory"):
+                pass
+        except RuntimeNotCached:
+            step("lease support-bot as mallory", "denied (not yours; existence not revealed)")
+
+        backend.versions["support-bot"] = 2
+        started = time.perf_counter()
+        await manager.on_invalidate("support-bot", 2)
+        version = manager.version_of("support-bot")
+        step("invalidate support-bot (v2)", f"rebuilt v{version} ({_elapsed_ms(started)})")
+        await manager.on_invalidate("support-bot", 2)
+        step("invalidate support-bot (v2)", "duplicate event ignored, no rebuild")
+
+        seed = await backend.build("sales-bot")
+        if seed is not None:
+            await manager.shadow_seed(seed)
+            step("shadow_seed sales-bot (v1)", f"cached, size={manager.size}")
+        removed = await manager.evict("sales-bot")
+        step("evict sales-bot", f"{'removed' if removed else 'absent'}, size={manager.size}")
+
+        clock.advance(manager.default_ttl_ms)
+        say(f"  (simulated clock moves {manager.default_ttl_ms} ms, the default TTL)")
+        found = await manager.acquire("support-bot")
+        step("acquire support-bot", "hit" if found else "miss: expired, removed")
+        if found is not None:
+            manager.release("support-bot")
+    finally:
+        await _resources(container.shutdown_resources())
+    closed = sum(agent.closed for agent in backend.agents)
+    step("shutdown", f"{closed} of {len(backend.agents)} agents disposed")
+    stats = manager.stats()
+    say("stats:")
+    for line in _stats_table(stats):
+        say(line)
+    return stats
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    asyncio.run(_demo(print))
+    return EXIT_OK
+
+
+register("demo", Command("run the quickstart scenario on the embedded cache", _run_demo))
+register("config", Command("print the effective limits, their sources and warnings", _run_config))
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subparser per registered command."""
+    parser = argparse.ArgumentParser(
+        prog="snak-runtime",
+        description="In-process cache of live agent runtimes.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=command.help, description=command.help)
+        if command.add_arguments is not None:
+            command.add_arguments(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; 0 on success, 2 for a usage or configuration error."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except GuardConfigError as exc:
+        # One line naming the file and the key, no traceback.
+        message = " ".join(str(exc).split())
+        print(f"snak-runtime: error: {message}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
