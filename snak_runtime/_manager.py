@@ -406,7 +406,7 @@ class AgentRuntimeManager(Generic[R, A]):
             )
             raise
         finally:
-            self._stats.load_time_ms += (time.perf_counter() - started) * 1000
+            self._stats.record_load_time((time.perf_counter() - started) * 1000)
         if seed is None:
             self._stats.load_failures += 1
             raise RuntimeNotCached(agent_id, "the builder returned None")
@@ -535,7 +535,7 @@ class AgentRuntimeManager(Generic[R, A]):
             )
             raise
         finally:
-            self._stats.rebuild_time_ms += (time.perf_counter() - started) * 1000
+            self._stats.record_rebuild_time((time.perf_counter() - started) * 1000)
             self._rebuilds.discard(task)
             turn.owner = None
         if seed is None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 from typing import final
+
+DURATION_BUCKETS_MS: tuple[float, ...] = (
+    1, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000,
+)
+"""Upper bounds of the build/rebuild duration histogram (the last bucket is +Inf)."""
 
 
 class RemovalCause(StrEnum):
@@ -46,6 +52,9 @@ class CacheStats:
     load_time_ms: float = 0.0
     rebuild_time_ms: float = 0.0
     removals: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    load_duration_buckets: tuple[int, ...] = ()
+    """Non-cumulative counts of build durations per ``DURATION_BUCKETS_MS`` bound, +Inf last."""
+    rebuild_duration_buckets: tuple[int, ...] = ()
 
     @property
     def requests(self) -> int:
@@ -69,10 +78,12 @@ class _StatsCounter:
         "dispose_failures",
         "hits",
         "invalidations",
+        "load_buckets",
         "load_failures",
         "load_time_ms",
         "loads",
         "misses",
+        "rebuild_buckets",
         "rebuild_failures",
         "rebuild_time_ms",
         "rebuilds",
@@ -93,6 +104,16 @@ class _StatsCounter:
         self.load_time_ms = 0.0
         self.rebuild_time_ms = 0.0
         self.removals: dict[RemovalCause, int] = dict.fromkeys(RemovalCause, 0)
+        self.load_buckets = [0] * (len(DURATION_BUCKETS_MS) + 1)
+        self.rebuild_buckets = [0] * (len(DURATION_BUCKETS_MS) + 1)
+
+    def record_load_time(self, ms: float) -> None:
+        self.load_time_ms += ms
+        self.load_buckets[bisect_left(DURATION_BUCKETS_MS, ms)] += 1
+
+    def record_rebuild_time(self, ms: float) -> None:
+        self.rebuild_time_ms += ms
+        self.rebuild_buckets[bisect_left(DURATION_BUCKETS_MS, ms)] += 1
 
     def record_removal(self, cause: RemovalCause) -> None:
         self.removals[cause] += 1
@@ -117,4 +138,6 @@ class _StatsCounter:
             load_time_ms=self.load_time_ms,
             rebuild_time_ms=self.rebuild_time_ms,
             removals=MappingProxyType({str(c): n for c, n in removals.items()}),
+            load_duration_buckets=tuple(self.load_buckets),
+            rebuild_duration_buckets=tuple(self.rebuild_buckets),
         )
