@@ -1,0 +1,202 @@
+"""The invalidation wire format (snak's ``agent_cfg_invalidate`` messages) and reconnect backoff.
+
+Pure functions: no Redis, no I/O, no clock, so they are tested without a server or sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any, Final, final
+
+MAX_PAYLOAD_BYTES: Final = 64 * 1024
+"""A payload longer than this (in bytes, UTF-8) is dropped before it is decoded."""
+
+MAX_AGENT_ID_CHARS: Final = 255
+
+MAX_CFG_VERSION: Final = 2**63 - 1
+"""snak stores versions in a Postgres integer column; anything past a signed 64-bit is not one."""
+
+INVALIDATE_EVENTS: Final = frozenset({"cfg_updated", "cfg_created"})
+DELETE_EVENT: Final = "cfg_deleted"
+
+# Optional sign, then a decimal number with optional fraction and exponent; no "_", "nan", "inf".
+_NUMERIC = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+class DropReason(StrEnum):
+    """Why a message was dropped; the values are the keys of the drop counters."""
+
+    TOO_LARGE = "too_large"
+    INVALID_JSON = "invalid_json"
+    NOT_OBJECT = "not_object"
+    BAD_AGENT_ID = "bad_agent_id"
+    AGENT_ID_TOO_LONG = "agent_id_too_long"
+    BAD_CFG_VERSION = "bad_cfg_version"
+
+
+class Action(StrEnum):
+    """What a valid message asks of the manager."""
+
+    INVALIDATE = "invalidate"  # manager.on_invalidate(agent_id, cfg_version)
+    EVICT = "evict"  # manager.evict(agent_id)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class InvalidationMessage:
+    """One valid message: the agent, its version, the raw event and the action it maps to.
+
+    ``unknown_event`` is true when ``event`` was present but not one snak sends; the action is
+    then ``EVICT`` (the safe side) and the subscriber logs a WARNING.
+    """
+
+    agent_id: str
+    cfg_version: int
+    action: Action
+    event: str | None = None
+    unknown_event: bool = False
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A message that was not applied, with the reason (a counter key) and a detail for the log."""
+
+    reason: DropReason
+    detail: str
+
+
+def parse_message(data: bytes | str) -> InvalidationMessage | Dropped:
+    """Parse one pub/sub payload as snak publishes it: ``{"agent_id": ..., "cfg_version": ...}``.
+
+    Never raises. ``cfg_version`` is a JSON integer, a numeric string (``"12"``), or an integral
+    number written with a fraction or exponent (``12.0``, ``"1.2e1"``): JavaScript publishers do
+    not tell 12 from 12.0. Booleans, ``null``, fractions (``12.5``), NaN/Infinity, negative values
+    and values past 2**63-1 are dropped. Unknown fields (``processed_at``) are ignored.
+    """
+    if _byte_len(data) > MAX_PAYLOAD_BYTES:
+        return Dropped(DropReason.TOO_LARGE, f"payload over {MAX_PAYLOAD_BYTES} bytes")
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        # parse_constant rejects NaN/Infinity literals, which JSON does not have.
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return Dropped(DropReason.INVALID_JSON, _short(str(exc)))
+    if not isinstance(obj, dict):
+        return Dropped(DropReason.NOT_OBJECT, f"a JSON {type(obj).__name__}, not an object")
+
+    agent_id = obj.get("agent_id")
+    if not isinstance(agent_id, str) or not agent_id.strip():
+        return Dropped(DropReason.BAD_AGENT_ID, f"agent_id={_short(repr(agent_id))}")
+    if len(agent_id) > MAX_AGENT_ID_CHARS:
+        return Dropped(
+            DropReason.AGENT_ID_TOO_LONG, f"{len(agent_id)} characters > {MAX_AGENT_ID_CHARS}"
+        )
+
+    version = parse_cfg_version(obj.get("cfg_version"))
+    if version is None:
+        raw = _short(repr(obj.get("cfg_version", "<missing>")))
+        return Dropped(DropReason.BAD_CFG_VERSION, f"agent_id={agent_id!r} cfg_version={raw}")
+
+    event = obj.get("event")
+    if event is None or event in INVALIDATE_EVENTS:
+        action, unknown = Action.INVALIDATE, False
+    elif event == DELETE_EVENT:
+        action, unknown = Action.EVICT, False
+    else:
+        action, unknown = Action.EVICT, True
+    shown_event = event if isinstance(event, str) or event is None else _short(repr(event))
+    return InvalidationMessage(agent_id, version, action, shown_event, unknown)
+
+
+def parse_cfg_version(value: Any) -> int | None:
+    """An integral, finite, non-negative version from a JSON value, or ``None`` if it is not one."""
+    if isinstance(value, bool):  # bool is an int subclass, but not a version
+        return None
+    if isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        number = Decimal(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if len(text) > 64 or not _NUMERIC.fullmatch(text):
+            return None
+        try:
+            number = Decimal(text)
+        except InvalidOperation:  # pragma: no cover - the regex admits only valid literals
+            return None
+    else:
+        return None
+    # Compare as Decimal first: int(Decimal("1e999999999")) would build a huge integer.
+    if number != number.to_integral_value() or not 0 <= number <= MAX_CFG_VERSION:
+        return None
+    return int(number)
+
+
+def encode_message(agent_id: str, cfg_version: int, event: str | None = None) -> str:
+    """The JSON text snak's publisher sends; ``parse_message`` reads it back unchanged.
+
+    Raises ``ValueError``/``TypeError`` for what ``parse_message`` would drop, so a bad
+    message never leaves the publisher.
+    """
+    if not isinstance(agent_id, str) or not agent_id.strip():
+        raise ValueError(f"agent_id must be a non-blank string, got {agent_id!r}")
+    if len(agent_id) > MAX_AGENT_ID_CHARS:
+        raise ValueError(f"agent_id is {len(agent_id)} characters, over {MAX_AGENT_ID_CHARS}")
+    if isinstance(cfg_version, bool) or not isinstance(cfg_version, int):
+        raise TypeError(f"cfg_version must be an integer, got {cfg_version!r}")
+    if not 0 <= cfg_version <= MAX_CFG_VERSION:
+        raise ValueError(f"cfg_version must be in 0..2**63-1, got {cfg_version}")
+    if event is not None and not isinstance(event, str):
+        raise TypeError(f"event must be a string or None, got {event!r}")
+    payload: dict[str, object] = {"agent_id": agent_id, "cfg_version": cfg_version}
+    if event is not None:
+        payload["event"] = event
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
+def backoff_ms(
+    attempt: int,
+    *,
+    base_ms: int = 100,
+    cap_ms: int = 10_000,
+    rng: Callable[[], float] = random.random,
+) -> int:
+    """Delay before reconnect attempt ``attempt`` (0 for the first retry), in milliseconds.
+
+    Capped exponential with "equal jitter": ``d = min(cap_ms, base_ms * 2**attempt)``, then a
+    value in ``[d/2, d]`` drawn with ``rng()`` (a float in ``[0, 1)``). Half the delay is fixed so
+    a fleet never retries in a tight loop; the other half spreads the fleet's reconnects.
+    """
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
+        raise ValueError(f"attempt must be an integer >= 0, got {attempt!r}")
+    if base_ms <= 0 or cap_ms < base_ms:
+        raise ValueError(f"need 0 < base_ms <= cap_ms, got base_ms={base_ms} cap_ms={cap_ms}")
+    # 2**attempt past the cap only costs a bigger int; bound the exponent anyway.
+    ceiling = min(cap_ms, base_ms << min(attempt, 63))
+    jitter = min(max(rng(), 0.0), 1.0)
+    return round(ceiling / 2 + jitter * ceiling / 2)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _byte_len(data: bytes | str) -> int:
+    """The UTF-8 size of ``data``, or a lower bound already past the limit (never encodes much)."""
+    if isinstance(data, bytes) or len(data) > MAX_PAYLOAD_BYTES:
+        return len(data)  # a str of n code points is at least n bytes
+    return len(data.encode("utf-8", "surrogatepass"))
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
