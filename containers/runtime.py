@@ -9,6 +9,7 @@ from dependency_injector.containers import DeclarativeContainer
 
 from snak_runtime import AgentRuntimeManager, DefaultDisposer, MonotonicClock, RuntimeCacheSettings
 from snak_runtime._config import load_guards
+from snak_runtime.invalidation import InvalidationSettings, run_invalidation
 
 from ._lifespan import run_manager
 
@@ -33,6 +34,10 @@ class RuntimeContainer(DeclarativeContainer):
     )
     lifespan = providers.Resource(run_manager, manager=manager)
 
-    # --- slot: optional `invalidation` Resource (Redis subscriber, CONTRACT §11) goes here. ---
-    # Added by the invalidation work; absent or unconfigured means the embedded default:
-    # no Redis, callers invoke `manager.on_invalidate()` directly.
+    # Redis subscriber (CONTRACT §11): depends on `lifespan`, so it starts after the manager and
+    # stops before it. With no REDIS_* variable it yields None and nothing connects (the embedded
+    # default: callers invoke `manager.on_invalidate()` directly).
+    invalidation_settings = providers.Singleton(InvalidationSettings)
+    invalidation = providers.Resource(
+        run_invalidation, manager=lifespan, settings=invalidation_settings
+    )

@@ -79,8 +79,7 @@ async def main() -> CacheStats:
     manager: AgentRuntimeManager[Runtime, Agent] = AgentRuntimeManager(
         guards=GuardConfig(max_entries=8, max_ttl_ms=60_000), clock=clock
     )
-    await manager.start()
-    async with manager:  # aclose() at the end disposes every cached agent
+    async with manager:  # start() runs the expiry sweeper; aclose() at the end disposes all
         # 1. Nothing is cached yet: acquire() misses.
         print("acquire:", await manager.acquire("support-bot"))
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -166,6 +167,8 @@ def _stats_table(stats: CacheStats) -> list[str]:
         value = getattr(stats, field.name)
         if field.name == "removals":
             text = ", ".join(f"{cause}={n}" for cause, n in value.items() if n) or "-"
+        elif not isinstance(value, int | float):
+            continue  # histograms and other structured fields: see the metrics exporters
         elif isinstance(value, float):
             text = f"{value:.1f}"
         else:
@@ -289,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)
+    except BrokenPipeError:
+        # The reader went away (`snak-runtime demo | head`): stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except GuardConfigError as exc:
         # One line naming the file and the key, no traceback.
         message = " ".join(str(exc).split())

@@ -3,8 +3,7 @@
 Run it with ``uvicorn examples.fastapi_app.main:app`` (install the ``examples`` extra).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: @inject reads the Annotated markers at runtime.
 import sys
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager

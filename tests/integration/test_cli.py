@@ -1,0 +1,217 @@
+"""``python -m snak_runtime demo|config``: output and exit codes, through a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from snak_runtime import __main__ as entry_point
+from snak_runtime._cli import COMMANDS, main
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV_VARS = (
+    "AGENT_RUNTIME_CACHE_MAX_ENTRIES",
+    "AGENT_RUNTIME_CACHE_TTL_MS",
+    "AGENT_RUNTIME_CACHE_TTL_SECONDS",
+    "GUARDS_CONFIG_PATH",
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    environment.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "snak_runtime", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+def _guards_json(**cache: object) -> str:
+    return json.dumps({"global": {}, "agent_runtime": {"cache": cache}})
+
+
+def _guards_file(tmp_path: Path, **cache: object) -> Path:
+    path = tmp_path / "guards.json"
+    path.write_text(_guards_json(**cache))
+    return path
+
+
+def test_script_entry_point_exists() -> None:
+    assert entry_point.main is main
+    assert {"demo", "config"} <= set(COMMANDS)
+
+
+# ---------------------------------------------------------------------------- demo
+
+
+def test_demo_runs_the_scenario_and_prints_stats() -> None:
+    result = run_cli("demo")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    out = result.stdout
+    assert "no Redis, no files" in out
+    assert "max_entries=64 from guard (defaults)" in out
+    for expected in (
+        "acquire support-bot            -> miss",
+        "miss, built v1",
+        "hit v1",
+        "denied",
+        "rebuilt v2",
+        "duplicate event ignored",
+        "evict sales-bot                -> removed",
+        "miss: expired, removed",
+        "3 of 3 agents disposed",
+    ):
+        assert expected in out, expected
+    table = dict(
+        line.split(maxsplit=1) for line in out.split("stats:\n", 1)[1].splitlines() if line
+    )
+    assert table["hits"] == "2"
+    assert table["misses"] == "3"
+    assert table["denied"] == "1"
+    assert table["loads"] == "1"
+    assert table["rebuilds"] == "1"
+    assert table["disposals"] == "3"
+    assert table["size"] == "0"
+    assert table["removals"] == "expired=1, invalidated=1, explicit=1"
+
+
+def test_demo_honours_the_guard_file(tmp_path: Path) -> None:
+    path = _guards_file(tmp_path, max_entries=4, max_ttl_ms=2_000)
+    result = run_cli("demo", GUARDS_CONFIG_PATH=str(path))
+    assert result.returncode == 0, result.stderr
+    assert f"max_entries=4 from guard file {path}" in result.stdout
+    assert "(simulated clock moves 2000 ms, the default TTL)" in result.stdout
+
+
+# ---------------------------------------------------------------------------- config
+
+
+def test_config_defaults() -> None:
+    result = run_cli("config")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[1].split() == ["max_entries", "64", "from", "guard", "(defaults)"]
+    assert lines[2].split() == ["default_ttl_ms", "300000", "from", "guard", "(defaults)"]
+    assert "built-in defaults (GUARDS_CONFIG_PATH unset)" in result.stdout
+    assert "AGENT_RUNTIME_CACHE_TTL_MS       (unset)" in result.stdout
+    assert lines[-1] == "warnings: 0"
+
+
+def test_config_shows_sources_from_the_environment_and_guard_file(tmp_path: Path) -> None:
+    path = _guards_file(tmp_path, max_entries=10, max_ttl_ms=60_000)
+    result = run_cli(
+        "config",
+        GUARDS_CONFIG_PATH=str(path),
+        AGENT_RUNTIME_CACHE_MAX_ENTRIES="5",
+        AGENT_RUNTIME_CACHE_TTL_SECONDS="30",
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "max_entries              5   from AGENT_RUNTIME_CACHE_MAX_ENTRIES=5" in out
+    assert "default_ttl_ms       30000   from AGENT_RUNTIME_CACHE_TTL_SECONDS=30" in out
+    assert f"guard ceilings: file {path} (GUARDS_CONFIG_PATH)" in out
+    assert "AGENT_RUNTIME_CACHE_MAX_ENTRIES  '5'" in out
+    assert out.splitlines()[-1] == "warnings: 0"
+
+
+def test_config_lists_every_warning_once_on_stdout() -> None:
+    result = run_cli(
+        "config",
+        AGENT_RUNTIME_CACHE_MAX_ENTRIES="1e3",
+        AGENT_RUNTIME_CACHE_TTL_MS="abc",
+        AGENT_RUNTIME_CACHE_TTL_SECONDS="0",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # the warnings are the report, not log noise
+    out = result.stdout
+    assert "warnings: 3" in out
+    warnings = [line for line in out.splitlines() if line.startswith("  - ")]
+    assert len(warnings) == 3
+    assert "AGENT_RUNTIME_CACHE_MAX_ENTRIES='1e3'" in warnings[0]
+    assert "AGENT_RUNTIME_CACHE_TTL_MS='abc'" in warnings[1]
+    assert "AGENT_RUNTIME_CACHE_TTL_SECONDS=0" in warnings[2]
+    assert "max_entries             64   from guard (defaults)" in out
+
+
+def test_config_reports_capping_to_the_guard() -> None:
+    result = run_cli("config", AGENT_RUNTIME_CACHE_TTL_MS="999999999")
+    assert result.returncode == 0
+    assert "capped to guard 300000" in result.stdout
+    assert "warnings: 1" in result.stdout
+
+
+# ---------------------------------------------------------------------------- bad guard file
+
+
+@pytest.mark.parametrize("command", ["config", "demo"])
+@pytest.mark.parametrize(
+    ("content", "key"),
+    [
+        (None, "agent_runtime.cache"),
+        ("[1, 2", "agent_runtime.cache"),
+        (
+            json.dumps({"agent_runtime": {"cache": {"max_entries": True, "max_ttl_ms": 1}}}),
+            "max_entries",
+        ),
+        (json.dumps({"agent_runtime": {"cache": {"max_entries": 1}}}), "max_ttl_ms"),
+    ],
+    ids=["missing", "invalid-json", "boolean", "missing-key"],
+)
+def test_bad_guard_file_is_one_line_and_exit_2(
+    tmp_path: Path, command: str, content: str | None, key: str
+) -> None:
+    path = tmp_path / "guards.json"
+    if content is not None:
+        path.write_text(content)
+    result = run_cli(command, GUARDS_CONFIG_PATH=str(path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("snak-runtime: error: ")
+    assert str(path) in lines[0]
+    assert key in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_no_command_is_a_usage_error() -> None:
+    result = run_cli()
+    assert result.returncode == 2
+    assert "usage: snak-runtime" in result.stderr
+
+
+def test_help_lists_the_commands() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "demo" in result.stdout and "config" in result.stdout
+
+
+# ---------------------------------------------------------------------------- in process
+
+
+def test_main_returns_the_exit_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["config"]) == 0
+    assert "warnings: 0" in capsys.readouterr().out
+    monkeypatch.setenv("GUARDS_CONFIG_PATH", str(tmp_path / "absent.json"))
+    assert main(["config"]) == 2
+    assert "absent.json" in capsys.readouterr().err
