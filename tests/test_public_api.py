@@ -1,0 +1,99 @@
+"""The public names of CONTRACT §1 import from the documented paths."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+import snak_runtime
+
+CONTRACT_NAMES = {
+    "AgentRuntimeManager",
+    "RuntimeSeed",
+    "AcquiredRuntime",
+    "RuntimeLease",
+    "GuardConfig",
+    "RuntimeCacheSettings",
+    "CacheStats",
+    "RuntimeNotCached",
+    "RuntimeManagerClosed",
+    "Clock",
+    "MonotonicClock",
+    "Disposer",
+    "DefaultDisposer",
+}
+# Exported beyond §1: the removal causes (§9 names their strings) and the version.
+EXTRA_NAMES = {"RemovalCause", "__version__"}
+
+
+def test_contract_import_statement() -> None:
+    from snak_runtime import (  # noqa: F401
+        AcquiredRuntime,
+        AgentRuntimeManager,
+        CacheStats,
+        Clock,
+        DefaultDisposer,
+        Disposer,
+        GuardConfig,
+        MonotonicClock,
+        RuntimeCacheSettings,
+        RuntimeLease,
+        RuntimeManagerClosed,
+        RuntimeNotCached,
+        RuntimeSeed,
+    )
+    from snak_runtime.testing import FakeClock
+
+    clock = FakeClock()
+    clock.advance(5)
+    assert clock.now_ms() == 5
+
+
+def test_all_matches_public_exports() -> None:
+    assert set(snak_runtime.__all__) == CONTRACT_NAMES | EXTRA_NAMES
+    assert len(snak_runtime.__all__) == len(set(snak_runtime.__all__))
+    public = {name for name in vars(snak_runtime) if not name.startswith("_")}
+    assert public - {m for m in public if inspect.ismodule(getattr(snak_runtime, m))} == (
+        CONTRACT_NAMES | {"RemovalCause"}
+    )
+
+
+@pytest.mark.parametrize("name", sorted(CONTRACT_NAMES | EXTRA_NAMES))
+def test_every_exported_name_resolves(name: str) -> None:
+    module = importlib.import_module("snak_runtime")
+    assert getattr(module, name) is not None
+
+
+def test_error_hierarchy() -> None:
+    assert issubclass(snak_runtime.RuntimeNotCached, LookupError)
+    assert issubclass(snak_runtime.RuntimeManagerClosed, RuntimeError)
+
+
+def test_default_providers_satisfy_their_protocols() -> None:
+    assert isinstance(snak_runtime.MonotonicClock(), snak_runtime.Clock)
+    assert isinstance(snak_runtime.DefaultDisposer(), snak_runtime.Disposer)
+
+
+def test_constructor_is_keyword_only_with_contract_defaults() -> None:
+    params = inspect.signature(snak_runtime.AgentRuntimeManager).parameters
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
+    defaults = {name: p.default for name, p in params.items()}
+    assert {
+        k: defaults[k]
+        for k in ("settings", "logger", "build_timeout_ms", "sweep_interval_ms",
+                  "dispose_timeout_ms")
+    } == {
+        "settings": None,
+        "logger": None,
+        "build_timeout_ms": 30_000,
+        "sweep_interval_ms": 1_000,
+        "dispose_timeout_ms": 10_000,
+    }
+    assert set(defaults) >= {"guards", "clock", "disposer"}
+
+
+def test_manager_docstring_says_not_thread_safe() -> None:
+    doc = snak_runtime.AgentRuntimeManager.__doc__ or ""
+    assert "thread-safe" in doc.lower()
