@@ -32,6 +32,12 @@ ENV_VARS = (
     "AGENT_RUNTIME_CACHE_TTL_MS",
     "AGENT_RUNTIME_CACHE_TTL_SECONDS",
     "GUARDS_CONFIG_PATH",
+    "REDIS_URL",  # no Redis: the container's invalidation Resource stays idle
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_PASSWORD",
+    "REDIS_DB",
+    "AGENT_CFG_INVALIDATE_CHANNEL",
 )
 
 Manager = AgentRuntimeManager[str, object]
