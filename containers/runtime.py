@@ -10,6 +10,7 @@ from dependency_injector.containers import DeclarativeContainer
 from snak_runtime import AgentRuntimeManager, DefaultDisposer, MonotonicClock, RuntimeCacheSettings
 from snak_runtime._config import load_guards
 from snak_runtime.invalidation import InvalidationSettings, run_invalidation
+from snak_runtime.metrics import prometheus_resource
 
 from ._lifespan import run_manager
 
@@ -41,3 +42,9 @@ class RuntimeContainer(DeclarativeContainer):
     invalidation = providers.Resource(
         run_invalidation, manager=lifespan, settings=invalidation_settings
     )
+
+    # Prometheus export (extra `prometheus`): override `metrics_registry` with a
+    # `CollectorRegistry` (or `prometheus_client.REGISTRY`) and the manager's collector is
+    # registered while resources run. Left None: nothing is imported or registered.
+    metrics_registry: providers.Object[Any] = providers.Object(None)
+    metrics = providers.Resource(prometheus_resource, manager=manager, registry=metrics_registry)

@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from dependency_injector.wiring import Provide, inject
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 
 from snak_runtime import AgentRuntimeManager, RuntimeNotCached
@@ -62,6 +63,17 @@ async def cache_stats(
         "loads": stats.loads,
         "size": stats.size,
     }
+
+
+@router.get("/metrics")
+@inject
+async def metrics(
+    registry: Annotated[
+        CollectorRegistry, Depends(Provide[AppContainer.runtime.metrics_registry])
+    ],
+) -> Response:
+    """Prometheus exposition text: the cache's counters, gauges and build histograms."""
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _resources(pending: Awaitable[None] | None) -> None:
