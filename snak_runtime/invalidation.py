@@ -490,15 +490,16 @@ class InvalidationSubscriber:
                 self._lost = True
                 if was_connected or failed_attempts == 0:
                     logger.warning(
-                        "invalidation subscriber: %s on %s (%r); cached runtimes may go stale "
-                        "until it reconnects, retrying in the background",
+                        "invalidation subscriber: %s on %s (%s: %s); cached runtimes may go "
+                        "stale until it reconnects, retrying in the background",
                         "connection lost" if was_connected else "cannot connect",
                         where,
+                        type(exc).__name__,
                         exc,
                     )
                 else:
                     logger.debug(
-                        "invalidation subscriber: attempt %d failed: %r", failed_attempts, exc
+                        "invalidation subscriber: retry %d failed: %r", failed_attempts, exc
                     )
             except Exception:
                 # A bug in a parser or client must not end invalidation for the process.
@@ -531,7 +532,7 @@ class InvalidationSubscriber:
                 self._resync_evictions += removed
             self._lost = False
             logger.info(
-                "invalidation subscriber: reconnected to %s after %d failed attempt(s); "
+                "invalidation subscriber: reconnected to %s after %d attempt(s); "
                 "evicted %d possibly stale runtime(s)",
                 where,
                 failed_attempts,
