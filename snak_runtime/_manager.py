@@ -541,7 +541,8 @@ class AgentRuntimeManager(Generic[R, A]):
         if seed is None:
             # departure: the original evicted without disposing.
             self._log.warning(
-                "rebuild of agent %r returned None; entry evicted", agent_id,
+                "rebuild of agent %r for version %d returned None; entry evicted",
+                agent_id, cfg_version,
                 extra={"agent_id": agent_id, "cfg_version": cfg_version},
             )
             if gen.current:
@@ -551,7 +552,11 @@ class AgentRuntimeManager(Generic[R, A]):
             self._log.warning(
                 "rebuilt runtime of agent %r has version %d, older than invalidation version %d",
                 agent_id, seed.cfg_version, cfg_version,
-                extra={"agent_id": agent_id, "cfg_version": seed.cfg_version},
+                extra={
+                    "agent_id": agent_id,
+                    "cfg_version": cfg_version,
+                    "rebuilt_version": seed.cfg_version,
+                },
             )
         self._install(seed, RemovalCause.INVALIDATED)
 
@@ -647,8 +652,14 @@ class AgentRuntimeManager(Generic[R, A]):
             if victim is None:
                 if warn:
                     self._log.warning(
-                        "agent runtime cache still above capacity (%d/%d) due to pinned entries",
-                        len(self._current), self._max_entries,
+                        "agent runtime cache still above capacity (%d/%d) due to pinned entries "
+                        "after installing agent %r",
+                        len(self._current), self._max_entries, keep,
+                        extra={
+                            "agent_id": keep,
+                            "size": len(self._current),
+                            "max_entries": self._max_entries,
+                        },
                     )
                 return
             store.detach(victim, RemovalCause.CAPACITY)
@@ -693,7 +704,7 @@ class AgentRuntimeManager(Generic[R, A]):
             except Exception:
                 self._log.warning(
                     "removal listener failed for agent %r (%s)", agent_id, cause,
-                    exc_info=True, extra={"agent_id": agent_id},
+                    exc_info=True, extra={"agent_id": agent_id, "cause": str(cause)},
                 )
 
     def _orphaned(self, agent_id: str, agent: object) -> None:
@@ -772,8 +783,9 @@ class AgentRuntimeManager(Generic[R, A]):
             except TimeoutError:
                 leftover = self._store.unfinished_pinned()
                 self._log.warning(
-                    "%d pinned agent runtime(s) still in use after %d ms; disposing them",
-                    len(leftover), grace_ms,
+                    "%d pinned agent runtime(s) still in use after %d ms; disposing them: %s",
+                    len(leftover), grace_ms, ", ".join(repr(g.agent_id) for g in leftover),
+                    extra={"agent_ids": [g.agent_id for g in leftover]},
                 )
                 for gen in leftover:
                     self._store.finish(gen)
