@@ -137,7 +137,7 @@ class _Store(Generic[R, A]):
         del self.current[agent_id]
         gen.current = False
         if gen.pins == 0:
-            del self.idle[agent_id]
+            self.idle.pop(agent_id, None)  # absent when its last pin is being released now
         if gen.in_heap:
             self._stale += 1
             if self._stale > _COMPACT_MIN_STALE and self._stale * 2 > len(self._heap):
