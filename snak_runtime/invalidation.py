@@ -7,6 +7,7 @@ module, building its settings or running the container's ``invalidation`` resour
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections import Counter, deque
@@ -60,7 +61,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHANNEL: Final = "agent_cfg_invalidate"
 _DEFAULT_HOST: Final = "localhost"
 _DEFAULT_PORT: Final = 6379
-# How long one get_message() waits before looping; also paces the pub/sub health-check PING.
+# The longest one get_message() waits before the loop checks its deadlines again.
 _POLL_S: Final = 1.0
 _CLOSE_TIMEOUT_S: Final = 2.0
 
@@ -171,7 +172,7 @@ def _int_var(name: str, raw: str | None, default: int, low: int, high: int) -> i
     return default
 
 
-def _make_client(endpoint: RedisEndpoint, *, connect_timeout_s: float, health_s: int) -> Redis:
+def _make_client(endpoint: RedisEndpoint, *, timeout_s: float) -> Redis:
     """A client that never retries or reconnects behind our back.
 
     redis-py's retry layer would reconnect a pub/sub connection and resubscribe silently, and
@@ -183,9 +184,9 @@ def _make_client(endpoint: RedisEndpoint, *, connect_timeout_s: float, health_s:
     from redis.backoff import NoBackoff
 
     options: dict[str, Any] = {
-        "socket_connect_timeout": connect_timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "socket_timeout": timeout_s,  # commands; pub/sub reads pass their own timeout
         "socket_keepalive": True,
-        "health_check_interval": health_s,
         "retry": Retry(NoBackoff(), 0),
     }
     if endpoint.url is not None:
@@ -368,7 +369,7 @@ class InvalidationSubscriber:
         backoff_base_ms: int = 100,
         backoff_cap_ms: int = 5_000,
         connect_timeout_ms: int = 2_000,
-        health_check_interval_s: int = 10,
+        health_check_interval_s: float = 10.0,
         rng: Callable[[], float] = random.random,
     ) -> None:
         if source is None:
@@ -383,6 +384,8 @@ class InvalidationSubscriber:
         self._backoff_base_ms = backoff_base_ms
         self._backoff_cap_ms = backoff_cap_ms
         self._connect_timeout_s = connect_timeout_ms / 1000
+        if health_check_interval_s <= 0:
+            raise ValueError(f"health_check_interval_s must be > 0, got {health_check_interval_s}")
         self._health_s = health_check_interval_s
         self._rng = rng
         self._dispatcher = _Dispatcher(manager)
@@ -391,6 +394,7 @@ class InvalidationSubscriber:
         self._connected = asyncio.Event()
         self._first_attempt = asyncio.Event()
         self._lost = False  # a connection was lost or an attempt failed since the last resync
+        self._failed_attempts = 0  # since the last subscription; drives the backoff
         self._reconnects = 0
         self._resyncs = 0
         self._resync_evictions = 0
@@ -418,7 +422,10 @@ class InvalidationSubscriber:
         self._task = asyncio.get_running_loop().create_task(
             self._listen(), name=f"snak-invalidation:{self._channel}"
         )
-        await self._first_attempt.wait()
+        # Bounded even if the server accepts connections but never answers.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._connect_timeout_s * 3):
+                await self._first_attempt.wait()
 
     async def stop(self) -> None:
         """Stop listening, close the connection and cancel queued work. Idempotent."""
@@ -465,30 +472,19 @@ class InvalidationSubscriber:
 
     async def _listen(self) -> None:
         errors = _redis_errors()
-        failed_attempts = 0
         where = self._endpoint.describe()
         while True:
-            client = _make_client(
-                self._endpoint, connect_timeout_s=self._connect_timeout_s, health_s=self._health_s
-            )
+            client = _make_client(self._endpoint, timeout_s=self._connect_timeout_s)
             pubsub = client.pubsub()
             try:
-                await pubsub.subscribe(self._channel)
-                while True:
-                    message = await pubsub.get_message(timeout=_POLL_S)
-                    if message is None:
-                        continue
-                    kind = message["type"]
-                    if kind == "message":
-                        self._dispatcher.submit(message["data"])
-                    elif kind == "subscribe":
-                        await self._on_subscribed(where, failed_attempts)
-                        failed_attempts = 0
+                async with asyncio.timeout(self._connect_timeout_s * 2):
+                    await pubsub.subscribe(self._channel)
+                await self._receive(pubsub, where)
             except errors as exc:
                 was_connected = self.connected
                 self._connected.clear()
                 self._lost = True
-                if was_connected or failed_attempts == 0:
+                if was_connected or self._failed_attempts == 0:
                     logger.warning(
                         "invalidation subscriber: %s on %s (%s: %s); cached runtimes may go "
                         "stale until it reconnects, retrying in the background",
@@ -499,7 +495,7 @@ class InvalidationSubscriber:
                     )
                 else:
                     logger.debug(
-                        "invalidation subscriber: retry %d failed: %r", failed_attempts, exc
+                        "invalidation subscriber: retry %d failed: %r", self._failed_attempts, exc
                     )
             except Exception:
                 # A bug in a parser or client must not end invalidation for the process.
@@ -510,15 +506,49 @@ class InvalidationSubscriber:
                 await _close_quietly(pubsub, client)
             self._first_attempt.set()
             delay = backoff_ms(
-                failed_attempts,
+                self._failed_attempts,
                 base_ms=self._backoff_base_ms,
                 cap_ms=self._backoff_cap_ms,
                 rng=self._rng,
             )
-            failed_attempts += 1
+            self._failed_attempts += 1
             await asyncio.sleep(delay / 1000)
 
-    async def _on_subscribed(self, where: str, failed_attempts: int) -> None:
+    async def _receive(self, pubsub: Any, where: str) -> None:
+        """Hand messages to the dispatcher until the connection fails (raises) or is cancelled.
+
+        Liveness is ours, not redis-py's: a server that stops answering (a frozen process, a
+        half-open TCP connection) must surface as an error, or this process would stay deaf
+        without knowing. So: no subscribe confirmation within the deadline, or no reply to a
+        PING sent after ``health_check_interval_s`` of silence, raises ``TimeoutError``.
+        """
+        loop = asyncio.get_running_loop()
+        confirm_by: float | None = loop.time() + self._connect_timeout_s * 2
+        quiet_until = loop.time() + self._health_s  # silence after this: PING
+        pong_by: float | None = None
+        while True:
+            now = loop.time()
+            if confirm_by is not None and now > confirm_by:
+                raise TimeoutError(
+                    f"no subscribe confirmation within {self._connect_timeout_s * 2}s"
+                )
+            if pong_by is not None and now > pong_by:
+                raise TimeoutError(f"no reply to PING within {self._health_s}s")
+            if confirm_by is None and pong_by is None and now >= quiet_until:
+                await pubsub.ping()
+                pong_by = now + self._health_s
+            message = await pubsub.get_message(timeout=min(_POLL_S, self._health_s))
+            if message is None:
+                continue
+            quiet_until, pong_by = loop.time() + self._health_s, None  # the server is alive
+            kind = message["type"]
+            if kind == "message":
+                self._dispatcher.submit(message["data"])
+            elif kind == "subscribe":
+                confirm_by = None
+                await self._on_subscribed(where)
+
+    async def _on_subscribed(self, where: str) -> None:
         # Subscribed before resyncing: anything published from here on is in our socket, so
         # nothing falls between the eviction and the first message.
         if self._lost:
@@ -535,11 +565,12 @@ class InvalidationSubscriber:
                 "invalidation subscriber: reconnected to %s after %d attempt(s); "
                 "evicted %d possibly stale runtime(s)",
                 where,
-                failed_attempts,
+                self._failed_attempts,
                 removed,
             )
         else:
             logger.info("invalidation subscriber: listening on %s channel %r", where, self._channel)
+        self._failed_attempts = 0
         self._connected.set()
         self._first_attempt.set()
 
@@ -585,7 +616,7 @@ async def publish_invalidation(
             "Redis is not configured: set REDIS_URL or REDIS_HOST/REDIS_PORT to publish "
             "invalidations (a single process calls manager.on_invalidate() directly)"
         )
-    client = _make_client(settings.endpoint(), connect_timeout_s=2.0, health_s=0)
+    client = _make_client(settings.endpoint(), timeout_s=2.0)
     try:
         return int(await client.publish(channel or settings.channel, payload))
     finally:

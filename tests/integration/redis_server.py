@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -106,10 +107,20 @@ class RedisServer:
         self.stop()
         raise RuntimeError(f"{self.binary} did not answer PING on port {self.port}")
 
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP): connections stay open but nothing answers."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
             return
+        proc.send_signal(signal.SIGCONT)  # a paused server cannot handle SIGTERM
         proc.terminate()
         try:
             proc.wait(timeout=10)

@@ -384,6 +384,37 @@ async def test_in_process_outage_reconnects_and_resyncs(
         await manager.aclose()
 
 
+async def test_a_frozen_server_is_noticed_and_resynced_after(redis_server: RedisServer) -> None:
+    # A server that stops answering keeps the TCP connection open: only our PING notices.
+    store = ConfigStore()
+    manager = make_manager()
+    await store.seed(manager, "a", 1)
+    sub = InvalidationSubscriber(
+        manager,
+        redis_server.url,
+        health_check_interval_s=0.3,
+        connect_timeout_ms=300,
+        backoff_base_ms=20,
+        backoff_cap_ms=200,
+    )
+    await sub.start()
+    try:
+        assert sub.connected
+        redis_server.pause()
+        try:
+            await wait_until(lambda: not sub.connected, what="the silence noticed")
+        finally:
+            redis_server.resume()
+        await wait_until(lambda: sub.connected, what="reconnection")
+        st = sub.stats()
+        assert (st.reconnects, st.resyncs, st.resync_evictions) == (1, 1, 1)
+        assert "a" not in manager
+        assert await publish_invalidation("a", 2, redis=redis_server.url) == 1
+    finally:
+        await sub.stop()
+        await manager.aclose()
+
+
 # --- latency (printed, not asserted) --------------------------------------------------------
 
 
