@@ -433,6 +433,7 @@ class InvalidationSubscriber:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            self._lost = True  # deaf from now on: a later start() must resync
         self._connected.clear()
         await self._dispatcher.aclose()
 
