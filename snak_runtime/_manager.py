@@ -722,15 +722,28 @@ class AgentRuntimeManager(Generic[R, A]):
         task.add_done_callback(self._disposals.discard)
 
     async def _dispose(self, agent_id: str, agent: object) -> None:
+        """Dispose one agent in a task of its own, and stop waiting for it after
+        ``dispose_timeout_ms`` even if it ignores cancellation: no disposer can hang
+        shutdown."""
         self._stats.disposals += 1
+        call = asyncio.ensure_future(self._disposer.dispose(agent))
         try:
-            async with asyncio.timeout(self._dispose_timeout_s):
-                await self._disposer.dispose(agent)
-        except Exception as exc:
-            self._stats.dispose_failures += 1
-            self._log.warning(
-                "disposing agent %r failed: %r", agent_id, exc, extra={"agent_id": agent_id}
-            )
+            await asyncio.wait((call,), timeout=self._dispose_timeout_s)
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        if call.done():
+            exc = None if call.cancelled() else call.exception()
+            if exc is None:
+                return
+        else:
+            call.cancel()
+            exc = TimeoutError(f"dispose did not finish within {self._dispose_timeout_s:g} s")
+            call.add_done_callback(_retrieve)  # it may still end later; nobody waits for it
+        self._stats.dispose_failures += 1
+        self._log.warning(
+            "disposing agent %r failed: %r", agent_id, exc, extra={"agent_id": agent_id}
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -838,6 +851,12 @@ class AgentRuntimeManager(Generic[R, A]):
             raise ValueError(
                 f"a seed built for agent {agent_id!r} carries agent id {seed.agent_id!r}"
             )
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark an abandoned task's outcome as seen, so asyncio does not log it as lost."""
+    if not task.cancelled():
+        task.exception()
 
 
 @final

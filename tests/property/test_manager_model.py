@@ -233,14 +233,15 @@ class ManagerMachine(RuleBasedStateMachine):
     # ----------------------------------------------------------------- helpers
 
     def run(self, coro: Any) -> Any:
-        result = self.loop.run_until_complete(coro)
-        self.loop.run_until_complete(self._settle())
-        return result
+        try:
+            return self.loop.run_until_complete(coro)
+        finally:
+            self.loop.run_until_complete(self._settle())
 
     async def _settle(self) -> None:
         for _ in range(5):
             await asyncio.sleep(0)
-        if self.manager._disposals:
+        while self.manager._disposals:
             await asyncio.gather(*self.manager._disposals)
 
     def seed(

@@ -270,6 +270,41 @@ async def test_failing_disposer_is_logged_counted_and_contained(
     assert any("'agent-y'" in msg for msg in messages)
 
 
+class StubbornDisposer:
+    """Ignores cancellation: keeps waiting until the test lets it finish."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.calls = 0
+        self.finished = False
+
+    async def dispose(self, agent: object) -> None:
+        self.calls += 1
+        while not self.release.is_set():
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                continue  # swallowed on purpose
+        self.finished = True
+
+
+async def test_disposer_ignoring_cancellation_cannot_hang_shutdown(
+    make_manager: MakeManager, make_seed: MakeSeed, assert_stats: AssertStats
+) -> None:
+    disposer = StubbornDisposer()
+    m = make_manager(disposer=disposer, dispose_timeout_ms=50)
+    await m.shadow_seed(make_seed("agent-x"))
+    assert await m.evict("agent-x") is True
+    async with asyncio.timeout(SAFETY_S):
+        await m.aclose(grace_ms=1)
+    assert disposer.calls == 1 and not disposer.finished  # shutdown did not wait for it
+    assert_stats(m, disposals=1, dispose_failures=1, size=0)
+    disposer.release.set()
+    async with asyncio.timeout(SAFETY_S):
+        while not disposer.finished:
+            await asyncio.sleep(0)
+
+
 async def test_default_disposer_closes_agents(
     make_manager: MakeManager, make_seed: MakeSeed, assert_stats: AssertStats
 ) -> None:

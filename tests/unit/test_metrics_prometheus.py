@@ -108,7 +108,8 @@ async def run_scenario(manager: Manager, clock: FakeClock, disposer: FailingForB
         if len(disposer.calls) == 3 and manager.stats().disposals == 3:
             break
         await asyncio.sleep(0)
-    await asyncio.sleep(0)  # let the failing dispose record its failure
+    while manager._disposals:  # let the failing dispose record its failure
+        await asyncio.gather(*manager._disposals)
     assert sorted(disposer.calls) == ["a", "bad", "c"]
 
 
