@@ -1,4 +1,4 @@
-"""The ``snak-runtime`` command line: ``demo`` and ``config`` (only the CLI prints)."""
+"""The ``snak-runtime`` command line: ``demo``, ``config``, ``simulate`` (only the CLI prints)."""
 
 from __future__ import annotations
 
@@ -265,6 +265,68 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 register("demo", Command("run the quickstart scenario on the embedded cache", _run_demo))
 register("config", Command("print the effective limits, their sources and warnings", _run_config))
+
+
+# -------------------------------------------------------------------------------------- simulate
+
+
+def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
+    from ._simulate import SimulationConfig
+
+    d = SimulationConfig()
+    add = parser.add_argument
+    add("--agents", type=int, default=d.agents, help="distinct agent ids (%(default)s)")
+    add("--zipf", type=float, default=d.zipf_s, help="Zipf exponent of popularity (%(default)s)")
+    add("--requests", type=int, default=d.requests, help="requests to run (%(default)s)")
+    add("--rate", type=float, default=d.rate_per_s, help="requests per second (%(default)s)")
+    add("--build-ms", type=float, default=d.build_ms, help="cost of a build (%(default)s)")
+    add("--hold-ms", type=float, default=d.hold_ms, help="how long a lease is held (%(default)s)")
+    add("--invalidations", type=float, default=d.invalidations_per_s,
+        help="configuration changes per second (%(default)s)")
+    add("--max-entries", type=int, default=None, help="cache size (default: as configured)")
+    add("--ttl-ms", type=int, default=None, help="entry TTL (default: as configured)")
+    add("--seed", type=int, default=d.seed, help="random seed (%(default)s)")
+
+
+def _progress_bar(done: int, total: int) -> None:
+    filled = 30 * done // total
+    end = "\n" if done == total else ""
+    print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done:,}/{total:,} requests",
+          end=end, file=sys.stderr, flush=True)
+
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    from ._simulate import SimulationConfig, simulate
+
+    try:
+        config = SimulationConfig(
+            agents=args.agents, zipf_s=args.zipf, requests=args.requests, rate_per_s=args.rate,
+            build_ms=args.build_ms, hold_ms=args.hold_ms,
+            invalidations_per_s=args.invalidations, max_entries=args.max_entries,
+            ttl_ms=args.ttl_ms, seed=args.seed,
+        )
+    except ValueError as exc:
+        print(f"snak-runtime simulate: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    r = simulate(config, _progress_bar)
+    print(f"simulated {r.requests:,} requests for {config.agents:,} agents (Zipf {config.zipf_s})"
+          f" over {r.virtual_s:,.0f} s of virtual time, in {r.wall_s:.1f} s")
+    print(f"  cache           max_entries={r.max_entries}  ttl_ms={r.ttl_ms}"
+          f"  peak size={r.peak_size}")
+    print(f"  hit rate        {r.hit_rate:.1%}  ({r.hits:,} hits, {r.misses:,} misses)")
+    print(f"  builds          {r.builds:,}  (failures {r.build_failures:,})")
+    print(f"  evictions       {r.evictions:,}  (capacity)")
+    print(f"  expirations     {r.expirations:,}")
+    print(f"  invalidations   {r.invalidations:,}  (rebuilds {r.rebuilds:,})")
+    print(f"  lease latency   p50 {r.p50_ms:.1f} ms  p99 {r.p99_ms:.1f} ms  max {r.max_ms:.1f} ms"
+          "  (virtual: waiting for builds)")
+    return EXIT_OK
+
+
+register("simulate", Command(
+    "simulate traffic (Zipf popularity, builds, TTL, invalidations) to size the cache",
+    _run_simulate, _simulate_arguments,
+))
 
 
 # ------------------------------------------------------------------------------------------ main
