@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from threading import get_ident
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, final
 
@@ -95,6 +96,13 @@ class AgentRuntimeManager(Generic[R, A]):
         self._max_entries = self._limits.max_entries
         self._default_ttl_ms = self._limits.default_ttl_ms
         self._clock: Clock = clock if clock is not None else MonotonicClock()
+        # Expiry is kept in clock ticks: the default clock is read as raw monotonic_ns (one
+        # C call on the hot path), any other clock through its now_ms().
+        self._now: Callable[[], int]
+        if type(self._clock) is MonotonicClock:
+            self._now, self._ticks_per_ms = time.monotonic_ns, 1_000_000
+        else:
+            self._now, self._ticks_per_ms = self._clock.now_ms, 1
         self._disposer: Disposer = disposer if disposer is not None else DefaultDisposer()
         self._log = logger if logger is not None else globals()["logger"]
         self._build_timeout_s = build_timeout_ms / 1000
@@ -104,6 +112,7 @@ class AgentRuntimeManager(Generic[R, A]):
         self._store: _Store[R, A] = _Store(self._removed, self._orphaned)
         self._current = self._store.current  # hot path aliases
         self._idle = self._store.idle
+        self._detached = self._store.detached
         self._turns = _KeyedTurns()
         self._queues = self._turns.queues
         self._loads: dict[str, _Load[R, A]] = {}
@@ -113,6 +122,10 @@ class AgentRuntimeManager(Generic[R, A]):
         self._listeners: list[RemovalListener] = []
         self._disposals: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Cheap stand-in for "running on the bound loop" on the hit path: the same thread,
+        # and the bound loop is running (one loop runs per thread at a time).
+        self._thread = -1
+        self._loop_running: Callable[[], bool] = _false
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
         self._close_task: asyncio.Task[None] | None = None
@@ -153,14 +166,14 @@ class AgentRuntimeManager(Generic[R, A]):
     def __contains__(self, agent_id: object) -> bool:
         """True for a live (unexpired) entry. Does not pin or reorder."""
         gen = self._current.get(agent_id) if isinstance(agent_id, str) else None
-        return gen is not None and self._clock.now_ms() < gen.expires_at_ms
+        return gen is not None and self._now() < gen.expires_at
 
     def version_of(self, agent_id: str) -> int | None:
         """The live entry's ``cfg_version``, or None. Does not pin or reorder."""
         gen = self._current.get(agent_id)
-        if gen is None or self._clock.now_ms() >= gen.expires_at_ms:
+        if gen is None or self._now() >= gen.expires_at:
             return None
-        return gen.cfg_version
+        return gen._cfg_version
 
     def stats(self) -> CacheStats:
         return self._stats.snapshot(size=len(self._current), pinned=self._pinned)
@@ -187,7 +200,7 @@ class AgentRuntimeManager(Generic[R, A]):
         """
         if self._closed:
             raise RuntimeManagerClosed("the runtime manager is closed")
-        if asyncio.get_running_loop() is not self._loop:
+        if self._thread != get_ident() or not self._loop_running():
             self._bind_loop()
         if agent_id in self._queues:
             await self._wait_in_line(agent_id)
@@ -198,7 +211,7 @@ class AgentRuntimeManager(Generic[R, A]):
         if gen is None:
             return None
         gen.loose_pins += 1
-        return gen.runtime
+        return gen._runtime
 
     async def acquire_with_agent(
         self, agent_id: str, *, user_id: str | None = None
@@ -206,7 +219,7 @@ class AgentRuntimeManager(Generic[R, A]):
         """As ``acquire``, returning the runtime and its agent."""
         if self._closed:
             raise RuntimeManagerClosed("the runtime manager is closed")
-        if asyncio.get_running_loop() is not self._loop:
+        if self._thread != get_ident() or not self._loop_running():
             self._bind_loop()
         if agent_id in self._queues:
             await self._wait_in_line(agent_id)
@@ -217,7 +230,7 @@ class AgentRuntimeManager(Generic[R, A]):
         if gen is None:
             return None
         gen.loose_pins += 1
-        return gen.acquired_view()
+        return gen
 
     def release(self, agent_id: str) -> None:
         """Give back one ``acquire`` pin of ``agent_id``, oldest generation first.
@@ -226,9 +239,8 @@ class AgentRuntimeManager(Generic[R, A]):
         outstanding this is a no-op. Works after ``aclose()`` so pins can drain.
         """
         gen: _Generation[R, A] | None = None
-        detached = self._store.detached.get(agent_id)
-        if detached:
-            for old in detached:
+        if self._detached:
+            for old in self._detached.get(agent_id, ()):
                 if old.loose_pins:
                     gen = old
                     break
@@ -261,12 +273,12 @@ class AgentRuntimeManager(Generic[R, A]):
         if gen is None:
             self._stats.misses += 1
             return None
-        if self._clock.now_ms() >= gen.expires_at_ms:
+        if self._now() >= gen.expires_at:
             self._stats.misses += 1
             if gen.pins == 0:
                 self._store.detach(gen, RemovalCause.EXPIRED)
             return None
-        if user_id is not None and user_id != gen.user_id:
+        if user_id is not None and user_id != gen._user_id:
             self._stats.denied += 1
             raise _Denied
         if gen.pins == 0:
@@ -279,10 +291,10 @@ class AgentRuntimeManager(Generic[R, A]):
     async def _lease_enter(
         self, agent_id: str, user_id: str | None, build: Build[R, A] | None
     ) -> _Generation[R, A]:
+        """Everything but the plain hit (which ``_LeaseContext.__aenter__`` does inline)."""
         if self._closed:
             raise RuntimeManagerClosed("the runtime manager is closed")
-        if asyncio.get_running_loop() is not self._loop:
-            self._bind_loop()
+        self._bind_loop()
         if agent_id not in self._queues:
             try:
                 gen = self._pin_live(agent_id, user_id)
@@ -290,9 +302,7 @@ class AgentRuntimeManager(Generic[R, A]):
                 raise RuntimeNotCached(agent_id) from None
             if gen is not None:
                 return gen
-            if build is None:
-                raise RuntimeNotCached(agent_id)
-            return await self._join_load(self._start_load(agent_id, build), user_id, True)
+            return await self._lease_miss(agent_id, user_id, build)
         # Something is in flight for this id: join a load at the tail, or wait in line.
         self._check_reentry(agent_id)
         tail = self._turns.tail(agent_id)
@@ -310,6 +320,12 @@ class AgentRuntimeManager(Generic[R, A]):
             raise RuntimeNotCached(agent_id) from None
         if gen is not None:
             return gen
+        return await self._lease_miss(agent_id, user_id, build)
+
+    async def _lease_miss(
+        self, agent_id: str, user_id: str | None, build: Build[R, A] | None
+    ) -> _Generation[R, A]:
+        """A lease found nothing (its miss is counted): load it, or raise."""
         if build is None:
             raise RuntimeNotCached(agent_id)
         return await self._join_load(self._start_load(agent_id, build), user_id, True)
@@ -422,13 +438,13 @@ class AgentRuntimeManager(Generic[R, A]):
         for user_id, fut in load.waiters:
             if fut.done():
                 continue
-            if user_id is not None and user_id != gen.user_id:
+            if user_id is not None and user_id != gen._user_id:
                 stats.denied += 1
                 fut.set_exception(RuntimeNotCached(load.agent_id))
                 continue
             stats.misses += 1
             if gen.pins == 0 and gen.current:
-                del self._idle[gen.agent_id]
+                del self._idle[gen._agent_id]
             gen.pins += 1
             self._pinned += 1
             fut.set_result(gen)
@@ -447,11 +463,11 @@ class AgentRuntimeManager(Generic[R, A]):
         agent_id = seed.agent_id
         turn = await self._enter(agent_id)
         try:
-            now = self._clock.now_ms()
+            now = self._now()
             old = self._current.get(agent_id)
             if old is None:
                 cause: RemovalCause | None = RemovalCause.REPLACED
-            elif now >= old.expires_at_ms:
+            elif now >= old.expires_at:
                 cause = RemovalCause.EXPIRED
             elif seed.cfg_version == old.cfg_version:
                 cause = None  # refresh: same generation as far as anyone can tell
@@ -489,7 +505,7 @@ class AgentRuntimeManager(Generic[R, A]):
             if gen is None:
                 self._log.debug("no cached runtime to invalidate for agent %r", agent_id)
                 return
-            if self._clock.now_ms() >= gen.expires_at_ms:
+            if self._now() >= gen.expires_at:
                 self._log.debug("cached runtime of agent %r already expired", agent_id)
                 self._store.detach(gen, RemovalCause.EXPIRED)
                 return
@@ -623,10 +639,10 @@ class AgentRuntimeManager(Generic[R, A]):
         self, seed: RuntimeSeed[R, A], cause: RemovalCause | None, now: int | None = None
     ) -> _Generation[R, A]:
         if now is None:
-            now = self._clock.now_ms()
+            now = self._now()
         old = self._current.get(seed.agent_id)
         if old is not None and cause is not RemovalCause.INVALIDATED and cause is not None \
-                and now >= old.expires_at_ms:
+                and now >= old.expires_at:
             cause = RemovalCause.EXPIRED
         ttl_ms = seed.ttl_ms
         if ttl_ms is None:
@@ -639,7 +655,12 @@ class AgentRuntimeManager(Generic[R, A]):
                     ttl_ms, seed.agent_id, resolved, extra={"agent_id": seed.agent_id},
                 )
             ttl_ms = resolved
-        gen = self._store.install(seed, now + ttl_ms, cause)
+        gen = self._store.install(
+            seed,
+            now + ttl_ms * self._ticks_per_ms,
+            cause,
+            in_order=ttl_ms == self._default_ttl_ms,
+        )
         self._store.pop_expired(now, _EXPIRE_BATCH)
         self._trim(keep=seed.agent_id, warn=True)
         return gen
@@ -669,7 +690,7 @@ class AgentRuntimeManager(Generic[R, A]):
         gen = self._current.get(agent_id)
         if gen is None:
             return None
-        if self._clock.now_ms() >= gen.expires_at_ms:
+        if self._now() >= gen.expires_at:
             if gen.pins == 0:
                 self._store.detach(gen, RemovalCause.EXPIRED)
             return None
@@ -680,10 +701,10 @@ class AgentRuntimeManager(Generic[R, A]):
         self._pinned -= 1
         if not gen.pins:
             if gen.current:
-                if self._clock.now_ms() >= gen.expires_at_ms:
+                if self._now() >= gen.expires_at:
                     self._store.detach(gen, RemovalCause.EXPIRED)
                 else:
-                    self._idle[gen.agent_id] = None  # most recently used: it was in use until now
+                    self._idle[gen._agent_id] = None  # most recently used: in use until now
                     if len(self._current) > self._max_entries:
                         self._trim(keep=None, warn=False)
             else:
@@ -692,7 +713,7 @@ class AgentRuntimeManager(Generic[R, A]):
             self._drained.set()
 
     def _expire_due(self) -> None:
-        self._store.pop_expired(self._clock.now_ms(), _SWEEP_BATCH)
+        self._store.pop_expired(self._now(), _SWEEP_BATCH)
 
     # ------------------------------------------------------------------ callbacks from the store
 
@@ -759,7 +780,7 @@ class AgentRuntimeManager(Generic[R, A]):
         while True:
             await asyncio.sleep(self._sweep_interval_s)
             try:
-                while self._store.pop_expired(self._clock.now_ms(), _SWEEP_BATCH) == _SWEEP_BATCH:
+                while self._store.pop_expired(self._now(), _SWEEP_BATCH) == _SWEEP_BATCH:
                     await asyncio.sleep(0)  # a burst of expiries must not stall the loop
             except Exception:
                 self._log.exception("expiry sweep failed")
@@ -824,6 +845,8 @@ class AgentRuntimeManager(Generic[R, A]):
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
+            self._thread = get_ident()
+            self._loop_running = loop.is_running
         elif loop is not self._loop:
             raise RuntimeError(
                 "this AgentRuntimeManager is bound to another event loop; "
@@ -851,6 +874,10 @@ class AgentRuntimeManager(Generic[R, A]):
             raise ValueError(
                 f"a seed built for agent {agent_id!r} carries agent id {seed.agent_id!r}"
             )
+
+
+def _false() -> bool:
+    return False
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
@@ -881,9 +908,27 @@ class _LeaseContext(Generic[R, A]):
     async def __aenter__(self) -> RuntimeLease[R, A]:
         if self._gen is not None:
             raise RuntimeError("a lease context cannot be entered twice at once")
-        gen = await self._manager._lease_enter(self._agent_id, self._user_id, self._build)
+        m = self._manager
+        agent_id = self._agent_id
+        if (
+            m._closed
+            or m._thread != get_ident()
+            or not m._loop_running()
+            or agent_id in m._queues
+        ):
+            gen = await m._lease_enter(agent_id, self._user_id, self._build)
+        else:
+            # the hit path, inline: no further coroutine
+            try:
+                hit = m._pin_live(agent_id, self._user_id)
+            except _Denied:
+                raise RuntimeNotCached(agent_id) from None
+            if hit is None:
+                gen = await m._lease_miss(agent_id, self._user_id, self._build)
+            else:
+                gen = hit
         self._gen = gen
-        return gen.lease_view()
+        return gen
 
     async def __aexit__(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, TypeVar
 
 R = TypeVar("R")
 A = TypeVar("A")
@@ -46,18 +46,79 @@ class RuntimeSeed(Generic[R, A]):
             raise TypeError(f"ttl_ms must be an integer or None, got {self.ttl_ms!r}")
 
 
-class AcquiredRuntime(NamedTuple, Generic[R, A]):
-    """A pinned runtime and its agent, as ``acquire_with_agent`` returns them."""
+class AcquiredRuntime(Generic[R, A]):
+    """A pinned runtime and its agent, as ``acquire_with_agent`` returns them.
 
-    runtime: R
-    agent: A | None
+    Read-only. The manager hands out its own record of the generation (which is one of
+    these), so a hit allocates nothing.
+    """
+
+    __slots__ = ("_agent", "_runtime")
+
+    def __init__(self, runtime: R, agent: A | None = None) -> None:
+        self._runtime = runtime
+        self._agent = agent
+
+    @property
+    def runtime(self) -> R:
+        return self._runtime
+
+    @property
+    def agent(self) -> A | None:
+        return self._agent
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AcquiredRuntime):
+            return NotImplemented
+        return self._runtime == other._runtime and self._agent == other._agent
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"AcquiredRuntime(runtime={self._runtime!r}, agent={self._agent!r})"
 
 
-class RuntimeLease(NamedTuple, Generic[R, A]):
-    """What ``lease()`` yields: a snapshot of the generation it pinned."""
+class RuntimeLease(AcquiredRuntime[R, A]):
+    """What ``lease()`` yields: the generation it pinned (read-only)."""
 
-    agent_id: str
-    user_id: str
-    cfg_version: int
-    runtime: R
-    agent: A | None
+    __slots__ = ("_agent_id", "_cfg_version", "_user_id")
+
+    def __init__(
+        self, agent_id: str, user_id: str, cfg_version: int, runtime: R, agent: A | None = None
+    ) -> None:
+        super().__init__(runtime, agent)
+        self._agent_id = agent_id
+        self._user_id = user_id
+        self._cfg_version = cfg_version
+
+    @property
+    def agent_id(self) -> str:
+        return self._agent_id
+
+    @property
+    def user_id(self) -> str:
+        return self._user_id
+
+    @property
+    def cfg_version(self) -> int:
+        return self._cfg_version
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RuntimeLease):
+            return super().__eq__(other)
+        return (
+            self._agent_id == other._agent_id
+            and self._user_id == other._user_id
+            and self._cfg_version == other._cfg_version
+            and self._runtime == other._runtime
+            and self._agent == other._agent
+        )
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return (
+            f"RuntimeLease(agent_id={self._agent_id!r}, user_id={self._user_id!r}, "
+            f"cfg_version={self._cfg_version!r}, runtime={self._runtime!r}, "
+            f"agent={self._agent!r})"
+        )

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, final
 
-from ._seed import AcquiredRuntime, Rebuild, RuntimeLease, RuntimeSeed
+from ._seed import Rebuild, RuntimeLease, RuntimeSeed
 from ._stats import RemovalCause
 
 R = TypeVar("R")
@@ -24,40 +23,47 @@ _COMPACT_MIN_STALE = 64
 
 
 @final
-@dataclass(slots=True, eq=False)
-class _Generation(Generic[R, A]):
-    """One installed seed. Immutable payload; pins and map membership change."""
+class _Generation(RuntimeLease[R, A]):
+    """One installed seed: the read-only lease view users get, plus the cache's bookkeeping.
 
-    agent_id: str
-    user_id: str
-    cfg_version: int
-    runtime: R
-    agent: A | None
-    rebuild: Rebuild[R, A]
-    expires_at_ms: int
-    seq: int
-    pins: int = 0  # all pins: leases and acquires
-    loose_pins: int = 0  # pins taken by acquire*, which release(agent_id) may give back
-    current: bool = True  # the map's entry for its agent id
-    in_heap: bool = True
-    finished: bool = False  # agent reference given up (disposed or handed on)
-    _lease: RuntimeLease[R, A] | None = None
-    _acquired: AcquiredRuntime[R, A] | None = None
+    The payload never changes (a refresh installs a new generation), so the manager hands
+    this object itself to callers as their ``RuntimeLease`` / ``AcquiredRuntime``.
+    """
 
-    def lease_view(self) -> RuntimeLease[R, A]:
-        """The generation's snapshot, built once: a generation never changes its payload."""
-        view = self._lease
-        if view is None:
-            view = self._lease = RuntimeLease(
-                self.agent_id, self.user_id, self.cfg_version, self.runtime, self.agent
-            )
-        return view
+    __slots__ = (
+        "current",
+        "expires_at",
+        "finished",
+        "in_expiry",
+        "loose_pins",
+        "pins",
+        "rebuild",
+    )
 
-    def acquired_view(self) -> AcquiredRuntime[R, A]:
-        view = self._acquired
-        if view is None:
-            view = self._acquired = AcquiredRuntime(self.runtime, self.agent)
-        return view
+    def __init__(self, seed: RuntimeSeed[R, A], expires_at: int) -> None:
+        # Assigned directly (no super().__init__ chain): this runs on every install.
+        self._agent_id = seed.agent_id
+        self._user_id = seed.user_id
+        self._cfg_version = seed.cfg_version
+        self._runtime = seed.runtime
+        self._agent = seed.agent
+        self.rebuild: Rebuild[R, A] = seed.rebuild
+        self.expires_at = expires_at  # in the manager's clock ticks
+        self.pins = 0  # all pins: leases and acquires
+        self.loose_pins = 0  # pins taken by acquire*, which release(agent_id) may give back
+        self.current = True  # the map's entry for its agent id
+        self.in_expiry = True  # still queued in the expiry FIFO or heap
+        self.finished = False  # agent reference given up (disposed or handed on)
+
+    # Identity, not value: two generations may carry equal payloads.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"<generation {self._agent_id!r} v{self._cfg_version} pins={self.pins} "
+            f"current={self.current}>"
+        )
 
 
 OnRemoved = Callable[[str, RemovalCause], None]
@@ -72,10 +78,14 @@ class _Store(Generic[R, A]):
     whose current generation is unpinned, least recently used first, so capacity eviction
     pops its head without looking at pinned entries. ``detached`` keeps superseded
     generations that are still pinned, oldest first, until their last pin goes.
+
+    Expiry: entries on the default TTL expire in install order, so a FIFO holds them (no
+    per-entry heap item); entries with a TTL of their own go to a heap. Both delete lazily.
     """
 
     __slots__ = (
         "_agents",
+        "_fifo",
         "_heap",
         "_on_orphaned",
         "_on_removed",
@@ -90,57 +100,60 @@ class _Store(Generic[R, A]):
         self.current: dict[str, _Generation[R, A]] = {}
         self.idle: OrderedDict[str, None] = OrderedDict()
         self.detached: dict[str, list[_Generation[R, A]]] = {}
+        self._fifo: deque[_Generation[R, A]] = deque()
         self._heap: list[tuple[int, int, _Generation[R, A]]] = []
-        self._stale = 0
-        # id(agent) -> [agent, number of unfinished generations holding it]
-        self._agents: dict[int, list[Any]] = {}
+        self._stale = 0  # queued expiry items whose generation left the map
+        # id(agent) -> number of unfinished generations holding it (they keep it alive, so
+        # the id cannot be reused while it is a key here)
+        self._agents: dict[int, int] = {}
         self._seq = itertools.count()
         self._on_removed = on_removed
         self._on_orphaned = on_orphaned
 
     def install(
-        self, seed: RuntimeSeed[R, A], expires_at_ms: int, old_cause: RemovalCause | None
+        self,
+        seed: RuntimeSeed[R, A],
+        expires_at: int,
+        old_cause: RemovalCause | None,
+        *,
+        in_order: bool = False,
     ) -> _Generation[R, A]:
         """Make ``seed`` the current generation; the old one (if any) leaves with ``old_cause``.
 
         ``old_cause=None`` is a same-version refresh: the old generation is superseded
         silently (no removal is reported), but still detached so its pins stay exact.
+        ``in_order`` says the entry expires no earlier than every entry installed before it
+        with ``in_order`` (the default TTL), so it can join the FIFO instead of the heap.
         """
         old = self.current.get(seed.agent_id)
-        seq = next(self._seq)
-        gen = _Generation(
-            seed.agent_id,
-            seed.user_id,
-            seed.cfg_version,
-            seed.runtime,
-            seed.agent,
-            seed.rebuild,
-            expires_at_ms,
-            seq,
-        )
-        if seed.agent is not None:
-            ref = self._agents.get(id(seed.agent))
-            if ref is None:
-                self._agents[id(seed.agent)] = [seed.agent, 1]
-            else:
-                ref[1] += 1
+        gen = _Generation(seed, expires_at)
+        agent = seed.agent
+        if agent is not None:
+            agents = self._agents
+            agents[id(agent)] = agents.get(id(agent), 0) + 1
         if old is not None:
             self.detach(old, old_cause)
         self.current[seed.agent_id] = gen
         self.idle[seed.agent_id] = None
-        heapq.heappush(self._heap, (expires_at_ms, seq, gen))
+        if in_order:
+            self._fifo.append(gen)
+        else:
+            heapq.heappush(self._heap, (expires_at, next(self._seq), gen))
         return gen
 
     def detach(self, gen: _Generation[R, A], cause: RemovalCause | None) -> None:
         """Take ``gen`` out of the map; its agent is orphaned now or at its last release."""
-        agent_id = gen.agent_id
+        agent_id = gen._agent_id
         del self.current[agent_id]
         gen.current = False
         if gen.pins == 0:
             self.idle.pop(agent_id, None)  # absent when its last pin is being released now
-        if gen.in_heap:
+        if gen.in_expiry:
             self._stale += 1
-            if self._stale > _COMPACT_MIN_STALE and self._stale * 2 > len(self._heap):
+            if (
+                self._stale > _COMPACT_MIN_STALE
+                and self._stale * 2 > len(self._heap) + len(self._fifo)
+            ):
                 self._compact()
         if cause is not None:
             self._on_removed(agent_id, cause)
@@ -151,10 +164,10 @@ class _Store(Generic[R, A]):
 
     def drop_detached(self, gen: _Generation[R, A]) -> None:
         """A detached generation lost its last pin."""
-        pinned = self.detached[gen.agent_id]
+        pinned = self.detached[gen._agent_id]
         pinned.remove(gen)
         if not pinned:
-            del self.detached[gen.agent_id]
+            del self.detached[gen._agent_id]
         self.finish(gen)
 
     def finish(self, gen: _Generation[R, A]) -> None:
@@ -162,27 +175,36 @@ class _Store(Generic[R, A]):
         if gen.finished:
             return
         gen.finished = True
-        agent = gen.agent
+        agent = gen._agent
         if agent is None:
             return
-        ref = self._agents[id(agent)]
-        ref[1] -= 1
-        if ref[1] == 0:
+        holders = self._agents[id(agent)] - 1
+        if holders:
+            self._agents[id(agent)] = holders
+        else:
             del self._agents[id(agent)]
-            self._on_orphaned(gen.agent_id, agent)
+            self._on_orphaned(gen._agent_id, agent)
 
     def owns(self, agent: object) -> bool:
         """Whether some unfinished generation holds ``agent`` (by identity)."""
         return id(agent) in self._agents
 
-    def pop_expired(self, now_ms: int, limit: int) -> int:
+    def pop_expired(self, now: int, limit: int) -> int:
         """Remove up to ``limit`` expired idle generations, soonest first; return how many
-        heap items were consumed (stale and pinned ones included)."""
+        queued items were consumed (stale and pinned ones included)."""
         consumed = 0
-        while self._heap and consumed < limit and self._heap[0][0] <= now_ms:
-            gen = heapq.heappop(self._heap)[2]
+        while consumed < limit:
+            fifo, heap = self._fifo, self._heap  # re-read: detach() may compact them
+            if fifo and (not heap or fifo[0].expires_at <= heap[0][0]):
+                if fifo[0].expires_at > now:
+                    break
+                gen = fifo.popleft()
+            elif heap and heap[0][0] <= now:
+                gen = heapq.heappop(heap)[2]
+            else:
+                break
             consumed += 1
-            gen.in_heap = False
+            gen.in_expiry = False
             if not gen.current:
                 self._stale -= 1
             elif gen.pins == 0:
@@ -197,6 +219,11 @@ class _Store(Generic[R, A]):
         return None
 
     def _compact(self) -> None:
+        for gen in self._fifo:
+            gen.in_expiry = gen.current
+        for item in self._heap:
+            item[2].in_expiry = item[2].current
+        self._fifo = deque(gen for gen in self._fifo if gen.current)
         self._heap = [item for item in self._heap if item[2].current]
         heapq.heapify(self._heap)
         self._stale = 0
@@ -208,5 +235,6 @@ class _Store(Generic[R, A]):
         return gens
 
     @property
-    def heap_size(self) -> int:
-        return len(self._heap)
+    def queued_expiries(self) -> int:
+        """Items in the expiry FIFO and heap, stale ones included."""
+        return len(self._heap) + len(self._fifo)

@@ -43,7 +43,9 @@ async def test_lease_hit_yields_the_generation_and_releases_on_exit(
     await m.shadow_seed(seed)
     async with m.lease("a") as lease:
         assert isinstance(lease, RuntimeLease)
-        assert tuple(lease) == ("a", "u7", 3, seed.runtime, seed.agent)
+        assert lease == RuntimeLease("a", "u7", 3, seed.runtime, seed.agent)
+        assert (lease.agent_id, lease.user_id, lease.cfg_version) == ("a", "u7", 3)
+        assert lease.runtime is seed.runtime and lease.agent is seed.agent
         assert (lease.agent_id, lease.user_id, lease.cfg_version) == ("a", "u7", 3)
         assert (lease.runtime, lease.agent) == (seed.runtime, seed.agent)
         assert_stats(m, hits=1, misses=0, pinned=1)

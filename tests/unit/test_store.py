@@ -43,7 +43,7 @@ def test_install_makes_current_and_idle(rec: Recorder) -> None:
     gen = rec.store.install(seed("a"), 100, RemovalCause.REPLACED)
     assert rec.store.current == {"a": gen}
     assert list(rec.store.idle) == ["a"]
-    assert (gen.cfg_version, gen.expires_at_ms, gen.pins, gen.current) == (1, 100, 0, True)
+    assert (gen.cfg_version, gen.expires_at, gen.pins, gen.current) == (1, 100, 0, True)
     assert (rec.removed, rec.orphaned) == ([], [])
 
 
@@ -132,7 +132,7 @@ def test_pop_expired_leaves_pinned_entries_to_their_release(rec: Recorder) -> No
     gen.pins = 1
     del rec.store.idle["a"]
     assert rec.store.pop_expired(50, 10) == 1
-    assert (rec.store.current, rec.removed, gen.in_heap) == ({"a": gen}, [], False)
+    assert (rec.store.current, rec.removed, gen.in_expiry) == ({"a": gen}, [], False)
 
 
 def test_pop_expired_skips_stale_heap_items(rec: Recorder) -> None:
@@ -155,7 +155,7 @@ def test_lru_victim_is_least_recently_used_idle_unless_kept(rec: Recorder) -> No
 def test_heap_is_compacted_when_mostly_stale(rec: Recorder) -> None:
     for version in range(1, 300):
         rec.store.install(seed("a", version), 1_000 + version, RemovalCause.REPLACED)
-    assert rec.store.heap_size < 150
+    assert rec.store.queued_expiries < 150
     assert len(rec.store.current) == 1
 
 
@@ -168,3 +168,25 @@ def test_unfinished_pinned_lists_current_and_detached_pinned(rec: Recorder) -> N
     del rec.store.idle["a"]
     rec.store.install(seed("b", 1), 100, RemovalCause.REPLACED)
     assert set(map(id, rec.store.unfinished_pinned())) == {id(g1), id(g2)}
+
+
+def test_in_order_entries_and_heap_entries_expire_soonest_first(rec: Recorder) -> None:
+    """Default-TTL entries queue in a FIFO, others in a heap; expiry merges both."""
+    rec.store.install(seed("f1"), 10, RemovalCause.REPLACED, in_order=True)
+    rec.store.install(seed("h1"), 5, RemovalCause.REPLACED)
+    rec.store.install(seed("f2"), 20, RemovalCause.REPLACED, in_order=True)
+    rec.store.install(seed("h2"), 15, RemovalCause.REPLACED)
+    rec.store.install(seed("f3"), 30, RemovalCause.REPLACED, in_order=True)
+    assert rec.store.pop_expired(20, 100) == 4
+    assert [a for a, _ in rec.removed] == ["h1", "f1", "h2", "f2"]
+    assert list(rec.store.current) == ["f3"]
+    assert rec.store.pop_expired(29, 100) == 0
+
+
+def test_fifo_is_compacted_when_mostly_stale(rec: Recorder) -> None:
+    for version in range(1, 400):
+        rec.store.install(seed("a", version), 1_000 + version, RemovalCause.REPLACED, in_order=True)
+    assert rec.store.queued_expiries < 150
+    rec.store.pop_expired(10_000, 1_000)
+    assert rec.store.current == {} and rec.store.queued_expiries == 0
+    assert rec.removed[-1] == ("a", RemovalCause.EXPIRED)
