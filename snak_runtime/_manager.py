@@ -111,21 +111,25 @@ class AgentRuntimeManager(Generic[R, A]):
 
         self._store: _Store[R, A] = _Store(self._removed, self._orphaned)
         self._current = self._store.current  # hot path aliases
-        self._idle = self._store.idle
+        self._recency = self._store.recency
+        self._over_capacity = False  # pins kept the map above max_entries after a trim
         self._detached = self._store.detached
         self._turns = _KeyedTurns()
         self._queues = self._turns.queues
         self._loads: dict[str, _Load[R, A]] = {}
         self._rebuilds: set[asyncio.Task[Any]] = set()
         self._stats = _StatsCounter()
-        self._pinned = 0
+        # Outstanding pins = hits + pins given to load waiters - pins released; kept as
+        # counters so a hit updates one number, not two.
+        self._waiter_pins = 0
+        self._unpins = 0
         self._listeners: list[RemovalListener] = []
         self._disposals: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Cheap stand-in for "running on the bound loop" on the hit path: the same thread,
-        # and the bound loop is running (one loop runs per thread at a time).
-        self._thread = -1
-        self._loop_running: Callable[[], bool] = _false
+        # The hit path's loop check: the bound loop is running in this very thread (one
+        # loop runs per thread at a time, so it is the running loop). ``get_running_loop``
+        # costs a system call per call on Python 3.11.
+        self._loop_ref: Any = _UNBOUND
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
         self._close_task: asyncio.Task[None] | None = None
@@ -176,7 +180,10 @@ class AgentRuntimeManager(Generic[R, A]):
         return gen._cfg_version
 
     def stats(self) -> CacheStats:
-        return self._stats.snapshot(size=len(self._current), pinned=self._pinned)
+        return self._stats.snapshot(size=len(self._current), pinned=self._pinned())
+
+    def _pinned(self) -> int:
+        return self._stats.hits + self._waiter_pins - self._unpins
 
     def on_removal(self, callback: RemovalListener) -> Callable[[], None]:
         """Call ``callback(agent_id, cause)`` whenever a generation leaves the map.
@@ -198,38 +205,49 @@ class AgentRuntimeManager(Generic[R, A]):
 
         Every successful call must be paired with one ``release(agent_id)``.
         """
-        if self._closed:
-            raise RuntimeManagerClosed("the runtime manager is closed")
-        if self._thread != get_ident() or not self._loop_running():
-            self._bind_loop()
-        if agent_id in self._queues:
-            await self._wait_in_line(agent_id)
-        try:
-            gen = self._pin_live(agent_id, user_id)
-        except _Denied:
-            return None
-        if gen is None:
-            return None
-        gen.loose_pins += 1
+        if self._loop_ref._thread_id != get_ident():
+            self._gate()
+        gen = self._current.get(agent_id)
+        if (
+            gen is None
+            or agent_id in self._queues
+            or self._now() >= gen.expires_at
+            or (user_id is not None and user_id != gen._user_id)
+        ):
+            gen = await self._acquire_slow(agent_id, user_id)
+            return None if gen is None else gen._runtime
+        gen.loose_pins += 1  # the plain hit, inline
+        self._stats.hits += 1
         return gen._runtime
 
     async def acquire_with_agent(
         self, agent_id: str, *, user_id: str | None = None
     ) -> AcquiredRuntime[R, A] | None:
         """As ``acquire``, returning the runtime and its agent."""
-        if self._closed:
-            raise RuntimeManagerClosed("the runtime manager is closed")
-        if self._thread != get_ident() or not self._loop_running():
-            self._bind_loop()
+        if self._loop_ref._thread_id != get_ident():
+            self._gate()
+        gen = self._current.get(agent_id)
+        if (
+            gen is None
+            or agent_id in self._queues
+            or self._now() >= gen.expires_at
+            or (user_id is not None and user_id != gen._user_id)
+        ):
+            return await self._acquire_slow(agent_id, user_id)
+        gen.loose_pins += 1  # the plain hit, inline
+        self._stats.hits += 1
+        return gen
+
+    async def _acquire_slow(self, agent_id: str, user_id: str | None) -> _Generation[R, A] | None:
+        """An acquire that is not a plain hit: wait in line, count the miss or denial."""
         if agent_id in self._queues:
             await self._wait_in_line(agent_id)
         try:
-            gen = self._pin_live(agent_id, user_id)
+            gen = self._hit(agent_id, user_id)
         except _Denied:
             return None
-        if gen is None:
-            return None
-        gen.loose_pins += 1
+        if gen is not None:
+            gen.loose_pins += 1
         return gen
 
     def release(self, agent_id: str) -> None:
@@ -238,19 +256,17 @@ class AgentRuntimeManager(Generic[R, A]):
         Pins taken by ``lease`` are not touched: a lease releases its own. With no pin
         outstanding this is a no-op. Works after ``aclose()`` so pins can drain.
         """
-        gen: _Generation[R, A] | None = None
-        if self._detached:
+        gen = self._current.get(agent_id)
+        if self._detached:  # older generations of some id are still pinned: oldest first
             for old in self._detached.get(agent_id, ()):
                 if old.loose_pins:
                     gen = old
                     break
-        if gen is None:
-            gen = self._current.get(agent_id)
-            if gen is None or not gen.loose_pins:
-                self._log.debug("release(%r) with no pin outstanding: ignored", agent_id)
-                return
+        if gen is None or not gen.loose_pins:
+            self._log.debug("release(%r) with no pin outstanding: ignored", agent_id)
+            return
         gen.loose_pins -= 1
-        self._unpin(gen)
+        self._unpinned(gen)
 
     def lease(
         self,
@@ -267,8 +283,9 @@ class AgentRuntimeManager(Generic[R, A]):
         """
         return _LeaseContext(self, agent_id, user_id, build)
 
-    def _pin_live(self, agent_id: str, user_id: str | None) -> _Generation[R, A] | None:
-        """The hot path: pin the live entry, count a hit, miss or denial."""
+    def _hit(self, agent_id: str, user_id: str | None) -> _Generation[R, A] | None:
+        """The live entry ``user_id`` may have (the caller pins it): count a hit, a miss
+        (None) or a denial (``_Denied``)."""
         gen = self._current.get(agent_id)
         if gen is None:
             self._stats.misses += 1
@@ -281,10 +298,6 @@ class AgentRuntimeManager(Generic[R, A]):
         if user_id is not None and user_id != gen._user_id:
             self._stats.denied += 1
             raise _Denied
-        if gen.pins == 0:
-            del self._idle[agent_id]
-        gen.pins += 1
-        self._pinned += 1
         self._stats.hits += 1
         return gen
 
@@ -294,13 +307,15 @@ class AgentRuntimeManager(Generic[R, A]):
         """Everything but the plain hit (which ``_LeaseContext.__aenter__`` does inline)."""
         if self._closed:
             raise RuntimeManagerClosed("the runtime manager is closed")
-        self._bind_loop()
+        if self._loop_ref._thread_id != get_ident():
+            self._bind_loop()
         if agent_id not in self._queues:
             try:
-                gen = self._pin_live(agent_id, user_id)
+                gen = self._hit(agent_id, user_id)
             except _Denied:
                 raise RuntimeNotCached(agent_id) from None
             if gen is not None:
+                gen.lease_pins += 1
                 return gen
             return await self._lease_miss(agent_id, user_id, build)
         # Something is in flight for this id: join a load at the tail, or wait in line.
@@ -315,10 +330,11 @@ class AgentRuntimeManager(Generic[R, A]):
         if load is not None and build is not None:
             return await self._join_load(load, user_id, False)
         try:
-            gen = self._pin_live(agent_id, user_id)
+            gen = self._hit(agent_id, user_id)
         except _Denied:
             raise RuntimeNotCached(agent_id) from None
         if gen is not None:
+            gen.lease_pins += 1
             return gen
         return await self._lease_miss(agent_id, user_id, build)
 
@@ -370,7 +386,9 @@ class AgentRuntimeManager(Generic[R, A]):
                 if not load.waiters and load.task is not None and not load.task.done():
                     load.task.cancel()  # nobody wants the result any more
             elif fut.exception() is None:
-                self._unpin(fut.result())  # pinned for us just as we were cancelled
+                gen = fut.result()  # pinned for us just as we were cancelled
+                gen.lease_pins -= 1
+                self._unpinned(gen)
             raise
 
     async def _run_load(self, load: _Load[R, A]) -> None:
@@ -379,7 +397,7 @@ class AgentRuntimeManager(Generic[R, A]):
         try:
             await self._turns.wait_turn(agent_id, turn)
             held = True
-            turn.owner = asyncio.current_task()
+            turn.owner = asyncio.current_task(self._loop)
             if self._closed:
                 raise RuntimeManagerClosed("the runtime manager is closed")
             gen = self._live(agent_id)
@@ -443,10 +461,8 @@ class AgentRuntimeManager(Generic[R, A]):
                 fut.set_exception(RuntimeNotCached(load.agent_id))
                 continue
             stats.misses += 1
-            if gen.pins == 0 and gen.current:
-                del self._idle[gen._agent_id]
-            gen.pins += 1
-            self._pinned += 1
+            gen.lease_pins += 1
+            self._waiter_pins += 1
             fut.set_result(gen)
         load.waiters.clear()
 
@@ -536,7 +552,7 @@ class AgentRuntimeManager(Generic[R, A]):
             # departure: the original kept serving the runtime it knew to be stale.
             if gen.current:
                 self._store.detach(gen, RemovalCause.INVALIDATED)
-            current = asyncio.current_task()
+            current = asyncio.current_task(self._loop)
             if (
                 isinstance(exc, asyncio.CancelledError)
                 and self._closed
@@ -618,7 +634,8 @@ class AgentRuntimeManager(Generic[R, A]):
         and nothing was in flight (no queue needed)."""
         if self._closed:
             raise RuntimeManagerClosed("the runtime manager is closed")
-        self._bind_loop()
+        if self._loop_ref._thread_id != get_ident():
+            self._bind_loop()
         if agent_id not in self._queues and not always_queue:
             return None
         self._check_reentry(agent_id)
@@ -668,9 +685,11 @@ class AgentRuntimeManager(Generic[R, A]):
     def _trim(self, *, keep: str | None, warn: bool) -> None:
         """Evict least recently used idle entries while above capacity, never ``keep``."""
         store = self._store
+        self._over_capacity = False
         while len(self._current) > self._max_entries:
             victim = store.lru_victim(keep)
             if victim is None:
+                self._over_capacity = True
                 if warn:
                     self._log.warning(
                         "agent runtime cache still above capacity (%d/%d) due to pinned entries "
@@ -696,21 +715,25 @@ class AgentRuntimeManager(Generic[R, A]):
             return None
         return gen
 
-    def _unpin(self, gen: _Generation[R, A]) -> None:
-        gen.pins -= 1
-        self._pinned -= 1
-        if not gen.pins:
-            if gen.current:
-                if self._now() >= gen.expires_at:
-                    self._store.detach(gen, RemovalCause.EXPIRED)
-                else:
-                    self._idle[gen._agent_id] = None  # most recently used: in use until now
-                    if len(self._current) > self._max_entries:
-                        self._trim(keep=None, warn=False)
-            else:
-                self._store.drop_detached(gen)
-        if self._drained is not None and not self._pinned:
-            self._drained.set()
+    def _unpinned(self, gen: _Generation[R, A]) -> None:
+        """One pin of ``gen`` was just given back (the caller decremented its counter)."""
+        self._unpins += 1
+        if gen.loose_pins or gen.lease_pins:
+            return
+        if gen.current and self._now() < gen.expires_at:
+            try:  # most recently used: it was in use until now
+                self._recency.move_to_end(gen._agent_id)
+            except KeyError:  # dropped from the order while pinned
+                self._recency[gen._agent_id] = None
+            if self._over_capacity:
+                self._trim(keep=None, warn=False)
+        elif gen.current:
+            self._store.detach(gen, RemovalCause.EXPIRED)
+        else:
+            self._store.drop_detached(gen)
+            # closing detached every entry, so draining ends on this branch
+            if self._drained is not None and not self._pinned():
+                self._drained.set()
 
     def _expire_due(self) -> None:
         self._store.pop_expired(self._now(), _SWEEP_BATCH)
@@ -718,7 +741,9 @@ class AgentRuntimeManager(Generic[R, A]):
     # ------------------------------------------------------------------ callbacks from the store
 
     def _removed(self, agent_id: str, cause: RemovalCause) -> None:
-        self._stats.record_removal(cause)
+        self._stats.removals[cause] += 1
+        if not self._listeners:
+            return
         for listener in tuple(self._listeners):
             try:
                 listener(agent_id, cause)
@@ -791,6 +816,7 @@ class AgentRuntimeManager(Generic[R, A]):
         if self._close_task is None:
             self._closed = True
             self._bind_loop()
+            self._loop_ref = _UNBOUND  # every read now takes the slow gate, which refuses
             self._close_task = self._running_loop().create_task(self._close(grace_ms))
         await asyncio.shield(self._close_task)
 
@@ -809,7 +835,7 @@ class AgentRuntimeManager(Generic[R, A]):
             await asyncio.gather(*in_flight, return_exceptions=True)
         for gen in list(self._current.values()):
             self._store.detach(gen, RemovalCause.SHUTDOWN)
-        if self._pinned:
+        if self._pinned():
             self._drained = asyncio.Event()
             try:
                 async with asyncio.timeout(grace_ms / 1000):
@@ -841,12 +867,20 @@ class AgentRuntimeManager(Generic[R, A]):
 
     # ------------------------------------------------------------------ guards
 
+    def _gate(self) -> None:
+        """What the reads' one-comparison entry check stands for: refuse when closed, bind
+        on first use, raise on another loop."""
+        if self._closed:
+            raise RuntimeManagerClosed("the runtime manager is closed")
+        self._bind_loop()
+
     def _bind_loop(self) -> None:
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
-            self._thread = get_ident()
-            self._loop_running = loop.is_running
+            self._loop_ref = loop if isinstance(getattr(loop, "_thread_id", 0), int) else (
+                _ThreadOf(loop)
+            )
         elif loop is not self._loop:
             raise RuntimeError(
                 "this AgentRuntimeManager is bound to another event loop; "
@@ -861,7 +895,7 @@ class AgentRuntimeManager(Generic[R, A]):
     def _check_reentry(self, agent_id: str) -> None:
         holder = self._turns.holder(agent_id)
         if holder is not None and holder.owner is not None \
-                and holder.owner is asyncio.current_task():
+                and holder.owner is asyncio.current_task(self._loop):
             raise RuntimeError(
                 f"a build or rebuild of agent {agent_id!r} called back into the manager for "
                 "the same agent id; that would wait on itself forever"
@@ -876,8 +910,25 @@ class AgentRuntimeManager(Generic[R, A]):
             )
 
 
-def _false() -> bool:
-    return False
+class _Unbound:
+    _thread_id = None
+
+
+_UNBOUND = _Unbound()
+
+
+@final
+class _ThreadOf:
+    """For loops that do not keep asyncio's ``_thread_id``: the same answer, slower."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    @property
+    def _thread_id(self) -> int | None:
+        return get_ident() if self._loop.is_running() else None
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
@@ -910,23 +961,18 @@ class _LeaseContext(Generic[R, A]):
             raise RuntimeError("a lease context cannot be entered twice at once")
         m = self._manager
         agent_id = self._agent_id
+        gen = m._current.get(agent_id)
         if (
-            m._closed
-            or m._thread != get_ident()
-            or not m._loop_running()
+            gen is None
+            or m._loop_ref._thread_id != get_ident()
             or agent_id in m._queues
+            or m._now() >= gen.expires_at
+            or (self._user_id is not None and self._user_id != gen._user_id)
         ):
             gen = await m._lease_enter(agent_id, self._user_id, self._build)
         else:
-            # the hit path, inline: no further coroutine
-            try:
-                hit = m._pin_live(agent_id, self._user_id)
-            except _Denied:
-                raise RuntimeNotCached(agent_id) from None
-            if hit is None:
-                gen = await m._lease_miss(agent_id, self._user_id, self._build)
-            else:
-                gen = hit
+            gen.lease_pins += 1  # the plain hit, inline
+            m._stats.hits += 1
         self._gen = gen
         return gen
 
@@ -939,4 +985,5 @@ class _LeaseContext(Generic[R, A]):
         gen = self._gen
         if gen is not None:
             self._gen = None
-            self._manager._unpin(gen)
+            gen.lease_pins -= 1
+            self._manager._unpinned(gen)

@@ -35,8 +35,8 @@ class _Generation(RuntimeLease[R, A]):
         "expires_at",
         "finished",
         "in_expiry",
+        "lease_pins",
         "loose_pins",
-        "pins",
         "rebuild",
     )
 
@@ -49,11 +49,15 @@ class _Generation(RuntimeLease[R, A]):
         self._agent = seed.agent
         self.rebuild: Rebuild[R, A] = seed.rebuild
         self.expires_at = expires_at  # in the manager's clock ticks
-        self.pins = 0  # all pins: leases and acquires
-        self.loose_pins = 0  # pins taken by acquire*, which release(agent_id) may give back
+        self.lease_pins = 0  # pins held by leases, each given back by its own exit
+        self.loose_pins = 0  # pins taken by acquire*, which release(agent_id) gives back
         self.current = True  # the map's entry for its agent id
         self.in_expiry = True  # still queued in the expiry FIFO or heap
         self.finished = False  # agent reference given up (disposed or handed on)
+
+    @property
+    def pins(self) -> int:
+        return self.loose_pins + self.lease_pins
 
     # Identity, not value: two generations may carry equal payloads.
     __eq__ = object.__eq__
@@ -74,9 +78,11 @@ OnOrphaned = Callable[[str, Any], None]
 class _Store(Generic[R, A]):
     """The cache's data structures. Every method is O(1) amortized or O(log n).
 
-    ``current`` maps an agent id to its current generation. ``idle`` holds the agent ids
-    whose current generation is unpinned, least recently used first, so capacity eviction
-    pops its head without looking at pinned entries. ``detached`` keeps superseded
+    ``current`` maps an agent id to its current generation. ``recency`` orders the agent
+    ids least recently used first; an entry moves to the end when installed and when its
+    last pin is released (it was in use until then). Pinned entries are not moved on a
+    hit: when one reaches the head, eviction drops it from the order (its release puts it
+    back), so each pin costs eviction at most one skip. ``detached`` keeps superseded
     generations that are still pinned, oldest first, until their last pin goes.
 
     Expiry: entries on the default TTL expire in install order, so a FIFO holds them (no
@@ -93,12 +99,12 @@ class _Store(Generic[R, A]):
         "_stale",
         "current",
         "detached",
-        "idle",
+        "recency",
     )
 
     def __init__(self, on_removed: OnRemoved, on_orphaned: OnOrphaned) -> None:
         self.current: dict[str, _Generation[R, A]] = {}
-        self.idle: OrderedDict[str, None] = OrderedDict()
+        self.recency: OrderedDict[str, None] = OrderedDict()
         self.detached: dict[str, list[_Generation[R, A]]] = {}
         self._fifo: deque[_Generation[R, A]] = deque()
         self._heap: list[tuple[int, int, _Generation[R, A]]] = []
@@ -134,7 +140,7 @@ class _Store(Generic[R, A]):
         if old is not None:
             self.detach(old, old_cause)
         self.current[seed.agent_id] = gen
-        self.idle[seed.agent_id] = None
+        self.recency[seed.agent_id] = None
         if in_order:
             self._fifo.append(gen)
         else:
@@ -146,8 +152,7 @@ class _Store(Generic[R, A]):
         agent_id = gen._agent_id
         del self.current[agent_id]
         gen.current = False
-        if gen.pins == 0:
-            self.idle.pop(agent_id, None)  # absent when its last pin is being released now
+        self.recency.pop(agent_id, None)
         if gen.in_expiry:
             self._stale += 1
             if (
@@ -213,9 +218,14 @@ class _Store(Generic[R, A]):
         return consumed
 
     def lru_victim(self, keep: str | None) -> _Generation[R, A] | None:
-        """The least recently used idle generation, unless it is ``keep``."""
-        for agent_id in self.idle:
-            return None if agent_id == keep else self.current[agent_id]
+        """The least recently used unpinned generation, unless it is ``keep``."""
+        recency = self.recency
+        while recency:
+            agent_id = next(iter(recency))
+            gen = self.current[agent_id]
+            if not gen.pins:
+                return None if agent_id == keep else gen
+            del recency[agent_id]  # pinned: its last release puts it back, most recent
         return None
 
     def _compact(self) -> None:

@@ -415,7 +415,7 @@ async def test_operations_do_not_scan_the_cache(make_seed: MakeSeed) -> None:
     )
     store = m._store
     store.current = m._current = _CountingDict()
-    store.idle = m._idle = _CountingOrderedDict()
+    store.recency = m._recency = _CountingOrderedDict()
     for i in range(n):
         await m.shadow_seed(make_seed(f"k{i}", agent=None, ttl_ms=10**9 - i))
 

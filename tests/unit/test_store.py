@@ -42,7 +42,7 @@ def rec() -> Recorder:
 def test_install_makes_current_and_idle(rec: Recorder) -> None:
     gen = rec.store.install(seed("a"), 100, RemovalCause.REPLACED)
     assert rec.store.current == {"a": gen}
-    assert list(rec.store.idle) == ["a"]
+    assert list(rec.store.recency) == ["a"]
     assert (gen.cfg_version, gen.expires_at, gen.pins, gen.current) == (1, 100, 0, True)
     assert (rec.removed, rec.orphaned) == ([], [])
 
@@ -71,12 +71,11 @@ def test_silent_supersede_reports_nothing(rec: Recorder) -> None:
 def test_pinned_generation_detaches_and_orphans_at_last_pin(rec: Recorder) -> None:
     agent = object()
     old = rec.store.install(seed("a", 1, agent), 100, RemovalCause.REPLACED)
-    old.pins = 1
-    del rec.store.idle["a"]  # the manager takes pinned entries out of the idle order
+    old.lease_pins = 1
     rec.store.install(seed("a", 2), 200, RemovalCause.REPLACED)
     assert rec.store.detached == {"a": [old]}
     assert rec.orphaned == []
-    old.pins = 0
+    old.lease_pins = 0
     rec.store.drop_detached(old)
     assert rec.store.detached == {}
     assert rec.orphaned == [("a", agent)]
@@ -85,12 +84,11 @@ def test_pinned_generation_detaches_and_orphans_at_last_pin(rec: Recorder) -> No
 def test_agent_shared_by_generations_is_orphaned_once_after_the_last(rec: Recorder) -> None:
     agent = object()
     g1 = rec.store.install(seed("a", 1, agent), 100, RemovalCause.REPLACED)
-    g1.pins = 1
-    del rec.store.idle["a"]
+    g1.lease_pins = 1
     g2 = rec.store.install(seed("a", 2, agent), 200, RemovalCause.REPLACED)
     rec.store.detach(g2, RemovalCause.EXPLICIT)
     assert rec.orphaned == []
-    g1.pins = 0
+    g1.lease_pins = 0
     rec.store.drop_detached(g1)
     rec.store.finish(g1)  # finishing twice is harmless
     assert rec.orphaned == [("a", agent)]
@@ -129,8 +127,7 @@ def test_pop_expired_respects_the_limit(rec: Recorder) -> None:
 
 def test_pop_expired_leaves_pinned_entries_to_their_release(rec: Recorder) -> None:
     gen = rec.store.install(seed("a"), 10, RemovalCause.REPLACED)
-    gen.pins = 1
-    del rec.store.idle["a"]
+    gen.lease_pins = 1
     assert rec.store.pop_expired(50, 10) == 1
     assert (rec.store.current, rec.removed, gen.in_expiry) == ({"a": gen}, [], False)
 
@@ -152,6 +149,17 @@ def test_lru_victim_is_least_recently_used_idle_unless_kept(rec: Recorder) -> No
     assert rec.store.lru_victim("a") is None
 
 
+def test_lru_victim_drops_pinned_entries_from_the_order(rec: Recorder) -> None:
+    a = rec.store.install(seed("a"), 100, RemovalCause.REPLACED)
+    b = rec.store.install(seed("b"), 100, RemovalCause.REPLACED)
+    a.lease_pins = 1
+    assert rec.store.lru_victim(None) is b
+    assert list(rec.store.recency) == ["b"]  # "a" goes back when its last pin is released
+    b.lease_pins = 1
+    assert rec.store.lru_victim(None) is None
+    assert list(rec.store.recency) == []
+
+
 def test_heap_is_compacted_when_mostly_stale(rec: Recorder) -> None:
     for version in range(1, 300):
         rec.store.install(seed("a", version), 1_000 + version, RemovalCause.REPLACED)
@@ -161,11 +169,9 @@ def test_heap_is_compacted_when_mostly_stale(rec: Recorder) -> None:
 
 def test_unfinished_pinned_lists_current_and_detached_pinned(rec: Recorder) -> None:
     g1 = rec.store.install(seed("a", 1), 100, RemovalCause.REPLACED)
-    g1.pins = 1
-    del rec.store.idle["a"]
+    g1.lease_pins = 1
     g2 = rec.store.install(seed("a", 2), 100, RemovalCause.REPLACED)
-    g2.pins = 1
-    del rec.store.idle["a"]
+    g2.lease_pins = 1
     rec.store.install(seed("b", 1), 100, RemovalCause.REPLACED)
     assert set(map(id, rec.store.unfinished_pinned())) == {id(g1), id(g2)}
 
