@@ -12,7 +12,8 @@ from common import ProgressFn, Series, Settings, make_manager, make_seed, timed
 ONE_ID = "lease+build, one id (1 build)"
 MANY_IDS = "lease+build, one id each"
 GATHER = "reference: gather of awaited dict lookups"
-FLIGHT_SYSTEMS = (ONE_ID, MANY_IDS, GATHER)
+SUSPENDED = "reference: gather of tasks that each suspend once"
+FLIGHT_SYSTEMS = (ONE_ID, MANY_IDS, GATHER, SUSPENDED)
 
 
 async def _gather(each: Callable[[str], Awaitable[object]], keys: list[str]) -> None:
@@ -31,10 +32,17 @@ async def run_single_flight(settings: Settings, say: ProgressFn) -> list[Series]
     async def floor_get(key: str) -> object | None:
         return plain.get(key)
 
+    async def suspended_get(key: str) -> object | None:
+        # Any single-flight waiter must suspend until the build ends and be woken once:
+        # this is that floor (one suspension, one wake-up per task).
+        await asyncio.sleep(0)
+        return plain.get(key)
+
     for round_no in range(settings.flight_rounds + 1):  # round 0 warms up
         for name in FLIGHT_SYSTEMS:
-            if name == GATHER:
-                sample = await timed(functools.partial(_gather, floor_get, ids), waiters)
+            if name in (GATHER, SUSPENDED):
+                each = floor_get if name == GATHER else suspended_get
+                sample = await timed(functools.partial(_gather, each, ids), waiters)
                 if round_no:
                     series[name].samples_ns.append(sample)
                 continue

@@ -257,11 +257,28 @@ class AgentRuntimeManager(Generic[R, A]):
         outstanding this is a no-op. Works after ``aclose()`` so pins can drain.
         """
         gen = self._current.get(agent_id)
-        if self._detached:  # older generations of some id are still pinned: oldest first
-            for old in self._detached.get(agent_id, ()):
-                if old.loose_pins:
-                    gen = old
-                    break
+        if gen is None or not gen.loose_pins or self._detached:
+            self._release_slow(agent_id)
+            return
+        gen.loose_pins -= 1
+        self._unpins += 1
+        if gen.loose_pins or gen.lease_pins:
+            return
+        if self._now() < gen.expires_at and not self._over_capacity:
+            try:  # most recently used: it was in use until now
+                self._recency.move_to_end(agent_id)
+            except KeyError:  # dropped from the order while pinned
+                self._recency[agent_id] = None
+            return
+        self._last_pin_gone(gen)
+
+    def _release_slow(self, agent_id: str) -> None:
+        gen = self._current.get(agent_id)
+        # older generations of some id are still pinned: give back the oldest first
+        for old in self._detached.get(agent_id, ()):
+            if old.loose_pins:
+                gen = old
+                break
         if gen is None or not gen.loose_pins:
             self._log.debug("release(%r) with no pin outstanding: ignored", agent_id)
             return
@@ -718,8 +735,10 @@ class AgentRuntimeManager(Generic[R, A]):
     def _unpinned(self, gen: _Generation[R, A]) -> None:
         """One pin of ``gen`` was just given back (the caller decremented its counter)."""
         self._unpins += 1
-        if gen.loose_pins or gen.lease_pins:
-            return
+        if not (gen.loose_pins or gen.lease_pins):
+            self._last_pin_gone(gen)
+
+    def _last_pin_gone(self, gen: _Generation[R, A]) -> None:
         if gen.current and self._now() < gen.expires_at:
             try:  # most recently used: it was in use until now
                 self._recency.move_to_end(gen._agent_id)

@@ -37,9 +37,9 @@ from snak_runtime import (
 )
 from snak_runtime.testing import FakeClock
 
-MAX_ENTRIES = 3
+MAX_ENTRIES = 2
 MAX_TTL_MS = 100
-AGENT_IDS = st.sampled_from(["a", "b", "c", "d", "e"])
+AGENT_IDS = st.sampled_from(["a", "b", "c", "d"])
 USERS = st.sampled_from(["u1", "u2"])
 TTLS = st.sampled_from([None, 10, 50, 0, -5, 250])
 VERSIONS = st.integers(min_value=1, max_value=6)
@@ -487,9 +487,14 @@ class ManagerMachine(RuleBasedStateMachine):
         assert (agent_id in self.manager) == (gen is not None and not self.model.expired(gen))
 
     @precondition(lambda self: not self.closed)
-    @rule(drain=st.booleans())
-    def close(self, drain: bool) -> None:
-        """Close; with ``drain`` the open pins are given back during the grace period."""
+    @rule(drain=st.booleans(), now=st.integers(min_value=0, max_value=7))
+    def close(self, drain: bool, now: int) -> None:
+        """Close; with ``drain`` the open pins are given back during the grace period.
+
+        Only one draw in eight closes: a closed manager ends the interesting part of a run.
+        """
+        if now:
+            return
         m = self.model
 
         async def close_and_drain() -> None:
@@ -566,8 +571,8 @@ def _install_everything_expired(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 ManagerMachine.TestCase.settings = settings(
-    max_examples=150,
-    stateful_step_count=40,
+    max_examples=1000,
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

@@ -531,6 +531,30 @@ async def test_capacity_skips_pinned_entries(
     assert_stats(m, evictions=1, size=3)
 
 
+@pytest.mark.parametrize("by_lease", [False, True])
+async def test_entry_skipped_by_eviction_while_pinned_is_most_recent_after_release(
+    make_manager: MakeManager, make_seed: MakeSeed, assert_stats: AssertStats, by_lease: bool
+) -> None:
+    """A pinned entry at the head of the recency order is passed over by eviction; its
+    release makes it the most recently used, so the next eviction takes another."""
+    m = make_manager()
+    for k in "abc":
+        await m.shadow_seed(make_seed(k))
+    lease = m.lease("a")
+    if by_lease:
+        await lease.__aenter__()
+    else:
+        await m.acquire("a")
+    await m.shadow_seed(make_seed("d"))  # "a" is least recent but pinned: "b" goes
+    if by_lease:
+        await lease.__aexit__(None, None, None)
+    else:
+        m.release("a")
+    await m.shadow_seed(make_seed("e"))  # "c" is least recent now, not "a"
+    assert sorted(k for k in "abcde" if k in m) == ["a", "d", "e"]
+    assert_stats(m, evictions=2, size=3, pinned=0)
+
+
 async def test_capacity_never_evicts_the_entry_just_installed(
     make_manager: MakeManager,
     make_seed: MakeSeed,
