@@ -260,6 +260,7 @@ class AgentRuntimeManager(Generic[R, A]):
         if gen is None or not gen.loose_pins or self._detached:
             self._release_slow(agent_id)
             return
+        # The common case of _unpinned() below, repeated inline: this is half of the hot path.
         gen.loose_pins -= 1
         self._unpins += 1
         if gen.loose_pins or gen.lease_pins:
@@ -298,7 +299,14 @@ class AgentRuntimeManager(Generic[R, A]):
         misses); without ``build``, or when it returns None, ``RuntimeNotCached`` is raised.
         An entry owned by another user raises ``RuntimeNotCached`` without calling ``build``.
         """
-        return _LeaseContext(self, agent_id, user_id, build)
+        # Built without an __init__ frame: this is on every lease's path.
+        context: _LeaseContext[R, A] = _new_object(_LeaseContext)
+        context._manager = self
+        context._agent_id = agent_id
+        context._user_id = user_id
+        context._build = build
+        context._gen = None
+        return context
 
     def _hit(self, agent_id: str, user_id: str | None) -> _Generation[R, A] | None:
         """The live entry ``user_id`` may have (the caller pins it): count a hit, a miss
@@ -735,8 +743,15 @@ class AgentRuntimeManager(Generic[R, A]):
     def _unpinned(self, gen: _Generation[R, A]) -> None:
         """One pin of ``gen`` was just given back (the caller decremented its counter)."""
         self._unpins += 1
-        if not (gen.loose_pins or gen.lease_pins):
-            self._last_pin_gone(gen)
+        if gen.loose_pins or gen.lease_pins:
+            return
+        if gen.current and self._now() < gen.expires_at and not self._over_capacity:
+            try:  # most recently used: it was in use until now
+                self._recency.move_to_end(gen._agent_id)
+            except KeyError:  # dropped from the order while pinned
+                self._recency[gen._agent_id] = None
+            return
+        self._last_pin_gone(gen)
 
     def _last_pin_gone(self, gen: _Generation[R, A]) -> None:
         if gen.current and self._now() < gen.expires_at:
@@ -929,6 +944,9 @@ class AgentRuntimeManager(Generic[R, A]):
             )
 
 
+_new_object = object.__new__
+
+
 class _Unbound:
     _thread_id = None
 
@@ -962,18 +980,12 @@ class _LeaseContext(Generic[R, A]):
 
     __slots__ = ("_agent_id", "_build", "_gen", "_manager", "_user_id")
 
-    def __init__(
-        self,
-        manager: AgentRuntimeManager[R, A],
-        agent_id: str,
-        user_id: str | None,
-        build: Build[R, A] | None,
-    ) -> None:
-        self._manager = manager
-        self._agent_id = agent_id
-        self._user_id = user_id
-        self._build = build
-        self._gen: _Generation[R, A] | None = None
+    # Filled in by ``AgentRuntimeManager.lease``.
+    _manager: AgentRuntimeManager[R, A]
+    _agent_id: str
+    _user_id: str | None
+    _build: Build[R, A] | None
+    _gen: _Generation[R, A] | None
 
     async def __aenter__(self) -> RuntimeLease[R, A]:
         if self._gen is not None:
