@@ -11,11 +11,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytest.importorskip("cachetools")
-pytest.importorskip("async_lru")
-pytest.importorskip("aiocache")
-
-
 @pytest.mark.timeout(180)
 def test_quick_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     done = subprocess.run(

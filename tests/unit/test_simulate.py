@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from snak_runtime._simulate import SimulationConfig, SimulationResult, simulate
@@ -43,7 +45,7 @@ def test_deterministic_for_a_seed() -> None:
 
 def test_bigger_cache_hits_more() -> None:
     small = simulate(SMALL)
-    big = simulate(SimulationConfig(**{**_as_dict(SMALL), "max_entries": 64}))
+    big = simulate(dataclasses.replace(SMALL, max_entries=64))
     assert big.hit_rate > small.hit_rate
     assert big.evictions < small.evictions
 
@@ -63,7 +65,3 @@ def test_default_limits_come_from_the_manager(monkeypatch: pytest.MonkeyPatch) -
 def test_invalid_config(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         SimulationConfig(**bad)  # type: ignore[arg-type]
-
-
-def _as_dict(config: SimulationConfig) -> dict[str, object]:
-    return {name: getattr(config, name) for name in config.__slots__}
