@@ -106,8 +106,7 @@ async def run_expiry(settings: Settings, say: ProgressFn) -> list[Series]:
                 if consumed < SWEEP_BATCH:
                     break
                 await asyncio.sleep(0)
-            while manager._disposals:
-                await asyncio.gather(*manager._disposals)
+            await manager.wait_for_disposals()
             disposed = time.perf_counter_ns()
         finally:
             if enabled:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from threading import get_ident
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, final
@@ -124,7 +126,8 @@ class AgentRuntimeManager(Generic[R, A]):
         self._waiter_pins = 0
         self._unpins = 0
         self._listeners: list[RemovalListener] = []
-        self._disposals: set[asyncio.Task[None]] = set()
+        self._disposals: set[asyncio.Future[Any]] = set()  # disposals shutdown waits for
+        self._abandoned: set[asyncio.Future[Any]] = set()  # timed out, still running
         self._loop: asyncio.AbstractEventLoop | None = None
         # The hit path's loop check: the bound loop is running in this very thread (one
         # loop runs per thread at a time, so it is the running loop). ``get_running_loop``
@@ -797,33 +800,61 @@ class AgentRuntimeManager(Generic[R, A]):
                 extra={"agent_id": agent_id},
             )
             return
-        task = loop.create_task(self._dispose(agent_id, agent))
-        self._disposals.add(task)
-        task.add_done_callback(self._disposals.discard)
-
-    async def _dispose(self, agent_id: str, agent: object) -> None:
-        """Dispose one agent in a task of its own, and stop waiting for it after
-        ``dispose_timeout_ms`` even if it ignores cancellation: no disposer can hang
-        shutdown."""
+        # Each dispose runs in a task of its own, off the caller's path; a timer abandons it
+        # after dispose_timeout_ms even if it swallows cancellation, so none can hang
+        # shutdown. Abandoned tasks stay referenced until they end.
         self._stats.disposals += 1
-        call = asyncio.ensure_future(self._disposer.dispose(agent))
         try:
-            await asyncio.wait((call,), timeout=self._dispose_timeout_s)
-        except asyncio.CancelledError:
-            call.cancel()
-            raise
-        if call.done():
-            exc = None if call.cancelled() else call.exception()
-            if exc is None:
-                return
-        else:
-            call.cancel()
-            exc = TimeoutError(f"dispose did not finish within {self._dispose_timeout_s:g} s")
-            call.add_done_callback(_retrieve)  # it may still end later; nobody waits for it
+            result = self._disposer.dispose(agent)
+        except Exception as exc:  # a plain (not async) dispose() that raised
+            self._dispose_failed(agent_id, exc)
+            return
+        if not inspect.isawaitable(result):
+            return  # a plain dispose() that already finished
+        call = asyncio.ensure_future(result, loop=loop)
+        self._disposals.add(call)
+        timer = loop.call_later(self._dispose_timeout_s, self._abandon_disposal, agent_id, call)
+        call.add_done_callback(partial(self._disposal_done, agent_id, timer))
+
+    def _abandon_disposal(self, agent_id: str, call: asyncio.Future[Any]) -> None:
+        self._disposals.discard(call)
+        self._abandoned.add(call)
+        call.cancel()
+        self._dispose_failed(
+            agent_id, TimeoutError(f"dispose did not finish within {self._dispose_timeout_s:g} s")
+        )
+
+    def _disposal_done(
+        self, agent_id: str, timer: asyncio.TimerHandle, call: asyncio.Future[Any]
+    ) -> None:
+        timer.cancel()
+        if call in self._abandoned:  # already counted as timed out
+            self._abandoned.discard(call)
+            if not call.cancelled():
+                call.exception()  # seen, so asyncio does not report it as lost
+            return
+        self._disposals.discard(call)
+        exc = asyncio.CancelledError() if call.cancelled() else call.exception()
+        if exc is not None:
+            self._dispose_failed(agent_id, exc)
+
+    def _dispose_failed(self, agent_id: str, exc: BaseException) -> None:
         self._stats.dispose_failures += 1
         self._log.warning(
             "disposing agent %r failed: %r", agent_id, exc, extra={"agent_id": agent_id}
         )
+
+    async def wait_for_disposals(self) -> None:
+        """Wait until every disposal scheduled so far has ended or been abandoned (after
+        ``dispose_timeout_ms``). Disposal never blocks a cache operation; tests and
+        shutdown use this to see its outcome. Never raises what a disposer raised."""
+        while self._disposals:  # a disposal leaves the set when it ends or is abandoned
+            await asyncio.wait(
+                tuple(self._disposals),
+                timeout=self._dispose_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            await asyncio.sleep(0)  # let the done callbacks record the outcome
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -884,8 +915,7 @@ class AgentRuntimeManager(Generic[R, A]):
                 for gen in leftover:
                     self._store.finish(gen)
         self._forced = True
-        while self._disposals:
-            await asyncio.gather(*self._disposals, return_exceptions=True)
+        await self.wait_for_disposals()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -966,12 +996,6 @@ class _ThreadOf:
     @property
     def _thread_id(self) -> int | None:
         return get_ident() if self._loop.is_running() else None
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Mark an abandoned task's outcome as seen, so asyncio does not log it as lost."""
-    if not task.cancelled():
-        task.exception()
 
 
 @final

@@ -241,8 +241,7 @@ class ManagerMachine(RuleBasedStateMachine):
     async def _settle(self) -> None:
         for _ in range(5):
             await asyncio.sleep(0)
-        while self.manager._disposals:
-            await asyncio.gather(*self.manager._disposals)
+        await self.manager.wait_for_disposals()
 
     def seed(
         self, agent_id: str, version: int, user: str, ttl: int | None, reuse_agent: bool

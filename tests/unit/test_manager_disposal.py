@@ -305,6 +305,33 @@ async def test_disposer_ignoring_cancellation_cannot_hang_shutdown(
             await asyncio.sleep(0)
 
 
+class PlainDisposer:
+    """Not async, against the protocol: the manager still copes."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+        self.disposed: list[object] = []
+
+    def dispose(self, agent: object) -> None:
+        if self.fail:
+            raise OSError("cannot close")
+        self.disposed.append(agent)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+async def test_plain_function_disposer_is_called_and_its_failure_counted(
+    make_manager: MakeManager, make_seed: MakeSeed, assert_stats: AssertStats, fail: bool
+) -> None:
+    disposer = PlainDisposer(fail)
+    m = make_manager(disposer=disposer)
+    seed = make_seed("a")
+    await m.shadow_seed(seed)
+    assert await m.evict("a") is True
+    await m.wait_for_disposals()
+    assert disposer.disposed == ([] if fail else [seed.agent])
+    assert_stats(m, disposals=1, dispose_failures=int(fail))
+
+
 async def test_default_disposer_closes_agents(
     make_manager: MakeManager, make_seed: MakeSeed, assert_stats: AssertStats
 ) -> None:

@@ -105,8 +105,7 @@ async def run_scenario(manager: Manager, clock: FakeClock, disposer: FailingForB
         if len(disposer.calls) == 3 and manager.stats().disposals == 3:
             break
         await asyncio.sleep(0)
-    while manager._disposals:  # let the failing dispose record its failure
-        await asyncio.gather(*manager._disposals)
+    await manager.wait_for_disposals()  # let the failing dispose record its failure
     assert sorted(disposer.calls) == ["a", "bad", "c"]
 
 
