@@ -31,6 +31,9 @@ from common import (
     timed,
     unsettle,
 )
+from prometheus_client import CollectorRegistry
+
+from snak_runtime.metrics.prometheus import register
 
 Run = Callable[[list[str]], Awaitable[None]]
 
@@ -38,13 +41,16 @@ Run = Callable[[list[str]], Awaitable[None]]
 ACQUIRE = "acquire+release"
 ACQUIRE_AGENT = "acquire_with_agent+release"
 LEASE = "async with lease"
+LEASE_METRICS = "async with lease, Prometheus collector registered"
 TTL_LOCK = "TTLCache.get + asyncio.Lock"
 LRU = "LRUCache.get"
 ALRU = "async_lru hit"
 AIOCACHE = "aiocache SimpleMemoryCache.get"
 FLOOR = "floor: awaited dict lookup"
 DICT = "dict lookup (sync)"
-HIT_SYSTEMS = (ACQUIRE, ACQUIRE_AGENT, LEASE, TTL_LOCK, LRU, ALRU, AIOCACHE, FLOOR, DICT)
+HIT_SYSTEMS = (
+    ACQUIRE, ACQUIRE_AGENT, LEASE, LEASE_METRICS, TTL_LOCK, LRU, ALRU, AIOCACHE, FLOOR, DICT,
+)
 MANAGER_HIT = (ACQUIRE, ACQUIRE_AGENT, LEASE)
 
 INSTALL = "shadow_seed (new id, 1 LRU eviction)"
@@ -65,8 +71,11 @@ class _Runtime:
 async def _hit_systems(keys: list[str], values: dict[str, _Runtime]) -> dict[str, Run]:
     n = len(keys)
     manager = make_manager(n)
+    observed = make_manager(n)  # the same, with an exporter registered (issue 6)
+    register(observed, registry=CollectorRegistry(), cache="bench")
     for key in keys:
         await manager.shadow_seed(make_seed(key, values[key]))
+        await observed.shadow_seed(make_seed(key, values[key]))
 
     ttl: cachetools.TTLCache[str, _Runtime] = cachetools.TTLCache(n, LONG_TTL_MS / 1000)
     lru: cachetools.LRUCache[str, _Runtime] = cachetools.LRUCache(n)
@@ -106,6 +115,12 @@ async def _hit_systems(keys: list[str], values: dict[str, _Runtime]) -> dict[str
             async with lease(key):
                 pass
 
+    async def run_lease_observed(seq: list[str]) -> None:
+        lease = observed.lease
+        for key in seq:
+            async with lease(key):
+                pass
+
     async def run_ttl(seq: list[str]) -> None:
         get = ttl.get
         for key in seq:
@@ -137,6 +152,7 @@ async def _hit_systems(keys: list[str], values: dict[str, _Runtime]) -> dict[str
 
     return {
         ACQUIRE: run_acquire, ACQUIRE_AGENT: run_acquire_agent, LEASE: run_lease,
+        LEASE_METRICS: run_lease_observed,
         TTL_LOCK: run_ttl, LRU: run_lru, ALRU: run_alru, AIOCACHE: run_aio,
         FLOOR: run_floor, DICT: run_dict,
     }

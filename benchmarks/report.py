@@ -4,6 +4,7 @@ one table per part, every cost also given as a ratio to the floor of the same ru
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from hit_path import (
     INSTALL,
     INSTALL_SYSTEMS,
     LEASE,
+    LEASE_METRICS,
     MANAGER_HIT,
     TTL_LOCK,
     TTL_SET,
@@ -98,6 +100,17 @@ def targets(res: Results, memory: list[dict[str, Any]]) -> list[Target]:
     ratio, where = _worst(versus)
     out.append(Target("hit path vs TTLCache.get + Lock, every size (worst)", "< 1x",
                       f"{_x(ratio)} ({where})", ratio < 1.0))
+    observed = [
+        res.median("hit", LEASE_METRICS, size, dist) / res.median("hit", LEASE, size, dist)
+        for size in SIZES for dist in DISTS
+    ]
+    observed = [r for r in observed if not math.isnan(r)]
+    if observed:
+        mid = statistics.median(observed)
+        out.append(Target(
+            "lease with a Prometheus collector registered / without (median over sizes)",
+            "unchanged (<= 1.1x, noise)",
+            f"{_x(mid)} (range {_x(min(observed))} to {_x(max(observed))})", mid <= 1.1))
     ratio, where = _worst([
         (res.median("install", INSTALL, size, "new ids")
          / res.median("install", TTL_SET, size, "new ids"), f"{size:,}") for size in SIZES
