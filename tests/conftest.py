@@ -29,6 +29,7 @@ ENV_VARS = (
     "REDIS_PORT",
     "REDIS_PASSWORD",
     "REDIS_DB",
+    "AGENT_CFG_INVALIDATE_CHANNEL",
 )
 
 # Small guards so capacity and expiry are reached in a few steps.

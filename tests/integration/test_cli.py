@@ -14,28 +14,12 @@ from snak_runtime import __main__ as entry_point
 from snak_runtime._cli import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV_VARS = (
-    "AGENT_RUNTIME_CACHE_MAX_ENTRIES",
-    "AGENT_RUNTIME_CACHE_TTL_MS",
-    "AGENT_RUNTIME_CACHE_TTL_SECONDS",
-    "GUARDS_CONFIG_PATH",
-    "REDIS_URL",  # no Redis: the container's invalidation Resource stays idle
-    "REDIS_HOST",
-    "REDIS_PORT",
-    "REDIS_PASSWORD",
-    "REDIS_DB",
-    "AGENT_CFG_INVALIDATE_CHANNEL",
-)
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
+# The machine's own cache, guard and Redis settings must not reach the CLI under test.
+_OURS = ("AGENT_RUNTIME_CACHE_", "GUARDS_CONFIG_PATH", "REDIS_", "AGENT_CFG_INVALIDATE_CHANNEL")
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(_OURS)}
     environment.update(env)
     return subprocess.run(
         [sys.executable, "-m", "snak_runtime", *args],

@@ -27,26 +27,7 @@ from snak_runtime import (
 from snak_runtime._config import GuardConfigError
 from snak_runtime.testing import FakeClock, RecordingDisposer
 
-ENV_VARS = (
-    "AGENT_RUNTIME_CACHE_MAX_ENTRIES",
-    "AGENT_RUNTIME_CACHE_TTL_MS",
-    "AGENT_RUNTIME_CACHE_TTL_SECONDS",
-    "GUARDS_CONFIG_PATH",
-    "REDIS_URL",  # no Redis: the container's invalidation Resource stays idle
-    "REDIS_HOST",
-    "REDIS_PORT",
-    "REDIS_PASSWORD",
-    "REDIS_DB",
-    "AGENT_CFG_INVALIDATE_CHANNEL",
-)
-
 Manager = AgentRuntimeManager[str, object]
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

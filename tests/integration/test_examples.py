@@ -39,26 +39,6 @@ from examples.fastapi_app.containers import AppContainer  # noqa: E402
 from examples.fastapi_app.main import create_app  # noqa: E402
 from examples.fastapi_app.services import AgentDirectory, ChatService  # noqa: E402
 
-ENV_VARS = (
-    "AGENT_RUNTIME_CACHE_MAX_ENTRIES",
-    "AGENT_RUNTIME_CACHE_TTL_MS",
-    "AGENT_RUNTIME_CACHE_TTL_SECONDS",
-    "GUARDS_CONFIG_PATH",
-    "REDIS_URL",  # no Redis: the container's invalidation Resource stays idle
-    "REDIS_HOST",
-    "REDIS_PORT",
-    "REDIS_PASSWORD",
-    "REDIS_DB",
-    "AGENT_CFG_INVALIDATE_CHANNEL",
-)
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-
-
 # ---------------------------------------------------------------------------- quickstart
 
 
