@@ -772,9 +772,6 @@ class AgentRuntimeManager(Generic[R, A]):
             if self._drained is not None and not self._pinned():
                 self._drained.set()
 
-    def _expire_due(self) -> None:
-        self._store.pop_expired(self._now(), _SWEEP_BATCH)
-
     # ------------------------------------------------------------------ callbacks from the store
 
     def _removed(self, agent_id: str, cause: RemovalCause) -> None:
@@ -942,9 +939,9 @@ class AgentRuntimeManager(Generic[R, A]):
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
-            self._loop_ref = loop if isinstance(getattr(loop, "_thread_id", 0), int) else (
-                _ThreadOf(loop)
-            )
+            # asyncio's loops record the thread they run in (an int while running, as now)
+            running_in = getattr(loop, "_thread_id", None)
+            self._loop_ref = loop if isinstance(running_in, int) else _ThreadOf(loop)
         elif loop is not self._loop:
             raise RuntimeError(
                 "this AgentRuntimeManager is bound to another event loop; "

@@ -5,6 +5,7 @@ point, build timeouts, re-entry and loop binding."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -17,6 +18,7 @@ from snak_runtime import (
     RuntimeNotCached,
     RuntimeSeed,
 )
+from snak_runtime._manager import _ThreadOf
 from snak_runtime.testing import FakeClock, RecordingDisposer
 
 Manager = AgentRuntimeManager[str, object]
@@ -865,3 +867,27 @@ async def test_manager_first_used_elsewhere_refuses_this_loop(make_seed: MakeSee
         await m.acquire("a")
     with pytest.raises(RuntimeError, match="loop"):
         await m.evict("a")
+
+
+@pytest.mark.parametrize("call", ["acquire", "acquire_with_agent", "lease", "shadow_seed"])
+def test_a_second_loop_in_the_same_thread_is_refused(make_seed: MakeSeed, call: str) -> None:
+    """Sequential ``asyncio.run`` calls in one thread: the hit path's one-comparison check
+    (is the bound loop running in this thread?) still tells the loops apart."""
+    m: Manager = AgentRuntimeManager(
+        guards=GuardConfig(max_entries=3, max_ttl_ms=1_000), clock=FakeClock(),
+        disposer=RecordingDisposer(),
+    )
+    asyncio.run(m.shadow_seed(make_seed("a", agent=None)))
+    with pytest.raises(RuntimeError, match="loop"):
+        asyncio.run(make_op(call, make_seed)(m, "a"))
+
+
+async def test_loops_without_a_thread_record_are_checked_the_slow_way() -> None:
+    loop = asyncio.get_running_loop()
+    probe = _ThreadOf(loop)
+    assert probe._thread_id == threading.get_ident()
+    idle = asyncio.new_event_loop()
+    try:
+        assert _ThreadOf(idle)._thread_id is None  # not running: never "this" loop
+    finally:
+        idle.close()
