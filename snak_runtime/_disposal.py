@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Protocol, final, runtime_checkable
+import logging
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol, final, runtime_checkable
+
+if TYPE_CHECKING:
+    from ._stats import _StatsCounter
 
 _CLOSE_METHODS = ("aclose", "dispose", "close")
 
@@ -40,3 +45,70 @@ class DefaultDisposer:
                     if inspect.isawaitable(result):
                         await result
                 return
+
+
+@final
+class _Disposals:
+    """The manager's disposals in flight: each in a task of its own, off the caller's path.
+
+    A timer abandons a disposal after the timeout even if it swallows cancellation, so no
+    disposer can hang shutdown; an abandoned task stays referenced until it ends. Failures
+    and timeouts are logged and counted, never raised into a cache operation.
+    """
+
+    __slots__ = ("_abandoned", "_disposer", "_log", "_pending", "_stats", "_timeout_s")
+
+    def __init__(
+        self, disposer: Disposer, timeout_s: float, stats: _StatsCounter, log: logging.Logger
+    ) -> None:
+        self._disposer = disposer
+        self._timeout_s = timeout_s
+        self._stats = stats
+        self._log = log
+        self._pending: set[asyncio.Future[Any]] = set()  # what wait() waits for
+        self._abandoned: set[asyncio.Future[Any]] = set()  # timed out, still running
+
+    def schedule(self, loop: asyncio.AbstractEventLoop, agent_id: str, agent: object) -> None:
+        self._stats.disposals += 1
+        try:
+            result: object = self._disposer.dispose(agent)
+        except Exception as exc:  # a plain (not async) dispose() that raised
+            self._failed(agent_id, exc)
+            return
+        if not inspect.isawaitable(result):
+            return  # a plain dispose() that already finished
+        call = asyncio.ensure_future(result, loop=loop)
+        self._pending.add(call)
+        timer = loop.call_later(self._timeout_s, self._abandon, agent_id, call)
+        call.add_done_callback(partial(self._done, agent_id, timer))
+
+    async def wait(self) -> None:
+        while self._pending:  # a disposal leaves the set when it ends or is abandoned
+            await asyncio.wait(
+                tuple(self._pending), timeout=self._timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            await asyncio.sleep(0)  # let the done callbacks record the outcome
+
+    def _abandon(self, agent_id: str, call: asyncio.Future[Any]) -> None:
+        self._pending.discard(call)
+        self._abandoned.add(call)
+        call.cancel()
+        self._failed(agent_id, TimeoutError(f"dispose did not finish within {self._timeout_s:g} s"))
+
+    def _done(self, agent_id: str, timer: asyncio.TimerHandle, call: asyncio.Future[Any]) -> None:
+        timer.cancel()
+        if call in self._abandoned:  # already counted as timed out
+            self._abandoned.discard(call)
+            if not call.cancelled():
+                call.exception()  # seen, so asyncio does not report it as lost
+            return
+        self._pending.discard(call)
+        exc = asyncio.CancelledError() if call.cancelled() else call.exception()
+        if exc is not None:
+            self._failed(agent_id, exc)
+
+    def _failed(self, agent_id: str, exc: BaseException) -> None:
+        self._stats.dispose_failures += 1
+        self._log.warning(
+            "disposing agent %r failed: %r", agent_id, exc, extra={"agent_id": agent_id}
+        )

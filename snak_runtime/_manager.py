@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from functools import partial
 from threading import get_ident
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, final
@@ -20,7 +18,7 @@ from ._config import (
     resolve_limits,
     resolve_seed_ttl_ms,
 )
-from ._disposal import DefaultDisposer, Disposer
+from ._disposal import DefaultDisposer, Disposer, _Disposals
 from ._errors import RuntimeManagerClosed, RuntimeNotCached
 from ._keyed import _KeyedTurns, _Turn
 from ._seed import AcquiredRuntime, Build, RuntimeLease, RuntimeSeed
@@ -126,8 +124,9 @@ class AgentRuntimeManager(Generic[R, A]):
         self._waiter_pins = 0
         self._unpins = 0
         self._listeners: list[RemovalListener] = []
-        self._disposals: set[asyncio.Future[Any]] = set()  # disposals shutdown waits for
-        self._abandoned: set[asyncio.Future[Any]] = set()  # timed out, still running
+        self._disposals = _Disposals(
+            self._disposer, self._dispose_timeout_s, self._stats, self._log
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         # The hit path's loop check: the bound loop is running in this very thread (one
         # loop runs per thread at a time, so it is the running loop). ``get_running_loop``
@@ -797,61 +796,13 @@ class AgentRuntimeManager(Generic[R, A]):
                 extra={"agent_id": agent_id},
             )
             return
-        # Each dispose runs in a task of its own, off the caller's path; a timer abandons it
-        # after dispose_timeout_ms even if it swallows cancellation, so none can hang
-        # shutdown. Abandoned tasks stay referenced until they end.
-        self._stats.disposals += 1
-        try:
-            result = self._disposer.dispose(agent)
-        except Exception as exc:  # a plain (not async) dispose() that raised
-            self._dispose_failed(agent_id, exc)
-            return
-        if not inspect.isawaitable(result):
-            return  # a plain dispose() that already finished
-        call = asyncio.ensure_future(result, loop=loop)
-        self._disposals.add(call)
-        timer = loop.call_later(self._dispose_timeout_s, self._abandon_disposal, agent_id, call)
-        call.add_done_callback(partial(self._disposal_done, agent_id, timer))
-
-    def _abandon_disposal(self, agent_id: str, call: asyncio.Future[Any]) -> None:
-        self._disposals.discard(call)
-        self._abandoned.add(call)
-        call.cancel()
-        self._dispose_failed(
-            agent_id, TimeoutError(f"dispose did not finish within {self._dispose_timeout_s:g} s")
-        )
-
-    def _disposal_done(
-        self, agent_id: str, timer: asyncio.TimerHandle, call: asyncio.Future[Any]
-    ) -> None:
-        timer.cancel()
-        if call in self._abandoned:  # already counted as timed out
-            self._abandoned.discard(call)
-            if not call.cancelled():
-                call.exception()  # seen, so asyncio does not report it as lost
-            return
-        self._disposals.discard(call)
-        exc = asyncio.CancelledError() if call.cancelled() else call.exception()
-        if exc is not None:
-            self._dispose_failed(agent_id, exc)
-
-    def _dispose_failed(self, agent_id: str, exc: BaseException) -> None:
-        self._stats.dispose_failures += 1
-        self._log.warning(
-            "disposing agent %r failed: %r", agent_id, exc, extra={"agent_id": agent_id}
-        )
+        self._disposals.schedule(loop, agent_id, agent)
 
     async def wait_for_disposals(self) -> None:
         """Wait until every disposal scheduled so far has ended or been abandoned (after
         ``dispose_timeout_ms``). Disposal never blocks a cache operation; tests and
         shutdown use this to see its outcome. Never raises what a disposer raised."""
-        while self._disposals:  # a disposal leaves the set when it ends or is abandoned
-            await asyncio.wait(
-                tuple(self._disposals),
-                timeout=self._dispose_timeout_s,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            await asyncio.sleep(0)  # let the done callbacks record the outcome
+        await self._disposals.wait()
 
     # ------------------------------------------------------------------ lifecycle
 
