@@ -276,7 +276,10 @@ class _Dispatcher:
         if isinstance(parsed, Dropped):
             self.dropped[parsed.reason.value] += 1
             logger.warning(
-                "invalidation message dropped (%s): %s", parsed.reason.value, parsed.detail
+                "invalidation message dropped (%s): %s",
+                parsed.reason.value,
+                parsed.detail,
+                extra={"reason": parsed.reason.value},
             )
             return parsed
         if parsed.unknown_event:
@@ -285,6 +288,7 @@ class _Dispatcher:
                 "agent %r: unknown invalidation event %r, evicting (the safe side)",
                 parsed.agent_id,
                 parsed.event,
+                extra={"agent_id": parsed.agent_id, "event": parsed.event},
             )
         queue = self._queues.get(parsed.agent_id)
         if queue is not None:
@@ -329,6 +333,7 @@ class _Dispatcher:
                 message.cfg_version,
                 exc,
                 exc_info=exc,
+                extra={"agent_id": message.agent_id, "cfg_version": message.cfg_version},
             )
         else:
             self.applied += 1
