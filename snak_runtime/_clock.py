@@ -13,6 +13,7 @@ class Clock(Protocol):
     def now_ms(self) -> int: ...
 
 
+# departure: the original read the wall clock (Date.now()), which can jump.
 @final
 class MonotonicClock:
     """The default clock: ``time.monotonic_ns`` in whole milliseconds (never jumps back)."""

@@ -47,6 +47,7 @@ class DefaultDisposer:
                 return
 
 
+# departure: the original awaited agent.dispose() unbounded, on the caller's path.
 @final
 class _Disposals:
     """The manager's disposals in flight: each in a task of its own, off the caller's path.

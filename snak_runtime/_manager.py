@@ -181,6 +181,7 @@ class AgentRuntimeManager(Generic[R, A]):
             return None
         return gen._cfg_version
 
+    # departure: the original promised hit/miss metrics in a comment and recorded none.
     def stats(self) -> CacheStats:
         return self._stats.snapshot(size=len(self._current), pinned=self._pinned())
 
@@ -323,6 +324,7 @@ class AgentRuntimeManager(Generic[R, A]):
                 self._store.detach(gen, RemovalCause.EXPIRED)
             return None
         if user_id is not None and user_id != gen._user_id:
+            # departure: the original left owner checks to its callers.
             self._stats.denied += 1
             raise _Denied
         self._stats.hits += 1
@@ -382,6 +384,7 @@ class AgentRuntimeManager(Generic[R, A]):
 
     # ------------------------------------------------------------------ single-flight loads
 
+    # departure: the original had no loader; every caller that missed built its own runtime.
     def _start_load(self, agent_id: str, build: Build[R, A]) -> _Load[R, A]:
         turn = self._turns.enqueue(agent_id, self._running_loop())
         load: _Load[R, A] = _Load(agent_id, build, turn)
@@ -513,6 +516,8 @@ class AgentRuntimeManager(Generic[R, A]):
             elif now >= old.expires_at:
                 cause = RemovalCause.EXPIRED
             elif seed.cfg_version == old.cfg_version:
+                # departure: the original dropped a replaced agent undisposed; the superseded
+                # generation is detached here, so its agent is disposed after its last pin.
                 cause = None  # refresh: same generation as far as anyone can tell
             elif seed.cfg_version > old.cfg_version:
                 cause = RemovalCause.REPLACED
@@ -629,6 +634,8 @@ class AgentRuntimeManager(Generic[R, A]):
 
         This is how a deleted agent leaves. Returns whether an entry was removed.
         """
+        # departure: the original had no way to drop an entry (cfg_deleted carries the old
+        # version, which the version rule of on_invalidate would ignore).
         turn = await self._enter(agent_id)
         try:
             gen = self._current.get(agent_id)
@@ -711,6 +718,7 @@ class AgentRuntimeManager(Generic[R, A]):
 
     def _trim(self, *, keep: str | None, warn: bool) -> None:
         """Evict least recently used idle entries while above capacity, never ``keep``."""
+        # departure: the original could evict the entry its own install had just put in.
         store = self._store
         self._over_capacity = False
         while len(self._current) > self._max_entries:
@@ -808,6 +816,7 @@ class AgentRuntimeManager(Generic[R, A]):
 
     async def start(self) -> None:
         """Start the sweeper that disposes expired idle entries with no traffic. Idempotent."""
+        # departure: the original pruned expired entries only when traffic came by.
         if self._closed:
             raise RuntimeManagerClosed("the runtime manager is closed")
         self._bind_loop()
@@ -826,6 +835,7 @@ class AgentRuntimeManager(Generic[R, A]):
     async def aclose(self, grace_ms: int = 30_000) -> None:
         """Refuse new work, dispose what is idle, let pins drain for ``grace_ms``, then
         dispose the rest and wait for every disposal. Idempotent."""
+        # departure: the original had no shutdown; its cached agents were never disposed.
         if self._close_task is None:
             self._closed = True
             self._bind_loop()
@@ -904,6 +914,7 @@ class AgentRuntimeManager(Generic[R, A]):
         assert loop is not None
         return loop
 
+    # departure: in the original a rebuild calling back into its own id waited on itself.
     def _check_reentry(self, agent_id: str) -> None:
         holder = self._turns.holder(agent_id)
         if holder is not None and holder.owner is not None \

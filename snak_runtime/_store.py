@@ -85,6 +85,9 @@ class _Store(Generic[R, A]):
     back), so each pin costs eviction at most one skip. ``detached`` keeps superseded
     generations that are still pinned, oldest first, until their last pin goes.
 
+    departure: the original kept one mutable entry per id (a release after a rebuild
+    decremented the new entry's count) and scanned every entry on every call.
+
     Expiry: entries on the default TTL expire in install order, so a FIFO holds them (no
     per-entry heap item); entries with a TTL of their own go to a heap. Both delete lazily.
     """

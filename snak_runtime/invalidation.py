@@ -354,6 +354,7 @@ class _Dispatcher:
 # Subscriber
 
 
+# departure: the original's subscriber neither reconnected nor resynced after an outage.
 @final
 class InvalidationSubscriber:
     """Listens on the invalidation channel and applies each message to one manager.
