@@ -478,6 +478,7 @@ class AgentRuntimeManager(Generic[R, A]):
             self._check_seed(seed, agent_id)
         except (TypeError, ValueError):
             self._stats.load_failures += 1
+            self._discard_seed(agent_id, seed)
             raise
         return seed
 
@@ -581,6 +582,9 @@ class AgentRuntimeManager(Generic[R, A]):
                 self._check_seed(seed, agent_id)
         except BaseException as exc:
             self._stats.rebuild_failures += 1
+            if task.done() and not task.cancelled() and task.exception() is None:
+                # a seed that arrived just as we were cancelled, or one that failed the check
+                self._discard_seed(agent_id, task.result())
             # departure: the original kept serving the runtime it knew to be stale.
             if gen.current:
                 self._store.detach(gen, RemovalCause.INVALIDATED)
@@ -923,6 +927,13 @@ class AgentRuntimeManager(Generic[R, A]):
                 f"a build or rebuild of agent {agent_id!r} called back into the manager for "
                 "the same agent id; that would wait on itself forever"
             )
+
+    def _discard_seed(self, agent_id: str, seed: object) -> None:
+        """A build or rebuild made this seed for the manager, which will not install it:
+        its agent has no other owner, so it is disposed (unless the cache holds it too)."""
+        agent = getattr(seed, "agent", None) if isinstance(seed, RuntimeSeed) else None
+        if agent is not None and not self._store.owns(agent):
+            self._orphaned(agent_id, agent)
 
     def _check_seed(self, seed: object, agent_id: str | None) -> None:
         if not isinstance(seed, RuntimeSeed):

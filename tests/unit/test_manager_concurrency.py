@@ -891,3 +891,59 @@ async def test_loops_without_a_thread_record_are_checked_the_slow_way() -> None:
         assert _ThreadOf(idle)._thread_id is None  # not running: never "this" loop
     finally:
         idle.close()
+
+
+# ---------------------------------------------------------------- cancelled as the result arrives
+
+
+async def test_waiter_cancelled_just_as_its_pin_arrived_gives_the_pin_back(
+    make_manager: MakeManager, make_seed: MakeSeed, disposer: RecordingDisposer
+) -> None:
+    """The load pins the generation for each waiter before waking it; a waiter cancelled
+    in between must give that pin back."""
+    m = make_manager()
+    built = asyncio.Event()
+
+    async def build(agent_id: str) -> RuntimeSeed[str, object]:
+        built.set()  # wakes this test before the load wakes its waiters
+        return make_seed(agent_id, 1)
+
+    async def hold() -> None:
+        async with m.lease("a", build=build):
+            await asyncio.sleep(0)
+
+    first, second = asyncio.create_task(hold()), asyncio.create_task(hold())
+    await built.wait()
+    assert m.stats().pinned == 2  # both waiters already hold their pin
+    first.cancel()
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError) and results[1] is None
+    assert m.stats().pinned == 0
+    assert "a" in m
+
+
+async def test_rebuild_result_arriving_as_invalidation_is_cancelled_is_disposed(
+    make_manager: MakeManager, make_seed: MakeSeed, disposer: RecordingDisposer
+) -> None:
+    """A rebuild that finished just as its on_invalidate was cancelled: the stale entry is
+    evicted, and the agent the rebuild made for the manager is disposed, not leaked."""
+    m = make_manager()
+    rebuilt = asyncio.Event()
+    made: list[RuntimeSeed[str, object]] = []
+
+    async def rebuild() -> RuntimeSeed[str, object]:
+        made.append(make_seed("a", 2))
+        rebuilt.set()  # wakes this test before on_invalidate resumes
+        return made[0]
+
+    old = make_seed("a", 1, rebuild=rebuild)
+    await m.shadow_seed(old)
+    invalidation = asyncio.create_task(m.on_invalidate("a", 2))
+    await rebuilt.wait()
+    invalidation.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await invalidation
+    await m.wait_for_disposals()
+    assert "a" not in m
+    assert disposer.count(old.agent) == 1 and disposer.count(made[0].agent) == 1
+    assert m.stats().rebuild_failures == 1

@@ -1,0 +1,313 @@
+"""Stateful test of concurrent use: operations run as tasks that interleave at random.
+
+The sequential model (test_manager_model.py) checks every result exactly; this machine
+checks the safety properties under interleaving, cancellation, slow builds and failures:
+an agent is never disposed while a task holds it, never twice, every accepted agent is
+disposed exactly once after close, and the pin count equals the pins the tasks hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections import Counter
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from snak_runtime import (
+    AgentRuntimeManager,
+    GuardConfig,
+    RuntimeCacheSettings,
+    RuntimeManagerClosed,
+    RuntimeNotCached,
+    RuntimeSeed,
+)
+from snak_runtime.testing import FakeClock
+
+AGENT_IDS = st.sampled_from(["a", "b", "c"])
+OUTCOMES = st.sampled_from(["seed", "seed", "none", "raise", "slow"])
+EXPECTED = (RuntimeNotCached, RuntimeManagerClosed, TimeoutError, LookupError, ValueError)
+
+
+class Agent:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Agent({self.name})"
+
+
+class Boom(Exception):
+    pass
+
+
+class ConcurrentMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.clock = FakeClock()
+        self.serial = itertools.count()
+        # Every agent the manager took over: those a build or rebuild made for it, and the
+        # shadow-seeded ones it installed (an ignored stale seed stays the caller's).
+        self.accepted: dict[int, Agent] = {}
+        self.disposed: list[Agent] = []
+        self.held: Counter[int] = Counter()  # agents held by tasks right now (id -> count)
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.gates: list[asyncio.Event] = []  # open one to let a holding task finish
+        self.acquired: list[str] = []  # agent ids pinned by acquire, to release later
+        self.acquired_agents: dict[str, list[Agent]] = {}  # per id, oldest first
+        self.violations: list[Agent] = []  # disposed while a task held them
+        self.closed = False
+        self.slow = asyncio.Event()  # slow builds and rebuilds wait on this
+        machine = self
+
+        class Disposer:
+            async def dispose(self, agent: object) -> None:
+                assert isinstance(agent, Agent)
+                if machine.held[id(agent)]:  # (an assert here would count as a failed dispose)
+                    machine.violations.append(agent)
+                machine.disposed.append(agent)
+
+        self.manager: AgentRuntimeManager[str, Agent] = AgentRuntimeManager(
+            guards=GuardConfig(max_entries=2, max_ttl_ms=100),
+            settings=RuntimeCacheSettings(),
+            clock=self.clock,
+            disposer=Disposer(),
+            build_timeout_ms=2_000,
+            dispose_timeout_ms=2_000,
+        )
+        install = self.manager._install
+
+        def spy(seed: RuntimeSeed[str, Agent], *args: Any, **kwargs: Any) -> Any:
+            if seed.agent is not None:
+                self.accepted[id(seed.agent)] = seed.agent
+            return install(seed, *args, **kwargs)
+
+        self.manager._install = spy  # type: ignore[method-assign]
+
+    # ----------------------------------------------------------------- helpers
+
+    def seed(self, agent_id: str, version: int, user: str) -> RuntimeSeed[str, Agent]:
+        agent = Agent(f"{agent_id}{version}#{next(self.serial)}")
+
+        async def rebuild() -> RuntimeSeed[str, Agent] | None:
+            return await self.produce(agent_id, version + 1, user, "seed")
+
+        return RuntimeSeed(agent_id, user, version, f"rt:{agent.name}", rebuild, agent)
+
+    async def produce(
+        self, agent_id: str, version: int, user: str, outcome: str
+    ) -> RuntimeSeed[str, Agent] | None:
+        await asyncio.sleep(0)
+        if outcome == "raise":
+            raise Boom(agent_id)
+        if outcome == "none":
+            return None
+        if outcome == "slow":
+            await self.slow.wait()
+        made = self.seed(agent_id, version, user)
+        assert made.agent is not None
+        self.accepted[id(made.agent)] = made.agent  # made for the manager: its to dispose
+        return made
+
+    def spawn(self, coro: Any) -> None:
+        self.tasks.append(self.loop.create_task(coro))
+
+    def run_steps(self, n: int) -> None:
+        async def steps() -> None:
+            for _ in range(n):
+                await asyncio.sleep(0)
+
+        self.loop.run_until_complete(steps())
+
+    def settle(self) -> None:
+        """Let everything finish that is not waiting on a gate or a slow build."""
+        self.slow.set()
+        for gate in self.gates:
+            gate.set()
+        self.run_steps(50)
+
+        async def all_done() -> None:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+        self.loop.run_until_complete(all_done())
+        self.slow = asyncio.Event()
+        self.tasks.clear()
+        self.gates.clear()
+        self.loop.run_until_complete(self.manager.wait_for_disposals())
+
+    # ----------------------------------------------------------------- rules
+
+    @precondition(lambda self: not self.closed)
+    @rule(
+        agent_id=AGENT_IDS,
+        user=st.sampled_from([None, "u1", "u2"]),
+        outcome=OUTCOMES,
+        version=st.integers(1, 4),
+    )
+    def lease(self, agent_id: str, user: str | None, outcome: str, version: int) -> None:
+        gate = asyncio.Event()
+        self.gates.append(gate)
+
+        async def build(aid: str) -> RuntimeSeed[str, Agent] | None:
+            return await self.produce(aid, version, user or "u1", outcome)
+
+        async def holder() -> None:
+            try:
+                async with self.manager.lease(agent_id, user_id=user, build=build) as lease:
+                    assert lease.agent is not None
+                    self.held[id(lease.agent)] += 1
+                    try:
+                        await gate.wait()
+                    finally:
+                        self.held[id(lease.agent)] -= 1
+            except (*EXPECTED, Boom):
+                pass
+
+        self.spawn(holder())
+
+    @precondition(lambda self: not self.closed)
+    @rule(agent_id=AGENT_IDS)
+    def acquire(self, agent_id: str) -> None:
+        async def take() -> None:
+            try:
+                got = await self.manager.acquire_with_agent(agent_id)
+            except EXPECTED:
+                return
+            if got is not None:
+                assert got.agent is not None
+                self.held[id(got.agent)] += 1
+                self.acquired.append(agent_id)
+                self.acquired_agents.setdefault(agent_id, []).append(got.agent)
+
+        self.spawn(take())
+
+    @rule(index=st.integers(0, 20))
+    def release(self, index: int) -> None:
+        if not self.acquired:
+            return
+        agent_id = self.acquired.pop(index % len(self.acquired))
+        # release() gives back the oldest pin of that id: forget the oldest agent we hold
+        self.manager.release(agent_id)
+        agent = self.acquired_agents[agent_id].pop(0)
+        self.held[id(agent)] -= 1
+        self.loop.run_until_complete(self.manager.wait_for_disposals())
+
+    @precondition(lambda self: not self.closed)
+    @rule(agent_id=AGENT_IDS, version=st.integers(1, 4), user=st.sampled_from(["u1", "u2"]))
+    def shadow_seed(self, agent_id: str, version: int, user: str) -> None:
+        seed = self.seed(agent_id, version, user)
+
+        async def write() -> None:
+            with contextlib.suppress(*EXPECTED):
+                await self.manager.shadow_seed(seed)
+
+        self.spawn(write())
+
+    @precondition(lambda self: not self.closed)
+    @rule(agent_id=AGENT_IDS, version=st.integers(1, 6))
+    def invalidate(self, agent_id: str, version: int) -> None:
+        async def event() -> None:
+            try:
+                await self.manager.on_invalidate(agent_id, version)
+            except (*EXPECTED, Boom, asyncio.CancelledError):
+                pass
+
+        self.spawn(event())
+
+    @precondition(lambda self: not self.closed)
+    @rule(agent_id=AGENT_IDS)
+    def evict(self, agent_id: str) -> None:
+        async def drop() -> None:
+            with contextlib.suppress(*EXPECTED):
+                await self.manager.evict(agent_id)
+
+        self.spawn(drop())
+
+    @rule(n=st.integers(1, 6))
+    def step(self, n: int) -> None:
+        self.run_steps(n)
+
+    @rule(index=st.integers(0, 50))
+    def cancel(self, index: int) -> None:
+        live = [t for t in self.tasks if not t.done()]
+        if live:
+            live[index % len(live)].cancel()
+            self.run_steps(2)
+
+    @rule(index=st.integers(0, 50))
+    def open_gate(self, index: int) -> None:
+        if self.gates:
+            self.gates[index % len(self.gates)].set()
+            self.run_steps(2)
+
+    @rule()
+    def finish_slow_builds(self) -> None:
+        self.slow.set()
+        self.run_steps(4)
+        self.slow = asyncio.Event()
+
+    @rule(ms=st.sampled_from([10, 60, 100]))
+    def advance(self, ms: int) -> None:
+        self.clock.advance(ms)
+
+    @rule()
+    def quiesce(self) -> None:
+        """At rest, the manager's pin count is exactly what the tasks and we still hold."""
+        self.settle()
+        assert self.manager.stats().pinned == sum(self.held.values())
+
+    @precondition(lambda self: not self.closed)
+    @rule(now=st.integers(0, 5))
+    def close(self, now: int) -> None:
+        if now:
+            return
+        self.settle()
+        while self.acquired:
+            self.release(0)
+        self.loop.run_until_complete(self.manager.aclose(grace_ms=1_000))
+        self.closed = True
+        self.check_all_disposed_once()
+
+    # ----------------------------------------------------------------- invariants
+
+    @invariant()
+    def disposed_at_most_once_and_never_held(self) -> None:
+        counts = Counter(id(a) for a in self.disposed)
+        assert all(n == 1 for n in counts.values()), "an agent was disposed twice"
+        assert not self.violations, f"disposed while held: {self.violations}"
+        assert self.manager.stats().dispose_failures == 0
+
+    def check_all_disposed_once(self) -> None:
+        disposed = Counter(id(a) for a in self.disposed)
+        assert set(disposed) == set(self.accepted), (
+            sorted(a.name for i, a in self.accepted.items() if i not in disposed)
+        )
+        assert all(n == 1 for n in disposed.values())
+
+    def teardown(self) -> None:
+        try:
+            if not self.closed:
+                self.settle()
+                while self.acquired:
+                    self.release(0)
+                self.loop.run_until_complete(self.manager.aclose(grace_ms=1_000))
+                self.check_all_disposed_once()
+        finally:
+            for task in self.tasks:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.sleep(0))
+            self.loop.close()
+
+
+ConcurrentMachine.TestCase.settings = settings(
+    max_examples=300,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestManagerConcurrent = ConcurrentMachine.TestCase
