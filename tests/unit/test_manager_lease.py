@@ -158,10 +158,11 @@ async def test_build_returning_a_wrong_seed_is_a_failure(
     with pytest.raises(error):
         async with m.lease("a", build=build):
             pytest.fail("entered")
-    await settle()
+    await m.wait_for_disposals()
     assert_stats(m, loads=1, load_failures=1, size=0, pinned=0)
     assert "b" not in m
-    assert disposer.disposed == []
+    # the builder handed its agent over and nothing else owns it: disposed, not leaked
+    assert disposer.disposed == ([] if result == "not a seed" else [wrong.agent])  # type: ignore[attr-defined]
 
 
 async def test_owner_mismatch_raises_without_building_or_revealing(
