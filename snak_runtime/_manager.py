@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from threading import get_ident
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, final
@@ -47,7 +48,7 @@ class _Denied(Exception):
 class _Load(Generic[R, A]):
     """One single-flight build: a task, the turn it holds, the leases waiting on it."""
 
-    __slots__ = ("agent_id", "build", "closed", "task", "turn", "waiters")
+    __slots__ = ("agent_id", "build", "task", "turn", "waiters")
 
     def __init__(self, agent_id: str, build: Build[R, A], turn: _Turn) -> None:
         self.agent_id = agent_id
@@ -55,7 +56,6 @@ class _Load(Generic[R, A]):
         self.turn = turn
         self.waiters: list[tuple[str | None, asyncio.Future[_Generation[R, A]]]] = []
         self.task: asyncio.Task[None] | None = None
-        self.closed = False  # cancelled by aclose(): waiters get RuntimeManagerClosed
 
 
 class AgentRuntimeManager(Generic[R, A]):
@@ -104,7 +104,7 @@ class AgentRuntimeManager(Generic[R, A]):
         else:
             self._now, self._ticks_per_ms = self._clock.now_ms, 1
         self._disposer: Disposer = disposer if disposer is not None else DefaultDisposer()
-        self._log = logger if logger is not None else globals()["logger"]
+        self._log = logger if logger is not None else logging.getLogger(__name__)
         self._build_timeout_s = build_timeout_ms / 1000
         self._sweep_interval_s = sweep_interval_ms / 1000
         self._dispose_timeout_s = dispose_timeout_ms / 1000
@@ -314,14 +314,9 @@ class AgentRuntimeManager(Generic[R, A]):
     def _hit(self, agent_id: str, user_id: str | None) -> _Generation[R, A] | None:
         """The live entry ``user_id`` may have (the caller pins it): count a hit, a miss
         (None) or a denial (``_Denied``)."""
-        gen = self._current.get(agent_id)
+        gen = self._live(agent_id)
         if gen is None:
             self._stats.misses += 1
-            return None
-        if self._now() >= gen.expires_at:
-            self._stats.misses += 1
-            if gen.pins == 0:
-                self._store.detach(gen, RemovalCause.EXPIRED)
             return None
         if user_id is not None and user_id != gen._user_id:
             # departure: the original left owner checks to its callers.
@@ -334,10 +329,8 @@ class AgentRuntimeManager(Generic[R, A]):
         self, agent_id: str, user_id: str | None, build: Build[R, A] | None
     ) -> _Generation[R, A]:
         """Everything but the plain hit (which ``_LeaseContext.__aenter__`` does inline)."""
-        if self._closed:
-            raise RuntimeManagerClosed("the runtime manager is closed")
         if self._loop_ref._thread_id != get_ident():
-            self._bind_loop()
+            self._gate()
         if agent_id not in self._queues:
             try:
                 gen = self._hit(agent_id, user_id)
@@ -433,20 +426,24 @@ class AgentRuntimeManager(Generic[R, A]):
             gen = self._live(agent_id)
             if gen is None:
                 seed = await self._call_build(load)
-                gen = self._install(seed, RemovalCause.REPLACED)
+                # what is left under this id, if anything, is an expired pinned entry
+                gen = self._install(seed, RemovalCause.EXPIRED)
             self._resolve_waiters(load, gen)
         except BaseException as exc:
-            if load.closed or (self._closed and isinstance(exc, asyncio.CancelledError)):
-                exc = RuntimeManagerClosed("the runtime manager closed during the build")
+            failure = (
+                RuntimeManagerClosed("the runtime manager closed during the build")
+                if self._closed
+                else exc
+            )
             for _, fut in load.waiters:
                 if not fut.done():
                     self._stats.misses += 1
-                    if isinstance(exc, asyncio.CancelledError):
+                    if isinstance(failure, asyncio.CancelledError):
                         fut.cancel()
                     else:
-                        fut.set_exception(exc)
+                        fut.set_exception(failure)
             load.waiters.clear()
-            if not isinstance(exc, Exception):
+            if not isinstance(failure, Exception):
                 raise
         finally:
             if self._loads.get(agent_id) is load:
@@ -461,8 +458,7 @@ class AgentRuntimeManager(Generic[R, A]):
         self._stats.loads += 1
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._build_timeout_s):
-                seed = await load.build(agent_id)
+            seed = await self._bounded(partial(load.build, agent_id))
         except BaseException as exc:
             self._stats.load_failures += 1
             self._log.warning(
@@ -544,8 +540,8 @@ class AgentRuntimeManager(Generic[R, A]):
         """
         if isinstance(cfg_version, bool) or not isinstance(cfg_version, int):
             raise TypeError(f"cfg_version must be an integer, got {cfg_version!r}")
-        if self._closed:
-            raise RuntimeManagerClosed("the runtime manager is closed")
+        if self._loop_ref._thread_id != get_ident():
+            self._gate()
         self._stats.invalidations += 1
         turn = await self._enter(agent_id, always_queue=True)
         assert turn is not None
@@ -629,7 +625,7 @@ class AgentRuntimeManager(Generic[R, A]):
         self._install(seed, RemovalCause.INVALIDATED)
 
     async def _bounded(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Run user code in its own task (so re-entry can be told apart), bounded in time."""
+        """Run a build or rebuild bounded by ``build_timeout_ms``."""
         async with asyncio.timeout(self._build_timeout_s):
             return await call()
 
@@ -652,9 +648,8 @@ class AgentRuntimeManager(Generic[R, A]):
 
     async def evict_all(self) -> int:
         """Evict every entry (each after whatever is in flight for it); return how many."""
-        if self._closed:
-            raise RuntimeManagerClosed("the runtime manager is closed")
-        self._bind_loop()
+        if self._loop_ref._thread_id != get_ident():
+            self._gate()
         removed = 0
         queued = []
         for agent_id in list(self._current):
@@ -670,10 +665,8 @@ class AgentRuntimeManager(Generic[R, A]):
     async def _enter(self, agent_id: str, *, always_queue: bool = False) -> _Turn | None:
         """Take ``agent_id``'s turn for a write. Returns None when the write is synchronous
         and nothing was in flight (no queue needed)."""
-        if self._closed:
-            raise RuntimeManagerClosed("the runtime manager is closed")
         if self._loop_ref._thread_id != get_ident():
-            self._bind_loop()
+            self._gate()
         if agent_id not in self._queues and not always_queue:
             return None
         self._check_reentry(agent_id)
@@ -695,10 +688,6 @@ class AgentRuntimeManager(Generic[R, A]):
     ) -> _Generation[R, A]:
         if now is None:
             now = self._now()
-        old = self._current.get(seed.agent_id)
-        if old is not None and cause is not RemovalCause.INVALIDATED and cause is not None \
-                and now >= old.expires_at:
-            cause = RemovalCause.EXPIRED
         ttl_ms = seed.ttl_ms
         if ttl_ms is None:
             ttl_ms = self._default_ttl_ms
@@ -768,13 +757,11 @@ class AgentRuntimeManager(Generic[R, A]):
         self._last_pin_gone(gen)
 
     def _last_pin_gone(self, gen: _Generation[R, A]) -> None:
-        if gen.current and self._now() < gen.expires_at:
-            try:  # most recently used: it was in use until now
-                self._recency.move_to_end(gen._agent_id)
-            except KeyError:  # dropped from the order while pinned
-                self._recency[gen._agent_id] = None
-            if self._over_capacity:
-                self._trim(keep=None, warn=False)
+        """The slow cases of a last unpin (release and _unpinned handle the common one)."""
+        if gen.current and self._now() < gen.expires_at:  # live, but the map is over capacity
+            self._recency.pop(gen._agent_id, None)
+            self._recency[gen._agent_id] = None  # most recently used: in use until now
+            self._trim(keep=None, warn=False)
         elif gen.current:
             self._store.detach(gen, RemovalCause.EXPIRED)
         else:
@@ -786,7 +773,7 @@ class AgentRuntimeManager(Generic[R, A]):
     # ------------------------------------------------------------------ callbacks from the store
 
     def _removed(self, agent_id: str, cause: RemovalCause) -> None:
-        self._stats.removals[cause] += 1
+        self._stats.record_removal(cause)
         if not self._listeners:
             return
         for listener in tuple(self._listeners):
@@ -821,9 +808,8 @@ class AgentRuntimeManager(Generic[R, A]):
     async def start(self) -> None:
         """Start the sweeper that disposes expired idle entries with no traffic. Idempotent."""
         # departure: the original pruned expired entries only when traffic came by.
-        if self._closed:
-            raise RuntimeManagerClosed("the runtime manager is closed")
-        self._bind_loop()
+        if self._loop_ref._thread_id != get_ident():
+            self._gate()
         if self._sweeper is None:
             self._sweeper = self._running_loop().create_task(self._sweep_forever())
 
@@ -853,7 +839,6 @@ class AgentRuntimeManager(Generic[R, A]):
             await asyncio.gather(self._sweeper, return_exceptions=True)
         in_flight: list[asyncio.Task[Any]] = list(self._rebuilds)
         for load in list(self._loads.values()):
-            load.closed = True
             if load.task is not None:
                 in_flight.append(load.task)
         for task in in_flight:
@@ -894,8 +879,9 @@ class AgentRuntimeManager(Generic[R, A]):
     # ------------------------------------------------------------------ guards
 
     def _gate(self) -> None:
-        """What the reads' one-comparison entry check stands for: refuse when closed, bind
-        on first use, raise on another loop."""
+        """What every entry point's one-comparison check stands for (``aclose`` unbinds
+        ``_loop_ref``, so a closed manager always lands here): refuse when closed, bind on
+        first use, raise on another loop."""
         if self._closed:
             raise RuntimeManagerClosed("the runtime manager is closed")
         self._bind_loop()
