@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._config import env_int
 from ._errors import RuntimeManagerClosed
 from ._wire import (
     MAX_AGENT_ID_CHARS,
@@ -150,26 +151,32 @@ class InvalidationSettings(BaseSettings):
             return RedisEndpoint(url=self.redis_url.get_secret_value())
         return RedisEndpoint(
             host=(self.redis_host or "").strip() or _DEFAULT_HOST,
-            port=_int_var("REDIS_PORT", self.redis_port, _DEFAULT_PORT, 1, 65_535),
+            port=env_int("REDIS_PORT", self.redis_port, _DEFAULT_PORT, minimum=1, maximum=65_535),
             password=None
             if self.redis_password is None
             else self.redis_password.get_secret_value(),
-            db=_int_var("REDIS_DB", self.redis_db, 0, 0, 1_000_000),
+            db=env_int("REDIS_DB", self.redis_db, 0, minimum=0, maximum=1_000_000),
         )
 
 
-def _int_var(name: str, raw: str | None, default: int, low: int, high: int) -> int:
-    if raw is None:
-        return default
-    text = raw.strip()
-    if text.lstrip("+-").isdigit() and text.isascii():
-        value = int(text)
-        if low <= value <= high:
-            return value
-    logger.warning(
-        "%s=%r ignored: not an integer in %d..%d; using %d", name, raw, low, high, default
-    )
-    return default
+REDIS_EXTRA_HINT: Final = 'pip install "snak-runtime[redis]"'
+
+
+def require_redis() -> None:
+    """Import redis-py now, so that a missing extra fails at start-up, saying what to install.
+
+    Called where Redis is configured and about to be used (``start()``, the publisher): without
+    it the import would fail inside the background task, where nobody sees it.
+    """
+    try:
+        import redis.asyncio  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "Redis invalidation is configured (REDIS_URL or REDIS_HOST/REDIS_PORT/...) but the "
+            f"'redis' package is not installed: {REDIS_EXTRA_HINT} "
+            '(from a clone: pip install -e ".[redis]")',
+            name="redis",
+        ) from exc
 
 
 def _make_client(endpoint: RedisEndpoint, *, timeout_s: float) -> Redis:
@@ -179,6 +186,7 @@ def _make_client(endpoint: RedisEndpoint, *, timeout_s: float) -> Redis:
     whatever was published in between would be lost without the subscriber knowing: every
     error must reach our loop so it can resync.
     """
+    require_redis()
     from redis.asyncio import Redis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
@@ -425,9 +433,11 @@ class InvalidationSubscriber:
         """
         if self._task is not None:
             return
+        require_redis()  # a missing extra fails here, loudly, not in the background task
         self._task = asyncio.get_running_loop().create_task(
             self._listen(), name=f"snak-invalidation:{self._channel}"
         )
+        self._task.add_done_callback(_log_if_died)
         # Bounded even if the server accepts connections but never answers.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._connect_timeout_s * 3):
@@ -580,6 +590,16 @@ class InvalidationSubscriber:
         self._failed_attempts = 0
         self._connected.set()
         self._first_attempt.set()
+
+
+def _log_if_died(task: asyncio.Task[None]) -> None:
+    """The listener only ends when cancelled; anything else leaves the process deaf: say so."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.error(
+            "invalidation subscriber stopped: %r; this process no longer receives invalidations",
+            exc,
+            exc_info=exc,
+        )
 
 
 async def _close_quietly(*resources: Any) -> None:
