@@ -4,21 +4,23 @@ the working tree with some constructor keywords against the working tree without
 ``python benchmarks/run.py --baseline REF [--option NAME=VALUE ...]`` (see run.py).
 
 Each side runs in its own worker process (this file, ``--worker``) that imports
-``snak_runtime`` from its own source tree: the ref is extracted with ``git archive`` into a
-temporary directory, so both versions are measured in one run whatever the ref is. The
+``snak_runtime`` from its own source tree: the ref is extracted with ``git archive`` into
+a temporary directory, so both versions are measured in one run whatever the ref is. The
 worker touches the public API only (``AgentRuntimeManager``, ``RuntimeSeed``,
 ``shadow_seed``, ``acquire``, ``acquire_with_agent``, ``release``, ``lease``), so older
 refs work as long as they have those. The parent takes the sides in turn sample by sample,
 in a rotating order (A B, B A, ...), so drifting machine noise hits every side alike; each
 sample is preceded by a short untimed pass that warms the caches after the switch of
-process. Every worker is pinned to the same CPU: left to the scheduler, each process
-tends to stay on its own core, and when the cores are unequally busy (a shared machine)
-one side ran 20% slower than the other for a whole run, whatever the interleaving.
-Every worker gets the same ``PYTHONHASHSEED``, so that its dicts of the same keys
-have the same layout. The median of the rounds is reported per side, and per benchmark
-the median of the per-round ratios: the two samples of a round ran a few milliseconds
-apart, so a burst of load from elsewhere mostly cancels out of their ratio (the ratio of
-the medians is in the JSON too).
+process, and is the fastest of three runs of the key sequence (on a loaded machine most
+runs are cut by a preemption; the fastest is the least disturbed; it roughly halved the spread
+of the ratios between identical sides). Every worker is pinned to the same CPU: left to
+the scheduler, each process tends to stay on its own core, and when the cores are
+unequally busy (a shared machine) one side ran 20% slower than the other for a whole run,
+whatever the interleaving. Every worker gets the same ``PYTHONHASHSEED``, so that its
+dicts of the same keys have the same layout. The median of the rounds is reported per
+side, and per benchmark the median of the per-round ratios: the two samples of a round ran
+a few milliseconds apart, so a burst of load from elsewhere mostly cancels out of their
+ratio (the ratio of the medians is in the JSON too).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ DISTS = ("uniform", "zipf")
 QUICK_ROUNDS = 31
 FULL_ROUNDS = 101
 WARM_OPS = 200  # untimed operations before each sample
+REPEATS = 3  # a sample is the fastest of this many runs of the key sequence
 BUDGET = 1.05  # the speed rule: new options off cost at most this much of the code before
 
 # Side names.
@@ -141,7 +144,8 @@ async def _serve(options: dict[str, Any], ops: int, seed: int) -> None:
         run = runs[request["system"], request["size"]]
         seq = seqs[request["size"], request["dist"]]
         await run(seq[:WARM_OPS])
-        _reply({"ns": await timed(functools.partial(run, seq), len(seq))})
+        timings = [await timed(functools.partial(run, seq), len(seq)) for _ in range(REPEATS)]
+        _reply({"ns": min(timings)})
     for manager in managers:
         close = getattr(manager, "aclose", None)
         if close is not None:
@@ -347,6 +351,7 @@ def _summarise(sides: list[Side], rounds: int, ops: int) -> dict[str, Any]:
             }
     return {
         "rounds": rounds, "ops_per_sample": ops, "cpu": shared_cpu(), "warm_ops": WARM_OPS,
+        "repeats": REPEATS,
         "budget": BUDGET,
         "sides": {side.name: {"label": side.label, "options": side.options} for side in sides},
         "ratios": [f"{top}/{bottom}" for top, bottom in pairs],
@@ -391,7 +396,8 @@ def compare_markdown(result: dict[str, Any], meta: dict[str, Any]) -> str:
         f"{meta['machine']}, {meta['python']}, {meta['date']}. Each side in its own process,",
         f"taking turns sample by sample (rotating order), median of {result['rounds']} rounds "
         f"of {result['ops_per_sample']:,} operations",
-        f"(each after {result['warm_ops']} untimed ones), all pinned to CPU {result['cpu']}. "
+        f"(each the fastest of {result['repeats']} runs after {result['warm_ops']} untimed "
+        f"ones), all pinned to CPU {result['cpu']}. "
         "A ratio is the median of the per-round ratios; spread: their 25th-75th percentiles.",
         "",
     ]
