@@ -4,23 +4,24 @@ the working tree with some constructor keywords against the working tree without
 ``python benchmarks/run.py --baseline REF [--option NAME=VALUE ...]`` (see run.py).
 
 Each side runs in its own worker process (this file, ``--worker``) that imports
-``snak_runtime`` from its own source tree: the ref is extracted with ``git archive`` into
-a temporary directory, so both versions are measured in one run whatever the ref is. The
-worker touches the public API only (``AgentRuntimeManager``, ``RuntimeSeed``,
-``shadow_seed``, ``acquire``, ``acquire_with_agent``, ``release``, ``lease``), so older
-refs work as long as they have those. The parent takes the sides in turn sample by sample,
-in a rotating order (A B, B A, ...), so drifting machine noise hits every side alike; each
-sample is preceded by a short untimed pass that warms the caches after the switch of
-process, and is the fastest of three runs of the key sequence (on a loaded machine most
-runs are cut by a preemption; the fastest is the least disturbed; it roughly halved the spread
-of the ratios between identical sides). Every worker is pinned to the same CPU: left to
-the scheduler, each process tends to stay on its own core, and when the cores are
-unequally busy (a shared machine) one side ran 20% slower than the other for a whole run,
-whatever the interleaving. Every worker gets the same ``PYTHONHASHSEED``, so that its
-dicts of the same keys have the same layout. The median of the rounds is reported per
-side, and per benchmark the median of the per-round ratios: the two samples of a round ran
-a few milliseconds apart, so a burst of load from elsewhere mostly cancels out of their
-ratio (the ratio of the medians is in the JSON too).
+``snak_runtime`` from its own copy: the ref's package is extracted with ``git archive``,
+the working tree's copied, side by side in a temporary directory, so both versions are
+measured in one run whatever the ref is. The worker touches the public API only
+(``AgentRuntimeManager``, ``RuntimeSeed``, ``shadow_seed``, ``acquire``,
+``acquire_with_agent``, ``release``, ``lease``), so older refs work as long as they have
+those. The parent takes the sides in turn sample by sample, in a rotating order (A B, B A,
+...), so drifting machine noise hits every side alike; each sample is preceded by a short
+untimed pass that warms the caches after the switch of process, and is the fastest of
+three runs of the key sequence (on a loaded machine most runs are cut by a preemption; the
+fastest is the least disturbed; it roughly halved the spread of the ratios between
+identical sides). Every worker is pinned to the same CPU: left to the scheduler, each
+process tends to stay on its own core, and when the cores are unequally busy (a shared
+machine) one side ran 20% slower than the other for a whole run, whatever the
+interleaving. Every worker gets the same ``PYTHONHASHSEED``, so that its dicts of the same
+keys have the same layout. The median of the rounds is reported per side, and per
+benchmark the median of the per-round ratios: the two samples of a round ran a few
+milliseconds apart, so a burst of load from elsewhere mostly cancels out of their ratio
+(the ratio of the medians is in the JSON too).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import gc
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -195,24 +197,44 @@ def _package_root(tree: Path) -> Path:
     raise CompareError(f"no snak_runtime package in {tree}")
 
 
-@contextmanager
-def checkout(ref: str) -> Iterator[tuple[Path, str]]:
-    """The tree of ``ref`` (``git archive``) in a temporary directory, and its commit."""
+def _commit(ref: str) -> str:
     try:
-        commit = _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+        return _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     except CompareError:
         raise CompareError(f"{ref!r} is not a commit of the repository at {ROOT}") from None
-    with tempfile.TemporaryDirectory(prefix="snak-baseline-") as tmp:
-        archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=ROOT,
-                                 capture_output=True, check=False)
-        if archive.returncode != 0:
-            raise CompareError(f"git archive {ref}: {archive.stderr.decode().strip()}")
-        tar_path = Path(tmp) / "ref.tar"
-        tar_path.write_bytes(archive.stdout)
-        tree = Path(tmp) / "tree"
-        with tarfile.open(tar_path) as tar:
-            tar.extractall(tree, filter="data")
-        yield _package_root(tree), commit
+
+
+def _extract(commit: str, into: Path, scratch: Path) -> None:
+    """The package of ``commit`` (``git archive``) as ``into/snak_runtime``."""
+    archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=ROOT,
+                             capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise CompareError(f"git archive {commit}: {archive.stderr.decode().strip()}")
+    tar_path = scratch / "ref.tar"
+    tar_path.write_bytes(archive.stdout)
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(scratch / "tree", filter="data")
+    shutil.copytree(_package_root(scratch / "tree") / "snak_runtime", into / "snak_runtime")
+
+
+@contextmanager
+def sources(baseline: str | None) -> Iterator[tuple[Path, Path | None, str | None]]:
+    """Copies of the working tree's package and of the ref's, side by side in one temporary
+    directory (paths of the same length: each side loads its modules the same way), and
+    the ref's commit."""
+    commit = _commit(baseline) if baseline is not None else None
+    with tempfile.TemporaryDirectory(prefix="snak-compare-") as tmp:
+        work = Path(tmp) / "work"
+        shutil.copytree(_package_root(ROOT) / "snak_runtime", work / "snak_runtime",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        base = None
+        if commit is not None:
+            base = Path(tmp) / "base"
+            scratch = Path(tmp) / "scratch"
+            scratch.mkdir()
+            _extract(commit, base, scratch)
+            shutil.rmtree(scratch)
+        yield work, base, commit
 
 
 def _working_tree() -> str:
@@ -366,18 +388,16 @@ def run_compare(baseline: str | None, options: dict[str, Any], *, quick: bool,
     rounds = rounds if rounds is not None else (QUICK_ROUNDS if quick else FULL_ROUNDS)
     if rounds < 1:
         raise CompareError("--rounds must be at least 1")
-    new = Side(NEW, _working_tree(), ROOT, {})
-    sides = [new]
-    if options:
-        shown = ", ".join(f"{k}={v!r}" for k, v in options.items())
-        sides.append(Side(OPTIONS, f"{new.label} with {shown}", ROOT, dict(options)))
-    if baseline is None:
-        if not options:
-            raise CompareError("nothing to compare: give --baseline REF or --option NAME=VALUE")
-        _measure(sides, rounds, ops, seed, say)
-        return _summarise(sides, rounds, ops)
-    with checkout(baseline) as (src, commit):
-        sides.insert(0, Side(BASELINE, f"{baseline} at {commit[:10]}", src, {}))
+    if baseline is None and not options:
+        raise CompareError("nothing to compare: give --baseline REF or --option NAME=VALUE")
+    label = _working_tree()
+    with sources(baseline) as (work, base, commit):
+        sides = [Side(NEW, label, work, {})]
+        if options:
+            shown = ", ".join(f"{k}={v!r}" for k, v in options.items())
+            sides.append(Side(OPTIONS, f"{label} with {shown}", work, dict(options)))
+        if base is not None and commit is not None:
+            sides.insert(0, Side(BASELINE, f"{baseline} at {commit[:10]}", base, {}))
         say(f"side by side: {' | '.join(f'{s.name} = {s.label}' for s in sides)}")
         _measure(sides, rounds, ops, seed, say)
     return _summarise(sides, rounds, ops)
