@@ -357,6 +357,9 @@ class InvalidationSubscriber:
                 continue
             except RuntimeManagerClosed:
                 return
+            except Exception:  # a bug must not end reconciliation for the process
+                logger.exception("invalidation subscriber: reconciliation failed")
+                continue
             self._reconciliations += 1
             if repairs:
                 logger.info("invalidation subscriber: reconciliation queued %d repair(s)", repairs)

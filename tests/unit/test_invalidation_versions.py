@@ -325,3 +325,18 @@ async def test_a_source_needs_the_manager_as_target() -> None:
 
     with pytest.raises(TypeError, match="AgentRuntimeManager"):
         InvalidationSubscriber(Target(), URL, version_source=Database().source)
+
+
+def test_container_path_settings_object_and_not_a_redis_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = InvalidationSettings(
+        AGENT_CFG_RECONCILE_INTERVAL_MS="5000", AGENT_CFG_VERSION_SOURCE_TIMEOUT_MS="750"
+    )
+    t = resolve_timings(
+        settings, has_source=True, source_timeout_ms=None, reconcile_interval_ms=None
+    )
+    assert (t.source_timeout_ms, t.reconcile_interval_ms) == (750, 5_000)
+    assert not settings.configured  # nothing connects because of these two
+    monkeypatch.setenv("AGENT_CFG_RECONCILE_INTERVAL_MS", "1000")
+    assert not InvalidationSettings().configured
