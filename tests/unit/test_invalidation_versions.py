@@ -330,8 +330,8 @@ async def test_a_source_needs_the_manager_as_target() -> None:
 def test_container_path_settings_object_and_not_a_redis_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = InvalidationSettings(
-        AGENT_CFG_RECONCILE_INTERVAL_MS="5000", AGENT_CFG_VERSION_SOURCE_TIMEOUT_MS="750"
+    settings = InvalidationSettings.model_validate(
+        {"AGENT_CFG_RECONCILE_INTERVAL_MS": "5000", "AGENT_CFG_VERSION_SOURCE_TIMEOUT_MS": "750"}
     )
     t = resolve_timings(
         settings, has_source=True, source_timeout_ms=None, reconcile_interval_ms=None
