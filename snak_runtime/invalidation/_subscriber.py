@@ -185,6 +185,8 @@ class InvalidationSubscriber:
             self._resync_due = True  # deaf from now on: a later start() must resync
         self._connected.clear()
         await self._dispatcher.aclose()
+        if self._check is not None:
+            self._check.forget_repairs()
 
     async def __aenter__(self) -> InvalidationSubscriber:
         await self.start()

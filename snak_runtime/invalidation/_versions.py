@@ -141,6 +141,9 @@ class VersionCheck:
         self.unusable = 0
         self.source_failures = 0
         self.evictions = 0
+        # Agents with a repair queued and not yet applied: a check that runs again meanwhile
+        # (a slow rebuild, a short interval) does not queue or count it twice.
+        self._repairing: set[str] = set()
 
     async def run(self) -> int:
         """Check every cached agent, batch by batch; return how many repairs were queued.
@@ -176,9 +179,15 @@ class VersionCheck:
             raise VersionSourceFailed(f"it returned {type(answer).__name__}, not a mapping")
         return answer
 
+    def forget_repairs(self) -> None:
+        """The queued repairs were dropped (the subscriber stopped): check those agents again."""
+        self._repairing.clear()
+
     def _compare(self, agent_id: str, cached: int | None, raw: object) -> int:
         """Queue the repair ``agent_id`` needs, if any; return 1 if it was stale or gone."""
         self.checked += 1
+        if agent_id in self._repairing:
+            return 0
         if raw is None:
             self._enqueue(agent_id, self._evict_work(agent_id))
             self.repaired += 1
@@ -209,10 +218,22 @@ class VersionCheck:
             if await self._hooks._evict(agent_id, RemovalCause.RESYNC):
                 self.evictions += 1
 
-        return evict
+        return self._tracked(agent_id, evict)
 
     def _invalidate_work(self, agent_id: str, version: int) -> Work:
         async def invalidate() -> None:
             await self._hooks.on_invalidate(agent_id, version)
 
-        return invalidate
+        return self._tracked(agent_id, invalidate)
+
+    def _tracked(self, agent_id: str, work: Work) -> Work:
+        """Mark ``agent_id`` as being repaired until ``work`` ends (or is dropped unrun)."""
+        self._repairing.add(agent_id)
+
+        async def run() -> None:
+            try:
+                await work()
+            finally:
+                self._repairing.discard(agent_id)
+
+        return run

@@ -340,3 +340,29 @@ def test_container_path_settings_object_and_not_a_redis_variable(
     assert not settings.configured  # nothing connects because of these two
     monkeypatch.setenv("AGENT_CFG_RECONCILE_INTERVAL_MS", "1000")
     assert not InvalidationSettings().configured
+
+
+async def test_a_repair_in_progress_is_not_queued_or_counted_twice(manager: Manager) -> None:
+    db = Database()
+    db.versions["a"] = 1
+    gate = asyncio.Event()
+    fast = db.seed("a")
+
+    async def slow_rebuild() -> RuntimeSeed[str, object] | None:
+        await gate.wait()  # a rebuild slower than the reconciliation interval
+        return await fast.rebuild()
+
+    await manager.shadow_seed(RuntimeSeed("a", "u", 1, fast.runtime, slow_rebuild))
+    sub = subscriber(manager, db.source)
+    assert sub._check is not None
+    assert await sub._check.run() == 0  # up to date
+    db.versions["a"] = 2
+    assert await sub._check.run() == 1
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert await sub._check.run() == 0  # the rebuild to 2 is still running
+    assert sub.stats().version_repaired == 1 and sub.stats().pending == 1
+    gate.set()
+    await sub.drain()
+    assert manager.version_of("a") == 2 and db.rebuilds == [("a", 2)]
+    assert await sub._check.run() == 0 and sub.stats().version_checked == 4
