@@ -1,0 +1,57 @@
+"""The eviction-policy interface: which entry leaves when the cache is over capacity.
+
+The store owns one policy and tells it about every change of the map; the manager never
+reorders anything itself. Every hook is synchronous and O(1) amortized, never awaits and
+never disposes: the store decides, the manager disposes. The hit path makes no call at
+all (it only counts ``gen.hits``), so a policy that wants hits reads that counter lazily.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .._store import _Generation
+
+    Gen = _Generation[Any, Any]
+
+
+class EvictionPolicy(ABC):
+    """Decides the eviction order of the current generations (one per agent id).
+
+    Memory a policy keeps about agents that are not cached (ghosts, frequencies, costs)
+    must stay bounded in proportion to ``capacity``.
+    """
+
+    name: ClassVar[str]
+    # False: the policy ignores ``idle`` and the release path skips the call.
+    wants_idle: ClassVar[bool] = True
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+
+    @abstractmethod
+    def inserted(self, gen: Gen, previous: Gen | None) -> None:
+        """``gen`` just became the current generation of its agent id; ``previous`` is the
+        generation it replaced (same id), or None. Per-id state may be carried over."""
+
+    @abstractmethod
+    def removed(self, gen: Gen) -> None:
+        """A current generation left the map for any reason other than being replaced."""
+
+    @abstractmethod
+    def idle(self, gen: Gen) -> None:
+        """The last pin of ``gen`` (current and live) was just released."""
+
+    @abstractmethod
+    def victim(self, keep: Gen | None) -> Gen | None:
+        """The next generation to evict: never a pinned one and never ``keep`` (the one
+        just installed); None when no such entry is left."""
+
+    @abstractmethod
+    def order(self) -> list[Gen]:
+        """The current eviction order, next victim first (for snapshots; may scan)."""
+
+    def learn_cost(self, agent_id: str, ms: float) -> None:  # noqa: B027 - optional hook
+        """A build or rebuild of ``agent_id`` took ``ms`` on the manager's clock."""
