@@ -60,6 +60,7 @@ class _ManagerCore(Generic[R, A]):
     _current: dict[str, _Generation[R, A]]
     _detached: dict[str, list[_Generation[R, A]]]
     _idle: Callable[[_Generation[R, A]], None]  # the eviction policy's last-release hook
+    _touch: Callable[[str], object]  # its fast form by agent id (KeyError: call _idle)
     _over_capacity: bool  # pins kept the map above max_entries after a trim
     # order: per-id turns, the single-flight loads and the rebuilds in flight
     _turns: _KeyedTurns
@@ -131,7 +132,10 @@ class _ManagerCore(Generic[R, A]):
         if gen.loose_pins or gen.lease_pins:
             return
         if gen.current and self._now() < gen.expires_at and not self._over_capacity:
-            self._idle(gen)  # in use until now: the policy hears it went idle
+            try:  # in use until now: the policy hears it went idle
+                self._touch(gen._agent_id)
+            except KeyError:
+                self._idle(gen)
             return
         self._last_pin_gone(gen)
 

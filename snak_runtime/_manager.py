@@ -96,6 +96,7 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self._recency = self._store.recency  # the policy's order, for tests: never written here
         policy = self._store.policy
         self._idle = policy.idle if policy.wants_idle else _ignore
+        self._touch = policy.touch if policy.wants_idle else _ignore
         self._over_capacity = False  # pins kept the map above max_entries after a trim
         self._detached = self._store.detached
         self._turns = _KeyedTurns()
@@ -241,7 +242,10 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         if gen.loose_pins or gen.lease_pins:
             return
         if self._now() < gen.expires_at and not self._over_capacity:
-            self._idle(gen)  # in use until now: the policy hears it went idle
+            try:  # in use until now: the policy hears it went idle
+                self._touch(agent_id)
+            except KeyError:
+                self._idle(gen)
             return
         self._last_pin_gone(gen)
 

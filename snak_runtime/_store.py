@@ -254,6 +254,7 @@ class _Store(Generic[R, A]):
         assert isinstance(policy, LruPolicy), "only the LRU policy keeps a recency mapping"
         order.update(policy.recency)
         policy.recency = order
+        policy.touch = order.move_to_end
 
     def _compact(self) -> None:
         for gen in self._fifo:

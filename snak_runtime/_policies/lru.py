@@ -25,11 +25,10 @@ class LruPolicy(EvictionPolicy):
 
     name = "lru"
 
-    __slots__ = ("recency",)
-
     def __init__(self, capacity: int) -> None:
         super().__init__(capacity)
         self.recency: OrderedDict[str, Gen] = OrderedDict()
+        self.touch = self.recency.move_to_end  # KeyError: dropped while pinned, see idle
 
     def inserted(self, gen: Gen, previous: Gen | None) -> None:
         recency = self.recency

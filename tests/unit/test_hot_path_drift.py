@@ -103,7 +103,11 @@ def _after_decrement(func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
             code = [_normalize(ast.unparse(s)) for s in body[i:]]
             # _unpinned also serves detached generations, which release's inline case
             # excludes up front: that one test is the copies' only difference.
-            return [c.replace("if gen.current and ", "if ") for c in code]
+            # and it takes the id from the generation, release from its argument
+            return [
+                c.replace("if gen.current and ", "if ").replace("gen._agent_id", "agent_id")
+                for c in code
+            ]
     raise AssertionError(f"{func.name}: no unpin count")
 
 
