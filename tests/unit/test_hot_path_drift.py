@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import pathlib
 import re
 import textwrap
 
@@ -131,3 +132,36 @@ def test_a_drifted_copy_is_caught(old: str, new: str) -> None:
     drifted = MANAGER_SOURCE[:start] + MANAGER_SOURCE[start:].replace(old, new, 1)
     rules = _hit_rules(textwrap.dedent(drifted))
     assert rules["__aenter__"] != rules["acquire"]
+
+
+# Where a pin may be taken, and how it is counted in ``_pinned`` (hits + waiter pins -
+# unpins): the inline hits and the slow hits count ``stats.hits`` (the slow ones through
+# ``_hit``/``_lookup``), a load waiter's pin is ``_pin_waiter``'s.
+PIN_SITES = {
+    "acquire",
+    "acquire_with_agent",
+    "__aenter__",
+    "_acquire_slow",
+    "_lease_enter",
+    "_pin_waiter",
+}
+
+
+def test_every_pin_is_taken_where_pinned_counts_it() -> None:
+    """A new way to pin must be added here on purpose, with its count in ``_pinned``:
+    otherwise ``stats().pinned`` and the shutdown drain silently go wrong."""
+    package = pathlib.Path(_manager.__file__).parent
+    sites = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for stmt in ast.walk(node):
+                if (
+                    isinstance(stmt, ast.AugAssign)
+                    and isinstance(stmt.op, ast.Add)
+                    and isinstance(stmt.target, ast.Attribute)
+                    and stmt.target.attr in ("lease_pins", "loose_pins")
+                ):
+                    sites.add(node.name)
+    assert sites == PIN_SITES
