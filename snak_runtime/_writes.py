@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from threading import get_ident
 from typing import TypeVar
 
 from ._errors import RuntimeManagerClosed
@@ -69,8 +68,7 @@ class _Writes(_Lifecycle[R, A]):
         """
         if isinstance(cfg_version, bool) or not isinstance(cfg_version, int):
             raise TypeError(f"cfg_version must be an integer, got {cfg_version!r}")
-        if self._loop_ref._thread_id != get_ident():
-            self._gate()
+        self._check_loop()
         self._stats.invalidations += 1
         turn = await self._enter(agent_id, always_queue=True)
         assert turn is not None
@@ -179,8 +177,7 @@ class _Writes(_Lifecycle[R, A]):
 
     async def evict_all(self) -> int:
         """Evict every entry (each after whatever is in flight for it); return how many."""
-        if self._loop_ref._thread_id != get_ident():
-            self._gate()
+        self._check_loop()
         removed = 0
         queued = []
         for agent_id in list(self._current):
@@ -196,8 +193,7 @@ class _Writes(_Lifecycle[R, A]):
     async def _enter(self, agent_id: str, *, always_queue: bool = False) -> _Turn | None:
         """Take ``agent_id``'s turn for a write. Returns None when the write is synchronous
         and nothing was in flight (no queue needed)."""
-        if self._loop_ref._thread_id != get_ident():
-            self._gate()
+        self._check_loop()
         if agent_id not in self._queues and not always_queue:
             return None
         self._check_reentry(agent_id)

@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 
-from snak_runtime import _core, _manager
+from snak_runtime import _core, _lifecycle, _manager
 
 LOOP_CHECK = "self._loop_ref._thread_id != get_ident()"
 
@@ -87,6 +87,12 @@ def test_the_three_plain_hit_copies_are_the_same_rule() -> None:
     ]
     for name, rule in rules.items():
         assert rule == first, f"{name}'s plain hit differs from acquire's"
+
+
+def test_the_slow_paths_check_the_loop_as_the_hot_path_does() -> None:
+    check = _function(inspect.getsource(_lifecycle), "_Lifecycle", "_check_loop")
+    tests = [_normalize(ast.unparse(n.test)) for n in ast.walk(check) if isinstance(n, ast.If)]
+    assert tests == [LOOP_CHECK]
 
 
 def test_the_slow_path_applies_the_same_owner_check() -> None:
