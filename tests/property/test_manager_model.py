@@ -26,7 +26,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-import snak_runtime._manager as manager_module
+import snak_runtime._core as manager_module
 from snak_runtime import (
     AgentRuntimeManager,
     GuardConfig,
