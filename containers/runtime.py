@@ -26,12 +26,15 @@ class RuntimeContainer(DeclarativeContainer):
     guards = providers.Singleton(load_guards, path=settings.provided.guards_config_path)
     clock = providers.Singleton(MonotonicClock)
     disposer = providers.Singleton(DefaultDisposer)
+    # Per-user quota: None leaves it to AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER, then none.
+    max_entries_per_user: providers.Object[int | None] = providers.Object(None)
     manager: providers.Singleton[AgentRuntimeManager[Any, Any]] = providers.Singleton(
         AgentRuntimeManager,
         guards=guards,
         settings=settings,
         clock=clock,
         disposer=disposer,
+        max_entries_per_user=max_entries_per_user,
     )
     lifespan = providers.Resource(run_manager, manager=manager)
 

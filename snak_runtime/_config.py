@@ -7,7 +7,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from pydantic import Field
 from pydantic.fields import FieldInfo
@@ -19,9 +19,12 @@ MAX_ENTRIES_VAR = "AGENT_RUNTIME_CACHE_MAX_ENTRIES"
 TTL_MS_VAR = "AGENT_RUNTIME_CACHE_TTL_MS"
 TTL_SECONDS_VAR = "AGENT_RUNTIME_CACHE_TTL_SECONDS"
 GUARDS_PATH_VAR = "GUARDS_CONFIG_PATH"
+MAX_ENTRIES_PER_USER_VAR = "AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER"
 
 _MAX_ENTRIES_KEY = "agent_runtime.cache.max_entries"
 _MAX_TTL_KEY = "agent_runtime.cache.max_ttl_ms"
+# Optional: a guards file without it (every snak guards file so far) sets no per-user ceiling.
+_MAX_PER_USER_KEY = "agent_runtime.cache.max_entries_per_user"
 _CACHE_SECTION = "agent_runtime.cache"
 
 # Optional sign and ASCII decimal digits, blanks around: int() alone would also take "4_2" and "٤٢".
@@ -42,6 +45,8 @@ class GuardConfig:
 
     max_entries: int = 64
     max_ttl_ms: int = 300_000
+    # Ceiling of the per-user quota (``max_entries_per_user``); None: no ceiling.
+    max_entries_per_user: int | None = None
     # Where the values came from, for log and source text only: not part of equality or hash.
     source: str | None = field(default=None, kw_only=True, compare=False, repr=False)
 
@@ -50,13 +55,20 @@ class GuardConfig:
             value = getattr(self, name)
             if not _is_positive_int(value):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        per_user = self.max_entries_per_user
+        if per_user is not None and not _is_positive_int(per_user):
+            raise ValueError(
+                f"max_entries_per_user must be a positive integer or None, got {per_user!r}"
+            )
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> GuardConfig:
-        """Read the two cache limits from a whole snak guards JSON file.
+        """Read the cache limits from a whole snak guards JSON file.
 
-        Other sections are ignored. Any problem raises GuardConfigError whose message
-        contains the file path and the dotted key that could not be read.
+        ``max_entries`` and ``max_ttl_ms`` are required, ``max_entries_per_user`` is
+        optional (absent: no per-user ceiling). Other sections are ignored. Any problem
+        raises GuardConfigError whose message contains the file path and the dotted key
+        that could not be read.
         """
         shown = os.fspath(path)
         try:
@@ -80,7 +92,13 @@ class GuardConfig:
             ) from exc
         max_entries = _positive_int_at(document, _MAX_ENTRIES_KEY, shown)
         max_ttl_ms = _positive_int_at(document, _MAX_TTL_KEY, shown)
-        return cls(max_entries=max_entries, max_ttl_ms=max_ttl_ms, source=f"file {shown}")
+        per_user = _positive_int_at(document, _MAX_PER_USER_KEY, shown, optional=True)
+        return cls(
+            max_entries=max_entries,
+            max_ttl_ms=max_ttl_ms,
+            max_entries_per_user=per_user,
+            source=f"file {shown}",
+        )
 
 
 def _json_text(value: object) -> str:
@@ -100,7 +118,18 @@ def _json_kind(value: object) -> str:
     return _json_text(value)
 
 
-def _positive_int_at(document: Any, key: str, shown: str) -> int:
+@overload
+def _positive_int_at(document: Any, key: str, shown: str) -> int: ...
+
+
+@overload
+def _positive_int_at(document: Any, key: str, shown: str, *, optional: bool) -> int | None: ...
+
+
+def _positive_int_at(
+    document: Any, key: str, shown: str, *, optional: bool = False
+) -> int | None:
+    """The positive integer at dotted ``key``; an ``optional`` key may be absent (None)."""
     node: Any = document
     walked: list[str] = []
     for part in key.split("."):
@@ -111,6 +140,8 @@ def _positive_int_at(document: Any, key: str, shown: str) -> int:
             )
         walked.append(part)
         if part not in node:
+            if optional:
+                return None
             raise GuardConfigError(f"guards file {shown}: {key} is missing")
         node = node[part]
     if not _is_positive_int(node):
@@ -161,6 +192,9 @@ class RuntimeCacheSettings(BaseSettings):
     ttl_ms: str | None = Field(default=None, validation_alias=TTL_MS_VAR)
     ttl_seconds: str | None = Field(default=None, validation_alias=TTL_SECONDS_VAR)
     guards_config_path: str | None = Field(default=None, validation_alias=GUARDS_PATH_VAR)
+    max_entries_per_user: str | None = Field(
+        default=None, validation_alias=MAX_ENTRIES_PER_USER_VAR
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -310,6 +344,38 @@ def resolve_limits(guards: GuardConfig, settings: RuntimeCacheSettings) -> Resol
         default_ttl_source=ttl_source,
         warnings=tuple(collected),
     )
+
+
+def resolve_max_entries_per_user(
+    keyword: int | None, raw: str | None, guards: GuardConfig
+) -> tuple[int | None, str]:
+    """The per-user quota (None: no quota) and where it came from.
+
+    Keyword > ``AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER`` > no quota, then the guard's
+    ``max_entries_per_user`` caps it with a WARNING; with a guard ceiling, "no quota" is
+    capped to the ceiling too. A bad keyword (0, negative, not an integer) raises
+    ValueError; a bad variable is ignored with a WARNING naming it, then falls through.
+    """
+    ceiling = guards.max_entries_per_user
+    value: int | None
+    if keyword is not None:
+        if not _is_positive_int(keyword):
+            raise ValueError(f"max_entries_per_user must be a positive integer, got {keyword!r}")
+        value, given = keyword, f"max_entries_per_user={keyword}"
+    else:
+        value = _read_int(MAX_ENTRIES_PER_USER_VAR, raw, 1, [])
+        given = f"{MAX_ENTRIES_PER_USER_VAR}={value}"
+    if ceiling is None:
+        return value, ("no quota" if value is None else given)
+    if value is None:
+        return ceiling, _guard_label(guards)
+    if value > ceiling:
+        logger.warning(
+            "%s is above the guard %s=%d; capped to %d",
+            given, _MAX_PER_USER_KEY, ceiling, ceiling,
+        )
+        return ceiling, f"{given} capped to guard {ceiling}"
+    return value, given
 
 
 def resolve_seed_ttl_ms(ttl_ms: int | None, default_ttl_ms: int, max_ttl_ms: int) -> int:

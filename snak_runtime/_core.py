@@ -61,7 +61,9 @@ class _ManagerCore(Generic[R, A]):
     _detached: dict[str, list[_Generation[R, A]]]
     _idle: Callable[[_Generation[R, A]], None]  # the eviction policy's last-release hook
     _touch: Callable[[str], object]  # its fast form by agent id (KeyError: call _idle)
-    _over_capacity: bool  # pins kept the map above max_entries after a trim
+    _over_capacity: bool  # pins kept the map above max_entries, or a user above its quota
+    _max_entries_per_user: int | None  # the per-user quota; None: none
+    _over_quota: set[str]  # users that pins keep above the quota (shrunk at last releases)
     # order: per-id turns, the single-flight loads and the rebuilds in flight
     _turns: _KeyedTurns
     _queues: dict[str, Any]
@@ -141,8 +143,10 @@ class _ManagerCore(Generic[R, A]):
 
     def _last_pin_gone(self, gen: _Generation[R, A]) -> None:
         """The slow cases of a last unpin (release and _unpinned handle the common one)."""
-        if gen.current and self._now() < gen.expires_at:  # live, but the map is over capacity
+        if gen.current and self._now() < gen.expires_at:  # live, but over capacity or quota
             self._idle(gen)  # in use until now
+            for user_id in list(self._over_quota):
+                self._trim_user(user_id, keep=None, warn=False)
             self._trim(keep=None, warn=False)
         elif gen.current:
             self._store.detach(gen, RemovalCause.EXPIRED)
@@ -175,6 +179,8 @@ class _ManagerCore(Generic[R, A]):
             in_order=ttl_ms == self._default_ttl_ms,
         )
         self._store.pop_expired(now, _EXPIRE_BATCH)
+        if self._max_entries_per_user is not None:  # before capacity: the user pays first
+            self._trim_user(gen._user_id, keep=gen, warn=True)
         self._trim(keep=gen, warn=True)
         return gen
 
@@ -182,7 +188,8 @@ class _ManagerCore(Generic[R, A]):
         """Evict the policy's victims while above capacity, never ``keep`` (just installed)."""
         # departure: the original could evict the entry its own install had just put in.
         store = self._store
-        self._over_capacity = False
+        # the release path's one flag for "a last release may let something go"
+        self._over_capacity = bool(self._over_quota)
         while len(self._current) > self._max_entries:
             victim = store.victim(keep)
             if victim is None:
@@ -201,6 +208,31 @@ class _ManagerCore(Generic[R, A]):
                     )
                 return
             store.detach(victim, RemovalCause.CAPACITY)
+
+    def _trim_user(self, user_id: str, *, keep: _Generation[R, A] | None, warn: bool) -> None:
+        """Evict ``user_id``'s least valued entries while it holds more than the quota,
+        never ``keep`` and never another user's; O(that user's entries) per eviction."""
+        quota = self._max_entries_per_user
+        assert quota is not None
+        store = self._store
+        held = store.by_user.get(user_id)
+        while held is not None and len(held) > quota:
+            victim = store.user_victim(user_id, keep)
+            if victim is None:
+                self._over_quota.add(user_id)
+                self._over_capacity = True
+                if warn:
+                    keep_id = None if keep is None else keep._agent_id
+                    self._log.warning(
+                        "user %r holds %d agent runtimes, above max_entries_per_user=%d, "
+                        "due to pinned entries after installing agent %r",
+                        user_id, len(held), quota, keep_id,
+                        extra={"user_id": user_id, "agent_id": keep_id, "held": len(held)},
+                    )
+                return
+            store.detach(victim, RemovalCause.QUOTA)
+            held = store.by_user.get(user_id)
+        self._over_quota.discard(user_id)
 
     def _learn_cost(self, agent_id: str, started_ms: int) -> None:
         """A build or rebuild begun at ``started_ms`` (the injected clock) just ended."""

@@ -17,7 +17,13 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar, final
 
 from ._clock import Clock, MonotonicClock
-from ._config import GuardConfig, ResolvedLimits, RuntimeCacheSettings, resolve_limits
+from ._config import (
+    GuardConfig,
+    ResolvedLimits,
+    RuntimeCacheSettings,
+    resolve_limits,
+    resolve_max_entries_per_user,
+)
 from ._core import RemovalListener
 from ._disposal import DefaultDisposer, Disposer, _Disposals
 from ._keyed import _KeyedTurns
@@ -61,6 +67,7 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         build_timeout_ms: int = 30_000,
         sweep_interval_ms: int = 1_000,
         dispose_timeout_ms: int = 10_000,
+        max_entries_per_user: int | None = None,
     ) -> None:
         for name, value in (
             ("build_timeout_ms", build_timeout_ms),
@@ -70,9 +77,14 @@ class AgentRuntimeManager(_SlowReads[R, A]):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self._guards = guards if guards is not None else GuardConfig()
-        self._limits = resolve_limits(
-            self._guards, settings if settings is not None else RuntimeCacheSettings()
+        if settings is None:
+            settings = RuntimeCacheSettings()
+        self._limits = resolve_limits(self._guards, settings)
+        # The per-user quota (None: none), checked at install only: never on a read.
+        self._max_entries_per_user, self._quota_source = resolve_max_entries_per_user(
+            max_entries_per_user, settings.max_entries_per_user, self._guards
         )
+        self._over_quota: set[str] = set()
         self._max_entries = self._limits.max_entries
         self._default_ttl_ms = self._limits.default_ttl_ms
         self._clock: Clock = clock if clock is not None else MonotonicClock()
@@ -95,6 +107,8 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self._current = self._store.current  # hot path aliases
         self._recency = self._store.recency  # the policy's order, for tests: never written here
         policy = self._store.policy
+        if self._max_entries_per_user is not None:
+            policy.keep_ranks()  # before reading its touch: ranking may change it
         self._idle = policy.idle if policy.wants_idle else _ignore
         self._touch = policy.touch if policy.wants_idle else _ignore
         self._over_capacity = False  # pins kept the map above max_entries after a trim
@@ -132,6 +146,12 @@ class AgentRuntimeManager(_SlowReads[R, A]):
     @property
     def default_ttl_ms(self) -> int:
         return self._default_ttl_ms
+
+    @property
+    def max_entries_per_user(self) -> int | None:
+        """The per-user quota: at most this many entries per user, beyond what pins hold
+        (None: no quota)."""
+        return self._max_entries_per_user
 
     @property
     def guards(self) -> GuardConfig:

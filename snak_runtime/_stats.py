@@ -27,13 +27,17 @@ class RemovalCause(StrEnum):
     # The invalidation subscriber's resync: its version source said the agent is gone (or gave
     # an unusable version), or, with no source answering after a reconnect, everything went.
     RESYNC = "resync"
+    # An install gave its user more entries than max_entries_per_user: that user's entry the
+    # eviction policy valued least left (never another user's, never the one installed).
+    QUOTA = "quota"
 
 
 @dataclass(frozen=True, slots=True)
 class CacheStats:
     """A point-in-time snapshot of the manager's counters.
 
-    ``evictions`` counts capacity removals only; ``removals`` counts every cause.
+    ``evictions`` counts capacity removals only, ``quota_evictions`` the per-user quota's
+    (cause ``quota``); ``removals`` counts every cause.
     ``load_time_ms`` / ``rebuild_time_ms`` are the total wall time spent in ``build`` /
     ``rebuild()`` calls (successful or not), so ``load_time_ms / loads`` is the mean cost.
     """
@@ -48,6 +52,7 @@ class CacheStats:
     rebuild_failures: int = 0
     evictions: int = 0
     expirations: int = 0
+    quota_evictions: int = 0
     disposals: int = 0
     dispose_failures: int = 0
     size: int = 0
@@ -134,6 +139,7 @@ class _StatsCounter:
             rebuild_failures=self.rebuild_failures,
             evictions=removals[RemovalCause.CAPACITY],
             expirations=removals[RemovalCause.EXPIRED],
+            quota_evictions=removals[RemovalCause.QUOTA],
             disposals=self.disposals,
             dispose_failures=self.dispose_failures,
             size=size,

@@ -84,6 +84,8 @@ class _Store(Generic[R, A]):
     orders them for eviction: the store tells it of every install and removal, the
     manager of every last release (``policy.idle``). ``detached`` keeps superseded
     generations that are still pinned, oldest first, until their last pin goes.
+    ``by_user`` indexes the current agent ids of each user (kept on install and detach,
+    never on a read), so the per-user quota touches only that user's entries.
 
     departure: the original kept one mutable entry per id (a release after a rebuild
     decremented the new entry's count) and scanned every entry on every call.
@@ -100,6 +102,7 @@ class _Store(Generic[R, A]):
         "_on_removed",
         "_seq",
         "_stale",
+        "by_user",
         "current",
         "detached",
         "policy",
@@ -114,6 +117,7 @@ class _Store(Generic[R, A]):
         self.current: dict[str, _Generation[R, A]] = {}
         self.policy: EvictionPolicy = policy if policy is not None else LruPolicy(0)
         self.detached: dict[str, list[_Generation[R, A]]] = {}
+        self.by_user: dict[str, set[str]] = {}
         self._fifo: deque[_Generation[R, A]] = deque()
         self._heap: list[tuple[int, int, _Generation[R, A]]] = []
         self._stale = 0  # queued expiry items whose generation left the map
@@ -139,7 +143,8 @@ class _Store(Generic[R, A]):
         ``in_order`` says the entry expires no earlier than every entry installed before it
         with ``in_order`` (the default TTL), so it can join the FIFO instead of the heap.
         """
-        old = self.current.get(seed.agent_id)
+        agent_id = seed.agent_id
+        old = self.current.get(agent_id)
         gen = _Generation(seed, expires_at)
         agent = seed.agent
         if agent is not None:
@@ -147,7 +152,12 @@ class _Store(Generic[R, A]):
             agents[id(agent)] = agents.get(id(agent), 0) + 1
         if old is not None:
             self._take_out(old, old_cause)
-        self.current[seed.agent_id] = gen
+        self.current[agent_id] = gen
+        ids = self.by_user.get(seed.user_id)
+        if ids is None:
+            self.by_user[seed.user_id] = {agent_id}
+        else:
+            ids.add(agent_id)
         self.policy.inserted(gen, old)
         if in_order:
             self._fifo.append(gen)
@@ -165,6 +175,10 @@ class _Store(Generic[R, A]):
         agent_id = gen._agent_id
         del self.current[agent_id]
         gen.current = False
+        ids = self.by_user[gen._user_id]
+        ids.discard(agent_id)
+        if not ids:
+            del self.by_user[gen._user_id]
         if gen.in_expiry:
             self._stale += 1
             if (
@@ -232,6 +246,15 @@ class _Store(Generic[R, A]):
     def victim(self, keep: _Generation[R, A] | None) -> _Generation[R, A] | None:
         """The policy's next unpinned generation to evict, never ``keep``."""
         return self.policy.victim(keep)
+
+    def user_victim(
+        self, user_id: str, keep: _Generation[R, A] | None
+    ) -> _Generation[R, A] | None:
+        """The unpinned entry of ``user_id`` the policy values least, never ``keep``:
+        O(that user's entries)."""
+        current = self.current
+        candidates = [current[agent_id] for agent_id in self.by_user.get(user_id, ())]
+        return self.policy.victim_among(candidates, keep)
 
     def lru_victim(self, keep: str | None) -> _Generation[R, A] | None:
         """``victim`` with ``keep`` given by agent id."""

@@ -4,7 +4,8 @@ Instruments (meter ``snak_runtime``), every data point with a ``cache`` attribut
 
 - observable counters ``snak_runtime.hits``, ``.misses``, ``.denied``, ``.loads``,
   ``.load_failures``, ``.rebuilds``, ``.rebuild_failures``, ``.invalidations``,
-  ``.disposals``, ``.dispose_failures``, and ``snak_runtime.removals`` (attribute ``cause``);
+  ``.disposals``, ``.dispose_failures``, ``.quota_evictions``, and
+  ``snak_runtime.removals`` (attribute ``cause``);
 - observable gauges ``snak_runtime.entries``, ``.pinned``, ``.max_entries`` and
   ``snak_runtime.default_ttl`` (seconds);
 - durations: OpenTelemetry has no observable histogram, so each duration is two observable
@@ -72,6 +73,8 @@ COUNTERS: tuple[tuple[str, str, str, str], ...] = (
     ("snak_runtime.disposals", "disposals", "{disposal}", "Disposer calls."),
     ("snak_runtime.dispose_failures", "dispose_failures", "{disposal}",
      "Disposer calls that raised or timed out."),
+    ("snak_runtime.quota_evictions", "quota_evictions", "{entry}",
+     "Entries evicted because their user held more than max_entries_per_user."),
 )
 """(instrument name, ``CacheStats`` field, unit, description) of each plain counter."""
 

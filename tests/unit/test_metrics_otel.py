@@ -38,7 +38,7 @@ EXPECTED: dict[str, float] = {
 }
 EXPECTED_REMOVALS = {
     "expired": 1, "capacity": 1, "invalidated": 1, "replaced": 0, "explicit": 0, "shutdown": 0,
-    "resync": 0,
+    "resync": 0, "quota": 0,
 }
 GAUGES = {"snak_runtime.entries", "snak_runtime.pinned", "snak_runtime.max_entries",
           "snak_runtime.default_ttl"}

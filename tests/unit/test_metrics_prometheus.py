@@ -44,7 +44,7 @@ EXPECTED: dict[str, float] = {
 }
 EXPECTED_REMOVALS = {
     "expired": 1, "capacity": 1, "invalidated": 1, "replaced": 0, "explicit": 0, "shutdown": 0,
-    "resync": 0,
+    "resync": 0, "quota": 0,
 }
 
 
