@@ -234,7 +234,7 @@ def test_keyword_beats_variable_beats_nothing(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv(VAR, " 5 ")
     assert AgentRuntimeManager[str, object]().max_entries_per_user == 5
     assert AgentRuntimeManager[str, object](max_entries_per_user=3).max_entries_per_user == 3
-    settings = RuntimeCacheSettings(max_entries_per_user="7")  # type: ignore[call-arg]
+    settings = RuntimeCacheSettings(max_entries_per_user="7")
     assert AgentRuntimeManager[str, object](settings=settings).max_entries_per_user == 7
 
 
@@ -243,15 +243,15 @@ def test_a_quota_above_the_guard_is_capped_with_a_warning(
     source: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     guards = GuardConfig(max_entries_per_user=4)
-    kw: dict[str, int] = {}
+    keyword: int | None = None
     if source == "keyword":
-        kw["max_entries_per_user"] = 9
+        keyword = 9
         given = "max_entries_per_user=9"
     else:
         monkeypatch.setenv(VAR, "9")
         given = f"{VAR}=9"
     with caplog.at_level(logging.WARNING, logger="snak_runtime"):
-        m: Manager = AgentRuntimeManager(guards=guards, **kw)
+        m: Manager = AgentRuntimeManager(guards=guards, max_entries_per_user=keyword)
     assert m.max_entries_per_user == 4
     assert [r.getMessage() for r in caplog.records] == [
         f"{given} is above the guard agent_runtime.cache.max_entries_per_user=4; capped to 4"

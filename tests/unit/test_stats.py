@@ -40,7 +40,8 @@ def test_hit_rate_and_requests(hits: int, misses: int, rate: float) -> None:
 
 def test_removal_causes_are_the_contract_strings() -> None:
     assert sorted(c.value for c in RemovalCause) == sorted(
-        ["expired", "capacity", "invalidated", "replaced", "explicit", "shutdown", "resync", "quota"]
+        ["expired", "capacity", "invalidated", "replaced", "explicit", "shutdown", "resync",
+         "quota"]
     )
 
 
