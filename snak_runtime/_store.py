@@ -266,6 +266,7 @@ class _Store(Generic[R, A]):
         policy = self.policy
         if not isinstance(policy, LruPolicy):
             return {gen._agent_id: None for gen in policy.order()}
+        policy.drain()  # with ranks, releases wait in a ring until the next policy call
         return policy.recency
 
     @recency.setter

@@ -55,7 +55,7 @@ class LruPolicy(EvictionPolicy):
 
     def inserted(self, gen: Gen, previous: Gen | None) -> None:
         if self._ranked:
-            self._drain()
+            self.drain()
         agent_id = gen._agent_id
         recency = self.recency
         if previous is not None:
@@ -67,7 +67,7 @@ class LruPolicy(EvictionPolicy):
 
     def removed(self, gen: Gen) -> None:
         if self._ranked:
-            self._drain()
+            self.drain()
             self._stamps.pop(gen._agent_id, None)
         self.recency.pop(gen._agent_id, None)
         self._dropped.pop(gen._agent_id, None)
@@ -75,7 +75,7 @@ class LruPolicy(EvictionPolicy):
     def idle(self, gen: Gen) -> None:
         agent_id = gen._agent_id
         if self._ranked:
-            self._drain()
+            self.drain()
             self._stamps[agent_id] = next(self._seq)
         try:  # most recently used: it was in use until now
             self.recency.move_to_end(agent_id)
@@ -85,7 +85,7 @@ class LruPolicy(EvictionPolicy):
 
     def victim(self, keep: Gen | None) -> Gen | None:
         if self._ranked:
-            self._drain()
+            self.drain()
         recency = self.recency
         while True:
             while recency:
@@ -102,7 +102,7 @@ class LruPolicy(EvictionPolicy):
         """With ranks: the candidate least recently used, O(len(candidates))."""
         if not self._ranked:
             return super().victim_among(candidates, keep)
-        self._drain()
+        self.drain()
         stamps = self._stamps
         best: Gen | None = None
         best_stamp = 0
@@ -117,11 +117,12 @@ class LruPolicy(EvictionPolicy):
     def order(self) -> list[Gen]:
         """Idle entries least recently used first (pinned ones are not candidates)."""
         if self._ranked:
-            self._drain()
+            self.drain()
         return [gen for gen in self.recency.values() if not gen.pins]
 
-    def _drain(self) -> None:
-        """Apply the releases the ring recorded, oldest first."""
+    def drain(self) -> None:
+        """Apply the releases the ring recorded, oldest first (every hook starts with it;
+        readers of ``recency`` call it first)."""
         ring = self._ring
         if not ring:
             return

@@ -87,6 +87,9 @@ class Model:
     holders: Counter[int] = field(default_factory=Counter)  # id(agent) -> unfinished gens
     orphaned: list[Agent] = field(default_factory=list)
     removals: list[tuple[str, str]] = field(default_factory=list)
+    max_entries: int = MAX_ENTRIES
+    quota: int | None = None  # max_entries_per_user
+    over_quota: set[str] = field(default_factory=set)  # users pins keep above the quota
 
     def expired(self, gen: MGen) -> bool:
         return self.now >= gen.expires_at
@@ -136,8 +139,27 @@ class Model:
         self.current[seed.agent_id] = gen
         self.idle[seed.agent_id] = None
         self.prune()
+        if self.quota is not None:
+            self.trim_user(seed.user_id, keep=seed.agent_id)
         self.trim(keep=seed.agent_id)
         return gen
+
+    def held(self, user_id: str) -> list[MGen]:
+        return [g for g in self.current.values() if g.user_id == user_id]
+
+    def trim_user(self, user_id: str, keep: str | None) -> None:
+        """The quota: the user's least recently used idle entry goes, never ``keep``."""
+        assert self.quota is not None
+        while len(self.held(user_id)) > self.quota:
+            victim = next(
+                (a for a in self.idle if a != keep and self.current[a].user_id == user_id), None
+            )
+            if victim is None:
+                self.over_quota.add(user_id)
+                return
+            assert self.current[victim].user_id == user_id  # never another user's
+            self.detach(self.current[victim], "quota")
+        self.over_quota.discard(user_id)
 
     def prune(self) -> None:
         for gen in list(self.current.values()):
@@ -145,7 +167,7 @@ class Model:
                 self.detach(gen, "expired")
 
     def trim(self, keep: str | None) -> None:
-        while len(self.current) > MAX_ENTRIES:
+        while len(self.current) > self.max_entries:
             head = next(iter(self.idle), None)
             if head is None or head == keep:
                 return
@@ -171,6 +193,8 @@ class Model:
                 self.detach(gen, "expired")
             else:
                 self.idle[gen.agent_id] = None
+                for user_id in list(self.over_quota):
+                    self.trim_user(user_id, keep=None)
                 self.trim(keep=None)
         else:
             self.detached.remove(gen)
@@ -203,6 +227,8 @@ class OpenLease:
 
 class ManagerMachine(RuleBasedStateMachine):
     leases = Bundle("leases")
+    max_entries = MAX_ENTRIES
+    quota: int | None = None  # max_entries_per_user
 
     def __init__(self) -> None:
         super().__init__()
@@ -210,7 +236,7 @@ class ManagerMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.disposed: list[Agent] = []
         self.removals: list[tuple[str, str]] = []
-        self.model = Model()
+        self.model = Model(max_entries=self.max_entries, quota=self.quota)
         self.serial = itertools.count()
         self.closed = False
         self.rebuild_plan: tuple[Any, ...] = ("none",)
@@ -224,10 +250,11 @@ class ManagerMachine(RuleBasedStateMachine):
                 machine.disposed.append(agent)
 
         self.manager: AgentRuntimeManager[str, Agent] = AgentRuntimeManager(
-            guards=GuardConfig(max_entries=MAX_ENTRIES, max_ttl_ms=MAX_TTL_MS),
+            guards=GuardConfig(max_entries=self.max_entries, max_ttl_ms=MAX_TTL_MS),
             settings=RuntimeCacheSettings(),
             clock=self.clock,
             disposer=Disposer(),
+            max_entries_per_user=self.quota,
         )
         self.manager.on_removal(lambda agent_id, cause: self.removals.append((agent_id, cause)))
 
@@ -562,9 +589,25 @@ class ManagerMachine(RuleBasedStateMachine):
     @invariant()
     def capacity(self) -> None:
         m = self.model
-        if len(m.current) > MAX_ENTRIES:
+        if len(m.current) > m.max_entries:
             idle_live = [k for k in m.idle]
             assert len(idle_live) <= 1, "above capacity with idle entries left"
+
+    @invariant()
+    def within_quota(self) -> None:
+        """No user holds more than the quota except through pins (plus, until the next
+        last release, the one entry just installed), in the manager as in the model."""
+        m = self.model
+        if m.quota is None or self.closed:
+            return
+        by_user = self.manager._store.by_user
+        for user_id in {g.user_id for g in m.current.values()}:
+            gens = m.held(user_id)
+            assert by_user.get(user_id, set()) == {g.agent_id for g in gens}
+            if len(gens) > m.quota:
+                idle = [g for g in gens if not g.pins]
+                assert len(idle) <= 1, f"user {user_id} above the quota with idle entries"
+                assert user_id in self.manager._over_quota
 
     def teardown(self) -> None:
         try:
@@ -590,3 +633,17 @@ ManagerMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestManagerModel = ManagerMachine.TestCase
+
+
+class QuotaMachine(ManagerMachine):
+    """The same machine with a per-user quota (issue 19) under a roomier capacity, so that
+    both the quota and the capacity rule are reached."""
+
+    max_entries = 3
+    quota = 1
+
+
+QuotaMachine.TestCase.settings = settings(
+    ManagerMachine.TestCase.settings, max_examples=400
+)
+TestManagerModelWithQuota = QuotaMachine.TestCase
