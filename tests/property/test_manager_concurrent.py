@@ -48,6 +48,9 @@ class Boom(Exception):
 
 
 class ConcurrentMachine(RuleBasedStateMachine):
+    max_entries = 2
+    quota: int | None = None  # max_entries_per_user
+
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
@@ -77,18 +80,50 @@ class ConcurrentMachine(RuleBasedStateMachine):
                 machine.disposed.append(agent)
 
         self.manager: AgentRuntimeManager[str, Agent] = AgentRuntimeManager(
-            guards=GuardConfig(max_entries=2, max_ttl_ms=100),
+            guards=GuardConfig(max_entries=self.max_entries, max_ttl_ms=100),
             settings=RuntimeCacheSettings(),
             clock=self.clock,
             disposer=Disposer(),
             build_timeout_ms=2_000,
             dispose_timeout_ms=2_000,
+            max_entries_per_user=self.quota,
         )
+        # Quota evictions only ever take the entries of the user being trimmed.
+        self.trimming: list[str] = []
+        self.owner: dict[str, str] = {}  # agent id -> user of its current generation
+        self.quota_violations: list[str] = []
+        trim_user = self.manager._trim_user
+        policy = self.manager._store.policy
+        victim_among = policy.victim_among
+
+        def trim_spy(user_id: str, **kwargs: Any) -> None:
+            self.trimming.append(user_id)
+            try:
+                trim_user(user_id, **kwargs)
+            finally:
+                self.trimming.pop()
+
+        def victim_spy(candidates: Any, keep: Any) -> Any:
+            victim = victim_among(candidates, keep)
+            if victim is not None and (not self.trimming or victim.user_id != self.trimming[-1]):
+                self.quota_violations.append(victim.agent_id)
+            return victim
+
+        def on_removal(agent_id: str, cause: RemovalCause) -> None:
+            if cause is RemovalCause.QUOTA and (
+                not self.trimming or self.owner[agent_id] != self.trimming[-1]
+            ):
+                self.quota_violations.append(agent_id)
+
+        self.manager._trim_user = trim_spy  # type: ignore[method-assign]
+        policy.victim_among = victim_spy  # type: ignore[method-assign]
+        self.manager.on_removal(on_removal)
         install = self.manager._install
 
         def spy(seed: RuntimeSeed[str, Agent], *args: Any, **kwargs: Any) -> Any:
             if seed.agent is not None:
                 self.accepted[id(seed.agent)] = seed.agent
+            self.owner[seed.agent_id] = seed.user_id
             return install(seed, *args, **kwargs)
 
         self.manager._install = spy  # type: ignore[method-assign]
@@ -287,6 +322,13 @@ class ConcurrentMachine(RuleBasedStateMachine):
         """At rest, the manager's pin count is exactly what the tasks and we still hold."""
         self.settle()
         assert self.manager.stats().pinned == sum(self.held.values())
+        if self.quota is not None and not self.closed:
+            store = self.manager._store
+            for user_id, ids in store.by_user.items():
+                idle = [a for a in ids if not store.current[a].pins]
+                assert len(ids) <= self.quota or len(idle) <= 1, (
+                    f"user {user_id} above the quota with idle entries {idle}"
+                )
 
     @precondition(lambda self: not self.closed)
     @rule(now=st.integers(0, 5))
@@ -315,6 +357,7 @@ class ConcurrentMachine(RuleBasedStateMachine):
         counts = Counter(id(a) for a in self.disposed)
         assert all(n == 1 for n in counts.values()), "an agent was disposed twice"
         assert not self.violations, f"disposed while held: {self.violations}"
+        assert not self.quota_violations, f"quota took another user's: {self.quota_violations}"
         assert self.manager.stats().dispose_failures == 0
 
     def check_all_disposed_once(self) -> None:
@@ -346,3 +389,16 @@ ConcurrentMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestManagerConcurrent = ConcurrentMachine.TestCase
+
+
+class QuotaConcurrentMachine(ConcurrentMachine):
+    """The same interleavings with a per-user quota (issue 19)."""
+
+    max_entries = 3
+    quota = 1
+
+
+QuotaConcurrentMachine.TestCase.settings = settings(
+    ConcurrentMachine.TestCase.settings, max_examples=150
+)
+TestManagerConcurrentWithQuota = QuotaConcurrentMachine.TestCase
