@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import importlib
 import inspect
 import logging
 import os
@@ -23,7 +25,7 @@ if (
 
 import examples.test_overrides as override_examples  # noqa: E402
 from examples import quickstart  # noqa: E402
-from snak_runtime import CacheStats  # noqa: E402
+from snak_runtime import AgentRuntimeManager, CacheStats, RuntimeNotCached  # noqa: E402
 
 try:
     import fastapi  # noqa: F401
@@ -77,6 +79,66 @@ def test_override_examples_are_found() -> None:
 @pytest.mark.parametrize("example", OVERRIDE_TESTS, ids=lambda fn: fn.__name__)
 async def test_override_example(example: OverrideTest) -> None:
     await example()
+
+
+# ---------------------------------------------------------------------------- LangGraph agent
+
+
+@pytest.fixture
+def langgraph_example() -> Any:
+    """The LangGraph example module (its dependencies are in the dev extra: CI never skips)."""
+    try:
+        return importlib.import_module("examples.langgraph_agent")
+    except ImportError:  # pragma: no cover - only without the [langgraph] extra
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip("the LangGraph example needs the [langgraph] extra")
+
+
+async def test_langgraph_agent_runs_its_scenario(
+    langgraph_example: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = await langgraph_example.main()
+    assert result.answers == [
+        "research-bot v1: here is what I found",
+        "research-bot v1: here is what I found",
+        "research-bot v2: here is what I found",
+    ]
+    assert result.tool_requests == 3  # every graph run called the loopback tool service
+    assert result.builds == 2  # one build, one rebuild: the second question was a hit
+    assert result.open_clients_before_close == 1  # the replaced graph's client was closed
+    assert result.open_clients == 0  # shutdown closed the cached one
+    stats = result.stats
+    assert (stats.hits, stats.misses, stats.loads, stats.rebuilds) == (2, 1, 1, 1)
+    assert (stats.disposals, stats.dispose_failures, stats.size, stats.pinned) == (2, 0, 0, 0)
+    assert "context: 'docs for /search?q=what+is+snak%3F'" in capsys.readouterr().out
+
+
+async def test_langgraph_agent_disposal_closes_its_http_client(langgraph_example: Any) -> None:
+    tools = langgraph_example.ToolServer()
+    await tools.start()
+    configs = langgraph_example.AgentConfigs(tool_url=tools.url)
+    manager: AgentRuntimeManager[Any, Any] = AgentRuntimeManager()
+    try:
+        answer, _ = await langgraph_example.ask(manager, configs, "research-bot", "alice", "q")
+        assert answer == "research-bot v1: here is what I found"
+        async with manager.lease("research-bot", user_id="alice") as lease:
+            assert lease.agent is not None
+            http = lease.agent.http
+            assert not http.is_closed
+            assert await manager.evict("research-bot")
+            await asyncio.sleep(0)
+            assert not http.is_closed  # pinned by this lease: disposal waits for it
+        await manager.wait_for_disposals()
+        assert http.is_closed and configs.open_clients == 0
+        with pytest.raises(RuntimeNotCached):
+            await langgraph_example.ask(manager, configs, "no-such-bot", "alice", "q")
+        with pytest.raises(RuntimeNotCached):  # not alice's: rebuilt, then denied
+            await langgraph_example.ask(manager, configs, "research-bot", "mallory", "q")
+    finally:
+        await manager.aclose()
+        await tools.aclose()
+    assert configs.open_clients == 0
 
 
 # ---------------------------------------------------------------------------- FastAPI app
