@@ -158,6 +158,18 @@ class _DemoBackend:
         )
 
 
+_COUNTER_NOTES = (
+    "which counter counts what:",
+    "  removals   every entry that left the cache, by cause: explicit = evict(),",
+    "             invalidated = replaced by a rebuild, expired = TTL, capacity, replaced,",
+    "             shutdown",
+    "  evictions  capacity removals only (more than max_entries cached): {evictions} here;",
+    "             evict() is counted in removals as explicit, never in evictions",
+    "  loads      builds a lease ran on a miss; rebuilds: those on_invalidate() ran",
+    "  disposals  agents closed, each once, after its last pin (also at shutdown)",
+)
+
+
 def _elapsed_ms(started: float) -> str:
     return f"{(time.perf_counter() - started) * 1000:.2f} ms"
 
@@ -240,7 +252,11 @@ async def _demo(say: Callable[[str], None]) -> CacheStats:
             await manager.shadow_seed(seed)
             step("shadow_seed sales-bot (v1)", f"cached, size={manager.size}")
         removed = await manager.evict("sales-bot")
-        step("evict sales-bot", f"{'removed' if removed else 'absent'}, size={manager.size}")
+        step(
+            "evict sales-bot",
+            f"{'removed' if removed else 'absent'}, size={manager.size}"
+            " (cause explicit: in removals, not in evictions)",
+        )
 
         clock.advance(manager.default_ttl_ms)
         say(f"  (simulated clock moves {manager.default_ttl_ms} ms, the default TTL)")
@@ -256,6 +272,8 @@ async def _demo(say: Callable[[str], None]) -> CacheStats:
     say("stats:")
     for line in _stats_table(stats):
         say(line)
+    for line in _COUNTER_NOTES:
+        say(line.format(evictions=stats.evictions))
     return stats
 
 

@@ -69,9 +69,8 @@ def test_demo_runs_the_scenario_and_prints_stats() -> None:
         "3 of 3 agents disposed",
     ):
         assert expected in out, expected
-    table = dict(
-        line.split(maxsplit=1) for line in out.split("stats:\n", 1)[1].splitlines() if line
-    )
+    stats_text, notes = out.split("stats:\n", 1)[1].split("which counter counts what:\n")
+    table = dict(line.split(maxsplit=1) for line in stats_text.splitlines() if line)
     assert table["hits"] == "2"
     assert table["misses"] == "3"
     assert table["denied"] == "1"
@@ -80,6 +79,11 @@ def test_demo_runs_the_scenario_and_prints_stats() -> None:
     assert table["disposals"] == "3"
     assert table["size"] == "0"
     assert table["removals"] == "expired=1, invalidated=1, explicit=1"
+    # `evict` said "removed" yet evictions is 0: the output says why.
+    assert table["evictions"] == "0"
+    assert "(cause explicit: in removals, not in evictions)" in out
+    assert "  evictions  capacity removals only" in notes
+    assert "  removals   every entry that left the cache, by cause: explicit = evict()" in notes
 
 
 def test_demo_honours_the_guard_file(tmp_path: Path) -> None:
