@@ -353,6 +353,15 @@ def _run_simulate(args: argparse.Namespace) -> int:
           f" build_timeout_ms={r.build_timeout_ms})")
     print(f"  failed requests {r.failed_requests:,}  (their build failed)")
     print(f"  evictions       {r.evictions:,}  (capacity)")
+    if r.max_entries_per_user is not None or config.burst_agents:
+        print(f"  quota           max_entries_per_user={r.max_entries_per_user}"
+              f"  quota evictions {r.quota_evictions:,}")
+    if config.burst_agents or config.users > 1:
+        print(f"  other users     hit rate {r.other_hit_rate:.1%}  ({r.other_requests:,}"
+              f" requests; the burst of {config.burst_agents:,} agents is not counted)")
+    if config.burst_agents or config.users > 1:
+        print(f"  mid-run window  hit rate {r.window_hit_rate:.1%}  ({r.window_requests:,}"
+              " requests of the other users from the middle on, where a burst starts)")
     print(f"  expirations     {r.expirations:,}")
     print(f"  invalidations   {r.invalidations:,}  (rebuilds {r.rebuilds:,},"
           f" failures {r.rebuild_failures:,})")

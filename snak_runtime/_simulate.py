@@ -20,13 +20,17 @@ import random
 import selectors
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, final
 
 from ._config import GuardConfig, RuntimeCacheSettings
 from ._manager import AgentRuntimeManager
 from ._seed import RuntimeSeed
 from ._simulate_params import DEFAULT_BUILD_TIMEOUT_MS, PARAMETERS, validate
+
+WINDOW = 1_000
+"""Requests of the other users, from the middle of the run on, whose hit ratio is reported
+apart (``window_hit_rate``): where a burst hurts them most."""
 
 ProgressCallback = Callable[[int, int], None]
 """``progress(done, total)``: called as requests complete (about 100 times a run)."""
@@ -36,7 +40,11 @@ ProgressCallback = Callable[[int, int], None]
 class SimulationConfig:
     """The workload. ``max_entries`` / ``ttl_ms`` left as None use the manager's own
     resolution (``guards`` and the ``AGENT_RUNTIME_CACHE_*`` environment variables);
-    ``build_timeout_ms`` None is the manager's default. ``guards`` None is the built-in
+    ``build_timeout_ms`` None is the manager's default, ``max_entries_per_user`` None
+    the manager's resolution (no quota unless configured). Agent ``i`` belongs to user
+    ``i % users``; with ``burst_agents``, one more user opens that many agents of its own
+    (one request each, at ``burst_rate_per_s``) from the middle of the run on, and the
+    result counts the other users' requests apart. ``guards`` None is the built-in
     defaults (the CLI passes the guard file's, read as ``config`` reads it).
 
     Every number is checked against ``PARAMETERS`` (``SimulationConfigError``, a
@@ -54,6 +62,10 @@ class SimulationConfig:
     max_entries: int | None = None
     ttl_ms: int | None = None
     build_timeout_ms: int | None = None
+    users: int = 1
+    burst_agents: int = 0
+    burst_rate_per_s: float = 50.0
+    max_entries_per_user: int | None = None
     seed: int = 1
     guards: GuardConfig | None = None
 
@@ -84,6 +96,12 @@ class SimulationResult:
     rebuilds: int
     rebuild_failures: int
     disposals: int
+    quota_evictions: int
+    max_entries_per_user: int | None
+    other_requests: int  # requests of the users other than the burst's
+    other_hits: int  # of those, served by a live entry
+    window_requests: int  # the WINDOW other users' requests from the middle of the run on
+    window_hits: int
     peak_size: int
     p50_ms: float
     p99_ms: float
@@ -96,6 +114,17 @@ class SimulationResult:
     def hit_rate(self) -> float:
         total = self.hits + self.misses
         return 1.0 if total == 0 else self.hits / total
+
+    @property
+    def other_hit_rate(self) -> float:
+        """The hit ratio of every user but the burst's."""
+        return 1.0 if not self.other_requests else self.other_hits / self.other_requests
+
+    @property
+    def window_hit_rate(self) -> float:
+        """The other users' hit ratio over the ``WINDOW`` requests from the middle of the
+        run on (where a burst starts): the same requests in runs with and without one."""
+        return 1.0 if not self.window_requests else self.window_hits / self.window_requests
 
 
 @final
@@ -185,9 +214,15 @@ def _make_manager(
 ) -> AgentRuntimeManager[str, _SimAgent]:
     base = config.guards if config.guards is not None else GuardConfig()
     timeout_ms = config.build_timeout_ms or DEFAULT_BUILD_TIMEOUT_MS
+    quota = config.max_entries_per_user
+    if quota is not None and base.max_entries_per_user is not None:
+        # An explicit value is what the operator wants to try: raise the guard to allow it.
+        base = replace(base, max_entries_per_user=max(base.max_entries_per_user, quota))
     if config.max_entries is None and config.ttl_ms is None:
         # The embedded default: guards + environment, as `config` resolves them.
-        return AgentRuntimeManager(guards=base, clock=clock, build_timeout_ms=timeout_ms)
+        return AgentRuntimeManager(
+            guards=base, clock=clock, build_timeout_ms=timeout_ms, max_entries_per_user=quota
+        )
     env = RuntimeCacheSettings()
     max_entries = config.max_entries
     ttl_ms = config.ttl_ms
@@ -195,6 +230,7 @@ def _make_manager(
     guards = GuardConfig(
         max_entries=max(base.max_entries, max_entries or 0),
         max_ttl_ms=max(base.max_ttl_ms, ttl_ms or 0),
+        max_entries_per_user=base.max_entries_per_user,
     )
     settings = RuntimeCacheSettings(
         max_entries=str(max_entries) if max_entries is not None else env.max_entries,
@@ -202,7 +238,8 @@ def _make_manager(
         ttl_seconds=env.ttl_seconds,
     )
     return AgentRuntimeManager(
-        guards=guards, settings=settings, clock=clock, build_timeout_ms=timeout_ms
+        guards=guards, settings=settings, clock=clock, build_timeout_ms=timeout_ms,
+        max_entries_per_user=quota,
     )
 
 
@@ -216,7 +253,14 @@ async def _run(
     cum_weights = list(
         itertools.accumulate(1.0 / (rank**config.zipf_s) for rank in range(1, config.agents + 1))
     )
+    owners = {
+        agent_id: "user" if config.users == 1 else f"user-{i % config.users:06d}"
+        for i, agent_id in enumerate(agent_ids)
+    }
+    burst_ids = [f"burst-{i:06d}" for i in range(config.burst_agents)]
+    owners.update(dict.fromkeys(burst_ids, "burst"))
     versions = dict.fromkeys(agent_ids, 1)
+    versions.update(dict.fromkeys(burst_ids, 1))
     build_s = config.build_ms / 1000
     hold_s = config.hold_ms / 1000
 
@@ -228,7 +272,7 @@ async def _run(
             return await build(agent_id)
 
         return RuntimeSeed(
-            agent_id=agent_id, user_id="user", cfg_version=version,
+            agent_id=agent_id, user_id=owners[agent_id], cfg_version=version,
             runtime=f"{agent_id}@v{version}", rebuild=rebuild, agent=_SimAgent(),
         )
 
@@ -238,10 +282,19 @@ async def _run(
     failed = 0
     step = max(1, config.requests // 100)
     peak = 0
+    other_requests = other_hits = window_requests = window_hits = 0
+    window = range(config.requests // 2, config.requests // 2 + WINDOW)  # request numbers
 
-    async def request(agent_id: str) -> None:
-        nonlocal done, failed, peak
+    async def request(agent_id: str, *, counted: bool = True, number: int = -1) -> None:
+        nonlocal done, failed, peak, other_requests, other_hits, window_requests, window_hits
         arrived = clock.now_s
+        if counted:  # not the burst's
+            hit = agent_id in manager
+            other_requests += 1
+            other_hits += hit
+            if number in window:
+                window_requests += 1
+                window_hits += hit
         try:
             async with manager.lease(agent_id, build=build):
                 latencies.append((clock.now_s - arrived) * 1000)
@@ -249,6 +302,8 @@ async def _run(
                 await asyncio.sleep(hold_s)
         except TimeoutError:
             failed += 1  # the build outlived build_timeout_ms: counted in load_failures
+        if not counted:
+            return
         done += 1
         if progress is not None and (done % step == 0 or done == config.requests):
             progress(done, config.requests)
@@ -275,12 +330,28 @@ async def _run(
     tasks: set[asyncio.Task[None]] = set()
     wall = time.perf_counter()
     started_s = clock.now_s
-    for _ in range(config.requests):
+    burst_rng = random.Random(config.seed + 1)  # the main arrivals stay those of no burst
+
+    async def burst() -> None:
+        for agent_id in burst_ids:
+            await asyncio.sleep(burst_rng.expovariate(config.burst_rate_per_s))
+            task = asyncio.ensure_future(request(agent_id, counted=False))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    bursting: asyncio.Future[None] | None = None
+    for n in range(config.requests):
+        if n == config.requests // 2 and burst_ids:
+            bursting = asyncio.ensure_future(burst())
         await asyncio.sleep(rng.expovariate(config.rate_per_s))
         rank = bisect.bisect_left(cum_weights, rng.random() * cum_weights[-1])
-        task = asyncio.ensure_future(request(popularity[min(rank, config.agents - 1)]))
+        task = asyncio.ensure_future(
+            request(popularity[min(rank, config.agents - 1)], number=n)
+        )
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+    if bursting is not None:
+        await bursting
     while tasks:
         await asyncio.gather(*tasks)
     stop.set()
@@ -307,6 +378,12 @@ async def _run(
         rebuilds=stats.rebuilds,
         rebuild_failures=stats.rebuild_failures,
         disposals=disposals,
+        quota_evictions=stats.quota_evictions,
+        max_entries_per_user=manager.max_entries_per_user,
+        other_requests=other_requests,
+        other_hits=other_hits,
+        window_requests=window_requests,
+        window_hits=window_hits,
         peak_size=peak,
         p50_ms=_percentile(latencies, 0.50),
         p99_ms=_percentile(latencies, 0.99),

@@ -104,6 +104,14 @@ PARAMETERS: Mapping[str, Parameter] = {
                   "entry TTL (default: as configured)", optional=True),
         Parameter("build_timeout_ms", "--build-timeout-ms", int, 1, _DAY_MS,
                   "a slower build fails (default: the manager's 30000)", optional=True),
+        Parameter("users", "--users", int, 1, 1_000_000,
+                  "users owning the agents (agent i is user i mod users's)"),
+        Parameter("burst_agents", "--burst-agents", int, 0, 1_000_000,
+                  "distinct agents one more user opens in the middle of the run"),
+        Parameter("burst_rate_per_s", "--burst-rate", float, 0.001, 1_000_000,
+                  "requests per second of that burst"),
+        Parameter("max_entries_per_user", "--max-entries-per-user", int, 1, 10_000_000,
+                  "per-user quota (default: as configured)", optional=True),
         Parameter("seed", "--seed", int, -(2**63), 2**63 - 1, "random seed"),
     )
 }
@@ -117,6 +125,9 @@ def expected_span_s(values: Mapping[str, Any]) -> float:
     timeout_ms = values["build_timeout_ms"] or DEFAULT_BUILD_TIMEOUT_MS
     build_ms = min(float(values["build_ms"]), float(timeout_ms))
     arrivals_s = values["requests"] / values["rate_per_s"]
+    # the burst starts halfway through the arrivals and may outlast them
+    burst_s = values["burst_agents"] / values["burst_rate_per_s"]
+    arrivals_s = max(arrivals_s, arrivals_s / 2 + burst_s)
     return float(arrivals_s + (build_ms + values["hold_ms"]) / 1000)
 
 
