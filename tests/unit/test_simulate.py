@@ -165,3 +165,32 @@ def test_every_accepted_extreme_is_bounded() -> None:
     result = simulate(config)
     assert result.virtual_s <= MAX_SPAN_S
     assert result.failed_requests == 1  # a build as slow as its timeout fails
+
+
+# ------------------------------------------------------------ per-user quota (issue 19)
+
+TENANTS = dataclasses.replace(
+    SMALL, agents=200, users=50, invalidations_per_s=0.0, ttl_ms=None, requests=3_000
+)
+
+
+def test_a_burst_costs_the_other_users_hits_and_the_quota_gives_them_back() -> None:
+    calm = simulate(TENANTS)
+    burst = simulate(dataclasses.replace(TENANTS, burst_agents=80))
+    capped = simulate(dataclasses.replace(TENANTS, burst_agents=80, max_entries_per_user=4))
+    assert calm.other_requests == burst.other_requests == capped.other_requests == 3_000
+    assert calm.window_requests == burst.window_requests == capped.window_requests == 1_000
+    assert (burst.quota_evictions, burst.max_entries_per_user) == (0, None)
+    assert capped.max_entries_per_user == 4
+    assert capped.quota_evictions >= 40  # most of the burst (capacity takes some first)
+    assert capped.removals["quota"] == capped.quota_evictions
+    assert burst.window_hit_rate < calm.window_hit_rate
+    assert capped.window_hit_rate > burst.window_hit_rate
+    # every agent built is disposed by the end, the burst's included
+    assert capped.disposals == capped.builds + capped.rebuilds
+
+
+def test_the_burst_user_is_not_counted_with_the_others() -> None:
+    burst = simulate(dataclasses.replace(TENANTS, burst_agents=80))
+    assert burst.hits + burst.misses == 3_000 + 80
+    assert burst.other_hits <= burst.hits
