@@ -14,8 +14,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from containers import RuntimeContainer
-
 from ._config import (
     GUARDS_PATH_VAR,
     MAX_ENTRIES_VAR,
@@ -28,6 +26,7 @@ from ._errors import RuntimeNotCached
 from ._manager import AgentRuntimeManager
 from ._seed import RuntimeSeed
 from ._stats import CacheStats
+from .containers import RuntimeContainer
 from .testing import FakeClock
 
 EXIT_OK = 0

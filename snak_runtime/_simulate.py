@@ -22,9 +22,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, final
 
-from ._config import GuardConfig, RuntimeCacheSettings
+from ._config import GuardConfig
 from ._manager import AgentRuntimeManager
 from ._seed import RuntimeSeed
+from ._settings import RuntimeCacheSettings
 
 ProgressCallback = Callable[[int, int], None]
 """``progress(done, total)``: called as requests complete (about 100 times a run)."""

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._config import BACKOFF_CAP, BACKOFF_CAP_VAR, resolve_ms
 from ._errors import RuntimeManagerClosed
 from ._wire import (
     MAX_AGENT_ID_CHARS,
@@ -121,6 +122,7 @@ class InvalidationSettings(BaseSettings):
     redis_password: SecretStr | None = Field(default=None, validation_alias="REDIS_PASSWORD")
     redis_db: str | None = Field(default=None, validation_alias="REDIS_DB")
     channel: str = Field(default=DEFAULT_CHANNEL, validation_alias="AGENT_CFG_INVALIDATE_CHANNEL")
+    backoff_cap_ms: str | None = Field(default=None, validation_alias=BACKOFF_CAP_VAR)
 
     @classmethod
     def for_url(cls, url: str, *, channel: str | None = None) -> InvalidationSettings:
@@ -373,7 +375,7 @@ class InvalidationSubscriber:
         *,
         channel: str | None = None,
         backoff_base_ms: int = 100,
-        backoff_cap_ms: int = 5_000,
+        backoff_cap_ms: int | None = None,
         connect_timeout_ms: int = 2_000,
         health_check_interval_s: float = 10.0,
         rng: Callable[[], float] = random.random,
@@ -386,6 +388,10 @@ class InvalidationSubscriber:
             settings = source
         self._endpoint = settings.endpoint()
         self._channel = channel or settings.channel
+        # Keyword > AGENT_CFG_BACKOFF_CAP_MS > default, under a built-in guard (never below base).
+        backoff_cap_ms, _ = resolve_ms(
+            BACKOFF_CAP, backoff_cap_ms, settings.backoff_cap_ms, [], minimum=backoff_base_ms
+        )
         backoff_ms(0, base_ms=backoff_base_ms, cap_ms=backoff_cap_ms)  # validates both
         self._backoff_base_ms = backoff_base_ms
         self._backoff_cap_ms = backoff_cap_ms
@@ -633,6 +639,7 @@ async def publish_invalidation(
 async def run_invalidation(
     manager: InvalidationTarget,
     settings: InvalidationSettings | None = None,
+    backoff_cap_ms: int | None = None,
 ) -> AsyncIterator[InvalidationSubscriber | None]:
     """The container's ``invalidation`` Resource: a running subscriber, or ``None``.
 
@@ -644,7 +651,7 @@ async def run_invalidation(
         logger.debug("invalidation subscriber not started: no REDIS_* variable set")
         yield None
         return
-    subscriber = InvalidationSubscriber(manager, settings)
+    subscriber = InvalidationSubscriber(manager, settings, backoff_cap_ms=backoff_cap_ms)
     await subscriber.start()
     try:
         yield subscriber

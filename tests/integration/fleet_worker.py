@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from containers import RuntimeContainer
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeSeed
+from snak_runtime.containers import RuntimeContainer
 from snak_runtime.invalidation import InvalidationSubscriber
 
 Manager = AgentRuntimeManager[str, object]

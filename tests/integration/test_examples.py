@@ -155,3 +155,20 @@ def test_shutdown_disposes_every_agent(container: AppContainer) -> None:
     assert manager.closed
     assert [agent.closed for agent in directory.built] == [True]
     assert manager.stats().disposals == 1
+
+
+def test_the_same_app_runs_under_two_test_clients(container: AppContainer) -> None:
+    """``with TestClient(app)`` twice in one process: the second gets a fresh manager."""
+    app = create_app(container)
+    managers = []
+    for _ in range(2):
+        with TestClient(app) as client:
+            assert _chat(client, "support-bot", "alice").status_code == 200
+            assert _stats(client)["loads"] == 1  # a fresh cache each time
+            managers.append(container.runtime.manager())
+    container.unwire()
+    first, second = managers
+    assert first is not second
+    assert first.closed and second.closed
+    directory: AgentDirectory = container.directory()
+    assert [agent.closed for agent in directory.built] == [True, True]

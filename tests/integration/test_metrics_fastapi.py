@@ -30,9 +30,9 @@ with warnings.catch_warnings():
 from prometheus_client import CollectorRegistry  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from containers import RuntimeContainer  # noqa: E402
 from examples.fastapi_app.containers import AppContainer  # noqa: E402
 from examples.fastapi_app.main import create_app  # noqa: E402
+from snak_runtime.containers import RuntimeContainer  # noqa: E402
 
 
 @pytest.fixture
