@@ -314,14 +314,6 @@ def resolve_limits(
     collected: list[str] = []
     if settings is None:
         settings = _Environment.read()
-    timings = [
-        resolve_ms(setting, keyword, raw, collected)
-        for setting, keyword, raw in (
-            (BUILD_TIMEOUT, build_timeout_ms, settings.build_timeout_ms),
-            (DISPOSE_TIMEOUT, dispose_timeout_ms, settings.dispose_timeout_ms),
-            (SWEEP_INTERVAL, sweep_interval_ms, settings.sweep_interval_ms),
-        )
-    ]
     label = _guard_label(guards)
 
     max_entries = _read_int(MAX_ENTRIES_VAR, settings.max_entries, 1, collected)
@@ -380,6 +372,14 @@ def resolve_limits(
     else:
         ttl_ms, ttl_source = ttl, given
 
+    timings = [
+        resolve_ms(setting, keyword, raw, collected)
+        for setting, keyword, raw in (
+            (BUILD_TIMEOUT, build_timeout_ms, settings.build_timeout_ms),
+            (DISPOSE_TIMEOUT, dispose_timeout_ms, settings.dispose_timeout_ms),
+            (SWEEP_INTERVAL, sweep_interval_ms, settings.sweep_interval_ms),
+        )
+    ]
     limits = ResolvedLimits(
         max_entries=entries,
         default_ttl_ms=ttl_ms,

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ._config import BACKOFF_CAP, BACKOFF_CAP_VAR, resolve_ms
+from ._config import BACKOFF_CAP, BACKOFF_CAP_VAR, environment_value, resolve_ms
 from ._errors import RuntimeManagerClosed
 from ._wire import (
     MAX_AGENT_ID_CHARS,
@@ -388,9 +388,11 @@ class InvalidationSubscriber:
             settings = source
         self._endpoint = settings.endpoint()
         self._channel = channel or settings.channel
-        # Keyword > AGENT_CFG_BACKOFF_CAP_MS > default, under a built-in guard (never below base).
+        # Keyword > AGENT_CFG_BACKOFF_CAP_MS (settings, else the environment: for_url settings
+        # skip it) > default, under a built-in guard, never below the base.
+        raw_cap = settings.backoff_cap_ms or environment_value(BACKOFF_CAP_VAR)
         backoff_cap_ms, _ = resolve_ms(
-            BACKOFF_CAP, backoff_cap_ms, settings.backoff_cap_ms, [], minimum=backoff_base_ms
+            BACKOFF_CAP, backoff_cap_ms, raw_cap, [], minimum=backoff_base_ms
         )
         backoff_ms(0, base_ms=backoff_base_ms, cap_ms=backoff_cap_ms)  # validates both
         self._backoff_base_ms = backoff_base_ms
