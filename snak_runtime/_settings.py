@@ -7,6 +7,7 @@ Kept apart from ``_config`` so that ``import snak_runtime`` does not import pyda
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field
@@ -25,25 +26,31 @@ from ._config import (
 
 
 class _ExactEnvSource(PydanticBaseSettingsSource):
-    """Reads each field from its own variable only.
+    """Reads each field from its own variable only, and only when no keyword gave it.
 
     The stock env source, under populate_by_name, would also read a bare MAX_ENTRIES or TTL_MS
-    left in the environment by unrelated software. Values are keyed by field name, as keyword
-    arguments are, so a keyword merges over the variable on every pydantic-settings release
-    (before 2.12 the init source kept keywords by name: an alias-keyed variable beat them).
+    left in the environment by unrelated software. Skipping the fields a keyword set (by name
+    or by alias) makes "keyword beats environment" hold on every pydantic-settings release:
+    merging both would leave the choice to key order, which changed in 2.12.
     """
+
+    def __init__(self, settings_cls: type[BaseSettings], given: Mapping[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._given = set(given)
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         alias = field.validation_alias
         name = alias if isinstance(alias, str) else field_name
-        return os.environ.get(name), field_name, False
+        if field_name in self._given or name in self._given:
+            return None, name, False
+        return os.environ.get(name), name, False
 
     def __call__(self) -> dict[str, Any]:
         found: dict[str, Any] = {}
         for field_name, field_info in self.settings_cls.model_fields.items():
-            value, key, _ = self.get_field_value(field_info, field_name)
+            value, name, _ = self.get_field_value(field_info, field_name)
             if value:  # env_ignore_empty: an empty variable counts as unset
-                found[key] = value
+                found[name] = value
         return found
 
 
@@ -75,4 +82,5 @@ class RuntimeCacheSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Keyword arguments first, then the exact variables; no .env or secrets files."""
-        return init_settings, _ExactEnvSource(settings_cls)
+        given = getattr(init_settings, "init_kwargs", {})
+        return init_settings, _ExactEnvSource(settings_cls, given)

@@ -30,6 +30,10 @@ ENV_VARS = (
     "REDIS_PASSWORD",
     "REDIS_DB",
     "AGENT_CFG_INVALIDATE_CHANNEL",
+    "AGENT_RUNTIME_BUILD_TIMEOUT_MS",
+    "AGENT_RUNTIME_DISPOSE_TIMEOUT_MS",
+    "AGENT_RUNTIME_SWEEP_INTERVAL_MS",
+    "AGENT_CFG_BACKOFF_CAP_MS",
 )
 
 # Small guards so capacity and expiry are reached in a few steps.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
+import socket
 import sys
 import warnings
 from collections.abc import Callable, Coroutine, Iterator
@@ -33,6 +35,9 @@ with warnings.catch_warnings():
     # Recent Starlette deprecates driving its test client with `httpx` in favour of `httpx2`;
     # either works for this test, so the import-time notice is not an error here.
     warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient`")
+    # The oldest declared FastAPI (.ci/floors.txt) brings a Starlette whose test client names
+    # an alias newer anyio releases deprecate: the floor test run imports it too.
+    warnings.filterwarnings("ignore", message=r"The anyio\.abc\.BlockingPortal alias")
     from fastapi.testclient import TestClient
 
 from examples.fastapi_app.containers import AppContainer  # noqa: E402
@@ -172,3 +177,35 @@ def test_the_same_app_runs_under_two_test_clients(container: AppContainer) -> No
     assert first.closed and second.closed
     directory: AgentDirectory = container.directory()
     assert [agent.closed for agent in directory.built] == [True, True]
+
+
+async def test_the_readme_uvicorn_command_serves_the_app() -> None:
+    """``uvicorn examples.fastapi_app.main:app``: the ``examples`` extra installs uvicorn."""
+    import httpx
+    import uvicorn
+
+    container = AppContainer()  # the module's own `app`, on a container this test can unwire
+    server = uvicorn.Server(uvicorn.Config(create_app(container), log_level="warning"))
+    serving = asyncio.create_task(server.serve(sockets=[_loopback_socket()]))
+    try:
+        while not server.started:
+            assert not serving.done(), "uvicorn stopped before it started"
+            await asyncio.sleep(0.01)
+        (port,) = {s.getsockname()[1] for srv in server.servers for s in srv.sockets}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            reply = await http.post(
+                "/agents/support-bot/chat", json={"text": "hi"}, headers={"X-User-Id": "alice"}
+            )
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["reply"] == "support-bot (v1) heard: hi"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=30)
+        container.unwire()
+
+
+def _loopback_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
