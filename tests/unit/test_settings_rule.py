@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -75,8 +76,9 @@ def test_environment_beats_default(
 @pytest.mark.parametrize("setting", MANAGER_TIMINGS, ids=lambda s: s.keyword)
 def test_keyword_beats_environment(monkeypatch: pytest.MonkeyPatch, setting: MsSetting) -> None:
     monkeypatch.setenv(setting.variable, "1234")
+    keyword: dict[str, Any] = {setting.keyword: 77}
     manager: AgentRuntimeManager[object, object] = AgentRuntimeManager(
-        settings=RuntimeCacheSettings(), **{setting.keyword: 77}
+        settings=RuntimeCacheSettings(), **keyword
     )
     assert _effective(manager, setting) == 77
 
@@ -86,7 +88,8 @@ def test_guard_caps_keyword_and_environment(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, setting: MsSetting
 ) -> None:
     above = setting.guard + 1
-    manager: AgentRuntimeManager[object, object] = AgentRuntimeManager(**{setting.keyword: above})
+    keyword: dict[str, Any] = {setting.keyword: above}
+    manager: AgentRuntimeManager[object, object] = AgentRuntimeManager(**keyword)
     assert _effective(manager, setting) == setting.guard
     monkeypatch.setenv(setting.variable, str(above))
     with caplog.at_level(logging.WARNING, logger=LOGGER):
@@ -200,7 +203,7 @@ async def test_backoff_cap_container_path(monkeypatch: pytest.MonkeyPatch) -> No
     container.invalidation_backoff_cap_ms.override(900)
     await container.init_resources()  # type: ignore[misc]
     try:
-        subscriber = await container.invalidation()
+        subscriber = await container.invalidation()  # type: ignore[misc]
         assert isinstance(subscriber, InvalidationSubscriber)
         assert _cap(subscriber) == 900
     finally:
