@@ -186,7 +186,8 @@ async def test_the_readme_uvicorn_command_serves_the_app() -> None:
 
     container = AppContainer()  # the module's own `app`, on a container this test can unwire
     server = uvicorn.Server(uvicorn.Config(create_app(container), log_level="warning"))
-    serving = asyncio.create_task(server.serve(sockets=[_loopback_socket()]))
+    listening = _loopback_socket()
+    serving = asyncio.create_task(server.serve(sockets=[listening]))
     try:
         while not server.started:
             assert not serving.done(), "uvicorn stopped before it started"
@@ -201,6 +202,7 @@ async def test_the_readme_uvicorn_command_serves_the_app() -> None:
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, timeout=30)
+        listening.close()
         container.unwire()
 
 
