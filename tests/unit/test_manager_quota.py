@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
-from containers import RuntimeContainer
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings, RuntimeSeed
 from snak_runtime._config import GuardConfigError
+from snak_runtime.containers import RuntimeContainer
 from snak_runtime.testing import FakeClock, RecordingDisposer
 
 Manager = AgentRuntimeManager[str, object]
@@ -246,7 +246,7 @@ def test_a_quota_above_the_guard_is_capped_with_a_warning(
     keyword: int | None = None
     if source == "keyword":
         keyword = 9
-        given = "max_entries_per_user=9"
+        given = "keyword max_entries_per_user=9"
     else:
         monkeypatch.setenv(VAR, "9")
         given = f"{VAR}=9"
@@ -255,6 +255,8 @@ def test_a_quota_above_the_guard_is_capped_with_a_warning(
     assert m.max_entries_per_user == 4
     assert [r.getMessage() for r in caplog.records] == [
         f"{given} is above the guard agent_runtime.cache.max_entries_per_user=4; capped to 4"
+        " (to raise the guard, set agent_runtime.cache.max_entries_per_user in the guards JSON"
+        " file named by GUARDS_CONFIG_PATH)"
     ]
 
 
