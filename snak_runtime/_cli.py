@@ -19,6 +19,7 @@ from ._config import (
     _MAX_TTL_KEY,
     BACKOFF_CAP,
     GUARDS_PATH_VAR,
+    MAX_ENTRIES_PER_USER_VAR,
     MAX_ENTRIES_VAR,
     MS_SETTINGS,
     TTL_MS_VAR,
@@ -105,9 +106,13 @@ def _run_config(args: argparse.Namespace) -> int:
     )
     for name, value, source in timings:
         print(f"  {name:<18}{value:>8}   from {source}")
+    quota = "none" if limits.max_entries_per_user is None else limits.max_entries_per_user
+    print(f"  max_entries_per_user {quota:>5}   from {limits.max_entries_per_user_source}")
     print(f"guard ceilings: {guard_origin}")
     print(f"  max_entries     {guards.max_entries:>10}")
     print(f"  max_ttl_ms      {guards.max_ttl_ms:>10}")
+    if guards.max_entries_per_user is not None:
+        print(f"  max_entries_per_user {guards.max_entries_per_user:>5}")
     print(f"  {raise_guard_hint(f'{_MAX_ENTRIES_KEY} / {_MAX_TTL_KEY}')}")
     print(
         "  built-in guards: "
@@ -119,6 +124,7 @@ def _run_config(args: argparse.Namespace) -> int:
         (TTL_MS_VAR, settings.ttl_ms),
         (TTL_SECONDS_VAR, settings.ttl_seconds),
         (GUARDS_PATH_VAR, settings.guards_config_path),
+        (MAX_ENTRIES_PER_USER_VAR, settings.max_entries_per_user),
         *((s.variable, environment_value(s.variable)) for s in MS_SETTINGS),
     )
     width = max(len(name) for name, _ in raw_values)

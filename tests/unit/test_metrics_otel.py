@@ -13,6 +13,7 @@ from tests.unit.metrics_scenario import (
     SUBSCRIBER_EXPECTED,
     TTL_MS,
     make_manager,
+    run_quota_scenario,
     run_scenario,
     run_subscriber_scenario,
     seed,
@@ -163,3 +164,17 @@ async def test_the_invalidation_subscriber_is_reported_under_the_same_cache() ->
     assert value(points, "snak_runtime.removals", cache="agents", cause="resync") == 1
     handle.close()
     assert reader.get_metrics_data() is None  # neither the manager nor its subscriber is left
+
+
+async def test_quota_evictions_are_a_counter_and_a_removal_cause() -> None:
+    manager = await run_quota_scenario()
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    instrument(manager, meter_provider=provider, cache="tenants")
+    points, kinds = read(reader)
+    assert value(points, "snak_runtime.quota_evictions", cache="tenants") == 1
+    assert kinds["snak_runtime.quota_evictions"] == "counter {entry}"
+    assert value(points, "snak_runtime.removals", cache="tenants", cause="quota") == 1
+    assert value(points, "snak_runtime.removals", cache="tenants", cause="capacity") == 0
+    await manager.aclose()
+    provider.shutdown()
