@@ -105,7 +105,7 @@ def test_config_defaults() -> None:
     assert lines[1].split() == ["max_entries", "64", "from", "guard", "(defaults)"]
     assert lines[2].split() == ["default_ttl_ms", "300000", "from", "guard", "(defaults)"]
     assert "built-in defaults (GUARDS_CONFIG_PATH unset)" in result.stdout
-    assert "AGENT_RUNTIME_CACHE_TTL_MS        (unset)" in result.stdout
+    assert "AGENT_RUNTIME_CACHE_TTL_MS                (unset)" in result.stdout
     assert lines[-1] == "warnings: 0"
 
 
@@ -122,8 +122,28 @@ def test_config_shows_sources_from_the_environment_and_guard_file(tmp_path: Path
     assert "max_entries              5   from AGENT_RUNTIME_CACHE_MAX_ENTRIES=5" in out
     assert "default_ttl_ms       30000   from AGENT_RUNTIME_CACHE_TTL_SECONDS=30" in out
     assert f"guard ceilings: file {path} (GUARDS_CONFIG_PATH)" in out
-    assert "AGENT_RUNTIME_CACHE_MAX_ENTRIES   '5'" in out
+    assert "AGENT_RUNTIME_CACHE_MAX_ENTRIES           '5'" in out
     assert out.splitlines()[-1] == "warnings: 0"
+
+
+def test_config_shows_the_per_user_quota_capped_by_its_optional_guard(tmp_path: Path) -> None:
+    path = _guards_file(tmp_path, max_entries=64, max_ttl_ms=60_000, max_entries_per_user=8)
+    result = run_cli(
+        "config", GUARDS_CONFIG_PATH=str(path), AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER="20"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "  max_entries_per_user     8   from AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER=20 " \
+        "capped to guard 8" in lines
+    assert "  max_entries_per_user     8" in lines  # the guard ceiling
+    assert "  AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER  '20'" in lines
+    assert lines[-2:] == [
+        "warnings: 1",
+        "  - AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER=20 is above the guard "
+        "agent_runtime.cache.max_entries_per_user=8; capped to 8 (to raise the guard, set "
+        "agent_runtime.cache.max_entries_per_user in the guards JSON file named by "
+        "GUARDS_CONFIG_PATH)",
+    ]
 
 
 def test_config_lists_every_warning_once_on_stdout() -> None:
