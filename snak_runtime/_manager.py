@@ -11,6 +11,7 @@ from threading import get_ident
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, final
 
+from . import _operators
 from ._clock import Clock, MonotonicClock
 from ._config import (
     GuardConfig,
@@ -21,7 +22,9 @@ from ._config import (
 )
 from ._disposal import DefaultDisposer, Disposer, _Disposals
 from ._errors import RuntimeManagerClosed, RuntimeNotCached
+from ._info import EntryInfo
 from ._keyed import _KeyedTurns, _Turn
+from ._operators import Predicate, check_id, discarded
 from ._seed import AcquiredRuntime, Build, RuntimeLease, RuntimeSeed
 from ._stats import CacheStats, RemovalCause, _StatsCounter
 from ._store import _Generation, _Store
@@ -180,6 +183,22 @@ class AgentRuntimeManager(Generic[R, A]):
         if gen is None or self._now() >= gen.expires_at:
             return None
         return gen._cfg_version
+
+    def peek(self, agent_id: str) -> EntryInfo | None:
+        """The live entry of ``agent_id`` as a frozen ``EntryInfo``, or None.
+
+        Does not pin, reorder or count a hit (an expired entry is left for the sweeper).
+        Empty or non-string ids raise ``ValueError`` / ``TypeError``.
+        """
+        return _operators.peek(self, agent_id)
+
+    def snapshot(self) -> list[EntryInfo]:
+        """Every live entry as a frozen ``EntryInfo``, next to be evicted first.
+
+        Does not pin, reorder or count a hit. Visits every entry (O(n)): meant for
+        operators and metrics scrapes, never for a request path.
+        """
+        return _operators.snapshot(self)
 
     # departure: the original promised hit/miss metrics in a comment and recorded none.
     def stats(self) -> CacheStats:
@@ -425,9 +444,15 @@ class AgentRuntimeManager(Generic[R, A]):
                 raise RuntimeManagerClosed("the runtime manager is closed")
             gen = self._live(agent_id)
             if gen is None:
+                turn.discards = None  # only an evict_user from now on concerns this build
+                started = self._now()
                 seed = await self._call_build(load)
+                build_ms = (self._now() - started) / self._ticks_per_ms
+                if discarded(turn, seed):
+                    self._discard_seed(agent_id, seed)
+                    raise RuntimeNotCached(agent_id, "its user's runtimes were evicted meanwhile")
                 # what is left under this id, if anything, is an expired pinned entry
-                gen = self._install(seed, RemovalCause.EXPIRED)
+                gen = self._install(seed, RemovalCause.EXPIRED, build_ms=build_ms)
             self._resolve_waiters(load, gen)
         except BaseException as exc:
             failure = (
@@ -506,6 +531,11 @@ class AgentRuntimeManager(Generic[R, A]):
         agent_id = seed.agent_id
         turn = await self._enter(agent_id)
         try:
+            if discarded(turn, seed):
+                # evict_user ran for its user while it waited: nothing made before that call
+                # is handed out, and nobody else holds this agent for the caller
+                self._discard_seed(agent_id, seed)
+                return
             now = self._now()
             old = self._current.get(agent_id)
             if old is None:
@@ -568,6 +598,8 @@ class AgentRuntimeManager(Generic[R, A]):
     async def _rebuild(self, gen: _Generation[R, A], cfg_version: int, turn: _Turn) -> None:
         agent_id = gen.agent_id
         self._stats.rebuilds += 1
+        turn.discards = None  # only an evict_user from now on concerns this rebuild
+        started_ticks = self._now()
         started = time.perf_counter()
         task = self._running_loop().create_task(self._bounded(gen.rebuild))
         self._rebuilds.add(task)
@@ -622,7 +654,14 @@ class AgentRuntimeManager(Generic[R, A]):
                     "rebuilt_version": seed.cfg_version,
                 },
             )
-        self._install(seed, RemovalCause.INVALIDATED)
+        if discarded(turn, seed):
+            # evict_user ran for the seed's user meanwhile: made with what it revoked
+            self._discard_seed(agent_id, seed)
+            if gen.current:
+                self._store.detach(gen, RemovalCause.INVALIDATED)
+            return
+        build_ms = (self._now() - started_ticks) / self._ticks_per_ms
+        self._install(seed, RemovalCause.INVALIDATED, build_ms=build_ms)
 
     async def _bounded(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run a build or rebuild bounded by ``build_timeout_ms``."""
@@ -645,6 +684,33 @@ class AgentRuntimeManager(Generic[R, A]):
             return True
         finally:
             self._exit(agent_id, turn)
+
+    async def evict_user(self, user_id: str) -> int:
+        """Remove every entry of ``user_id`` (cause ``explicit``); return how many left.
+
+        Pinned ones are disposed at their last release, as ``evict`` does. From the return
+        on, nothing built before the call is handed out to anyone: a build or rebuild in
+        flight that yields a runtime of this user is discarded and its agent disposed
+        (the user's credentials may have been rotated). Costs that user's entries, not
+        a scan of the cache.
+        """
+        check_id("user_id", user_id)
+        if self._loop_ref._thread_id != get_ident():
+            self._gate()
+        return _operators.evict_user(self, user_id)
+
+    async def evict_where(self, predicate: Predicate) -> int:
+        """Remove every live entry whose ``EntryInfo`` satisfies ``predicate`` (a plain
+        function); cause ``explicit``; return how many left.
+
+        The predicate runs over a whole ``snapshot()`` first: if it raises, nothing is
+        removed and the error propagates. Visits every entry (O(n)).
+        """
+        if not callable(predicate):
+            raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
+        if self._loop_ref._thread_id != get_ident():
+            self._gate()
+        return _operators.evict_where(self, predicate)
 
     async def evict_all(self) -> int:
         """Evict every entry (each after whatever is in flight for it); return how many."""
@@ -684,7 +750,12 @@ class AgentRuntimeManager(Generic[R, A]):
     # ------------------------------------------------------------------ install, pins, expiry
 
     def _install(
-        self, seed: RuntimeSeed[R, A], cause: RemovalCause | None, now: int | None = None
+        self,
+        seed: RuntimeSeed[R, A],
+        cause: RemovalCause | None,
+        now: int | None = None,
+        *,
+        build_ms: float | None = None,
     ) -> _Generation[R, A]:
         if now is None:
             now = self._now()
@@ -704,6 +775,8 @@ class AgentRuntimeManager(Generic[R, A]):
             now + ttl_ms * self._ticks_per_ms,
             cause,
             in_order=ttl_ms == self._default_ttl_ms,
+            installed_at=now,
+            build_ms=build_ms,
         )
         self._store.pop_expired(now, _EXPIRE_BATCH)
         self._trim(keep=seed.agent_id, warn=True)

@@ -34,13 +34,16 @@ class _Generation(RuntimeLease[R, A]):
         "current",
         "expires_at",
         "finished",
+        "hits",
         "in_expiry",
+        "installed_at",
+        "last_build_ms",
         "lease_pins",
         "loose_pins",
         "rebuild",
     )
 
-    def __init__(self, seed: RuntimeSeed[R, A], expires_at: int) -> None:
+    def __init__(self, seed: RuntimeSeed[R, A], expires_at: int, installed_at: int) -> None:
         # Assigned directly (no super().__init__ chain): this runs on every install.
         self._agent_id = seed.agent_id
         self._user_id = seed.user_id
@@ -49,6 +52,9 @@ class _Generation(RuntimeLease[R, A]):
         self._agent = seed.agent
         self.rebuild: Rebuild[R, A] = seed.rebuild
         self.expires_at = expires_at  # in the manager's clock ticks
+        self.installed_at = installed_at  # same ticks; for EntryInfo.age_ms
+        self.hits = 0  # hits since install (EntryInfo.hits)
+        self.last_build_ms: float | None = None  # EntryInfo.last_build_ms
         self.lease_pins = 0  # pins held by leases, each given back by its own exit
         self.loose_pins = 0  # pins taken by acquire*, which release(agent_id) gives back
         self.current = True  # the map's entry for its agent id
@@ -84,6 +90,8 @@ class _Store(Generic[R, A]):
     hit: when one reaches the head, eviction drops it from the order (its release puts it
     back), so each pin costs eviction at most one skip. ``detached`` keeps superseded
     generations that are still pinned, oldest first, until their last pin goes.
+    ``by_user`` indexes the current agent ids of each user (kept on install and detach,
+    never on a read), so ``evict_user`` touches only that user's entries.
 
     departure: the original kept one mutable entry per id (a release after a rebuild
     decremented the new entry's count) and scanned every entry on every call.
@@ -100,6 +108,7 @@ class _Store(Generic[R, A]):
         "_on_removed",
         "_seq",
         "_stale",
+        "by_user",
         "current",
         "detached",
         "recency",
@@ -109,6 +118,7 @@ class _Store(Generic[R, A]):
         self.current: dict[str, _Generation[R, A]] = {}
         self.recency: OrderedDict[str, None] = OrderedDict()
         self.detached: dict[str, list[_Generation[R, A]]] = {}
+        self.by_user: dict[str, set[str]] = {}
         self._fifo: deque[_Generation[R, A]] = deque()
         self._heap: list[tuple[int, int, _Generation[R, A]]] = []
         self._stale = 0  # queued expiry items whose generation left the map
@@ -126,6 +136,8 @@ class _Store(Generic[R, A]):
         old_cause: RemovalCause | None,
         *,
         in_order: bool = False,
+        installed_at: int = 0,
+        build_ms: float | None = None,
     ) -> _Generation[R, A]:
         """Make ``seed`` the current generation; the old one (if any) leaves with ``old_cause``.
 
@@ -133,17 +145,28 @@ class _Store(Generic[R, A]):
         silently (no removal is reported), but still detached so its pins stay exact.
         ``in_order`` says the entry expires no earlier than every entry installed before it
         with ``in_order`` (the default TTL), so it can join the FIFO instead of the heap.
+        ``build_ms`` is how long the build or rebuild of ``seed`` took; None (a seed from
+        ``shadow_seed``) keeps what is known of the agent id's last build.
         """
-        old = self.current.get(seed.agent_id)
-        gen = _Generation(seed, expires_at)
+        agent_id = seed.agent_id
+        old = self.current.get(agent_id)
+        gen = _Generation(seed, expires_at, installed_at)
         agent = seed.agent
         if agent is not None:
             agents = self._agents
             agents[id(agent)] = agents.get(id(agent), 0) + 1
         if old is not None:
+            gen.last_build_ms = old.last_build_ms if build_ms is None else build_ms
             self.detach(old, old_cause)
-        self.current[seed.agent_id] = gen
-        self.recency[seed.agent_id] = None
+        else:
+            gen.last_build_ms = build_ms
+        self.current[agent_id] = gen
+        ids = self.by_user.get(seed.user_id)
+        if ids is None:
+            self.by_user[seed.user_id] = {agent_id}
+        else:
+            ids.add(agent_id)
+        self.recency[agent_id] = None
         if in_order:
             self._fifo.append(gen)
         else:
@@ -155,6 +178,10 @@ class _Store(Generic[R, A]):
         agent_id = gen._agent_id
         del self.current[agent_id]
         gen.current = False
+        ids = self.by_user[gen._user_id]
+        ids.discard(agent_id)
+        if not ids:
+            del self.by_user[gen._user_id]
         self.recency.pop(agent_id, None)
         if gen.in_expiry:
             self._stale += 1

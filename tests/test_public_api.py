@@ -24,8 +24,9 @@ CONTRACT_NAMES = {
     "Disposer",
     "DefaultDisposer",
 }
-# Exported beyond §1: the removal causes (§9 names their strings) and the version.
-EXTRA_NAMES = {"RemovalCause", "__version__"}
+# Exported beyond §1: the removal causes (§9 names their strings), the operator's entry
+# record (issue 18) and the version.
+EXTRA_NAMES = {"RemovalCause", "EntryInfo", "__version__"}
 
 
 def test_contract_import_statement() -> None:
@@ -56,7 +57,7 @@ def test_all_matches_public_exports() -> None:
     assert len(snak_runtime.__all__) == len(set(snak_runtime.__all__))
     public = {name for name in vars(snak_runtime) if not name.startswith("_")}
     assert public - {m for m in public if inspect.ismodule(getattr(snak_runtime, m))} == (
-        CONTRACT_NAMES | {"RemovalCause"}
+        CONTRACT_NAMES | {"RemovalCause", "EntryInfo"}
     )
 
 
@@ -97,3 +98,27 @@ def test_constructor_is_keyword_only_with_contract_defaults() -> None:
 def test_manager_docstring_says_not_thread_safe() -> None:
     doc = snak_runtime.AgentRuntimeManager.__doc__ or ""
     assert "thread-safe" in doc.lower()
+
+
+def test_entry_info_is_a_frozen_slotted_typed_record() -> None:
+    import dataclasses
+
+    info = snak_runtime.EntryInfo(
+        agent_id="a", user_id="u", cfg_version=1, age_ms=0, expires_in_ms=5, pins=0,
+        detached_pins=0, hits=0, last_build_ms=None,
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.pins = 1  # type: ignore[misc]
+    assert not hasattr(info, "__dict__")
+    hints = {f.name: f.type for f in dataclasses.fields(snak_runtime.EntryInfo)}
+    assert hints == {
+        "agent_id": "str",
+        "user_id": "str",
+        "cfg_version": "int",
+        "age_ms": "int",
+        "expires_in_ms": "int",
+        "pins": "int",
+        "detached_pins": "int",
+        "hits": "int",
+        "last_build_ms": "float | None",
+    }

@@ -1,0 +1,156 @@
+"""The operator surface: quiet views of entries, and removal by user or by predicate.
+
+Kept apart from the request path: these visit many entries (``peek`` one, ``snapshot``
+every one, ``evict_user`` one user's), and none of them is ever on a read's way.
+Functions of the manager, so the facade's methods stay one line each.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._info import EntryInfo
+from ._keyed import _Turn
+from ._seed import RuntimeSeed
+from ._stats import RemovalCause
+from ._store import _Generation, _Store
+
+if TYPE_CHECKING:
+    from ._manager import AgentRuntimeManager
+
+R = TypeVar("R")
+A = TypeVar("A")
+
+logger = logging.getLogger(__name__)
+
+Predicate = Callable[[EntryInfo], object]
+
+
+def check_id(name: str, value: object) -> str:
+    """An agent or user id given to an operator method: a non-empty string."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name} must not be empty")
+    return value
+
+
+def entry_info(
+    manager: AgentRuntimeManager[Any, Any], gen: _Generation[Any, Any], now: int
+) -> EntryInfo:
+    """A frozen copy of ``gen``'s bookkeeping as of ``now`` (clock ticks)."""
+    per_ms = manager._ticks_per_ms
+    detached = manager._store.detached.get(gen._agent_id)
+    return EntryInfo(
+        agent_id=gen._agent_id,
+        user_id=gen._user_id,
+        cfg_version=gen._cfg_version,
+        age_ms=(now - gen.installed_at) // per_ms,
+        expires_in_ms=-((now - gen.expires_at) // per_ms),  # rounded up: live means >= 1
+        pins=gen.loose_pins + gen.lease_pins,
+        detached_pins=0 if detached is None else sum(g.pins for g in detached),
+        hits=gen.hits,
+        last_build_ms=gen.last_build_ms,
+    )
+
+
+def peek(manager: AgentRuntimeManager[Any, Any], agent_id: str) -> EntryInfo | None:
+    """The live entry of ``agent_id`` as an ``EntryInfo``, or None. Pins, reorders and
+    counts nothing (an expired entry is left for the sweeper)."""
+    check_id("agent_id", agent_id)
+    gen = manager._store.current.get(agent_id)
+    if gen is None:
+        return None
+    now = manager._now()
+    if now >= gen.expires_at:
+        return None
+    return entry_info(manager, gen, now)
+
+
+def eviction_order(store: _Store[R, A]) -> list[_Generation[R, A]]:
+    """Every current generation, next capacity victim first (LRU).
+
+    Idle entries come in recency order, exactly as eviction takes them. Pinned entries
+    follow: none can be evicted before its last release, which makes it the most recent,
+    so their order among themselves is a guess (least recently used first as far as the
+    order still knows; those it already dropped, being older, before those).
+    """
+    current = store.current
+    idle: list[_Generation[R, A]] = []
+    pinned: list[_Generation[R, A]] = []
+    for agent_id in store.recency:
+        gen = current[agent_id]
+        if gen.loose_pins or gen.lease_pins:
+            pinned.append(gen)
+        else:
+            idle.append(gen)
+    if len(idle) + len(pinned) < len(current):
+        recency = store.recency
+        dropped = [g for k, g in current.items() if k not in recency]
+        pinned = dropped + pinned
+    idle.extend(pinned)
+    return idle
+
+
+def live_in_order(
+    manager: AgentRuntimeManager[R, A],
+) -> list[tuple[_Generation[R, A], EntryInfo]]:
+    """Every live entry with its ``EntryInfo``, in eviction order (one clock read)."""
+    now = manager._now()
+    return [
+        (gen, entry_info(manager, gen, now))
+        for gen in eviction_order(manager._store)
+        if now < gen.expires_at
+    ]
+
+
+def snapshot(manager: AgentRuntimeManager[Any, Any]) -> list[EntryInfo]:
+    """Every live entry, next to be evicted first. Pins, reorders and counts nothing."""
+    return [info for _, info in live_in_order(manager)]
+
+
+def evict_user(manager: AgentRuntimeManager[Any, Any], user_id: str) -> int:
+    """Remove every entry of ``user_id`` now (cause ``explicit``; a pinned one's agent is
+    disposed at its last release) and mark every operation in flight so that a seed of
+    that user it made before now is discarded, not installed. Returns how many entries
+    left the map. Costs that user's entries plus the operations in flight, not a scan."""
+    store = manager._store
+    removed = 0
+    ids = store.by_user.get(user_id)
+    if ids:
+        for agent_id in list(ids):
+            store.detach(store.current[agent_id], RemovalCause.EXPLICIT)
+            removed += 1
+    for queue in manager._turns.queues.values():
+        for turn in queue:
+            if turn.discards is None:
+                turn.discards = {user_id}
+            else:
+                turn.discards.add(user_id)
+    manager._log.info(
+        "evicted %d cached runtime(s) of user %r", removed, user_id,
+        extra={"user_id": user_id, "removed": removed},
+    )
+    return removed
+
+
+def evict_where(manager: AgentRuntimeManager[Any, Any], predicate: Predicate) -> int:
+    """Remove every live entry whose ``EntryInfo`` satisfies ``predicate`` (cause
+    ``explicit``). The predicate runs over a whole snapshot first: if it raises, nothing
+    is removed and the error propagates. Returns how many entries left the map."""
+    chosen = [gen for gen, info in live_in_order(manager) if predicate(info)]
+    store = manager._store
+    removed = 0
+    for gen in chosen:
+        if gen.current:  # the predicate may have had side effects; be exact anyway
+            store.detach(gen, RemovalCause.EXPLICIT)
+            removed += 1
+    return removed
+
+
+def discarded(turn: _Turn | None, seed: RuntimeSeed[Any, Any]) -> bool:
+    """Whether ``evict_user`` ran for ``seed``'s user while the operation holding ``turn``
+    was making (or, for ``shadow_seed``, waiting to install) it."""
+    return turn is not None and turn.discards is not None and seed.user_id in turn.discards
