@@ -8,10 +8,10 @@ Functions of the manager, so the facade's methods stay one line each.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._info import EntryInfo
+from ._info import EntryInfo, _fast_entry_info
 from ._keyed import _Turn
 from ._seed import RuntimeSeed
 from ._stats import RemovalCause
@@ -37,23 +37,32 @@ def check_id(name: str, value: object) -> str:
     return value
 
 
-def entry_info(
-    manager: AgentRuntimeManager[Any, Any], gen: _Generation[Any, Any], now: int
-) -> EntryInfo:
-    """A frozen copy of ``gen``'s bookkeeping as of ``now`` (clock ticks)."""
+def _infos(
+    manager: AgentRuntimeManager[R, A], gens: Iterable[_Generation[R, A]], now: int
+) -> list[tuple[_Generation[R, A], EntryInfo]]:
+    """Each live generation of ``gens`` with its ``EntryInfo``; one loop with everything
+    in locals, since ``snapshot()`` runs it over every entry."""
     per_ms = manager._ticks_per_ms
-    detached = manager._store.detached.get(gen._agent_id)
-    return EntryInfo(
-        agent_id=gen._agent_id,
-        user_id=gen._user_id,
-        cfg_version=gen._cfg_version,
-        age_ms=(now - gen.installed_at) // per_ms,
-        expires_in_ms=-((now - gen.expires_at) // per_ms),  # rounded up: live means >= 1
-        pins=gen.loose_pins + gen.lease_pins,
-        detached_pins=0 if detached is None else sum(g.pins for g in detached),
-        hits=gen.hits,
-        last_build_ms=gen.last_build_ms,
-    )
+    detached = manager._store.detached
+    make = _fast_entry_info
+    out = []
+    for gen in gens:
+        expires_at = gen.expires_at
+        if now >= expires_at:
+            continue
+        older = detached.get(gen._agent_id) if detached else None
+        out.append((gen, make(
+            gen._agent_id,
+            gen._user_id,
+            gen._cfg_version,
+            (now - gen.installed_at) // per_ms,
+            -((now - expires_at) // per_ms),  # rounded up: a live entry has >= 1 ms left
+            gen.loose_pins + gen.lease_pins,
+            0 if older is None else sum(g.loose_pins + g.lease_pins for g in older),
+            gen.hits,
+            gen.last_build_ms,
+        )))
+    return out
 
 
 def peek(manager: AgentRuntimeManager[Any, Any], agent_id: str) -> EntryInfo | None:
@@ -63,10 +72,8 @@ def peek(manager: AgentRuntimeManager[Any, Any], agent_id: str) -> EntryInfo | N
     gen = manager._store.current.get(agent_id)
     if gen is None:
         return None
-    now = manager._now()
-    if now >= gen.expires_at:
-        return None
-    return entry_info(manager, gen, now)
+    found = _infos(manager, (gen,), manager._now())
+    return found[0][1] if found else None
 
 
 def eviction_order(store: _Store[R, A]) -> list[_Generation[R, A]]:
@@ -98,12 +105,7 @@ def live_in_order(
     manager: AgentRuntimeManager[R, A],
 ) -> list[tuple[_Generation[R, A], EntryInfo]]:
     """Every live entry with its ``EntryInfo``, in eviction order (one clock read)."""
-    now = manager._now()
-    return [
-        (gen, entry_info(manager, gen, now))
-        for gen in eviction_order(manager._store)
-        if now < gen.expires_at
-    ]
+    return _infos(manager, eviction_order(manager._store), manager._now())
 
 
 def snapshot(manager: AgentRuntimeManager[Any, Any]) -> list[EntryInfo]:

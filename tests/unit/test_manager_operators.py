@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -15,6 +16,7 @@ from snak_runtime import (
     RuntimeNotCached,
     RuntimeSeed,
 )
+from snak_runtime._info import _fast_entry_info
 from snak_runtime.testing import FakeClock, RecordingDisposer
 
 Manager = AgentRuntimeManager[str, object]
@@ -46,6 +48,16 @@ def gated(seed: Seed | None, gate: asyncio.Event) -> Callable[[], Awaitable[Seed
 
 
 # ---------------------------------------------------------------- peek
+
+
+def test_the_fast_record_constructor_equals_the_dataclass_one() -> None:
+    values = ("a", "u", 3, 10, 20, 1, 2, 7, 1.5)
+    fast = _fast_entry_info(*values)
+    assert type(fast) is EntryInfo
+    assert fast == EntryInfo(*values)
+    assert dataclasses.astuple(fast) == values
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.hits = 8  # type: ignore[misc]
 
 
 async def test_peek_reports_the_entry(
