@@ -51,9 +51,10 @@ class _Denied(Exception):
 class _Load(Generic[R, A]):
     """One single-flight build: a task, the turn it holds, the leases waiting on it."""
 
-    __slots__ = ("agent_id", "build", "task", "turn", "waiters")
+    __slots__ = ("abandoned", "agent_id", "build", "task", "turn", "waiters")
 
     def __init__(self, agent_id: str, build: Build[R, A], turn: _Turn) -> None:
+        self.abandoned = False  # its last waiter left and cancelled it: nobody may join it
         self.agent_id = agent_id
         self.build = build
         self.turn = turn
@@ -363,13 +364,13 @@ class AgentRuntimeManager(Generic[R, A]):
         self._check_reentry(agent_id)
         tail = self._turns.tail(agent_id)
         if build is not None and tail is not None and tail.load is not None:
-            return await self._join_load(tail.load, user_id, False)
+            return await self._join_load(self._joinable(tail.load, build), user_id, False)
         await self._turns.wait_for_tail(agent_id, self._running_loop())
         if self._closed:
             raise RuntimeManagerClosed("the runtime manager is closed")
         load = self._loads.get(agent_id)
         if load is not None and build is not None:
-            return await self._join_load(load, user_id, False)
+            return await self._join_load(self._joinable(load, build), user_id, False)
         try:
             gen = self._hit(agent_id, user_id)
         except _Denied:
@@ -405,6 +406,14 @@ class AgentRuntimeManager(Generic[R, A]):
         load.task = self._running_loop().create_task(self._run_load(load))
         return load
 
+    def _joinable(self, load: _Load[R, A], build: Build[R, A]) -> _Load[R, A]:
+        """``load``, unless its last waiter just left and cancelled it (it has not ended yet):
+        then a fresh load queued behind it, so that a newcomer never inherits a
+        cancellation it did not ask for (issue 9)."""
+        if load.abandoned:
+            return self._start_load(load.agent_id, build)
+        return load
+
     async def _join_load(
         self, load: _Load[R, A], user_id: str | None, counted_miss: bool
     ) -> _Generation[R, A]:
@@ -426,6 +435,7 @@ class AgentRuntimeManager(Generic[R, A]):
                     load.waiters.remove(entry)
                     self._stats.misses += 1
                 if not load.waiters and load.task is not None and not load.task.done():
+                    load.abandoned = True
                     load.task.cancel()  # nobody wants the result any more
             elif fut.exception() is None:
                 gen = fut.result()  # pinned for us just as we were cancelled
@@ -675,12 +685,15 @@ class AgentRuntimeManager(Generic[R, A]):
         """
         # departure: the original had no way to drop an entry (cfg_deleted carries the old
         # version, which the version rule of on_invalidate would ignore).
+        return await self._evict(agent_id, RemovalCause.EXPLICIT)
+
+    async def _evict(self, agent_id: str, cause: RemovalCause) -> bool:
         turn = await self._enter(agent_id)
         try:
             gen = self._current.get(agent_id)
             if gen is None:
                 return False
-            self._store.detach(gen, RemovalCause.EXPLICIT)
+            self._store.detach(gen, cause)
             return True
         finally:
             self._exit(agent_id, turn)
@@ -714,6 +727,9 @@ class AgentRuntimeManager(Generic[R, A]):
 
     async def evict_all(self) -> int:
         """Evict every entry (each after whatever is in flight for it); return how many."""
+        return await self._evict_all(RemovalCause.EXPLICIT)
+
+    async def _evict_all(self, cause: RemovalCause) -> int:
         if self._loop_ref._thread_id != get_ident():
             self._gate()
         removed = 0
@@ -722,11 +738,21 @@ class AgentRuntimeManager(Generic[R, A]):
             if agent_id in self._queues:
                 queued.append(agent_id)
             elif agent_id in self._current:
-                self._store.detach(self._current[agent_id], RemovalCause.EXPLICIT)
+                self._store.detach(self._current[agent_id], cause)
                 removed += 1
         queued.extend(k for k in list(self._queues) if k not in queued)
-        results = await asyncio.gather(*(self.evict(k) for k in queued))
+        results = await asyncio.gather(*(self._evict(k, cause) for k in queued))
         return removed + sum(results)
+
+    def _resync_view(self) -> dict[str, int | None]:
+        """For the invalidation subscriber's version check: each live entry's version, and
+        ``None`` for an agent whose load is in flight (what it installs is not known yet)."""
+        now = self._now()
+        view: dict[str, int | None] = {
+            a: g.cfg_version for a, g in self._current.items() if now < g.expires_at
+        }
+        view.update(dict.fromkeys(self._loads))
+        return view
 
     async def _enter(self, agent_id: str, *, always_queue: bool = False) -> _Turn | None:
         """Take ``agent_id``'s turn for a write. Returns None when the write is synchronous

@@ -31,6 +31,7 @@ from snak_runtime import (
     AgentRuntimeManager,
     EntryInfo,
     GuardConfig,
+    RemovalCause,
     RuntimeCacheSettings,
     RuntimeLease,
     RuntimeNotCached,
@@ -468,13 +469,18 @@ class ManagerMachine(RuleBasedStateMachine):
             m.install(rebuilt[0], "invalidated")
 
     @precondition(lambda self: not self.closed)
-    @rule(agent_id=AGENT_IDS)
-    def evict(self, agent_id: str) -> None:
-        removed = self.run(self.manager.evict(agent_id))
+    @rule(agent_id=AGENT_IDS, resync=st.booleans())
+    def evict(self, agent_id: str, resync: bool) -> None:
+        # resync: the invalidation subscriber's version check found the agent deleted
+        cause = RemovalCause.RESYNC if resync else RemovalCause.EXPLICIT
+        if resync:
+            removed = self.run(self.manager._evict(agent_id, cause))
+        else:
+            removed = self.run(self.manager.evict(agent_id))
         gen = self.model.current.get(agent_id)
         assert removed == (gen is not None)
         if gen is not None:
-            self.model.detach(gen, "explicit")
+            self.model.detach(gen, cause.value)
 
     @precondition(lambda self: not self.closed)
     @rule(user=USERS)
@@ -625,6 +631,14 @@ class ManagerMachine(RuleBasedStateMachine):
             peeked = self.manager.peek(agent_id)
             assert peeked == next((i for i in infos if i.agent_id == agent_id), None)
         assert self.manager.stats() == before
+
+    @invariant()
+    def resync_view_is_the_live_versions(self) -> None:
+        # What the invalidation subscriber's version check compares (no load is in flight
+        # between rules: every rule runs to completion).
+        m = self.model
+        expected = {a: g.version for a, g in m.current.items() if not m.expired(g)}
+        assert self.manager._resync_view() == expected
 
     @invariant()
     def disposal_exact(self) -> None:
