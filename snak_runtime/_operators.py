@@ -18,7 +18,7 @@ from ._stats import RemovalCause
 from ._store import _Generation, _Store
 
 if TYPE_CHECKING:
-    from ._manager import AgentRuntimeManager
+    from ._core import _ManagerCore as AgentRuntimeManager  # any layer of the manager
 
 R = TypeVar("R")
 A = TypeVar("A")
@@ -77,28 +77,18 @@ def peek(manager: AgentRuntimeManager[Any, Any], agent_id: str) -> EntryInfo | N
 
 
 def eviction_order(store: _Store[R, A]) -> list[_Generation[R, A]]:
-    """Every current generation, next capacity victim first (LRU).
+    """Every current generation, next capacity victim first.
 
-    Idle entries come in recency order, exactly as eviction takes them. Pinned entries
-    follow: none can be evicted before its last release, which makes it the most recent,
-    so their order among themselves is a guess (least recently used first as far as the
-    order still knows; those it already dropped, being older, before those).
+    The policy's ``order()`` lists the candidates (idle entries), exactly as eviction
+    would take them (LRU) or as its best approximation (a policy that cannot say exactly
+    documents how it guesses). Pinned entries follow in install order: none can be
+    evicted before its last release, and where it then goes is the policy's decision.
     """
-    current = store.current
-    idle: list[_Generation[R, A]] = []
-    pinned: list[_Generation[R, A]] = []
-    for agent_id in store.recency:
-        gen = current[agent_id]
-        if gen.loose_pins or gen.lease_pins:
-            pinned.append(gen)
-        else:
-            idle.append(gen)
-    if len(idle) + len(pinned) < len(current):
-        recency = store.recency
-        dropped = [g for k, g in current.items() if k not in recency]
-        pinned = dropped + pinned
-    idle.extend(pinned)
-    return idle
+    order = store.policy.order()
+    if len(order) < len(store.current):
+        listed = {id(gen) for gen in order}
+        order.extend(g for g in store.current.values() if id(g) not in listed)
+    return order
 
 
 def live_in_order(

@@ -26,7 +26,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-import snak_runtime._manager as manager_module
+import snak_runtime._core as manager_module
 from snak_runtime import (
     AgentRuntimeManager,
     EntryInfo,
@@ -72,6 +72,8 @@ class MGen:
     agent: Agent | None
     expires_at: int
     installed_at: int = 0
+    last_build_ms: float | None = None
+    hits: int = 0
     loose: int = 0
     leased: int = 0
     current: bool = True
@@ -121,7 +123,11 @@ class Model:
                 del self.holders[id(gen.agent)]
                 self.orphaned.append(gen.agent)
 
-    def install(self, seed: RuntimeSeed[str, Agent], cause: str | None) -> MGen:
+    def install(
+        self, seed: RuntimeSeed[str, Agent], cause: str | None, build_ms: float | None = None
+    ) -> MGen:
+        """``build_ms``: the build's duration (0.0: the fake clock stands still in builds);
+        None for a shadow seed, which keeps the id's last known duration."""
         old = self.current.get(seed.agent_id)
         if old is not None and cause not in (None, "invalidated") and self.expired(old):
             cause = "expired"
@@ -133,6 +139,7 @@ class Model:
             seed.agent,
             self.now + self.ttl(seed.ttl_ms),
             self.now,
+            build_ms if build_ms is not None or old is None else old.last_build_ms,
         )
         if seed.agent is not None:
             self.holders[id(seed.agent)] += 1
@@ -156,9 +163,12 @@ class Model:
                 return
             self.detach(self.current[head], "capacity")
 
-    def pin(self, gen: MGen, *, leased: bool) -> None:
+    def pin(self, gen: MGen, *, leased: bool, hit: bool = True) -> None:
+        """``hit``: False for a load waiter's pin (counted as a miss, not a hit)."""
         if gen.pins == 0:
             del self.idle[gen.agent_id]
+        if hit:
+            gen.hits += 1
         if leased:
             gen.leased += 1
         else:
@@ -387,14 +397,14 @@ class ManagerMachine(RuleBasedStateMachine):
                 assert isinstance(outcome, RuntimeNotCached)
                 return None
             assert len(built) == 1
-            gen = m.install(built[0], "replaced")
+            gen = m.install(built[0], "replaced", build_ms=0.0)
             if user is not None and user != gen.user_id:
                 assert isinstance(outcome, RuntimeNotCached)
                 return None
         assert isinstance(outcome, RuntimeLease), outcome
         assert outcome.runtime == gen.runtime
         assert outcome.cfg_version == gen.version
-        m.pin(gen, leased=True)
+        m.pin(gen, leased=True, hit=not built)
         opened = OpenLease(context, outcome, gen)
         self.open_leases.append(opened)
         return opened
@@ -466,7 +476,7 @@ class ManagerMachine(RuleBasedStateMachine):
             m.detach(gen, "invalidated")
         else:
             assert raised is None and len(rebuilt) == 1
-            m.install(rebuilt[0], "invalidated")
+            m.install(rebuilt[0], "invalidated", build_ms=0.0)
 
     @precondition(lambda self: not self.closed)
     @rule(agent_id=AGENT_IDS, resync=st.booleans())
@@ -624,8 +634,8 @@ class ManagerMachine(RuleBasedStateMachine):
                 expires_in_ms=gen.expires_at - m.now,
                 pins=gen.pins,
                 detached_pins=sum(d.pins for d in m.detached if d.agent_id == gen.agent_id),
-                hits=info.hits,
-                last_build_ms=info.last_build_ms,
+                hits=gen.hits,
+                last_build_ms=gen.last_build_ms,
             )
         for agent_id in ("a", "b", "c", "d"):
             peeked = self.manager.peek(agent_id)

@@ -75,9 +75,45 @@ async def test_peek_reports_the_entry(
         expires_in_ms=500,
         pins=1,
         detached_pins=0,
-        hits=m._current["a"].hits,
+        hits=1,
         last_build_ms=None,
     )
+
+
+async def test_hits_count_this_generations_hits(
+    make_manager: MakeManager, make_seed: MakeSeed
+) -> None:
+    m = make_manager()
+
+    async def build(agent_id: str) -> Seed | None:
+        return make_seed(agent_id, 1)
+
+    async with m.lease("a", build=build):  # built: a miss, not a hit
+        pass
+    assert await m.acquire("a") is not None
+    m.release("a")
+    assert await m.acquire_with_agent("a") is not None
+    m.release("a")
+    async with m.lease("a", build=build):
+        pass
+    assert await m.acquire("a", user_id="someone else") is None  # denied: not a hit
+    info = m.peek("a")
+    assert info is not None and info.hits == 3
+    await m.shadow_seed(make_seed("a", 1))  # a refresh is a new generation
+    info = m.peek("a")
+    assert info is not None and info.hits == 0
+    gate = asyncio.Event()
+    await m.shadow_seed(make_seed("a", 2, rebuild=gated(make_seed("a", 3), gate)))
+    invalidating = asyncio.ensure_future(m.on_invalidate("a", 3))
+    await settle()
+    reading = asyncio.ensure_future(m.acquire("a"))  # waits: a hit on the rebuilt entry
+    await settle()
+    gate.set()
+    await invalidating
+    assert await reading is not None
+    m.release("a")
+    info = m.peek("a")
+    assert info is not None and (info.cfg_version, info.hits) == (3, 1)
 
 
 async def test_peek_and_snapshot_pin_reorder_and_count_nothing(
