@@ -107,14 +107,13 @@ def evict_user(manager: AgentRuntimeManager[Any, Any], user_id: str) -> int:
     """Remove every entry of ``user_id`` now (cause ``explicit``; a pinned one's agent is
     disposed at its last release) and mark every operation in flight so that a seed of
     that user it made before now is discarded, not installed. Returns how many entries
-    left the map. Costs that user's entries plus the operations in flight, not a scan."""
+    left the map. Costs that user's entries plus the operations in flight (the first call
+    also builds the user index: one pass over the map, once per manager)."""
     store = manager._store
     removed = 0
-    ids = store.by_user.get(user_id)
-    if ids:
-        for agent_id in list(ids):
-            store.detach(store.current[agent_id], RemovalCause.EXPLICIT)
-            removed += 1
+    for agent_id in store.user_agent_ids(user_id):
+        store.detach(store.current[agent_id], RemovalCause.EXPLICIT)
+        removed += 1
     for queue in manager._turns.queues.values():
         for turn in queue:
             if turn.discards is None:

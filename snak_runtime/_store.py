@@ -90,8 +90,10 @@ class _Store(Generic[R, A]):
     orders them for eviction: the store tells it of every install and removal, the
     manager of every last release (``policy.idle``). ``detached`` keeps superseded
     generations that are still pinned, oldest first, until their last pin goes.
-    ``by_user`` indexes the current agent ids of each user (kept on install and detach,
-    never on a read), so ``evict_user`` touches only that user's entries.
+    ``by_user`` indexes the current agent ids of each user, so ``evict_user`` touches only
+    that user's entries. It is built by the first ``evict_user`` (one pass over the map)
+    and kept from then on by install and removal, never by a read: a cache that never
+    evicts by user does not pay for it (keeping it costs an install about 15%).
 
     departure: the original kept one mutable entry per id (a release after a rebuild
     decremented the new entry's count) and scanned every entry on every call.
@@ -123,7 +125,7 @@ class _Store(Generic[R, A]):
         self.current: dict[str, _Generation[R, A]] = {}
         self.policy: EvictionPolicy = policy if policy is not None else LruPolicy(0)
         self.detached: dict[str, list[_Generation[R, A]]] = {}
-        self.by_user: dict[str, set[str]] = {}
+        self.by_user: dict[str, set[str]] | None = None  # see user_agent_ids
         self._fifo: deque[_Generation[R, A]] = deque()
         self._heap: list[tuple[int, int, _Generation[R, A]]] = []
         self._stale = 0  # queued expiry items whose generation left the map
@@ -166,11 +168,13 @@ class _Store(Generic[R, A]):
         else:
             gen.last_build_ms = build_ms
         self.current[agent_id] = gen
-        ids = self.by_user.get(seed.user_id)
-        if ids is None:
-            self.by_user[seed.user_id] = {agent_id}
-        else:
-            ids.add(agent_id)
+        by_user = self.by_user
+        if by_user is not None:
+            ids = by_user.get(seed.user_id)
+            if ids is None:
+                by_user[seed.user_id] = {agent_id}
+            else:
+                ids.add(agent_id)
         self.policy.inserted(gen, old)
         if in_order:
             self._fifo.append(gen)
@@ -188,10 +192,12 @@ class _Store(Generic[R, A]):
         agent_id = gen._agent_id
         del self.current[agent_id]
         gen.current = False
-        ids = self.by_user[gen._user_id]
-        ids.discard(agent_id)
-        if not ids:
-            del self.by_user[gen._user_id]
+        by_user = self.by_user
+        if by_user is not None:
+            ids = by_user[gen._user_id]
+            ids.discard(agent_id)
+            if not ids:
+                del by_user[gen._user_id]
         if gen.in_expiry:
             self._stale += 1
             if (
@@ -280,6 +286,20 @@ class _Store(Generic[R, A]):
         order.update(policy.recency)
         policy.recency = order
         policy.touch = order.move_to_end
+
+    def user_agent_ids(self, user_id: str) -> list[str]:
+        """The agent ids of ``user_id``'s current generations. The first call builds the
+        index (one pass over the map); install and removal keep it from then on."""
+        by_user = self.by_user
+        if by_user is None:
+            by_user = self.by_user = {}
+            for agent_id, gen in self.current.items():
+                ids = by_user.get(gen._user_id)
+                if ids is None:
+                    by_user[gen._user_id] = {agent_id}
+                else:
+                    ids.add(agent_id)
+        return list(by_user.get(user_id, ()))
 
     def _compact(self) -> None:
         for gen in self._fifo:

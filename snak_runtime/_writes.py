@@ -36,7 +36,7 @@ class _Writes(_Lifecycle[R, A]):
         agent_id = seed.agent_id
         turn = await self._enter(agent_id)
         try:
-            if discarded(turn, seed):
+            if turn is not None and discarded(turn, seed):
                 # evict_user ran for its user while it waited: nothing made before that call
                 # is handed out, and nobody else holds this agent for the caller
                 self._discard_seed(agent_id, seed)

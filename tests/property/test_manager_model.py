@@ -643,6 +643,15 @@ class ManagerMachine(RuleBasedStateMachine):
         assert self.manager.stats() == before
 
     @invariant()
+    def user_index_is_exact_once_built(self) -> None:
+        index = self.manager._store.by_user
+        if index is not None:
+            expected: dict[str, set[str]] = {}
+            for agent_id, gen in self.model.current.items():
+                expected.setdefault(gen.user_id, set()).add(agent_id)
+            assert index == expected
+
+    @invariant()
     def resync_view_is_the_live_versions(self) -> None:
         # What the invalidation subscriber's version check compares (no load is in flight
         # between rules: every rule runs to completion).

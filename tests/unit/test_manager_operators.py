@@ -37,6 +37,11 @@ def listen(m: Manager) -> list[tuple[str, str]]:
     return removed
 
 
+def user_index(m: Manager) -> dict[str, set[str]] | None:
+    """The store's user index (None until the first evict_user builds it)."""
+    return m._store.by_user
+
+
 def gated(seed: Seed | None, gate: asyncio.Event) -> Callable[[], Awaitable[Seed | None]]:
     """A rebuild that returns ``seed`` once ``gate`` is set."""
 
@@ -252,7 +257,26 @@ async def test_evict_user_removes_exactly_that_users_entries(
     assert await m.evict_user("alice") == 0
     assert await m.evict_user("nobody") == 0
     assert_stats(m, size=1, removals={"explicit": 2})
-    assert m._store.by_user == {"bob": {"c"}}
+    assert user_index(m) == {"bob": {"c"}}
+
+
+async def test_the_user_index_is_built_once_then_kept_exact(
+    make_manager: MakeManager, make_seed: MakeSeed
+) -> None:
+    m = make_manager()  # max_entries=3
+    for i in range(3):
+        await m.shadow_seed(make_seed(f"agent-{i}", user_id=f"user-{i % 2}"))
+    assert user_index(m) is None  # nothing pays for it before the first evict_user
+    assert await m.evict_user("user-9") == 0
+    assert user_index(m) == {"user-0": {"agent-0", "agent-2"}, "user-1": {"agent-1"}}
+    for i in range(3, 200):  # churn: capacity evictions, replacements, owner changes
+        await m.shadow_seed(make_seed(f"agent-{i % 5}", i, user_id=f"user-{i % 3}"))
+        expected: dict[str, set[str]] = {}
+        for agent_id, gen in m._current.items():
+            expected.setdefault(gen.user_id, set()).add(agent_id)
+        assert user_index(m) == expected
+    assert await m.evict_user("user-1") == len(expected.get("user-1", ()))
+    assert all(gen.user_id != "user-1" for gen in m._current.values())
 
 
 async def test_evict_user_follows_a_change_of_owner(
@@ -264,7 +288,7 @@ async def test_evict_user_follows_a_change_of_owner(
     assert await m.evict_user("alice") == 0
     assert m.version_of("a") == 2
     assert await m.evict_user("bob") == 1
-    assert m._store.by_user == {}
+    assert user_index(m) == {}
 
 
 async def test_evict_user_lets_pinned_entries_leave_at_their_last_release(
