@@ -389,6 +389,43 @@ async def test_evict_user_does_not_concern_a_build_that_starts_later(
     assert await leasing == 5
 
 
+async def test_evict_user_does_not_concern_a_load_queued_before_its_build_started(
+    make_manager: MakeManager, make_seed: MakeSeed, assert_stats: AssertStats
+) -> None:
+    """A load waiting for its turn has built nothing yet when evict_user runs: what it
+    builds later is kept (its mark is cleared when its build starts)."""
+    m = make_manager()
+    first_gate, cancelled_gate = asyncio.Event(), asyncio.Event()
+    calls: list[str] = []
+
+    async def build(agent_id: str) -> Seed | None:
+        calls.append(agent_id)
+        if len(calls) == 1:
+            try:
+                await first_gate.wait()
+            except asyncio.CancelledError:
+                await cancelled_gate.wait()  # a slow build that winds down when cancelled
+                raise
+        return make_seed(agent_id, len(calls), user_id="alice")
+
+    async def enter() -> int:
+        async with m.lease("a", build=build) as lease:
+            return lease.cfg_version
+
+    first = asyncio.ensure_future(enter())
+    await settle()
+    first.cancel()  # its only waiter leaves: the first load is cancelled, still winding down
+    await settle()
+    second = asyncio.ensure_future(enter())  # a fresh load, queued behind the first
+    await settle()
+    assert calls == ["a"]
+    assert await m.evict_user("alice") == 0
+    cancelled_gate.set()
+    assert await second == 2  # built after the call: installed and leased
+    assert first.cancelled()
+    assert m.version_of("a") == 2
+
+
 async def test_evict_user_discards_a_rebuild_in_flight(
     make_manager: MakeManager, make_seed: MakeSeed, disposer: RecordingDisposer,
     assert_stats: AssertStats,
