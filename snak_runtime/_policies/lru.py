@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     Gen = _Generation[Any, Any]
 
-RING = 64  # with ranks: last releases remembered between two calls, x capacity (+ 1024)
+RING = 8  # with ranks: last releases remembered between two calls, x capacity (+ 1024)
 
 
 @final

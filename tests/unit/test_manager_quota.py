@@ -34,7 +34,7 @@ def listen(m: Manager) -> list[tuple[str, str]]:
 
 
 def held(m: Manager, user_id: str) -> set[str]:
-    return set(m._store.by_user.get(user_id, ()))
+    return set(m._store.index_users().get(user_id, ()))
 
 
 # ------------------------------------------------------------------ the rule
@@ -313,3 +313,19 @@ async def test_the_container_passes_the_quota(fake_clock: FakeClock) -> None:
         manager = container.manager()
     assert manager.max_entries_per_user == 6
     await manager.aclose()
+
+
+async def test_evict_user_and_the_quota_share_one_exact_index(
+    make_manager: MakeManager, make_seed: MakeSeed
+) -> None:
+    m = make_manager(guards=big(), max_entries_per_user=2)
+    for agent_id in ("a", "b", "c"):
+        await m.shadow_seed(make_seed(agent_id, user_id="u"))
+    await m.shadow_seed(make_seed("x", user_id="v"))
+    assert held(m, "u") == {"b", "c"}
+    assert await m.evict_user("u") == 2
+    assert held(m, "u") == set() and held(m, "v") == {"x"}
+    for agent_id in ("d", "e", "f"):
+        await m.shadow_seed(make_seed(agent_id, user_id="u"))
+    assert held(m, "u") == {"e", "f"}
+    assert [info.agent_id for info in m.snapshot()] == ["x", "e", "f"]
