@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from random import Random
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._clock import Clock
@@ -55,6 +56,9 @@ class _ManagerCore(Generic[R, A]):
     _build_timeout_s: float
     _sweep_interval_s: float
     _dispose_timeout_s: float
+    _idle_ttl_ms: int  # 0: idle expiry off
+    _ttl_jitter: float  # 0.0: off
+    _jitter_random: Random
     # data (the store decides what leaves; these are hot-path aliases of its fields)
     _store: _Store[R, A]
     _current: dict[str, _Generation[R, A]]
@@ -116,23 +120,32 @@ class _ManagerCore(Generic[R, A]):
         return gen
 
     def _live(self, agent_id: str) -> _Generation[R, A] | None:
-        """The live current generation (an expired idle one is removed on the way)."""
+        """The live current generation (an expired unpinned one is removed on the way)."""
         gen = self._current.get(agent_id)
         if gen is None:
             return None
-        if self._now() >= gen.expires_at:
+        now = self._now()
+        if now >= gen.expires_at:
+            cause = self._store.cause(gen, now)
+            if cause is None:  # only the lower bound of its idle deadline had passed
+                return gen
             if gen.pins == 0:
-                self._store.detach(gen, RemovalCause.EXPIRED)
+                self._store.detach(gen, cause)
             return None
         return gen
+
+    def _is_live(self, gen: _Generation[R, A], now: int) -> bool:
+        """Whether the current ``gen`` is live at ``now`` (nothing removed, nothing bumped)."""
+        return now < gen.expires_at or self._store.cause(gen, now) is None
 
     def _unpinned(self, gen: _Generation[R, A]) -> None:
         """One pin of ``gen`` was just given back (the caller decremented its counter)."""
         self._unpins += 1
         if gen.loose_pins or gen.lease_pins:
             return
-        if gen.current and self._now() < gen.expires_at and not self._over_capacity:
-            try:  # in use until now: the policy hears it went idle
+        if gen.current and (now := self._now()) < gen.expires_at and not self._over_capacity:
+            gen.used_at = now  # in use until now: idle expiry counts from here
+            try:  # and the policy hears it went idle
                 self._touch(gen._agent_id)
             except KeyError:
                 self._idle(gen)
@@ -140,10 +153,16 @@ class _ManagerCore(Generic[R, A]):
         self._last_pin_gone(gen)
 
     def _last_pin_gone(self, gen: _Generation[R, A]) -> None:
-        """The slow cases of a last unpin (release and _unpinned handle the common one)."""
-        if gen.current and self._now() < gen.expires_at:  # live, but the map is over capacity
+        """The slow cases of a last unpin (release and _unpinned handle the common one): the
+        map is over capacity, the entry expired, or it is detached. An entry in use until
+        now never went idle: only its TTL can have ended it."""
+        now = self._now()
+        if gen.current and now < gen.deadline:
+            gen.used_at = now
+            self._store.cause(gen, now)  # moves ``expires_at`` past its idle lower bound
             self._idle(gen)  # in use until now
-            self._trim(keep=None, warn=False)
+            if self._over_capacity:
+                self._trim(keep=None, warn=False)
         elif gen.current:
             self._store.detach(gen, RemovalCause.EXPIRED)
         else:
@@ -168,11 +187,16 @@ class _ManagerCore(Generic[R, A]):
                     ttl_ms, seed.agent_id, resolved, extra={"agent_id": seed.agent_id},
                 )
             ttl_ms = resolved
+        jitter = self._ttl_jitter
+        if jitter:
+            # spread a batch installed together: each TTL shortened by up to this fraction
+            ttl_ms -= int(ttl_ms * jitter * self._jitter_random.random())
         gen = self._store.install(
             seed,
             now + ttl_ms * self._ticks_per_ms,
             cause,
-            in_order=ttl_ms == self._default_ttl_ms,
+            in_order=ttl_ms == self._default_ttl_ms and not jitter,
+            now=now,
         )
         self._store.pop_expired(now, _EXPIRE_BATCH)
         self._trim(keep=gen, warn=True)

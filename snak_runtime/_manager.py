@@ -12,12 +12,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from random import Random
 from threading import get_ident
 from types import TracebackType
 from typing import Any, Generic, TypeVar, final
 
 from ._clock import Clock, MonotonicClock
-from ._config import GuardConfig, ResolvedLimits, RuntimeCacheSettings, resolve_limits
+from ._config import (
+    GuardConfig,
+    ResolvedLimits,
+    RuntimeCacheSettings,
+    resolve_idle_ttl_ms,
+    resolve_limits,
+    resolve_ttl_jitter,
+)
 from ._core import RemovalListener
 from ._disposal import DefaultDisposer, Disposer, _Disposals
 from ._keyed import _KeyedTurns
@@ -61,6 +70,9 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         build_timeout_ms: int = 30_000,
         sweep_interval_ms: int = 1_000,
         dispose_timeout_ms: int = 10_000,
+        idle_ttl_ms: int | None = None,
+        ttl_jitter: float | None = None,
+        ttl_jitter_random: Random | None = None,
     ) -> None:
         for name, value in (
             ("build_timeout_ms", build_timeout_ms),
@@ -70,9 +82,23 @@ class AgentRuntimeManager(_SlowReads[R, A]):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self._guards = guards if guards is not None else GuardConfig()
-        self._limits = resolve_limits(
-            self._guards, settings if settings is not None else RuntimeCacheSettings()
+        if settings is None:
+            settings = RuntimeCacheSettings()
+        limits = resolve_limits(self._guards, settings)
+        # Expiry options: keyword > environment > default (off); the guard caps idle_ttl_ms.
+        collected = list(limits.warnings)
+        idle = resolve_idle_ttl_ms(idle_ttl_ms, settings.idle_ttl_ms, self._guards, collected)
+        jitter = resolve_ttl_jitter(ttl_jitter, settings.ttl_jitter, collected)
+        self._limits = replace(
+            limits,
+            warnings=tuple(collected),
+            idle_ttl_ms=idle[0],
+            idle_ttl_source=idle[1],
+            ttl_jitter=jitter[0],
+            ttl_jitter_source=jitter[1],
         )
+        self._idle_ttl_ms, self._ttl_jitter = idle[0], jitter[0]
+        self._jitter_random = ttl_jitter_random if ttl_jitter_random is not None else Random()
         self._max_entries = self._limits.max_entries
         self._default_ttl_ms = self._limits.default_ttl_ms
         self._clock: Clock = clock if clock is not None else MonotonicClock()
@@ -90,7 +116,10 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self._dispose_timeout_s = dispose_timeout_ms / 1000
 
         self._store: _Store[R, A] = _Store(
-            self._removed, self._orphaned, make_policy("lru", self._max_entries)
+            self._removed,
+            self._orphaned,
+            make_policy("lru", self._max_entries),
+            idle_ticks=self._idle_ttl_ms * self._ticks_per_ms,
         )
         self._current = self._store.current  # hot path aliases
         self._recency = self._store.recency  # the policy's order, for tests: never written here
@@ -134,6 +163,16 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         return self._default_ttl_ms
 
     @property
+    def idle_ttl_ms(self) -> int:
+        """Idle expiry: an unpinned entry unused this long expires (0: off)."""
+        return self._idle_ttl_ms
+
+    @property
+    def ttl_jitter(self) -> float:
+        """The largest fraction by which an install's TTL is shortened at random (0: off)."""
+        return self._ttl_jitter
+
+    @property
     def guards(self) -> GuardConfig:
         return self._guards
 
@@ -157,12 +196,12 @@ class AgentRuntimeManager(_SlowReads[R, A]):
     def __contains__(self, agent_id: object) -> bool:
         """True for a live (unexpired) entry. Does not pin or reorder."""
         gen = self._current.get(agent_id) if isinstance(agent_id, str) else None
-        return gen is not None and self._now() < gen.expires_at
+        return gen is not None and self._is_live(gen, self._now())
 
     def version_of(self, agent_id: str) -> int | None:
         """The live entry's ``cfg_version``, or None. Does not pin or reorder."""
         gen = self._current.get(agent_id)
-        if gen is None or self._now() >= gen.expires_at:
+        if gen is None or not self._is_live(gen, self._now()):
             return None
         return gen._cfg_version
 
@@ -241,8 +280,9 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self._unpins += 1
         if gen.loose_pins or gen.lease_pins:
             return
-        if self._now() < gen.expires_at and not self._over_capacity:
-            try:  # in use until now: the policy hears it went idle
+        if (now := self._now()) < gen.expires_at and not self._over_capacity:
+            gen.used_at = now  # in use until now: idle expiry counts from here
+            try:  # and the policy hears it went idle
                 self._touch(agent_id)
             except KeyError:
                 self._idle(gen)

@@ -34,13 +34,16 @@ class _Generation(RuntimeLease[R, A]):
 
     __slots__ = (
         "current",
+        "deadline",
         "expires_at",
         "finished",
         "hits",
         "in_expiry",
+        "in_idle",
         "lease_pins",
         "loose_pins",
         "rebuild",
+        "used_at",
     )
 
     def __init__(self, seed: RuntimeSeed[R, A], expires_at: int) -> None:
@@ -51,7 +54,12 @@ class _Generation(RuntimeLease[R, A]):
         self._runtime = seed.runtime
         self._agent = seed.agent
         self.rebuild: Rebuild[R, A] = seed.rebuild
-        self.expires_at = expires_at  # in the manager's clock ticks
+        # In the manager's clock ticks. ``deadline`` is the TTL's hard expiry; ``expires_at``,
+        # what the hot path compares, is the same unless idle expiry is on: then it may be
+        # earlier (a lower bound of the idle deadline, re-checked when passed, see ``cause``).
+        self.expires_at = self.deadline = expires_at
+        self.used_at = 0  # idle expiry only: install, or release of the last pin
+        self.in_idle = False  # queued in the idle heap
         self.lease_pins = 0  # pins held by leases, each given back by its own exit
         self.loose_pins = 0  # pins taken by acquire*, which release(agent_id) gives back
         self.current = True  # the map's entry for its agent id
@@ -91,19 +99,30 @@ class _Store(Generic[R, A]):
     decremented the new entry's count) and scanned every entry on every call.
 
     Expiry: entries on the default TTL expire in install order, so a FIFO holds them (no
-    per-entry heap item); entries with a TTL of their own go to a heap. Both delete lazily.
+    per-entry heap item); entries with a TTL of their own (or a jittered one) go to a heap.
+    Both delete lazily.
+
+    Idle expiry (``idle_ticks`` > 0): a third queue, a heap keyed on a lower bound of each
+    entry's idle deadline (``used_at + idle_ticks``). ``used_at`` only moves forward, and the
+    hot path moves it without touching the heap, so a popped item is re-checked and, if
+    the entry was used since, pushed again at its true deadline: at most one push per entry
+    per use, O(log n) each. An entry whose idle deadline is not before its TTL deadline
+    has no item (it cannot go idle first).
     """
 
     __slots__ = (
         "_agents",
         "_fifo",
         "_heap",
+        "_idle_heap",
+        "_idle_stale",
         "_on_orphaned",
         "_on_removed",
         "_seq",
         "_stale",
         "current",
         "detached",
+        "idle_ticks",
         "policy",
     )
 
@@ -112,8 +131,13 @@ class _Store(Generic[R, A]):
         on_removed: OnRemoved,
         on_orphaned: OnOrphaned,
         policy: EvictionPolicy | None = None,
+        *,
+        idle_ticks: int = 0,
     ) -> None:
         self.current: dict[str, _Generation[R, A]] = {}
+        self.idle_ticks = idle_ticks  # 0: idle expiry off
+        self._idle_heap: list[tuple[int, int, _Generation[R, A]]] = []
+        self._idle_stale = 0  # idle-heap items whose generation left the map
         self.policy: EvictionPolicy = policy if policy is not None else LruPolicy(0)
         self.detached: dict[str, list[_Generation[R, A]]] = {}
         self._fifo: deque[_Generation[R, A]] = deque()
@@ -133,8 +157,11 @@ class _Store(Generic[R, A]):
         old_cause: RemovalCause | None,
         *,
         in_order: bool = False,
+        now: int = 0,
     ) -> _Generation[R, A]:
         """Make ``seed`` the current generation; the old one (if any) leaves with ``old_cause``.
+
+        ``expires_at`` is its TTL deadline; ``now`` starts its idle time (idle expiry only).
 
         ``old_cause=None`` is a same-version refresh: the old generation is superseded
         silently (no removal is reported), but still detached so its pins stay exact.
@@ -155,7 +182,37 @@ class _Store(Generic[R, A]):
             self._fifo.append(gen)
         else:
             heapq.heappush(self._heap, (expires_at, next(self._seq), gen))
+        if self.idle_ticks:
+            gen.used_at = now
+            idle_at = now + self.idle_ticks
+            if idle_at < expires_at:
+                gen.expires_at = idle_at
+                gen.in_idle = True
+                heapq.heappush(self._idle_heap, (idle_at, next(self._seq), gen))
         return gen
+
+    def cause(self, gen: _Generation[R, A], now: int) -> RemovalCause | None:
+        """Why the current ``gen`` is no longer live at ``now``, or None if it still is.
+
+        Called once ``now >= gen.expires_at``: with idle expiry on, that may only be the
+        lower bound of its idle deadline, which is then moved to the true one. An entry in
+        use (pinned) never goes idle. When both deadlines have passed, the earlier one
+        names the cause (the TTL on a tie).
+        """
+        deadline = gen.deadline
+        idle = self.idle_ticks
+        if idle and not gen.pins:
+            idle_at = gen.used_at + idle
+            if idle_at < deadline:
+                if now >= idle_at:
+                    return RemovalCause.IDLE
+                gen.expires_at = idle_at
+                return None
+        if now >= deadline:
+            return RemovalCause.EXPIRED
+        if idle:  # pinned: not idle before its release, which is later than now
+            gen.expires_at = min(deadline, now + idle)
+        return None
 
     def detach(self, gen: _Generation[R, A], cause: RemovalCause | None) -> None:
         """Take ``gen`` out of the map; its agent is orphaned now or at its last release."""
@@ -167,6 +224,12 @@ class _Store(Generic[R, A]):
         agent_id = gen._agent_id
         del self.current[agent_id]
         gen.current = False
+        if gen.in_idle:
+            self._idle_stale += 1
+            if self._idle_stale > _COMPACT_MIN_STALE and self._idle_stale * 2 > len(
+                self._idle_heap
+            ):
+                self._compact_idle()
         if gen.in_expiry:
             self._stale += 1
             if (
@@ -213,9 +276,18 @@ class _Store(Generic[R, A]):
         queued items were consumed (stale and pinned ones included)."""
         consumed = 0
         while consumed < limit:
-            fifo, heap = self._fifo, self._heap  # re-read: detach() may compact them
-            if fifo and (not heap or fifo[0].expires_at <= heap[0][0]):
-                if fifo[0].expires_at > now:
+            fifo, heap, idle = self._fifo, self._heap, self._idle_heap  # detach() may compact
+            if (
+                idle
+                and idle[0][0] <= now
+                and (not fifo or idle[0][0] < fifo[0].deadline)
+                and (not heap or idle[0][0] < heap[0][0])
+            ):
+                consumed += 1
+                self._pop_idle(now)
+                continue
+            if fifo and (not heap or fifo[0].deadline <= heap[0][0]):
+                if fifo[0].deadline > now:
                     break
                 gen = fifo.popleft()
             elif heap and heap[0][0] <= now:
@@ -227,9 +299,33 @@ class _Store(Generic[R, A]):
             if not gen.current:
                 self._stale -= 1
             elif gen.pins == 0:
-                self.detach(gen, RemovalCause.EXPIRED)
+                # an idle entry whose idle item was not reached yet (the sweep's limit)
+                self.detach(gen, self.cause(gen, now) or RemovalCause.EXPIRED)
             # a pinned expired generation is removed at its last release
         return consumed
+
+    def _pop_idle(self, now: int) -> None:
+        """The idle heap's head is due: remove its entry if it really went idle, or queue
+        it again at its true idle deadline (it was used, or is in use, since queued)."""
+        gen = heapq.heappop(self._idle_heap)[2]
+        if not gen.current:
+            gen.in_idle = False
+            self._idle_stale -= 1
+            return
+        if gen.pins:
+            idle_at = now + self.idle_ticks  # its release, later than now, restarts it
+        else:
+            idle_at = gen.used_at + self.idle_ticks
+            if idle_at <= now:
+                gen.in_idle = False
+                cause = self.cause(gen, now)
+                if cause is not None:
+                    self.detach(gen, cause)
+                return
+        if idle_at < gen.deadline:
+            heapq.heappush(self._idle_heap, (idle_at, next(self._seq), gen))
+        else:
+            gen.in_idle = False  # the TTL comes first: its own queue removes it
 
     def victim(self, keep: _Generation[R, A] | None) -> _Generation[R, A] | None:
         """The policy's next unpinned generation to evict, never ``keep``."""
@@ -266,6 +362,13 @@ class _Store(Generic[R, A]):
         heapq.heapify(self._heap)
         self._stale = 0
 
+    def _compact_idle(self) -> None:
+        for item in self._idle_heap:
+            item[2].in_idle = item[2].current
+        self._idle_heap = [item for item in self._idle_heap if item[2].current]
+        heapq.heapify(self._idle_heap)
+        self._idle_stale = 0
+
     def unfinished_pinned(self) -> list[_Generation[R, A]]:
         """Every generation still pinned and holding its agent (used at shutdown only)."""
         gens = [g for gens in self.detached.values() for g in gens if not g.finished]
@@ -274,5 +377,5 @@ class _Store(Generic[R, A]):
 
     @property
     def queued_expiries(self) -> int:
-        """Items in the expiry FIFO and heap, stale ones included."""
-        return len(self._heap) + len(self._fifo)
+        """Items in the expiry FIFO and heaps, stale ones included."""
+        return len(self._heap) + len(self._fifo) + len(self._idle_heap)
