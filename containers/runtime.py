@@ -26,12 +26,17 @@ class RuntimeContainer(DeclarativeContainer):
     guards = providers.Singleton(load_guards, path=settings.provided.guards_config_path)
     clock = providers.Singleton(MonotonicClock)
     disposer = providers.Singleton(DefaultDisposer)
+    # Expiry options: None leaves each to its environment variable, then its default (off).
+    idle_ttl_ms: providers.Object[int | None] = providers.Object(None)
+    ttl_jitter: providers.Object[float | None] = providers.Object(None)
     manager: providers.Singleton[AgentRuntimeManager[Any, Any]] = providers.Singleton(
         AgentRuntimeManager,
         guards=guards,
         settings=settings,
         clock=clock,
         disposer=disposer,
+        idle_ttl_ms=idle_ttl_ms,
+        ttl_jitter=ttl_jitter,
     )
     lifespan = providers.Resource(run_manager, manager=manager)
 

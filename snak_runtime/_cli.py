@@ -286,6 +286,15 @@ def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-entries", type=int, default=None, help="cache size (default: as configured)")
     add("--ttl-ms", type=int, default=None, help="entry TTL (default: as configured)")
     add("--seed", type=int, default=d.seed, help="random seed (%(default)s)")
+    add("--idle-ttl-ms", type=int, default=None,
+        help="idle expiry: an entry unused this long leaves (0: off; default: as configured)")
+    add("--ttl-jitter", type=float, default=None,
+        help="each TTL shortened at random by up to this fraction, 0 to 0.5"
+             " (default: as configured)")
+    add("--deploy", type=int, default=d.deploy,
+        help="agents installed together at the start, a deploy warming the cache (%(default)s)")
+    add("--one-time", type=float, default=d.one_time_share,
+        help="share of requests for one-time agents, never requested again (%(default)s)")
 
 
 def _progress_bar(done: int, total: int) -> None:
@@ -303,7 +312,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
             agents=args.agents, zipf_s=args.zipf, requests=args.requests, rate_per_s=args.rate,
             build_ms=args.build_ms, hold_ms=args.hold_ms,
             invalidations_per_s=args.invalidations, max_entries=args.max_entries,
-            ttl_ms=args.ttl_ms, seed=args.seed,
+            ttl_ms=args.ttl_ms, seed=args.seed, idle_ttl_ms=args.idle_ttl_ms,
+            ttl_jitter=args.ttl_jitter, deploy=args.deploy, one_time_share=args.one_time,
         )
     except ValueError as exc:
         print(f"snak-runtime simulate: error: {exc}", file=sys.stderr)
@@ -312,11 +322,18 @@ def _run_simulate(args: argparse.Namespace) -> int:
     print(f"simulated {r.requests:,} requests for {config.agents:,} agents (Zipf {config.zipf_s})"
           f" over {r.virtual_s:,.0f} s of virtual time, in {r.wall_s:.1f} s")
     print(f"  cache           max_entries={r.max_entries}  ttl_ms={r.ttl_ms}"
+          f"  idle_ttl_ms={r.idle_ttl_ms or 'off'}  ttl_jitter={r.ttl_jitter:g}"
           f"  peak size={r.peak_size}")
     print(f"  hit rate        {r.hit_rate:.1%}  ({r.hits:,} hits, {r.misses:,} misses)")
+    if config.one_time_share:
+        print(f"  returning       hit rate {r.returning_hit_rate:.1%}"
+              f"  ({r.returning_hits:,} of {r.returning_requests:,} requests for the"
+              f" {config.agents:,} returning agents; the rest were one-time agents)")
     print(f"  builds          {r.builds:,}  (failures {r.build_failures:,})")
+    print(f"  peak builds/s   {r.peak_builds_per_s:,}  (in second {r.peak_builds_second:,};"
+          f" loads and rebuilds started; {config.deploy:,} agents deployed at 0 s)")
     print(f"  evictions       {r.evictions:,}  (capacity)")
-    print(f"  expirations     {r.expirations:,}")
+    print(f"  expirations     {r.expirations:,}  (idle: {r.idle_expirations:,})")
     print(f"  invalidations   {r.invalidations:,}  (rebuilds {r.rebuilds:,})")
     print(f"  lease latency   p50 {r.p50_ms:.1f} ms  p99 {r.p99_ms:.1f} ms  max {r.max_ms:.1f} ms"
           "  (virtual: waiting for builds)")

@@ -157,7 +157,7 @@ class _ManagerCore(Generic[R, A]):
         map is over capacity, the entry expired, or it is detached. An entry in use until
         now never went idle: only its TTL can have ended it."""
         now = self._now()
-        if gen.current and now < gen.deadline:
+        if gen.current and now < self._store.deadline(gen):
             gen.used_at = now
             self._store.cause(gen, now)  # moves ``expires_at`` past its idle lower bound
             self._idle(gen)  # in use until now

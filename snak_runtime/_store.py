@@ -24,7 +24,6 @@ A = TypeVar("A")
 _COMPACT_MIN_STALE = 64
 
 
-@final
 class _Generation(RuntimeLease[R, A]):
     """One installed seed: the read-only lease view users get, plus the cache's bookkeeping.
 
@@ -34,12 +33,10 @@ class _Generation(RuntimeLease[R, A]):
 
     __slots__ = (
         "current",
-        "deadline",
         "expires_at",
         "finished",
         "hits",
         "in_expiry",
-        "in_idle",
         "lease_pins",
         "loose_pins",
         "rebuild",
@@ -54,12 +51,13 @@ class _Generation(RuntimeLease[R, A]):
         self._runtime = seed.runtime
         self._agent = seed.agent
         self.rebuild: Rebuild[R, A] = seed.rebuild
-        # In the manager's clock ticks. ``deadline`` is the TTL's hard expiry; ``expires_at``,
-        # what the hot path compares, is the same unless idle expiry is on: then it may be
-        # earlier (a lower bound of the idle deadline, re-checked when passed, see ``cause``).
-        self.expires_at = self.deadline = expires_at
-        self.used_at = 0  # idle expiry only: install, or release of the last pin
-        self.in_idle = False  # queued in the idle heap
+        # In the manager's clock ticks: the TTL's deadline, what the hot path compares (with
+        # idle expiry on, a lower bound of the idle deadline may replace it: _IdleGeneration).
+        self.expires_at = expires_at
+        # Install or release of the last pin (the release path stores it unconditionally:
+        # cheaper than a test; read by idle expiry only). One slot keeps the object in the
+        # same allocator size class as before idle expiry existed.
+        self.used_at = 0
         self.lease_pins = 0  # pins held by leases, each given back by its own exit
         self.loose_pins = 0  # pins taken by acquire*, which release(agent_id) gives back
         self.current = True  # the map's entry for its agent id
@@ -82,6 +80,18 @@ class _Generation(RuntimeLease[R, A]):
         )
 
 
+@final
+class _IdleGeneration(_Generation[R, A]):
+    """A generation of a cache with idle expiry on: ``expires_at`` is the earlier of its TTL
+    deadline (kept in ``deadline``) and a lower bound of its idle deadline."""
+
+    __slots__ = ("deadline",)
+
+    def __init__(self, seed: RuntimeSeed[R, A], expires_at: int) -> None:
+        super().__init__(seed, expires_at)
+        self.deadline = expires_at
+
+
 OnRemoved = Callable[[str, RemovalCause], None]
 OnOrphaned = Callable[[str, Any], None]
 
@@ -102,12 +112,14 @@ class _Store(Generic[R, A]):
     per-entry heap item); entries with a TTL of their own (or a jittered one) go to a heap.
     Both delete lazily.
 
-    Idle expiry (``idle_ticks`` > 0): a third queue, a heap keyed on a lower bound of each
-    entry's idle deadline (``used_at + idle_ticks``). ``used_at`` only moves forward, and the
-    hot path moves it without touching the heap, so a popped item is re-checked and, if
-    the entry was used since, pushed again at its true deadline: at most one push per entry
-    per use, O(log n) each. An entry whose idle deadline is not before its TTL deadline
-    has no item (it cannot go idle first).
+    Idle expiry (``idle_ticks`` > 0): every entry goes to the TTL heap, and a second heap
+    is keyed on a lower bound of each entry's idle deadline (``used_at + idle_ticks``).
+    ``used_at`` only moves forward, and the hot path moves it without touching the heap, so
+    a popped item is re-checked and, if the entry was used since, pushed again at its true
+    deadline: at most one item per entry and one push per pop, O(log n) each. An entry whose
+    idle deadline is not before its TTL deadline has no item (it cannot go idle first).
+    Items of removed entries are dropped when popped, or by a rebuild once they could
+    outnumber the entries.
     """
 
     __slots__ = (
@@ -115,7 +127,6 @@ class _Store(Generic[R, A]):
         "_fifo",
         "_heap",
         "_idle_heap",
-        "_idle_stale",
         "_on_orphaned",
         "_on_removed",
         "_seq",
@@ -137,7 +148,6 @@ class _Store(Generic[R, A]):
         self.current: dict[str, _Generation[R, A]] = {}
         self.idle_ticks = idle_ticks  # 0: idle expiry off
         self._idle_heap: list[tuple[int, int, _Generation[R, A]]] = []
-        self._idle_stale = 0  # idle-heap items whose generation left the map
         self.policy: EvictionPolicy = policy if policy is not None else LruPolicy(0)
         self.detached: dict[str, list[_Generation[R, A]]] = {}
         self._fifo: deque[_Generation[R, A]] = deque()
@@ -169,7 +179,8 @@ class _Store(Generic[R, A]):
         with ``in_order`` (the default TTL), so it can join the FIFO instead of the heap.
         """
         old = self.current.get(seed.agent_id)
-        gen = _Generation(seed, expires_at)
+        idle = self.idle_ticks
+        gen = _IdleGeneration(seed, expires_at) if idle else _Generation(seed, expires_at)
         agent = seed.agent
         if agent is not None:
             agents = self._agents
@@ -178,18 +189,29 @@ class _Store(Generic[R, A]):
             self._take_out(old, old_cause)
         self.current[seed.agent_id] = gen
         self.policy.inserted(gen, old)
-        if in_order:
+        if in_order and not idle:  # (the FIFO reads ``expires_at`` as the TTL deadline)
             self._fifo.append(gen)
         else:
             heapq.heappush(self._heap, (expires_at, next(self._seq), gen))
-        if self.idle_ticks:
+        if idle:
             gen.used_at = now
-            idle_at = now + self.idle_ticks
+            idle_at = now + idle
             if idle_at < expires_at:
                 gen.expires_at = idle_at
-                gen.in_idle = True
-                heapq.heappush(self._idle_heap, (idle_at, next(self._seq), gen))
+                self._push_idle(idle_at, gen)
         return gen
+
+    def _push_idle(self, idle_at: int, gen: _Generation[R, A]) -> None:
+        heap = self._idle_heap
+        heapq.heappush(heap, (idle_at, next(self._seq), gen))
+        if len(heap) > 2 * len(self.current) + _COMPACT_MIN_STALE:
+            self._idle_heap = [item for item in heap if item[2].current]
+            heapq.heapify(self._idle_heap)
+
+    @staticmethod
+    def deadline(gen: _Generation[R, A]) -> int:
+        """``gen``'s TTL deadline (``expires_at`` unless idle expiry may have lowered it)."""
+        return gen.deadline if isinstance(gen, _IdleGeneration) else gen.expires_at
 
     def cause(self, gen: _Generation[R, A], now: int) -> RemovalCause | None:
         """Why the current ``gen`` is no longer live at ``now``, or None if it still is.
@@ -199,7 +221,7 @@ class _Store(Generic[R, A]):
         use (pinned) never goes idle. When both deadlines have passed, the earlier one
         names the cause (the TTL on a tie).
         """
-        deadline = gen.deadline
+        deadline = self.deadline(gen)
         idle = self.idle_ticks
         if idle and not gen.pins:
             idle_at = gen.used_at + idle
@@ -224,12 +246,6 @@ class _Store(Generic[R, A]):
         agent_id = gen._agent_id
         del self.current[agent_id]
         gen.current = False
-        if gen.in_idle:
-            self._idle_stale += 1
-            if self._idle_stale > _COMPACT_MIN_STALE and self._idle_stale * 2 > len(
-                self._idle_heap
-            ):
-                self._compact_idle()
         if gen.in_expiry:
             self._stale += 1
             if (
@@ -280,14 +296,14 @@ class _Store(Generic[R, A]):
             if (
                 idle
                 and idle[0][0] <= now
-                and (not fifo or idle[0][0] < fifo[0].deadline)
+                and (not fifo or idle[0][0] < fifo[0].expires_at)
                 and (not heap or idle[0][0] < heap[0][0])
             ):
                 consumed += 1
                 self._pop_idle(now)
                 continue
-            if fifo and (not heap or fifo[0].deadline <= heap[0][0]):
-                if fifo[0].deadline > now:
+            if fifo and (not heap or fifo[0].expires_at <= heap[0][0]):
+                if fifo[0].expires_at > now:
                     break
                 gen = fifo.popleft()
             elif heap and heap[0][0] <= now:
@@ -309,23 +325,19 @@ class _Store(Generic[R, A]):
         it again at its true idle deadline (it was used, or is in use, since queued)."""
         gen = heapq.heappop(self._idle_heap)[2]
         if not gen.current:
-            gen.in_idle = False
-            self._idle_stale -= 1
             return
         if gen.pins:
             idle_at = now + self.idle_ticks  # its release, later than now, restarts it
         else:
             idle_at = gen.used_at + self.idle_ticks
             if idle_at <= now:
-                gen.in_idle = False
                 cause = self.cause(gen, now)
                 if cause is not None:
                     self.detach(gen, cause)
                 return
-        if idle_at < gen.deadline:
-            heapq.heappush(self._idle_heap, (idle_at, next(self._seq), gen))
-        else:
-            gen.in_idle = False  # the TTL comes first: its own queue removes it
+        if idle_at < self.deadline(gen):
+            self._push_idle(idle_at, gen)
+        # else the TTL comes first: its own queue removes it
 
     def victim(self, keep: _Generation[R, A] | None) -> _Generation[R, A] | None:
         """The policy's next unpinned generation to evict, never ``keep``."""
@@ -361,13 +373,6 @@ class _Store(Generic[R, A]):
         self._heap = [item for item in self._heap if item[2].current]
         heapq.heapify(self._heap)
         self._stale = 0
-
-    def _compact_idle(self) -> None:
-        for item in self._idle_heap:
-            item[2].in_idle = item[2].current
-        self._idle_heap = [item for item in self._idle_heap if item[2].current]
-        heapq.heapify(self._idle_heap)
-        self._idle_stale = 0
 
     def unfinished_pinned(self) -> list[_Generation[R, A]]:
         """Every generation still pinned and holding its agent (used at shutdown only)."""
