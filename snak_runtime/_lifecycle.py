@@ -43,6 +43,12 @@ class _ThreadOf:
 class _Lifecycle(_ManagerCore[R, A]):
     """Loop binding, disposal callbacks, sweeper, close and drain."""
 
+    def _check_loop(self) -> None:
+        """Every entry point's loop check off the hot path (whose three inline copies of it
+        tests/unit/test_hot_path_drift.py keeps in step)."""
+        if self._loop_ref._thread_id != get_ident():
+            self._gate()
+
     def _gate(self) -> None:
         """What every entry point's one-comparison check stands for (``aclose`` unbinds
         ``_loop_ref``, so a closed manager always lands here): refuse when closed, bind on
@@ -113,8 +119,7 @@ class _Lifecycle(_ManagerCore[R, A]):
     async def start(self) -> None:
         """Start the sweeper that disposes expired idle entries with no traffic. Idempotent."""
         # departure: the original pruned expired entries only when traffic came by.
-        if self._loop_ref._thread_id != get_ident():
-            self._gate()
+        self._check_loop()
         if self._sweeper is None:
             self._sweeper = self._running_loop().create_task(self._sweep_forever())
 

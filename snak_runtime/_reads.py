@@ -3,7 +3,6 @@ a miss, an expired entry, another user's entry), and releases of detached genera
 
 from __future__ import annotations
 
-from threading import get_ident
 from typing import TypeVar
 
 from ._core import _Denied
@@ -48,8 +47,7 @@ class _SlowReads(_Loads[R, A]):
         self, agent_id: str, user_id: str | None, build: Build[R, A] | None
     ) -> _Generation[R, A]:
         """Everything but the plain hit (which ``_LeaseContext.__aenter__`` does inline)."""
-        if self._loop_ref._thread_id != get_ident():
-            self._gate()
+        self._check_loop()
         if agent_id not in self._queues:
             try:
                 gen = self._lookup(agent_id, user_id)

@@ -35,7 +35,6 @@ class _Generation(RuntimeLease[R, A]):
         "current",
         "expires_at",
         "finished",
-        "hits",
         "in_expiry",
         "lease_pins",
         "loose_pins",
@@ -63,7 +62,6 @@ class _Generation(RuntimeLease[R, A]):
         self.current = True  # the map's entry for its agent id
         self.in_expiry = True  # still queued in the expiry FIFO or heap
         self.finished = False  # agent reference given up (disposed or handed on)
-        self.hits = 0  # hits since install (counted by the read paths, read by policies)
 
     @property
     def pins(self) -> int:

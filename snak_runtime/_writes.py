@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from threading import get_ident
 from typing import TypeVar
 
 from ._errors import RuntimeManagerClosed
@@ -69,8 +68,7 @@ class _Writes(_Lifecycle[R, A]):
         """
         if isinstance(cfg_version, bool) or not isinstance(cfg_version, int):
             raise TypeError(f"cfg_version must be an integer, got {cfg_version!r}")
-        if self._loop_ref._thread_id != get_ident():
-            self._gate()
+        self._check_loop()
         self._stats.invalidations += 1
         turn = await self._enter(agent_id, always_queue=True)
         assert turn is not None
@@ -168,37 +166,51 @@ class _Writes(_Lifecycle[R, A]):
         """
         # departure: the original had no way to drop an entry (cfg_deleted carries the old
         # version, which the version rule of on_invalidate would ignore).
+        return await self._evict(agent_id, RemovalCause.EXPLICIT)
+
+    async def _evict(self, agent_id: str, cause: RemovalCause) -> bool:
         turn = await self._enter(agent_id)
         try:
             gen = self._current.get(agent_id)
             if gen is None:
                 return False
-            self._store.detach(gen, RemovalCause.EXPLICIT)
+            self._store.detach(gen, cause)
             return True
         finally:
             self._exit(agent_id, turn)
 
     async def evict_all(self) -> int:
         """Evict every entry (each after whatever is in flight for it); return how many."""
-        if self._loop_ref._thread_id != get_ident():
-            self._gate()
+        return await self._evict_all(RemovalCause.EXPLICIT)
+
+    async def _evict_all(self, cause: RemovalCause) -> int:
+        self._check_loop()
         removed = 0
         queued = []
         for agent_id in list(self._current):
             if agent_id in self._queues:
                 queued.append(agent_id)
             elif agent_id in self._current:
-                self._store.detach(self._current[agent_id], RemovalCause.EXPLICIT)
+                self._store.detach(self._current[agent_id], cause)
                 removed += 1
         queued.extend(k for k in list(self._queues) if k not in queued)
-        results = await asyncio.gather(*(self.evict(k) for k in queued))
+        results = await asyncio.gather(*(self._evict(k, cause) for k in queued))
         return removed + sum(results)
+
+    def _resync_view(self) -> dict[str, int | None]:
+        """For the invalidation subscriber's version check: each live entry's version, and
+        ``None`` for an agent whose load is in flight (what it installs is not known yet)."""
+        now = self._now()
+        view: dict[str, int | None] = {
+            a: g.cfg_version for a, g in self._current.items() if self._is_live(g, now)
+        }
+        view.update(dict.fromkeys(self._loads))
+        return view
 
     async def _enter(self, agent_id: str, *, always_queue: bool = False) -> _Turn | None:
         """Take ``agent_id``'s turn for a write. Returns None when the write is synchronous
         and nothing was in flight (no queue needed)."""
-        if self._loop_ref._thread_id != get_ident():
-            self._gate()
+        self._check_loop()
         if agent_id not in self._queues and not always_queue:
             return None
         self._check_reentry(agent_id)

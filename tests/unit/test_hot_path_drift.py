@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import ast
 import inspect
+import pathlib
 import re
 import textwrap
 
 import pytest
 
-from snak_runtime import _core, _manager
+from snak_runtime import _core, _lifecycle, _manager
 
 LOOP_CHECK = "self._loop_ref._thread_id != get_ident()"
 
@@ -88,6 +89,12 @@ def test_the_three_plain_hit_copies_are_the_same_rule() -> None:
         assert rule == first, f"{name}'s plain hit differs from acquire's"
 
 
+def test_the_slow_paths_check_the_loop_as_the_hot_path_does() -> None:
+    check = _function(inspect.getsource(_lifecycle), "_Lifecycle", "_check_loop")
+    tests = [_normalize(ast.unparse(n.test)) for n in ast.walk(check) if isinstance(n, ast.If)]
+    assert tests == [LOOP_CHECK]
+
+
 def test_the_slow_path_applies_the_same_owner_check() -> None:
     lookup = _function(inspect.getsource(_core), "_ManagerCore", "_lookup")
     owner_checks = [
@@ -131,3 +138,36 @@ def test_a_drifted_copy_is_caught(old: str, new: str) -> None:
     drifted = MANAGER_SOURCE[:start] + MANAGER_SOURCE[start:].replace(old, new, 1)
     rules = _hit_rules(textwrap.dedent(drifted))
     assert rules["__aenter__"] != rules["acquire"]
+
+
+# Where a pin may be taken, and how it is counted in ``_pinned`` (hits + waiter pins -
+# unpins): the inline hits and the slow hits count ``stats.hits`` (the slow ones through
+# ``_hit``/``_lookup``), a load waiter's pin is ``_pin_waiter``'s.
+PIN_SITES = {
+    "acquire",
+    "acquire_with_agent",
+    "__aenter__",
+    "_acquire_slow",
+    "_lease_enter",
+    "_pin_waiter",
+}
+
+
+def test_every_pin_is_taken_where_pinned_counts_it() -> None:
+    """A new way to pin must be added here on purpose, with its count in ``_pinned``:
+    otherwise ``stats().pinned`` and the shutdown drain silently go wrong."""
+    package = pathlib.Path(_manager.__file__).parent
+    sites = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for stmt in ast.walk(node):
+                if (
+                    isinstance(stmt, ast.AugAssign)
+                    and isinstance(stmt.op, ast.Add)
+                    and isinstance(stmt.target, ast.Attribute)
+                    and stmt.target.attr in ("lease_pins", "loose_pins")
+                ):
+                    sites.add(node.name)
+    assert sites == PIN_SITES
