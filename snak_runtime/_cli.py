@@ -323,7 +323,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
           f" over {r.virtual_s:,.0f} s of virtual time, in {r.wall_s:.1f} s")
     print(f"  cache           max_entries={r.max_entries}  ttl_ms={r.ttl_ms}"
           f"  idle_ttl_ms={r.idle_ttl_ms or 'off'}  ttl_jitter={r.ttl_jitter:g}"
-          f"  peak size={r.peak_size}")
+          f"  peak size={r.peak_size}  mean size={r.mean_size:.1f}")
     print(f"  hit rate        {r.hit_rate:.1%}  ({r.hits:,} hits, {r.misses:,} misses)")
     if config.one_time_share:
         print(f"  returning       hit rate {r.returning_hit_rate:.1%}"

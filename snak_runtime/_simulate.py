@@ -139,6 +139,8 @@ class SimulationResult:
     """Requests for the ``agents`` ids (not one-time agents)."""
     returning_hits: int = 0
     """Returning requests that found their agent live on arrival."""
+    mean_size: float = 0.0
+    """Entries in the cache, averaged over request arrivals (what the cache holds open)."""
 
     @property
     def hit_rate(self) -> float:
@@ -299,10 +301,12 @@ async def _run(
     step = max(1, config.requests // 100)
     peak = 0
     returning = returning_hits = 0
+    sizes = 0
 
     async def request(agent_id: str, once: bool) -> None:
-        nonlocal done, peak, returning, returning_hits
+        nonlocal done, peak, returning, returning_hits, sizes
         arrived = clock.now_s
+        sizes += manager.size
         if not once:
             returning += 1
             returning_hits += agent_id in manager  # live on arrival: the lease will hit
@@ -386,6 +390,7 @@ async def _run(
         peak_builds_second=peak_second,
         returning_requests=returning,
         returning_hits=returning_hits,
+        mean_size=sizes / config.requests,
     )
 
 
