@@ -144,7 +144,7 @@ class _ManagerCore(Generic[R, A]):
         if gen.loose_pins or gen.lease_pins:
             return
         if gen.current and (now := self._now()) < gen.expires_at and not self._over_capacity:
-            gen.used_at = now  # in use until now: idle expiry counts from here
+            gen.last_used = now  # in use until now: idle expiry counts from here
             try:  # and the policy hears it went idle
                 self._touch(gen._agent_id)
             except KeyError:
@@ -158,7 +158,7 @@ class _ManagerCore(Generic[R, A]):
         now never went idle: only its TTL can have ended it."""
         now = self._now()
         if gen.current and now < self._store.deadline(gen):
-            gen.used_at = now
+            gen.last_used = now
             self._store.cause(gen, now)  # moves ``expires_at`` past its idle lower bound
             self._idle(gen)  # in use until now
             if self._over_capacity:

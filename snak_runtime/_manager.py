@@ -281,7 +281,7 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         if gen.loose_pins or gen.lease_pins:
             return
         if (now := self._now()) < gen.expires_at and not self._over_capacity:
-            gen.used_at = now  # in use until now: idle expiry counts from here
+            gen.last_used = now  # in use until now: idle expiry counts from here
             try:  # and the policy hears it went idle
                 self._touch(agent_id)
             except KeyError:

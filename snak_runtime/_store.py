@@ -36,10 +36,10 @@ class _Generation(RuntimeLease[R, A]):
         "expires_at",
         "finished",
         "in_expiry",
+        "last_used",
         "lease_pins",
         "loose_pins",
         "rebuild",
-        "used_at",
     )
 
     def __init__(self, seed: RuntimeSeed[R, A], expires_at: int) -> None:
@@ -56,7 +56,7 @@ class _Generation(RuntimeLease[R, A]):
         # Install or release of the last pin (the release path stores it unconditionally:
         # cheaper than a test; read by idle expiry only). One slot keeps the object in the
         # same allocator size class as before idle expiry existed.
-        self.used_at = 0
+        self.last_used = 0
         self.lease_pins = 0  # pins held by leases, each given back by its own exit
         self.loose_pins = 0  # pins taken by acquire*, which release(agent_id) gives back
         self.current = True  # the map's entry for its agent id
@@ -111,8 +111,8 @@ class _Store(Generic[R, A]):
     Both delete lazily.
 
     Idle expiry (``idle_ticks`` > 0): every entry goes to the TTL heap, and a second heap
-    is keyed on a lower bound of each entry's idle deadline (``used_at + idle_ticks``).
-    ``used_at`` only moves forward, and the hot path moves it without touching the heap, so
+    is keyed on a lower bound of each entry's idle deadline (``last_used + idle_ticks``).
+    ``last_used`` only moves forward, and the hot path moves it without touching the heap, so
     a popped item is re-checked and, if the entry was used since, pushed again at its true
     deadline: at most one item per entry and one push per pop, O(log n) each. An entry whose
     idle deadline is not before its TTL deadline has no item (it cannot go idle first).
@@ -192,7 +192,7 @@ class _Store(Generic[R, A]):
         else:
             heapq.heappush(self._heap, (expires_at, next(self._seq), gen))
         if idle:
-            gen.used_at = now
+            gen.last_used = now
             idle_at = now + idle
             if idle_at < expires_at:
                 gen.expires_at = idle_at
@@ -222,7 +222,7 @@ class _Store(Generic[R, A]):
         deadline = self.deadline(gen)
         idle = self.idle_ticks
         if idle and not gen.pins:
-            idle_at = gen.used_at + idle
+            idle_at = gen.last_used + idle
             if idle_at < deadline:
                 if now >= idle_at:
                     return RemovalCause.IDLE
@@ -327,7 +327,7 @@ class _Store(Generic[R, A]):
         if gen.pins:
             idle_at = now + self.idle_ticks  # its release, later than now, restarts it
         else:
-            idle_at = gen.used_at + self.idle_ticks
+            idle_at = gen.last_used + self.idle_ticks
             if idle_at <= now:
                 cause = self.cause(gen, now)
                 if cause is not None:

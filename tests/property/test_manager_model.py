@@ -74,7 +74,7 @@ class MGen:
     runtime: str
     agent: Agent | None
     deadline: int  # the TTL's
-    used_at: int  # install, or release of the last pin
+    last_used: int  # install, or release of the last pin
     loose: int = 0
     leased: int = 0
     current: bool = True
@@ -104,7 +104,7 @@ class Model:
 
     def cause(self, gen: MGen) -> str:
         """Why an entry that is not live left: the earlier deadline (the TTL on a tie)."""
-        idle_at = gen.used_at + self.idle_ttl
+        idle_at = gen.last_used + self.idle_ttl
         if self.idle_ttl and gen.pins == 0 and idle_at < gen.deadline and self.now >= idle_at:
             return "idle"
         return "expired"
@@ -190,7 +190,7 @@ class Model:
             if self.now >= gen.deadline:  # in use until now: never idle, only its TTL ends it
                 self.detach(gen, "expired")
             else:
-                gen.used_at = self.now
+                gen.last_used = self.now
                 self.idle[gen.agent_id] = None
                 self.trim(keep=None)
         else:
