@@ -22,7 +22,7 @@ from ._disposal import Disposer, _Disposals
 from ._keyed import _KeyedTurns
 from ._seed import RuntimeSeed
 from ._stats import RemovalCause, _StatsCounter
-from ._store import _Generation, _Store
+from ._store import _Generation, _IdleGeneration, _Store
 
 if TYPE_CHECKING:  # a runtime import would be circular
     from ._loads import _Load
@@ -57,6 +57,7 @@ class _ManagerCore(Generic[R, A]):
     _sweep_interval_s: float
     _dispose_timeout_s: float
     _idle_ttl_ms: int  # 0: idle expiry off
+    _idle_ticks: int  # the same in clock ticks
     _ttl_jitter: float  # 0.0: off
     _jitter_random: Random
     # data (the store decides what leaves; these are hot-path aliases of its fields)
@@ -66,6 +67,7 @@ class _ManagerCore(Generic[R, A]):
     _idle: Callable[[_Generation[R, A]], None]  # the eviction policy's last-release hook
     _touch: Callable[[str], object]  # its fast form by agent id (KeyError: call _idle)
     _over_capacity: bool  # pins kept the map above max_entries after a trim
+    _slow_release: bool  # last releases take _last_pin_gone: over capacity, or idle expiry on
     # order: per-id turns, the single-flight loads and the rebuilds in flight
     _turns: _KeyedTurns
     _queues: dict[str, Any]
@@ -143,9 +145,8 @@ class _ManagerCore(Generic[R, A]):
         self._unpins += 1
         if gen.loose_pins or gen.lease_pins:
             return
-        if gen.current and (now := self._now()) < gen.expires_at and not self._over_capacity:
-            gen.last_used = now  # in use until now: idle expiry counts from here
-            try:  # and the policy hears it went idle
+        if gen.current and self._now() < gen.expires_at and not self._slow_release:
+            try:  # in use until now: the policy hears it went idle
                 self._touch(gen._agent_id)
             except KeyError:
                 self._idle(gen)
@@ -154,17 +155,27 @@ class _ManagerCore(Generic[R, A]):
 
     def _last_pin_gone(self, gen: _Generation[R, A]) -> None:
         """The slow cases of a last unpin (release and _unpinned handle the common one): the
-        map is over capacity, the entry expired, or it is detached. An entry in use until
-        now never went idle: only its TTL can have ended it."""
+        map is over capacity, idle expiry is on, the entry expired, or it is detached."""
         now = self._now()
-        if gen.current and now < self._store.deadline(gen):
-            gen.last_used = now
-            self._store.cause(gen, now)  # moves ``expires_at`` past its idle lower bound
-            self._idle(gen)  # in use until now
+        if gen.current:
+            if type(gen) is _IdleGeneration:
+                live = now < gen.deadline  # in use until now, so never idle: only the TTL
+                if live:
+                    # its idle time starts here, and the hot path's bound moves with it
+                    gen.last_used = now
+                    idle_at = now + self._idle_ticks
+                    gen.expires_at = idle_at if idle_at < gen.deadline else gen.deadline
+            else:
+                live = now < gen.expires_at
+            if not live:
+                self._store.detach(gen, RemovalCause.EXPIRED)
+                return
+            try:  # in use until now: the policy hears it went idle
+                self._touch(gen._agent_id)
+            except KeyError:
+                self._idle(gen)
             if self._over_capacity:
                 self._trim(keep=None, warn=False)
-        elif gen.current:
-            self._store.detach(gen, RemovalCause.EXPIRED)
         else:
             self._store.drop_detached(gen)
             # closing detached every entry, so draining ends on this branch
@@ -207,10 +218,11 @@ class _ManagerCore(Generic[R, A]):
         # departure: the original could evict the entry its own install had just put in.
         store = self._store
         self._over_capacity = False
+        self._slow_release = self._idle_ttl_ms > 0
         while len(self._current) > self._max_entries:
             victim = store.victim(keep)
             if victim is None:
-                self._over_capacity = True
+                self._over_capacity = self._slow_release = True
                 if warn:
                     keep_id = None if keep is None else keep._agent_id
                     self._log.warning(

@@ -121,12 +121,16 @@ class AgentRuntimeManager(_SlowReads[R, A]):
             make_policy("lru", self._max_entries),
             idle_ticks=self._idle_ttl_ms * self._ticks_per_ms,
         )
+        self._idle_ticks = self._store.idle_ticks
         self._current = self._store.current  # hot path aliases
         self._recency = self._store.recency  # the policy's order, for tests: never written here
         policy = self._store.policy
         self._idle = policy.idle if policy.wants_idle else _ignore
         self._touch = policy.touch if policy.wants_idle else _ignore
         self._over_capacity = False  # pins kept the map above max_entries after a trim
+        # The release path's one test for "not the common case": over capacity, or idle
+        # expiry is on (the slow path records the release time: the hot path stays as it was).
+        self._slow_release = self._idle_ttl_ms > 0
         self._detached = self._store.detached
         self._turns = _KeyedTurns()
         self._queues = self._turns.queues
@@ -280,9 +284,8 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self._unpins += 1
         if gen.loose_pins or gen.lease_pins:
             return
-        if (now := self._now()) < gen.expires_at and not self._over_capacity:
-            gen.last_used = now  # in use until now: idle expiry counts from here
-            try:  # and the policy hears it went idle
+        if self._now() < gen.expires_at and not self._slow_release:
+            try:  # in use until now: the policy hears it went idle
                 self._touch(agent_id)
             except KeyError:
                 self._idle(gen)

@@ -36,7 +36,6 @@ class _Generation(RuntimeLease[R, A]):
         "expires_at",
         "finished",
         "in_expiry",
-        "last_used",
         "lease_pins",
         "loose_pins",
         "rebuild",
@@ -53,10 +52,6 @@ class _Generation(RuntimeLease[R, A]):
         # In the manager's clock ticks: the TTL's deadline, what the hot path compares (with
         # idle expiry on, a lower bound of the idle deadline may replace it: _IdleGeneration).
         self.expires_at = expires_at
-        # Install or release of the last pin (the release path stores it unconditionally:
-        # cheaper than a test; read by idle expiry only). One slot keeps the object in the
-        # same allocator size class as before idle expiry existed.
-        self.last_used = 0
         self.lease_pins = 0  # pins held by leases, each given back by its own exit
         self.loose_pins = 0  # pins taken by acquire*, which release(agent_id) gives back
         self.current = True  # the map's entry for its agent id
@@ -81,13 +76,18 @@ class _Generation(RuntimeLease[R, A]):
 @final
 class _IdleGeneration(_Generation[R, A]):
     """A generation of a cache with idle expiry on: ``expires_at`` is the earlier of its TTL
-    deadline (kept in ``deadline``) and a lower bound of its idle deadline."""
+    deadline (kept in ``deadline``) and a lower bound of its idle deadline.
 
-    __slots__ = ("deadline",)
+    A subclass, so that a cache without idle expiry keeps the smaller object (the two slots
+    would move every generation into the allocator's next size class).
+    """
 
-    def __init__(self, seed: RuntimeSeed[R, A], expires_at: int) -> None:
+    __slots__ = ("deadline", "last_used")
+
+    def __init__(self, seed: RuntimeSeed[R, A], expires_at: int, now: int) -> None:
         super().__init__(seed, expires_at)
         self.deadline = expires_at
+        self.last_used = now  # install, or release of the last pin
 
 
 OnRemoved = Callable[[str, RemovalCause], None]
@@ -112,7 +112,7 @@ class _Store(Generic[R, A]):
 
     Idle expiry (``idle_ticks`` > 0): every entry goes to the TTL heap, and a second heap
     is keyed on a lower bound of each entry's idle deadline (``last_used + idle_ticks``).
-    ``last_used`` only moves forward, and the hot path moves it without touching the heap, so
+    ``last_used`` only moves forward, and a release moves it without touching the heap, so
     a popped item is re-checked and, if the entry was used since, pushed again at its true
     deadline: at most one item per entry and one push per pop, O(log n) each. An entry whose
     idle deadline is not before its TTL deadline has no item (it cannot go idle first).
@@ -178,7 +178,7 @@ class _Store(Generic[R, A]):
         """
         old = self.current.get(seed.agent_id)
         idle = self.idle_ticks
-        gen = _IdleGeneration(seed, expires_at) if idle else _Generation(seed, expires_at)
+        gen = _IdleGeneration(seed, expires_at, now) if idle else _Generation(seed, expires_at)
         agent = seed.agent
         if agent is not None:
             agents = self._agents
@@ -192,7 +192,6 @@ class _Store(Generic[R, A]):
         else:
             heapq.heappush(self._heap, (expires_at, next(self._seq), gen))
         if idle:
-            gen.last_used = now
             idle_at = now + idle
             if idle_at < expires_at:
                 gen.expires_at = idle_at
@@ -208,7 +207,8 @@ class _Store(Generic[R, A]):
 
     @staticmethod
     def deadline(gen: _Generation[R, A]) -> int:
-        """``gen``'s TTL deadline (``expires_at`` unless idle expiry may have lowered it)."""
+        """``gen``'s TTL deadline (``expires_at``, unless idle expiry lowered that: read this,
+        not ``expires_at``, to show when an entry expires)."""
         return gen.deadline if isinstance(gen, _IdleGeneration) else gen.expires_at
 
     def cause(self, gen: _Generation[R, A], now: int) -> RemovalCause | None:
@@ -219,9 +219,11 @@ class _Store(Generic[R, A]):
         use (pinned) never goes idle. When both deadlines have passed, the earlier one
         names the cause (the TTL on a tie).
         """
-        deadline = self.deadline(gen)
+        if not isinstance(gen, _IdleGeneration):
+            return RemovalCause.EXPIRED if now >= gen.expires_at else None
+        deadline = gen.deadline
         idle = self.idle_ticks
-        if idle and not gen.pins:
+        if not gen.pins:
             idle_at = gen.last_used + idle
             if idle_at < deadline:
                 if now >= idle_at:
@@ -230,8 +232,8 @@ class _Store(Generic[R, A]):
                 return None
         if now >= deadline:
             return RemovalCause.EXPIRED
-        if idle:  # pinned: not idle before its release, which is later than now
-            gen.expires_at = min(deadline, now + idle)
+        # pinned: not idle before its release, which is later than now
+        gen.expires_at = min(deadline, now + idle)
         return None
 
     def detach(self, gen: _Generation[R, A], cause: RemovalCause | None) -> None:
@@ -324,6 +326,7 @@ class _Store(Generic[R, A]):
         gen = heapq.heappop(self._idle_heap)[2]
         if not gen.current:
             return
+        assert isinstance(gen, _IdleGeneration)
         if gen.pins:
             idle_at = now + self.idle_ticks  # its release, later than now, restarts it
         else:
@@ -333,7 +336,7 @@ class _Store(Generic[R, A]):
                 if cause is not None:
                     self.detach(gen, cause)
                 return
-        if idle_at < self.deadline(gen):
+        if idle_at < gen.deadline:
             self._push_idle(idle_at, gen)
         # else the TTL comes first: its own queue removes it
 
