@@ -12,21 +12,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from random import Random
 from threading import get_ident
 from types import TracebackType
 from typing import Any, Generic, TypeVar, final
 
 from ._clock import Clock, MonotonicClock
-from ._config import (
-    GuardConfig,
-    ResolvedLimits,
-    RuntimeCacheSettings,
-    resolve_idle_ttl_ms,
-    resolve_limits,
-    resolve_ttl_jitter,
-)
+from ._config import GuardConfig, LimitSettings, ResolvedLimits, resolve_limits
 from ._core import RemovalListener
 from ._disposal import DefaultDisposer, Disposer, _Disposals
 from ._keyed import _KeyedTurns
@@ -63,41 +55,30 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self,
         *,
         guards: GuardConfig | None = None,
-        settings: RuntimeCacheSettings | None = None,
+        settings: LimitSettings | None = None,
         clock: Clock | None = None,
         disposer: Disposer | None = None,
         logger: logging.Logger | None = None,
-        build_timeout_ms: int = 30_000,
-        sweep_interval_ms: int = 1_000,
-        dispose_timeout_ms: int = 10_000,
+        build_timeout_ms: int | None = None,
+        sweep_interval_ms: int | None = None,
+        dispose_timeout_ms: int | None = None,
         idle_ttl_ms: int | None = None,
         ttl_jitter: float | None = None,
         ttl_jitter_random: Random | None = None,
     ) -> None:
-        for name, value in (
-            ("build_timeout_ms", build_timeout_ms),
-            ("sweep_interval_ms", sweep_interval_ms),
-            ("dispose_timeout_ms", dispose_timeout_ms),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self._guards = guards if guards is not None else GuardConfig()
-        if settings is None:
-            settings = RuntimeCacheSettings()
-        limits = resolve_limits(self._guards, settings)
-        # Expiry options: keyword > environment > default (off); the guard caps idle_ttl_ms.
-        collected = list(limits.warnings)
-        idle = resolve_idle_ttl_ms(idle_ttl_ms, settings.idle_ttl_ms, self._guards, collected)
-        jitter = resolve_ttl_jitter(ttl_jitter, settings.ttl_jitter, collected)
-        self._limits = replace(
-            limits,
-            warnings=tuple(collected),
-            idle_ttl_ms=idle[0],
-            idle_ttl_source=idle[1],
-            ttl_jitter=jitter[0],
-            ttl_jitter_source=jitter[1],
+        # Keyword > environment (settings, else os.environ) > default; a guard caps each.
+        self._limits = resolve_limits(
+            self._guards,
+            settings,
+            build_timeout_ms=build_timeout_ms,
+            sweep_interval_ms=sweep_interval_ms,
+            dispose_timeout_ms=dispose_timeout_ms,
+            idle_ttl_ms=idle_ttl_ms,
+            ttl_jitter=ttl_jitter,
         )
-        self._idle_ttl_ms, self._ttl_jitter = idle[0], jitter[0]
+        self._idle_ttl_ms = self._limits.idle_ttl_ms
+        self._ttl_jitter = self._limits.ttl_jitter
         self._jitter_random = ttl_jitter_random if ttl_jitter_random is not None else Random()
         self._max_entries = self._limits.max_entries
         self._default_ttl_ms = self._limits.default_ttl_ms
@@ -111,9 +92,9 @@ class AgentRuntimeManager(_SlowReads[R, A]):
             self._now, self._ticks_per_ms = self._clock.now_ms, 1
         self._disposer: Disposer = disposer if disposer is not None else DefaultDisposer()
         self._log = logger if logger is not None else logging.getLogger(__name__)
-        self._build_timeout_s = build_timeout_ms / 1000
-        self._sweep_interval_s = sweep_interval_ms / 1000
-        self._dispose_timeout_s = dispose_timeout_ms / 1000
+        self._build_timeout_s = self._limits.build_timeout_ms / 1000
+        self._sweep_interval_s = self._limits.sweep_interval_ms / 1000
+        self._dispose_timeout_s = self._limits.dispose_timeout_ms / 1000
 
         self._store: _Store[R, A] = _Store(
             self._removed,
