@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,8 +21,6 @@ SWEEP_INTERVAL_VAR = "AGENT_RUNTIME_SWEEP_INTERVAL_MS"
 BACKOFF_CAP_VAR = "AGENT_CFG_BACKOFF_CAP_MS"
 IDLE_TTL_MS_VAR = "AGENT_RUNTIME_CACHE_IDLE_TTL_MS"
 TTL_JITTER_VAR = "AGENT_RUNTIME_CACHE_TTL_JITTER"
-
-MAX_TTL_JITTER = 0.5
 
 _MAX_ENTRIES_KEY = "agent_runtime.cache.max_entries"
 _MAX_TTL_KEY = "agent_runtime.cache.max_ttl_ms"
@@ -425,6 +422,8 @@ def resolve_limits(
             (SWEEP_INTERVAL, sweep_interval_ms, settings.sweep_interval_ms),
         )
     ]
+    from ._expiry_options import resolve_idle_ttl_ms, resolve_ttl_jitter  # (imports this)
+
     idle = resolve_idle_ttl_ms(idle_ttl_ms, settings.idle_ttl_ms, guards, collected)
     jitter = resolve_ttl_jitter(ttl_jitter, settings.ttl_jitter, collected)
     limits = ResolvedLimits(
@@ -460,71 +459,3 @@ def resolve_seed_ttl_ms(ttl_ms: int | None, default_ttl_ms: int, max_ttl_ms: int
     if ttl_ms <= 0 or ttl_ms > max_ttl_ms:
         return max_ttl_ms
     return ttl_ms
-
-
-def resolve_idle_ttl_ms(
-    keyword: int | None, raw: str | None, guards: GuardConfig, collected: list[str]
-) -> tuple[int, str]:
-    """``idle_ttl_ms`` and its source: keyword > variable > default (0, off); the guard's
-    ``max_ttl_ms`` caps it (an idle time beyond every TTL could never take effect).
-
-    A bad keyword raises ValueError; a bad variable is a WARNING and gives the default.
-    """
-    if keyword is not None:
-        if isinstance(keyword, bool) or not isinstance(keyword, int) or keyword < 0:
-            raise ValueError(
-                f"idle_ttl_ms must be a non-negative integer (0: off), got {keyword!r}"
-            )
-        value, source = keyword, f"keyword idle_ttl_ms={keyword}"
-    else:
-        parsed = _read_int(IDLE_TTL_MS_VAR, raw, 0, collected)
-        if parsed is None:
-            return 0, "default (off)"
-        value, source = parsed, f"{IDLE_TTL_MS_VAR}={parsed}"
-    if value > guards.max_ttl_ms:
-        _warn(
-            collected,
-            "%s is above the guard %s=%d; capped to %d",
-            source,
-            _MAX_TTL_KEY,
-            guards.max_ttl_ms,
-            guards.max_ttl_ms,
-        )
-        return guards.max_ttl_ms, f"{source} capped to guard {guards.max_ttl_ms}"
-    return value, source
-
-
-def resolve_ttl_jitter(
-    keyword: float | None, raw: str | None, collected: list[str]
-) -> tuple[float, str]:
-    """``ttl_jitter`` and its source: keyword > variable > default (0.0, off).
-
-    A fraction from 0 to ``MAX_TTL_JITTER``: outside that, or not a number, a keyword raises
-    ValueError and a variable is a WARNING naming it and its value, then the default.
-    """
-    if keyword is not None:
-        if (
-            isinstance(keyword, bool)
-            or not isinstance(keyword, int | float)
-            or not 0 <= keyword <= MAX_TTL_JITTER
-        ):
-            raise ValueError(
-                f"ttl_jitter must be a number from 0 to {MAX_TTL_JITTER}, got {keyword!r}"
-            )
-        return float(keyword), f"keyword ttl_jitter={keyword}"
-    if raw is None or not raw.strip():
-        return 0.0, "default (off)"
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value <= MAX_TTL_JITTER:  # NaN fails this too
-        _warn(
-            collected,
-            "%s=%r ignored: must be a number from 0 to %s",
-            TTL_JITTER_VAR,
-            raw,
-            MAX_TTL_JITTER,
-        )
-        return 0.0, "default (off)"
-    return value, f"{TTL_JITTER_VAR}={value}"

@@ -43,7 +43,8 @@ class AgentRuntimeManager(_SlowReads[R, A]):
     """An in-process cache of live agent runtimes (``R``) and their agents (``A``).
 
     Entries are pinned while in use (``acquire``/``release`` or ``lease``), expire a fixed
-    time after they were installed, are rebuilt on configuration invalidation and are
+    time after they were installed (shortened at random with ``ttl_jitter``, and earlier when
+    unused for ``idle_ttl_ms``), are rebuilt on configuration invalidation and are
     disposed exactly once, never while pinned. Operations on one agent id run one at a
     time in arrival order; reads with nothing in flight never suspend.
 
