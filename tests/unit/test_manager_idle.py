@@ -393,3 +393,24 @@ async def test_a_seed_installed_by_a_load_gets_both_options(
     assert "a" in m
     fake_clock.advance(1)
     assert "a" not in m
+
+
+async def test_peek_says_when_an_entry_really_expires(
+    idle_manager: Manager, make_seed: MakeSeed, fake_clock: FakeClock,
+) -> None:
+    m = idle_manager
+    await m.shadow_seed(make_seed("a"))
+    fake_clock.advance(30)
+    info = m.peek("a")
+    assert info is not None and info.expires_in_ms == IDLE - 30
+    assert await m.acquire("a") is not None
+    in_use = m.peek("a")
+    assert in_use is not None and in_use.expires_in_ms == GUARDS.max_ttl_ms - 30  # TTL only
+    fake_clock.advance(IDLE)  # past the hot path's early bound, still in use
+    still = m.peek("a")
+    assert still is not None and still.expires_in_ms == GUARDS.max_ttl_ms - 130
+    m.release("a")
+    released = m.peek("a")
+    assert released is not None and released.expires_in_ms == IDLE
+    fake_clock.advance(IDLE)
+    assert m.peek("a") is None and [i.agent_id for i in m.snapshot()] == []
