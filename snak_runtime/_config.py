@@ -19,6 +19,8 @@ BUILD_TIMEOUT_VAR = "AGENT_RUNTIME_BUILD_TIMEOUT_MS"
 DISPOSE_TIMEOUT_VAR = "AGENT_RUNTIME_DISPOSE_TIMEOUT_MS"
 SWEEP_INTERVAL_VAR = "AGENT_RUNTIME_SWEEP_INTERVAL_MS"
 BACKOFF_CAP_VAR = "AGENT_CFG_BACKOFF_CAP_MS"
+IDLE_TTL_MS_VAR = "AGENT_RUNTIME_CACHE_IDLE_TTL_MS"
+TTL_JITTER_VAR = "AGENT_RUNTIME_CACHE_TTL_JITTER"
 MAX_ENTRIES_PER_USER_VAR = "AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER"
 
 _MAX_ENTRIES_KEY = "agent_runtime.cache.max_entries"
@@ -173,6 +175,10 @@ class LimitSettings(Protocol):
     @property
     def sweep_interval_ms(self) -> str | None: ...
     @property
+    def idle_ttl_ms(self) -> str | None: ...
+    @property
+    def ttl_jitter(self) -> str | None: ...
+    @property
     def max_entries_per_user(self) -> str | None: ...
 
 
@@ -192,6 +198,8 @@ class _Environment:
     build_timeout_ms: str | None
     dispose_timeout_ms: str | None
     sweep_interval_ms: str | None
+    idle_ttl_ms: str | None
+    ttl_jitter: str | None
     max_entries_per_user: str | None
 
     @classmethod
@@ -206,6 +214,8 @@ class _Environment:
                     BUILD_TIMEOUT_VAR,
                     DISPOSE_TIMEOUT_VAR,
                     SWEEP_INTERVAL_VAR,
+                    IDLE_TTL_MS_VAR,
+                    TTL_JITTER_VAR,
                     MAX_ENTRIES_PER_USER_VAR,
                 )
             )
@@ -244,6 +254,10 @@ class ResolvedLimits:
     build_timeout_source: str = "default"
     dispose_timeout_source: str = "default"
     sweep_interval_source: str = "default"
+    idle_ttl_ms: int = 0  # 0: idle expiry off
+    idle_ttl_source: str = "default (off)"
+    ttl_jitter: float = 0.0
+    ttl_jitter_source: str = "default (off)"
     max_entries_per_user: int | None = None  # the per-user quota; None: none
     max_entries_per_user_source: str = "default (no quota)"
 
@@ -255,6 +269,8 @@ class ResolvedLimits:
             f"build_timeout_ms={self.build_timeout_ms} ({self.build_timeout_source}), "
             f"dispose_timeout_ms={self.dispose_timeout_ms} ({self.dispose_timeout_source}), "
             f"sweep_interval_ms={self.sweep_interval_ms} ({self.sweep_interval_source}), "
+            f"idle_ttl_ms={self.idle_ttl_ms} ({self.idle_ttl_source}), "
+            f"ttl_jitter={self.ttl_jitter} ({self.ttl_jitter_source}), "
             f"max_entries_per_user={self.max_entries_per_user}"
             f" ({self.max_entries_per_user_source})"
         )
@@ -367,6 +383,8 @@ def resolve_limits(
     build_timeout_ms: int | None = None,
     dispose_timeout_ms: int | None = None,
     sweep_interval_ms: int | None = None,
+    idle_ttl_ms: int | None = None,
+    ttl_jitter: float | None = None,
     max_entries_per_user: int | None = None,
 ) -> ResolvedLimits:
     """Resolve every limit: keyword > environment (``settings``) > default, capped by a guard.
@@ -444,6 +462,10 @@ def resolve_limits(
             (SWEEP_INTERVAL, sweep_interval_ms, settings.sweep_interval_ms),
         )
     ]
+    from ._expiry_options import resolve_idle_ttl_ms, resolve_ttl_jitter  # (imports this)
+
+    idle = resolve_idle_ttl_ms(idle_ttl_ms, settings.idle_ttl_ms, guards, collected)
+    jitter = resolve_ttl_jitter(ttl_jitter, settings.ttl_jitter, collected)
     quota, quota_source = resolve_max_entries_per_user(
         max_entries_per_user, settings.max_entries_per_user, guards, collected
     )
@@ -459,6 +481,10 @@ def resolve_limits(
         build_timeout_source=timings[0][1],
         dispose_timeout_source=timings[1][1],
         sweep_interval_source=timings[2][1],
+        idle_ttl_ms=idle[0],
+        idle_ttl_source=idle[1],
+        ttl_jitter=jitter[0],
+        ttl_jitter_source=jitter[1],
         max_entries_per_user=quota,
         max_entries_per_user_source=quota_source,
     )

@@ -7,6 +7,12 @@ arrivals, TTLs and the sweeper all run on a virtual clock: the event loop jumps 
 to its next timer instead of sleeping, and the manager's clock reads the same virtual
 time. So a run of hours of traffic takes seconds, latencies are virtual milliseconds
 (time spent waiting for builds; a hit costs 0), and the manager code is the real one.
+
+Two workload shapes of issue 16: a deploy (``deploy`` agents installed together at the
+start: without ``ttl_jitter`` they all expire in the same second, and the rebuilds of the
+busy ones arrive as a storm; ``peak_builds_per_s`` shows it), and one-time agents (a share
+of requests for ids never seen again, which hold capacity until evicted, expired or, with
+``idle_ttl_ms``, idle: ``returning_hit_rate`` is the hit rate of the other requests).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import math
 import random
 import selectors
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, final
@@ -63,12 +70,16 @@ class SimulationConfig:
     max_entries: int | None = None
     ttl_ms: int | None = None
     build_timeout_ms: int | None = None
+    seed: int = 1
+    guards: GuardConfig | None = None
+    idle_ttl_ms: int | None = None
+    ttl_jitter: float | None = None
+    deploy: int = 0
+    one_time_share: float = 0.0
     users: int = 1
     burst_agents: int = 0
     burst_rate_per_s: float = 50.0
     max_entries_per_user: int | None = None
-    seed: int = 1
-    guards: GuardConfig | None = None
 
     def __post_init__(self) -> None:
         validate({name: getattr(self, name) for name in PARAMETERS})
@@ -97,12 +108,6 @@ class SimulationResult:
     rebuilds: int
     rebuild_failures: int
     disposals: int
-    quota_evictions: int
-    max_entries_per_user: int | None
-    other_requests: int  # requests of the users other than the burst's
-    other_hits: int  # of those, served by a live entry
-    window_requests: int  # the WINDOW other users' requests from the middle of the run on
-    window_hits: int
     peak_size: int
     p50_ms: float
     p99_ms: float
@@ -110,11 +115,37 @@ class SimulationResult:
     virtual_s: float
     wall_s: float
     removals: Mapping[str, int] = field(default_factory=dict)
+    idle_ttl_ms: int = 0
+    ttl_jitter: float = 0.0
+    idle_expirations: int = 0
+    peak_builds_per_s: int = 0
+    """The most build calls (loads and rebuilds) that started in one second of virtual time."""
+    peak_builds_second: int = 0
+    returning_requests: int = 0
+    """Requests for the ``agents`` ids (not one-time agents)."""
+    returning_hits: int = 0
+    """Returning requests that found their agent live on arrival."""
+    mean_size: float = 0.0
+    """Entries in the cache, averaged over request arrivals (what the cache holds open)."""
+    quota_evictions: int = 0
+    max_entries_per_user: int | None = None
+    other_requests: int = 0
+    """Requests of the users other than the burst's."""
+    other_hits: int = 0
+    """Of those, the ones that found their agent live on arrival."""
+    window_requests: int = 0
+    """The ``WINDOW`` other users' requests from the middle of the run on."""
+    window_hits: int = 0
 
     @property
     def hit_rate(self) -> float:
         total = self.hits + self.misses
         return 1.0 if total == 0 else self.hits / total
+
+    @property
+    def returning_hit_rate(self) -> float:
+        n = self.returning_requests
+        return 1.0 if n == 0 else self.returning_hits / n
 
     @property
     def other_hit_rate(self) -> float:
@@ -215,15 +246,21 @@ def _make_manager(
 ) -> AgentRuntimeManager[str, _SimAgent]:
     base = config.guards if config.guards is not None else GuardConfig()
     timeout_ms = config.build_timeout_ms or DEFAULT_BUILD_TIMEOUT_MS
+    # None leaves each expiry option to its variable, then its default (off).
+    options: dict[str, Any] = {
+        "build_timeout_ms": timeout_ms,
+        "idle_ttl_ms": config.idle_ttl_ms,
+        "ttl_jitter": config.ttl_jitter,
+        "ttl_jitter_random": random.Random(config.seed),
+        "max_entries_per_user": config.max_entries_per_user,
+    }
     quota = config.max_entries_per_user
     if quota is not None and base.max_entries_per_user is not None:
         # An explicit value is what the operator wants to try: raise the guard to allow it.
         base = replace(base, max_entries_per_user=max(base.max_entries_per_user, quota))
     if config.max_entries is None and config.ttl_ms is None:
         # The embedded default: guards + environment, as `config` resolves them.
-        return AgentRuntimeManager(
-            guards=base, clock=clock, build_timeout_ms=timeout_ms, max_entries_per_user=quota
-        )
+        return AgentRuntimeManager(guards=base, clock=clock, **options)
     env = RuntimeCacheSettings()
     max_entries = config.max_entries
     ttl_ms = config.ttl_ms
@@ -238,10 +275,7 @@ def _make_manager(
         ttl_ms=str(ttl_ms) if ttl_ms is not None else env.ttl_ms,
         ttl_seconds=env.ttl_seconds,
     )
-    return AgentRuntimeManager(
-        guards=guards, settings=settings, clock=clock, build_timeout_ms=timeout_ms,
-        max_entries_per_user=quota,
-    )
+    return AgentRuntimeManager(guards=guards, settings=settings, clock=clock, **options)
 
 
 async def _run(
@@ -261,21 +295,25 @@ async def _run(
     burst_ids = [f"burst-{i:06d}" for i in range(config.burst_agents)]
     owners.update(dict.fromkeys(burst_ids, "burst"))
     versions = dict.fromkeys(agent_ids, 1)
-    versions.update(dict.fromkeys(burst_ids, 1))
     build_s = config.build_ms / 1000
     hold_s = config.hold_ms / 1000
+    builds_per_s: Counter[int] = Counter()  # second of virtual time -> builds started
 
-    async def build(agent_id: str) -> RuntimeSeed[str, _SimAgent]:
-        await asyncio.sleep(build_s)
-        version = versions[agent_id]
+    def make_seed(agent_id: str) -> RuntimeSeed[str, _SimAgent]:
+        version = versions.get(agent_id, 1)  # one-time agents are never reconfigured
 
         async def rebuild() -> RuntimeSeed[str, _SimAgent]:
             return await build(agent_id)
 
         return RuntimeSeed(
-            agent_id=agent_id, user_id=owners[agent_id], cfg_version=version,
+            agent_id=agent_id, user_id=owners.get(agent_id, "user"), cfg_version=version,
             runtime=f"{agent_id}@v{version}", rebuild=rebuild, agent=_SimAgent(),
         )
+
+    async def build(agent_id: str) -> RuntimeSeed[str, _SimAgent]:
+        builds_per_s[int(clock.now_s)] += 1
+        await asyncio.sleep(build_s)
+        return make_seed(agent_id)
 
     manager = _make_manager(config, clock)
     latencies: list[float] = []
@@ -283,19 +321,26 @@ async def _run(
     failed = 0
     step = max(1, config.requests // 100)
     peak = 0
+    returning = returning_hits = 0
+    sizes = 0
     other_requests = other_hits = window_requests = window_hits = 0
     window = range(config.requests // 2, config.requests // 2 + WINDOW)  # request numbers
 
-    async def request(agent_id: str, *, counted: bool = True, number: int = -1) -> None:
-        nonlocal done, failed, peak, other_requests, other_hits, window_requests, window_hits
+    async def request(agent_id: str, once: bool, number: int = -1, burst: bool = False) -> None:
+        nonlocal done, failed, peak, returning, returning_hits, sizes
+        nonlocal other_requests, other_hits, window_requests, window_hits
         arrived = clock.now_s
-        if counted:  # not the burst's
-            hit = agent_id in manager
+        hit = agent_id in manager  # live on arrival: the lease will hit
+        if not burst:  # the burst's requests are counted apart
+            sizes += manager.size
             other_requests += 1
             other_hits += hit
             if number in window:
                 window_requests += 1
                 window_hits += hit
+        if not once and not burst:
+            returning += 1
+            returning_hits += hit
         try:
             async with manager.lease(agent_id, build=build):
                 latencies.append((clock.now_s - arrived) * 1000)
@@ -303,7 +348,7 @@ async def _run(
                 await asyncio.sleep(hold_s)
         except TimeoutError:
             failed += 1  # the build outlived build_timeout_ms: counted in load_failures
-        if not counted:
+        if burst:
             return
         done += 1
         if progress is not None and (done % step == 0 or done == config.requests):
@@ -326,6 +371,9 @@ async def _run(
                 await manager.on_invalidate(agent_id, versions[agent_id])
 
     await manager.start()
+    for agent_id in popularity[: config.deploy]:  # a deploy warms the cache all at once
+        await manager.shadow_seed(make_seed(agent_id))
+    one_time = itertools.count()
     stop = asyncio.Event()
     changes = asyncio.ensure_future(invalidations(stop))
     tasks: set[asyncio.Task[None]] = set()
@@ -336,7 +384,7 @@ async def _run(
     async def burst() -> None:
         for agent_id in burst_ids:
             await asyncio.sleep(burst_rng.expovariate(config.burst_rate_per_s))
-            task = asyncio.ensure_future(request(agent_id, counted=False))
+            task = asyncio.ensure_future(request(agent_id, False, burst=True))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
@@ -345,10 +393,13 @@ async def _run(
         if n == config.requests // 2 and burst_ids:
             bursting = asyncio.ensure_future(burst())
         await asyncio.sleep(rng.expovariate(config.rate_per_s))
-        rank = bisect.bisect_left(cum_weights, rng.random() * cum_weights[-1])
-        task = asyncio.ensure_future(
-            request(popularity[min(rank, config.agents - 1)], number=n)
-        )
+        if config.one_time_share and rng.random() < config.one_time_share:
+            task = asyncio.ensure_future(request(f"once-{next(one_time):07d}", True, n))
+        else:
+            rank = bisect.bisect_left(cum_weights, rng.random() * cum_weights[-1])
+            task = asyncio.ensure_future(
+                request(popularity[min(rank, config.agents - 1)], False, n)
+            )
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if bursting is not None:
@@ -362,6 +413,7 @@ async def _run(
     await manager.aclose()
     disposals = manager.stats().disposals
     latencies.sort()
+    peak_second, peak_builds = max(builds_per_s.items(), key=lambda kv: kv[1], default=(0, 0))
     return SimulationResult(
         config=config,
         max_entries=manager.max_entries,
@@ -379,12 +431,6 @@ async def _run(
         rebuilds=stats.rebuilds,
         rebuild_failures=stats.rebuild_failures,
         disposals=disposals,
-        quota_evictions=stats.quota_evictions,
-        max_entries_per_user=manager.max_entries_per_user,
-        other_requests=other_requests,
-        other_hits=other_hits,
-        window_requests=window_requests,
-        window_hits=window_hits,
         peak_size=peak,
         p50_ms=_percentile(latencies, 0.50),
         p99_ms=_percentile(latencies, 0.99),
@@ -392,6 +438,20 @@ async def _run(
         virtual_s=virtual_s,
         wall_s=time.perf_counter() - wall,
         removals=dict(stats.removals),
+        idle_ttl_ms=manager.idle_ttl_ms,
+        ttl_jitter=manager.ttl_jitter,
+        idle_expirations=stats.idle_expirations,
+        peak_builds_per_s=peak_builds,
+        peak_builds_second=peak_second,
+        returning_requests=returning,
+        returning_hits=returning_hits,
+        quota_evictions=stats.quota_evictions,
+        max_entries_per_user=manager.max_entries_per_user,
+        other_requests=other_requests,
+        other_hits=other_hits,
+        window_requests=window_requests,
+        window_hits=window_hits,
+        mean_size=sizes / config.requests,
     )
 
 

@@ -118,7 +118,7 @@ async def test_pins_keep_a_user_over_quota_with_a_warning_and_it_shrinks_at_rele
     m.release("a")  # alice's pin goes: she shrinks back to her quota (a is now most recent)
     assert removed == [("b", "quota")]
     assert held(m, "alice") == {"a"} and held(m, "bob") == {"x"}
-    assert not m._over_capacity and not m._over_quota  # the common release is fast again
+    assert not m._slow_release and not m._over_quota  # the common release is fast again
     assert_stats(m, quota_evictions=1, evictions=0, pinned=0, size=2)
 
 
@@ -161,7 +161,7 @@ async def test_an_over_quota_user_whose_entries_leave_otherwise_is_forgotten(
     assert m._over_quota == {"u"}
     assert await m.evict("b")
     m.release("a")
-    assert not m._over_quota and not m._over_capacity
+    assert not m._over_quota and not m._slow_release
     assert held(m, "u") == {"a"}
 
 
