@@ -28,6 +28,7 @@ from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings,
 from snak_runtime.invalidation import (
     MAX_PAYLOAD_BYTES,
     DropReason,
+    InvalidationPublisher,
     InvalidationSettings,
     InvalidationSubscriber,
     encode_message,
@@ -180,6 +181,28 @@ async def test_publish_helper_accepts_url_settings_or_environment(
     monkeypatch.delenv("REDIS_URL")
     with pytest.raises(RuntimeError, match="REDIS_URL"):
         await publish_invalidation("x", 4)
+
+
+async def test_publisher_constructors(redis_server: RedisServer, client: Redis) -> None:
+    manager = make_manager()
+    async with subscribed(manager, redis_server.url) as sub:
+        async with InvalidationPublisher.from_url(redis_server.url) as by_url:
+            assert by_url.channel == CHANNEL
+            assert await by_url.publish("x", 1) == 1
+            assert await by_url.publish("x", 2, "cfg_updated") == 1
+        settings = InvalidationSettings.for_url(redis_server.url, channel="other")
+        async with InvalidationPublisher.from_settings(settings) as by_settings:
+            assert by_settings.channel == "other"
+            assert await by_settings.publish("x", 3) == 0  # nobody listens there
+        async with InvalidationPublisher.from_client(client) as by_client:
+            assert await by_client.publish("x", 4, "cfg_deleted") == 1
+            with pytest.raises(ValueError, match="agent_id"):
+                await by_client.publish("", 5)
+        assert await client.ping()  # the caller's client is left open
+        await wait_until(lambda: sub.stats().applied == 3, what="3 applied")
+    await manager.aclose()
+    with pytest.raises(RuntimeError, match="REDIS_URL"):
+        InvalidationPublisher.from_settings(InvalidationSettings())
 
 
 async def test_custom_channel_from_environment(
@@ -477,10 +500,19 @@ class Worker:
         self.log = log
 
     @classmethod
-    async def spawn(cls, name: str, url: str, store: Path, agents: list[str]) -> Worker:
+    async def spawn(
+        cls,
+        name: str,
+        url: str,
+        store: Path,
+        agents: list[str],
+        *extra_args: str,
+        extra_env: dict[str, str] | None = None,
+    ) -> Worker:
         env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_")}
         env.pop("AGENT_CFG_INVALIDATE_CHANNEL", None)
         env["REDIS_URL"] = url
+        env.update(extra_env or {})
         log = store.parent / f"{name}.log"
         with log.open("wb") as stderr:
             proc = await asyncio.create_subprocess_exec(
@@ -492,6 +524,7 @@ class Worker:
                 str(store),
                 "--agents",
                 ",".join(agents),
+                *extra_args,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,
@@ -528,9 +561,19 @@ class Worker:
 
 @asynccontextmanager
 async def spawn_fleet(
-    n: int, url: str, store: Path, agents: list[str]
+    n: int,
+    url: str,
+    store: Path,
+    agents: list[str],
+    *extra_args: str,
+    extra_env: dict[str, str] | None = None,
 ) -> AsyncIterator[list[Worker]]:
-    workers = await asyncio.gather(*(Worker.spawn(f"w{i}", url, store, agents) for i in range(n)))
+    workers = await asyncio.gather(
+        *(
+            Worker.spawn(f"w{i}", url, store, agents, *extra_args, extra_env=extra_env)
+            for i in range(n)
+        )
+    )
     try:
         await asyncio.gather(*(w.read("ready") for w in workers))
         yield list(workers)

@@ -1,0 +1,48 @@
+"""The subscriber's counters, as one frozen snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import final
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class InvalidationStats:
+    """A snapshot of the subscriber's counters.
+
+    ``received``: payloads handed to the dispatcher (valid or not); ``applied``: messages whose
+    ``on_invalidate``/``evict`` returned; ``failures``: those that raised (a failed rebuild
+    already evicted the entry); ``dropped``: invalid payloads by ``DropReason`` value;
+    ``unknown_events``: valid messages with an unknown ``event`` (evicted);
+    ``reconnects``: subscriptions established after a lost connection or a failed attempt;
+    ``resyncs``: resyncs after those (a version check, or evicting everything);
+    ``resync_evictions``: entries removed with cause ``resync`` (by resyncs and reconciliations).
+
+    The version check (with a version source): ``version_checked`` agents compared,
+    ``version_repaired`` of them found stale, deleted or unusable and repaired,
+    ``version_unusable`` values that were not versions, ``version_source_failures`` source calls
+    that raised, timed out or returned no mapping, ``reconciliations`` periodic checks completed.
+    """
+
+    received: int = 0
+    applied: int = 0
+    failures: int = 0
+    unknown_events: int = 0
+    reconnects: int = 0
+    resyncs: int = 0
+    resync_evictions: int = 0
+    version_checked: int = 0
+    version_repaired: int = 0
+    version_unusable: int = 0
+    version_source_failures: int = 0
+    reconciliations: int = 0
+    connected: bool = False
+    pending: int = 0
+    dropped: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())

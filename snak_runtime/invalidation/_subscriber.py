@@ -1,0 +1,395 @@
+"""The subscriber: one connection's life (subscribe, resync, receive, notice loss, back off)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any, Final, final
+
+from .._errors import RuntimeManagerClosed
+from .._stats import RemovalCause
+from ._client import close_quietly, make_client, redis_errors, require_redis
+from ._dispatch import InvalidationTarget, _Dispatcher, _Inbox
+from ._settings import InvalidationSettings, RedisEndpoint
+from ._stats import InvalidationStats
+from ._versions import (
+    VersionCheck,
+    VersionSource,
+    VersionSourceFailed,
+    resolve_timings,
+    resync_hooks,
+)
+from ._wire import Dropped, InvalidationMessage, backoff_ms
+
+logger = logging.getLogger(__name__)
+
+# The longest one get_message() waits before the loop checks its deadlines again.
+_POLL_S: Final = 1.0
+
+
+@final
+class _Liveness:
+    """Our own liveness check: a silent server is PINGed, and must answer in time.
+
+    A server that stops answering (a frozen process, a half-open TCP connection) keeps the
+    connection open; without this the process would stay deaf without knowing.
+    """
+
+    def __init__(self, interval_s: float, now: float) -> None:
+        self._interval_s = interval_s
+        self._quiet_until = now + interval_s  # silence after this: PING
+        self._pong_by: float | None = None
+
+    def heard(self, now: float) -> None:
+        """Anything arrived: the server is alive."""
+        self._quiet_until, self._pong_by = now + self._interval_s, None
+
+    def ping_due(self, now: float) -> bool:
+        """Silent for a whole interval; raises ``TimeoutError`` if a PING went unanswered."""
+        if self._pong_by is not None:
+            if now > self._pong_by:
+                raise TimeoutError(f"no reply to PING within {self._interval_s}s")
+            return False
+        if now < self._quiet_until:
+            return False
+        self._pong_by = now + self._interval_s
+        return True
+
+
+# departure: the original's subscriber neither reconnected nor resynced after an outage.
+@final
+class InvalidationSubscriber:
+    """Listens on the invalidation channel and applies each message to one manager.
+
+    ``await start()`` never raises for an unreachable Redis: it logs a WARNING and retries in
+    the background with capped exponential backoff and jitter. After every subscription that
+    follows a lost connection or a failed attempt it resyncs, because pub/sub drops what was
+    published meanwhile (the seed's subscriber did neither): with a ``version_source``, only
+    the entries whose version changed or that were deleted are repaired; without one, or when
+    the source fails, every cached entry is evicted. With a source, the same check also runs
+    every ``reconcile_interval_ms`` while connected, catching publishes that never happened.
+    ``await stop()`` is clean at any point, also mid-reconnect. ``start()`` raises
+    ``ImportError`` when the ``redis`` extra is missing.
+    """
+
+    def __init__(
+        self,
+        manager: InvalidationTarget,
+        source: InvalidationSettings | str | None = None,
+        *,
+        channel: str | None = None,
+        backoff_base_ms: int = 100,
+        backoff_cap_ms: int = 5_000,
+        connect_timeout_ms: int = 2_000,
+        health_check_interval_s: float = 10.0,
+        rng: Callable[[], float] = random.random,
+        version_source: VersionSource | None = None,
+        version_source_timeout_ms: int | None = None,
+        reconcile_interval_ms: int | None = None,
+    ) -> None:
+        if source is None:
+            settings = InvalidationSettings()
+        elif isinstance(source, str):
+            settings = InvalidationSettings.for_url(source)
+        else:
+            settings = source
+        self._endpoint = settings.endpoint()
+        self._channel = channel or settings.channel
+        backoff_ms(0, base_ms=backoff_base_ms, cap_ms=backoff_cap_ms)  # validates both
+        self._backoff_base_ms = backoff_base_ms
+        self._backoff_cap_ms = backoff_cap_ms
+        self._connect_timeout_s = connect_timeout_ms / 1000
+        if health_check_interval_s <= 0:
+            raise ValueError(f"health_check_interval_s must be > 0, got {health_check_interval_s}")
+        self._health_s = health_check_interval_s
+        self._rng = rng
+        self._manager = manager
+        self._dispatcher = _Dispatcher(manager)
+        self._inbox = _Inbox(self._dispatcher)
+        timings = resolve_timings(
+            settings,
+            has_source=version_source is not None,
+            source_timeout_ms=version_source_timeout_ms,
+            reconcile_interval_ms=reconcile_interval_ms,
+        )
+        self._reconcile_s = timings.reconcile_interval_ms / 1000
+        self._hooks = resync_hooks(manager)
+        self._check: VersionCheck | None = None
+        if version_source is not None:
+            if self._hooks is None:
+                raise TypeError("version_source needs an AgentRuntimeManager as the target")
+            self._check = VersionCheck(
+                self._hooks, version_source, timings.source_timeout_ms, self._dispatcher.submit_work
+            )
+        self._task: asyncio.Task[None] | None = None
+        self._reconciler: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()  # subscribed (and resynced) right now
+        self._settled = asyncio.Event()  # the first attempt succeeded or failed: start() returns
+        # Something may have been published that we did not hear (a lost connection, a failed
+        # attempt, a stop): the next subscription resyncs. Not for the very first one.
+        self._resync_due = False
+        self._reconnects = 0
+        self._resyncs = 0
+        self._resync_evictions = 0  # by evicting everything (the version check counts its own)
+        self._reconciliations = 0
+
+    @property
+    def channel(self) -> str:
+        return self._channel
+
+    @property
+    def endpoint(self) -> RedisEndpoint:
+        return self._endpoint
+
+    @property
+    def connected(self) -> bool:
+        """Subscribed right now (and resynced, if this followed an outage)."""
+        return self._connected.is_set()
+
+    async def start(self) -> None:
+        """Start listening; returns once subscribed or after the first failed attempt.
+
+        Never raises for connection problems. A second call is a no-op.
+        """
+        if self._task is not None:
+            return
+        require_redis()  # a missing extra fails here, loudly, not in the background task
+        self._task = asyncio.get_running_loop().create_task(
+            self._listen(), name=f"snak-invalidation:{self._channel}"
+        )
+        self._task.add_done_callback(_log_if_died)
+        if self._reconcile_s > 0:
+            self._reconciler = asyncio.get_running_loop().create_task(
+                self._reconcile_forever(), name=f"snak-invalidation-reconcile:{self._channel}"
+            )
+            self._reconciler.add_done_callback(_log_if_died)
+        # Bounded even if the server accepts connections but never answers.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._connect_timeout_s * 3):
+                await self._settled.wait()
+
+    async def stop(self) -> None:
+        """Stop listening, close the connection and cancel queued work. Idempotent."""
+        task, self._task = self._task, None
+        reconciler, self._reconciler = self._reconciler, None
+        if reconciler is not None:
+            reconciler.cancel()
+            await asyncio.gather(reconciler, return_exceptions=True)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            self._resync_due = True  # deaf from now on: a later start() must resync
+        self._connected.clear()
+        await self._dispatcher.aclose()
+        if self._check is not None:
+            self._check.forget_repairs()
+
+    async def __aenter__(self) -> InvalidationSubscriber:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def wait_connected(self) -> None:
+        """Wait until subscribed (use under ``asyncio.timeout``)."""
+        await self._connected.wait()
+
+    def submit(self, data: bytes | str) -> InvalidationMessage | Dropped:
+        """Apply one payload as if it had arrived on the channel (also for other transports)."""
+        return self._inbox.accept(data)
+
+    async def drain(self) -> None:
+        """Wait until every message received so far has been applied."""
+        await self._dispatcher.drain()
+
+    def stats(self) -> InvalidationStats:
+        inbox, dispatcher, check = self._inbox, self._dispatcher, self._check
+        return InvalidationStats(
+            received=inbox.received,
+            applied=dispatcher.applied,
+            failures=dispatcher.failures,
+            unknown_events=inbox.unknown_events,
+            reconnects=self._reconnects,
+            resyncs=self._resyncs,
+            resync_evictions=self._resync_evictions + (check.evictions if check else 0),
+            version_checked=check.checked if check else 0,
+            version_repaired=check.repaired if check else 0,
+            version_unusable=check.unusable if check else 0,
+            version_source_failures=check.source_failures if check else 0,
+            reconciliations=self._reconciliations,
+            connected=self.connected,
+            pending=dispatcher.pending,
+            dropped=MappingProxyType(dict(inbox.dropped)),
+        )
+
+    # --- the connection loop -----------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """Connect, subscribe, resync if due, receive until the connection fails; back off."""
+        errors = redis_errors()
+        where = self._endpoint.describe()
+        failed = 0  # attempts failed since the last subscription: the backoff exponent
+        while True:
+            client = make_client(self._endpoint, timeout_s=self._connect_timeout_s)
+            pubsub = client.pubsub()
+            try:
+                await self._subscribe(pubsub)
+                await self._on_subscribed(where, failed)
+                failed = 0
+                await self._receive(pubsub)
+            except errors as exc:
+                self._on_lost(where, failed, exc)
+            except Exception:
+                # A bug in a parser or client must not end invalidation for the process.
+                self._on_lost(where, failed, None)
+                logger.exception("invalidation subscriber: unexpected error on %s", where)
+            finally:
+                await close_quietly(pubsub, client)
+            self._settled.set()
+            delay = backoff_ms(
+                failed, base_ms=self._backoff_base_ms, cap_ms=self._backoff_cap_ms, rng=self._rng
+            )
+            failed += 1
+            await asyncio.sleep(delay / 1000)
+
+    async def _subscribe(self, pubsub: Any) -> None:
+        """Subscribe and wait for the server's confirmation; ``TimeoutError`` without one."""
+        limit_s = self._connect_timeout_s * 2
+        async with asyncio.timeout(limit_s):
+            await pubsub.subscribe(self._channel)
+        loop = asyncio.get_running_loop()
+        confirm_by = loop.time() + limit_s
+        while loop.time() <= confirm_by:
+            message = await pubsub.get_message(timeout=min(_POLL_S, self._health_s))
+            if message is None:
+                continue
+            if message["type"] == "subscribe":
+                return
+            if message["type"] == "message":
+                self._inbox.accept(message["data"])
+        raise TimeoutError(f"no subscribe confirmation within {limit_s}s")
+
+    async def _receive(self, pubsub: Any) -> None:
+        """Hand messages to the inbox until the connection fails (raises) or is cancelled."""
+        loop = asyncio.get_running_loop()
+        liveness = _Liveness(self._health_s, loop.time())
+        while True:
+            if liveness.ping_due(loop.time()):
+                await pubsub.ping()
+            message = await pubsub.get_message(timeout=min(_POLL_S, self._health_s))
+            if message is None:
+                continue
+            liveness.heard(loop.time())
+            if message["type"] == "message":
+                self._inbox.accept(message["data"])
+
+    async def _on_subscribed(self, where: str, failed: int) -> None:
+        # Subscribed before resyncing: anything published from here on is in our socket, so
+        # nothing falls between the resync and the first message.
+        if self._resync_due:
+            self._reconnects += 1
+            logger.info(
+                "invalidation subscriber: reconnected to %s after %d attempt(s); resyncing",
+                where,
+                failed,
+            )
+            try:
+                await self._resync()
+            except RuntimeManagerClosed:
+                logger.debug("invalidation subscriber: no resync, the manager is closed")
+            self._resync_due = False
+        else:
+            logger.info("invalidation subscriber: listening on %s channel %r", where, self._channel)
+        self._connected.set()
+        self._settled.set()
+
+    async def _resync(self) -> None:
+        """Repair what may have been missed: by version with a source, else evict everything."""
+        if self._check is not None:
+            try:
+                repairs = await self._check.run()
+            except VersionSourceFailed as exc:
+                logger.warning(
+                    "invalidation subscriber: the version source failed after the reconnect "
+                    "(%s); evicting every cached runtime (cause resync)",
+                    exc,
+                )
+            else:
+                self._resyncs += 1
+                logger.info("invalidation subscriber: resync queued %d repair(s)", repairs)
+                return
+        else:
+            logger.warning(
+                "invalidation subscriber: no version source, so every cached runtime may be "
+                "stale after the reconnect; evicting them all (cause resync)"
+            )
+        if self._hooks is not None:
+            removed = await self._hooks._evict_all(RemovalCause.RESYNC)
+        else:  # a target of the user's own: its evict_all() is all we know
+            removed = await self._manager.evict_all()
+        self._resync_evictions += removed
+        self._resyncs += 1
+        logger.info("invalidation subscriber: resync evicted %d runtime(s)", removed)
+
+    async def _reconcile_forever(self) -> None:
+        """While connected, repeat the version check: catches publishes that never happened.
+
+        A failing source is counted and retried at the next interval; it never empties the
+        cache (only a reconnect falls back to evicting everything).
+        """
+        assert self._check is not None
+        while True:
+            await asyncio.sleep(self._reconcile_s)
+            if not self.connected:
+                continue  # the reconnect's resync will do it
+            try:
+                repairs = await self._check.run()
+            except VersionSourceFailed as exc:
+                logger.warning(
+                    "invalidation subscriber: reconciliation failed, the version source %s; "
+                    "cache kept, retrying in %.0f ms",
+                    exc,
+                    self._reconcile_s * 1000,
+                )
+                continue
+            except RuntimeManagerClosed:
+                return
+            except Exception:  # a bug must not end reconciliation for the process
+                logger.exception("invalidation subscriber: reconciliation failed")
+                continue
+            self._reconciliations += 1
+            if repairs:
+                logger.info("invalidation subscriber: reconciliation queued %d repair(s)", repairs)
+
+    def _on_lost(self, where: str, failed: int, exc: BaseException | None) -> None:
+        was_connected = self.connected
+        self._connected.clear()
+        self._resync_due = True
+        if exc is None:
+            return
+        if was_connected or failed == 0:
+            logger.warning(
+                "invalidation subscriber: %s on %s (%s: %s); cached runtimes may go "
+                "stale until it reconnects, retrying in the background",
+                "connection lost" if was_connected else "cannot connect",
+                where,
+                type(exc).__name__,
+                exc,
+            )
+        else:
+            logger.debug("invalidation subscriber: retry %d failed: %r", failed, exc)
+
+
+def _log_if_died(task: asyncio.Task[None]) -> None:
+    """The listener only ends when cancelled; anything else leaves the process deaf: say so."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.error(
+            "invalidation subscriber stopped: %r; this process no longer receives invalidations",
+            exc,
+            exc_info=exc,
+        )
