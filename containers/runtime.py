@@ -26,12 +26,15 @@ class RuntimeContainer(DeclarativeContainer):
     guards = providers.Singleton(load_guards, path=settings.provided.guards_config_path)
     clock = providers.Singleton(MonotonicClock)
     disposer = providers.Singleton(DefaultDisposer)
+    # The eviction policy's name: None reads AGENT_RUNTIME_CACHE_EVICTION, else the default.
+    eviction: providers.Object[str | None] = providers.Object(None)
     manager: providers.Singleton[AgentRuntimeManager[Any, Any]] = providers.Singleton(
         AgentRuntimeManager,
         guards=guards,
         settings=settings,
         clock=clock,
         disposer=disposer,
+        eviction=eviction,
     )
     lifespan = providers.Resource(run_manager, manager=manager)
 

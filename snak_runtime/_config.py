@@ -19,6 +19,7 @@ MAX_ENTRIES_VAR = "AGENT_RUNTIME_CACHE_MAX_ENTRIES"
 TTL_MS_VAR = "AGENT_RUNTIME_CACHE_TTL_MS"
 TTL_SECONDS_VAR = "AGENT_RUNTIME_CACHE_TTL_SECONDS"
 GUARDS_PATH_VAR = "GUARDS_CONFIG_PATH"
+EVICTION_VAR = "AGENT_RUNTIME_CACHE_EVICTION"
 
 _MAX_ENTRIES_KEY = "agent_runtime.cache.max_entries"
 _MAX_TTL_KEY = "agent_runtime.cache.max_ttl_ms"
@@ -161,6 +162,7 @@ class RuntimeCacheSettings(BaseSettings):
     ttl_ms: str | None = Field(default=None, validation_alias=TTL_MS_VAR)
     ttl_seconds: str | None = Field(default=None, validation_alias=TTL_SECONDS_VAR)
     guards_config_path: str | None = Field(default=None, validation_alias=GUARDS_PATH_VAR)
+    eviction: str | None = Field(default=None, validation_alias=EVICTION_VAR)
 
     @classmethod
     def settings_customise_sources(

@@ -17,12 +17,18 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar, final
 
 from ._clock import Clock, MonotonicClock
-from ._config import GuardConfig, ResolvedLimits, RuntimeCacheSettings, resolve_limits
+from ._config import (
+    EVICTION_VAR,
+    GuardConfig,
+    ResolvedLimits,
+    RuntimeCacheSettings,
+    resolve_limits,
+)
 from ._core import RemovalListener
 from ._disposal import DefaultDisposer, Disposer, _Disposals
 from ._keyed import _KeyedTurns
 from ._lifecycle import _UNBOUND
-from ._policies import make_policy
+from ._policies import make_policy, resolve_eviction
 from ._reads import _SlowReads
 from ._seed import AcquiredRuntime, Build, RuntimeLease
 from ._stats import CacheStats, _StatsCounter
@@ -61,6 +67,7 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         build_timeout_ms: int = 30_000,
         sweep_interval_ms: int = 1_000,
         dispose_timeout_ms: int = 10_000,
+        eviction: str | None = None,
     ) -> None:
         for name, value in (
             ("build_timeout_ms", build_timeout_ms),
@@ -70,9 +77,9 @@ class AgentRuntimeManager(_SlowReads[R, A]):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self._guards = guards if guards is not None else GuardConfig()
-        self._limits = resolve_limits(
-            self._guards, settings if settings is not None else RuntimeCacheSettings()
-        )
+        settings = settings if settings is not None else RuntimeCacheSettings()
+        self._limits = resolve_limits(self._guards, settings)
+        self._eviction = resolve_eviction(eviction, EVICTION_VAR, settings.eviction)
         self._max_entries = self._limits.max_entries
         self._default_ttl_ms = self._limits.default_ttl_ms
         self._clock: Clock = clock if clock is not None else MonotonicClock()
@@ -90,7 +97,7 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self._dispose_timeout_s = dispose_timeout_ms / 1000
 
         self._store: _Store[R, A] = _Store(
-            self._removed, self._orphaned, make_policy("lru", self._max_entries)
+            self._removed, self._orphaned, make_policy(self._eviction, self._max_entries)
         )
         self._current = self._store.current  # hot path aliases
         self._recency = self._store.recency  # the policy's order, for tests: never written here
@@ -136,6 +143,12 @@ class AgentRuntimeManager(_SlowReads[R, A]):
     @property
     def guards(self) -> GuardConfig:
         return self._guards
+
+    @property
+    def eviction(self) -> str:
+        """The eviction policy's name (keyword, else AGENT_RUNTIME_CACHE_EVICTION, else the
+        default: ``"cost-aware"``; ``"lru"`` is the original's order)."""
+        return self._eviction
 
     @property
     def limits(self) -> ResolvedLimits:

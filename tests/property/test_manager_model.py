@@ -4,6 +4,11 @@ The model follows the contract directly (a dict of current generations, a list o
 detached pinned ones, an ordered dict of idle ids for recency) and is compared with the
 manager after every step: what reads return, the idle LRU order, pins, removals with
 their causes, and exactly which agents were disposed.
+
+With ``eviction="lru"`` the model predicts every capacity victim (the least recently used
+idle entry). With any other policy it checks the capacity rules instead: each victim the
+manager reports was idle and not the entry just installed, the manager evicts exactly
+when the model is above capacity with such an entry left, and never otherwise.
 """
 
 from __future__ import annotations
@@ -87,6 +92,9 @@ class Model:
     holders: Counter[int] = field(default_factory=Counter)  # id(agent) -> unfinished gens
     orphaned: list[Agent] = field(default_factory=list)
     removals: list[tuple[str, str]] = field(default_factory=list)
+    # None: LRU, the model picks victims. Else the manager's capacity victims, in order,
+    # not yet matched by the model (which checks each one against the rules).
+    victims: list[str] | None = None
 
     def expired(self, gen: MGen) -> bool:
         return self.now >= gen.expires_at
@@ -146,10 +154,19 @@ class Model:
 
     def trim(self, keep: str | None) -> None:
         while len(self.current) > MAX_ENTRIES:
-            head = next(iter(self.idle), None)
-            if head is None or head == keep:
+            if self.victims is None:
+                head = next(iter(self.idle), None)
+                if head is None or head == keep:
+                    return
+                self.detach(self.current[head], "capacity")
+                continue
+            candidates = [k for k in self.idle if k != keep]
+            if not candidates:
                 return
-            self.detach(self.current[head], "capacity")
+            assert self.victims, "the manager stayed above capacity with idle entries left"
+            victim = self.victims.pop(0)
+            assert victim in candidates, f"{victim!r} evicted: pinned or just installed"
+            self.detach(self.current[victim], "capacity")
 
     def pin(self, gen: MGen, *, leased: bool) -> None:
         if gen.pins == 0:
@@ -203,6 +220,7 @@ class OpenLease:
 
 class ManagerMachine(RuleBasedStateMachine):
     leases = Bundle("leases")
+    eviction = "lru"
 
     def __init__(self) -> None:
         super().__init__()
@@ -210,7 +228,7 @@ class ManagerMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.disposed: list[Agent] = []
         self.removals: list[tuple[str, str]] = []
-        self.model = Model()
+        self.model = Model(victims=None if self.eviction == "lru" else [])
         self.serial = itertools.count()
         self.closed = False
         self.rebuild_plan: tuple[Any, ...] = ("none",)
@@ -228,10 +246,16 @@ class ManagerMachine(RuleBasedStateMachine):
             settings=RuntimeCacheSettings(),
             clock=self.clock,
             disposer=Disposer(),
+            eviction=self.eviction,
         )
-        self.manager.on_removal(lambda agent_id, cause: self.removals.append((agent_id, cause)))
+        self.manager.on_removal(self.on_removal)
 
     # ----------------------------------------------------------------- helpers
+
+    def on_removal(self, agent_id: str, cause: str) -> None:
+        self.removals.append((agent_id, cause))
+        if cause == "capacity" and self.model.victims is not None:
+            self.model.victims.append(agent_id)
 
     def run(self, coro: Any) -> Any:
         try:
@@ -539,7 +563,11 @@ class ManagerMachine(RuleBasedStateMachine):
         assert stats.pinned == m.pinned >= 0
         store = self.manager._store
         idle = [k for k in store.recency if not store.current[k].pins]
-        assert idle == list(m.idle), "recency order differs"
+        if m.victims is None:
+            assert idle == list(m.idle), "recency order differs"
+        else:
+            assert sorted(idle) == sorted(m.idle), "idle entries differ"
+            assert m.victims == [], f"evicted {m.victims} while not above capacity"
         assert Counter(self.removals) == Counter(m.removals)
 
     @invariant()
@@ -590,3 +618,18 @@ ManagerMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestManagerModel = ManagerMachine.TestCase
+
+
+class CostAwareMachine(ManagerMachine):
+    """The same operations with the cost-aware policy: the capacity rules, not an order."""
+
+    eviction = "cost-aware"
+
+
+CostAwareMachine.TestCase.settings = settings(
+    max_examples=500,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestManagerModelCostAware = CostAwareMachine.TestCase

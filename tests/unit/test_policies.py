@@ -29,10 +29,10 @@ def gen(agent_id: str) -> Gen:
 
 
 def test_registry_names_lru_and_refuses_unknown_names() -> None:
-    assert POLICY_NAMES == ("lru",)
+    assert POLICY_NAMES == ("lru", "cost-aware")
     policy = make_policy("lru", 8)
     assert isinstance(policy, LruPolicy) and policy.capacity == 8
-    with pytest.raises(ValueError, match="unknown eviction policy 'lfu'; known: lru"):
+    with pytest.raises(ValueError, match="unknown eviction policy 'lfu'; known: lru, cost-aware"):
         make_policy("lfu", 8)
 
 
