@@ -7,6 +7,10 @@ arrivals, TTLs and the sweeper all run on a virtual clock: the event loop jumps 
 to its next timer instead of sleeping, and the manager's clock reads the same virtual
 time. So a run of hours of traffic takes seconds, latencies are virtual milliseconds
 (time spent waiting for builds; a hit costs 0), and the manager code is the real one.
+
+``trace`` replays recorded requests instead of the Zipf workload (``_trace.py``), and
+``eviction`` picks the eviction policy, so an operator compares policies and cache sizes on
+their own traffic.
 """
 
 from __future__ import annotations
@@ -19,14 +23,23 @@ import math
 import random
 import selectors
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, final
 
 from ._config import GuardConfig, RuntimeCacheSettings
+from ._errors import RuntimeNotCached
 from ._manager import AgentRuntimeManager
+from ._policies import POLICY_NAMES
 from ._seed import RuntimeSeed
-from ._simulate_params import DEFAULT_BUILD_TIMEOUT_MS, PARAMETERS, validate
+from ._simulate_params import (
+    DEFAULT_BUILD_TIMEOUT_MS,
+    MAX_SPAN_S,
+    PARAMETERS,
+    SimulationConfigError,
+    validate,
+)
+from ._trace import TraceRequest
 
 ProgressCallback = Callable[[int, int], None]
 """``progress(done, total)``: called as requests complete (about 100 times a run)."""
@@ -42,6 +55,10 @@ class SimulationConfig:
     Every number is checked against ``PARAMETERS`` (``SimulationConfigError``, a
     ``ValueError`` naming the field), and so is the run as a whole: its span of virtual
     time and its expected invalidations are capped, so any accepted workload finishes.
+
+    ``eviction`` None is the manager's resolution (``AGENT_RUNTIME_CACHE_EVICTION`` or the
+    default policy). With ``trace``, its requests replace ``agents``, ``zipf_s`` and
+    ``requests``; ``rate_per_s`` paces the requests that carry no timestamp.
     """
 
     agents: int = 1_000
@@ -56,9 +73,29 @@ class SimulationConfig:
     build_timeout_ms: int | None = None
     seed: int = 1
     guards: GuardConfig | None = None
+    eviction: str | None = None
+    trace: tuple[TraceRequest, ...] | None = None
 
     def __post_init__(self) -> None:
-        validate({name: getattr(self, name) for name in PARAMETERS})
+        values = {name: getattr(self, name) for name in PARAMETERS}
+        if self.trace is not None:
+            if not self.trace:
+                raise ValueError("trace: no requests")
+            values["requests"] = len(self.trace)
+            stamps = [r.at_ms for r in self.trace if r.at_ms is not None]
+            if stamps and (stamps[-1] - stamps[0]) / 1000 > MAX_SPAN_S:
+                raise SimulationConfigError(
+                    ("requests",), f"the trace spans more than {MAX_SPAN_S:,} s of time")
+        validate(values)
+        if self.eviction is not None and self.eviction not in POLICY_NAMES:
+            raise ValueError(
+                f"eviction: unknown eviction policy {self.eviction!r}; "
+                f"known: {', '.join(POLICY_NAMES)}"
+            )
+
+    @property
+    def request_count(self) -> int:
+        return len(self.trace) if self.trace is not None else self.requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +128,8 @@ class SimulationResult:
     virtual_s: float
     wall_s: float
     removals: Mapping[str, int] = field(default_factory=dict)
+    denied: int = 0  # trace requests by a user who does not own the cached agent
+    eviction: str = ""  # the policy the manager used
 
     @property
     def hit_rate(self) -> float:
@@ -187,7 +226,9 @@ def _make_manager(
     timeout_ms = config.build_timeout_ms or DEFAULT_BUILD_TIMEOUT_MS
     if config.max_entries is None and config.ttl_ms is None:
         # The embedded default: guards + environment, as `config` resolves them.
-        return AgentRuntimeManager(guards=base, clock=clock, build_timeout_ms=timeout_ms)
+        return AgentRuntimeManager(
+            guards=base, clock=clock, build_timeout_ms=timeout_ms, eviction=config.eviction
+        )
     env = RuntimeCacheSettings()
     max_entries = config.max_entries
     ttl_ms = config.ttl_ms
@@ -202,7 +243,8 @@ def _make_manager(
         ttl_seconds=env.ttl_seconds,
     )
     return AgentRuntimeManager(
-        guards=guards, settings=settings, clock=clock, build_timeout_ms=timeout_ms
+        guards=guards, settings=settings, clock=clock, build_timeout_ms=timeout_ms,
+        eviction=config.eviction,
     )
 
 
@@ -210,7 +252,10 @@ async def _run(
     config: SimulationConfig, clock: _VirtualTime, progress: ProgressCallback | None
 ) -> SimulationResult:
     rng = random.Random(config.seed)
-    agent_ids = [f"agent-{i:05d}" for i in range(config.agents)]
+    if config.trace is not None:
+        agent_ids = list(dict.fromkeys(r.agent_id for r in config.trace))
+    else:
+        agent_ids = [f"agent-{i:05d}" for i in range(config.agents)]
     popularity = list(agent_ids)
     rng.shuffle(popularity)  # rank r is a random id
     cum_weights = list(
@@ -220,38 +265,51 @@ async def _run(
     build_s = config.build_ms / 1000
     hold_s = config.hold_ms / 1000
 
-    async def build(agent_id: str) -> RuntimeSeed[str, _SimAgent]:
+    async def build(agent_id: str, owner: str = "user") -> RuntimeSeed[str, _SimAgent]:
         await asyncio.sleep(build_s)
         version = versions[agent_id]
 
         async def rebuild() -> RuntimeSeed[str, _SimAgent]:
-            return await build(agent_id)
+            return await build(agent_id, owner)
 
         return RuntimeSeed(
-            agent_id=agent_id, user_id="user", cfg_version=version,
+            agent_id=agent_id, user_id=owner, cfg_version=version,
             runtime=f"{agent_id}@v{version}", rebuild=rebuild, agent=_SimAgent(),
         )
+
+    def build_for(owner: str | None) -> Callable[[str], Any]:
+        if owner is None:
+            return build
+
+        async def owned(agent_id: str) -> RuntimeSeed[str, _SimAgent]:
+            return await build(agent_id, owner)
+
+        return owned
 
     manager = _make_manager(config, clock)
     latencies: list[float] = []
     done = 0
     failed = 0
-    step = max(1, config.requests // 100)
+    denied = 0
+    total = config.request_count
+    step = max(1, total // 100)
     peak = 0
 
-    async def request(agent_id: str) -> None:
-        nonlocal done, failed, peak
+    async def request(agent_id: str, user_id: str | None = None) -> None:
+        nonlocal done, failed, denied, peak
         arrived = clock.now_s
         try:
-            async with manager.lease(agent_id, build=build):
+            async with manager.lease(agent_id, user_id=user_id, build=build_for(user_id)):
                 latencies.append((clock.now_s - arrived) * 1000)
                 peak = max(peak, manager.size)
                 await asyncio.sleep(hold_s)
         except TimeoutError:
             failed += 1  # the build outlived build_timeout_ms: counted in load_failures
+        except RuntimeNotCached:
+            denied += 1  # a trace request by a user who does not own the cached agent
         done += 1
-        if progress is not None and (done % step == 0 or done == config.requests):
-            progress(done, config.requests)
+        if progress is not None and (done % step == 0 or done == total):
+            progress(done, total)
 
     async def invalidations(stop: asyncio.Event) -> None:
         rate = config.invalidations_per_s
@@ -275,10 +333,8 @@ async def _run(
     tasks: set[asyncio.Task[None]] = set()
     wall = time.perf_counter()
     started_s = clock.now_s
-    for _ in range(config.requests):
-        await asyncio.sleep(rng.expovariate(config.rate_per_s))
-        rank = bisect.bisect_left(cum_weights, rng.random() * cum_weights[-1])
-        task = asyncio.ensure_future(request(popularity[min(rank, config.agents - 1)]))
+    async for agent_id, user_id in _arrivals(config, rng, popularity, cum_weights, clock):
+        task = asyncio.ensure_future(request(agent_id, user_id))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     while tasks:
@@ -295,7 +351,7 @@ async def _run(
         max_entries=manager.max_entries,
         ttl_ms=manager.default_ttl_ms,
         build_timeout_ms=config.build_timeout_ms or DEFAULT_BUILD_TIMEOUT_MS,
-        requests=config.requests,
+        requests=total,
         failed_requests=failed,
         hits=stats.hits,
         misses=stats.misses,
@@ -314,7 +370,35 @@ async def _run(
         virtual_s=virtual_s,
         wall_s=time.perf_counter() - wall,
         removals=dict(stats.removals),
+        denied=denied,
+        eviction=manager.eviction,
     )
+
+
+async def _arrivals(
+    config: SimulationConfig, rng: random.Random, popularity: list[str],
+    cum_weights: list[float], clock: _VirtualTime,
+) -> AsyncIterator[tuple[str, str | None]]:
+    """Each request when it arrives: Zipf draws at the Poisson rate, or the trace's lines
+    (at their timestamps, relative to the first one; at the Poisson rate without one)."""
+    if config.trace is None:
+        for _ in range(config.requests):
+            await asyncio.sleep(rng.expovariate(config.rate_per_s))
+            rank = bisect.bisect_left(cum_weights, rng.random() * cum_weights[-1])
+            yield popularity[min(rank, config.agents - 1)], None
+        return
+    origin_s = clock.now_s
+    first_ms: int | None = None
+    for request in config.trace:
+        if request.at_ms is None:
+            await asyncio.sleep(rng.expovariate(config.rate_per_s))
+        elif first_ms is None:
+            first_ms, origin_s = request.at_ms, clock.now_s
+        else:
+            wait_s = origin_s + (request.at_ms - first_ms) / 1000 - clock.now_s
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+        yield request.agent_id, request.user_id
 
 
 def simulate(
