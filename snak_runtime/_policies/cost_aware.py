@@ -56,8 +56,8 @@ class CostAwarePolicy(EvictionPolicy):
     name = "cost-aware"
 
     def __init__(self, capacity: int) -> None:
-        super().__init__(capacity)
         capacity = max(1, capacity)
+        super().__init__(capacity)
         self._ring: deque[str] = deque(maxlen=RING * capacity + 64)
         self.touch = self._ring.append
         self._window: OrderedDict[str, Gen] = OrderedDict()  # oldest first
@@ -341,7 +341,7 @@ class CostAwarePolicy(EvictionPolicy):
         if agent_id in b1:
             del b1[agent_id]
             step = max(1.0, len(b2) / max(1, len(b1)))
-            self._window_target = min(self.capacity - 1.0, self._window_target + step)
+            self._window_target = min(max(1.0, self.capacity - 1.0), self._window_target + step)
         elif agent_id in b2:
             del b2[agent_id]
             step = max(1.0, len(b1) / max(1, len(b2)))
