@@ -16,16 +16,19 @@ from threading import get_ident
 from types import TracebackType
 from typing import Any, Generic, TypeVar, final
 
+from . import _operators
 from ._clock import Clock, MonotonicClock
 from ._config import (
     EVICTION_VAR,
     GuardConfig,
+    LimitSettings,
     ResolvedLimits,
-    RuntimeCacheSettings,
+    environment_value,
     resolve_limits,
 )
 from ._core import RemovalListener
 from ._disposal import DefaultDisposer, Disposer, _Disposals
+from ._info import EntryInfo
 from ._keyed import _KeyedTurns
 from ._lifecycle import _UNBOUND
 from ._policies import make_policy, resolve_eviction
@@ -60,26 +63,31 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self,
         *,
         guards: GuardConfig | None = None,
-        settings: RuntimeCacheSettings | None = None,
+        settings: LimitSettings | None = None,
         clock: Clock | None = None,
         disposer: Disposer | None = None,
         logger: logging.Logger | None = None,
-        build_timeout_ms: int = 30_000,
-        sweep_interval_ms: int = 1_000,
-        dispose_timeout_ms: int = 10_000,
+        build_timeout_ms: int | None = None,
+        sweep_interval_ms: int | None = None,
+        dispose_timeout_ms: int | None = None,
         eviction: str | None = None,
     ) -> None:
-        for name, value in (
-            ("build_timeout_ms", build_timeout_ms),
-            ("sweep_interval_ms", sweep_interval_ms),
-            ("dispose_timeout_ms", dispose_timeout_ms),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self._guards = guards if guards is not None else GuardConfig()
-        settings = settings if settings is not None else RuntimeCacheSettings()
-        self._limits = resolve_limits(self._guards, settings)
-        self._eviction = resolve_eviction(eviction, EVICTION_VAR, settings.eviction)
+        # Keyword > environment (settings, else os.environ) > default; a guard caps each.
+        self._limits = resolve_limits(
+            self._guards,
+            settings,
+            build_timeout_ms=build_timeout_ms,
+            sweep_interval_ms=sweep_interval_ms,
+            dispose_timeout_ms=dispose_timeout_ms,
+        )
+        self._eviction = resolve_eviction(
+            eviction,
+            EVICTION_VAR,
+            environment_value(EVICTION_VAR)
+            if settings is None
+            else getattr(settings, "eviction", None),
+        )
         self._max_entries = self._limits.max_entries
         self._default_ttl_ms = self._limits.default_ttl_ms
         self._clock: Clock = clock if clock is not None else MonotonicClock()
@@ -92,9 +100,9 @@ class AgentRuntimeManager(_SlowReads[R, A]):
             self._now, self._ticks_per_ms = self._clock.now_ms, 1
         self._disposer: Disposer = disposer if disposer is not None else DefaultDisposer()
         self._log = logger if logger is not None else logging.getLogger(__name__)
-        self._build_timeout_s = build_timeout_ms / 1000
-        self._sweep_interval_s = sweep_interval_ms / 1000
-        self._dispose_timeout_s = dispose_timeout_ms / 1000
+        self._build_timeout_s = self._limits.build_timeout_ms / 1000
+        self._sweep_interval_s = self._limits.sweep_interval_ms / 1000
+        self._dispose_timeout_s = self._limits.dispose_timeout_ms / 1000
 
         self._store: _Store[R, A] = _Store(
             self._removed, self._orphaned, make_policy(self._eviction, self._max_entries)
@@ -141,14 +149,14 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         return self._default_ttl_ms
 
     @property
-    def guards(self) -> GuardConfig:
-        return self._guards
-
-    @property
     def eviction(self) -> str:
         """The eviction policy's name (keyword, else AGENT_RUNTIME_CACHE_EVICTION, else the
         default: ``"cost-aware"``; ``"lru"`` is the original's order)."""
         return self._eviction
+
+    @property
+    def guards(self) -> GuardConfig:
+        return self._guards
 
     @property
     def limits(self) -> ResolvedLimits:
@@ -178,6 +186,22 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         if gen is None or self._now() >= gen.expires_at:
             return None
         return gen._cfg_version
+
+    def peek(self, agent_id: str) -> EntryInfo | None:
+        """The live entry of ``agent_id`` as a frozen ``EntryInfo``, or None.
+
+        Does not pin, reorder or count a hit (an expired entry is left for the sweeper).
+        Empty or non-string ids raise ``ValueError`` / ``TypeError``.
+        """
+        return _operators.peek(self, agent_id)
+
+    def snapshot(self) -> list[EntryInfo]:
+        """Every live entry as a frozen ``EntryInfo``, next to be evicted first.
+
+        Does not pin, reorder or count a hit. Visits every entry (O(n)): meant for
+        operators and metrics scrapes, never for a request path.
+        """
+        return _operators.snapshot(self)
 
     # departure: the original promised hit/miss metrics in a comment and recorded none.
     def stats(self) -> CacheStats:
@@ -218,6 +242,7 @@ class AgentRuntimeManager(_SlowReads[R, A]):
             gen = await self._acquire_slow(agent_id, user_id)
             return None if gen is None else gen._runtime
         gen.loose_pins += 1  # the plain hit, inline
+        gen.hits += 1
         self._stats.hits += 1
         return gen._runtime
 
@@ -236,6 +261,7 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         ):
             return await self._acquire_slow(agent_id, user_id)
         gen.loose_pins += 1  # the plain hit, inline
+        gen.hits += 1
         self._stats.hits += 1
         return gen
 
@@ -317,6 +343,7 @@ class _LeaseContext(Generic[R, A]):
             gen = await m._lease_enter(agent_id, self._user_id, self._build)
         else:
             gen.lease_pins += 1  # the plain hit, inline
+            gen.hits += 1
             m._stats.hits += 1
         self._gen = gen
         return gen

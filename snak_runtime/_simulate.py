@@ -27,11 +27,12 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, final
 
-from ._config import GuardConfig, RuntimeCacheSettings
+from ._config import GuardConfig
 from ._errors import RuntimeNotCached
 from ._manager import AgentRuntimeManager
 from ._policies import POLICY_NAMES
 from ._seed import RuntimeSeed
+from ._settings import RuntimeCacheSettings
 from ._simulate_params import (
     DEFAULT_BUILD_TIMEOUT_MS,
     MAX_SPAN_S,
