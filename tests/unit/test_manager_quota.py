@@ -44,7 +44,7 @@ async def test_an_install_over_the_quota_evicts_that_users_least_recent_entry(
     make_manager: MakeManager, make_seed: MakeSeed, disposer: RecordingDisposer,
     assert_stats: AssertStats,
 ) -> None:
-    m = make_manager(guards=big(), max_entries_per_user=2)
+    m = make_manager(eviction="lru", guards=big(), max_entries_per_user=2)
     removed = listen(m)
     await m.shadow_seed(make_seed("v1", user_id="v"))  # older than all of u's: never taken
     for agent_id in ("a", "b"):
@@ -60,7 +60,7 @@ async def test_an_install_over_the_quota_evicts_that_users_least_recent_entry(
 async def test_the_victim_is_the_one_the_policy_values_least_releases_count(
     make_manager: MakeManager, make_seed: MakeSeed
 ) -> None:
-    m = make_manager(guards=big(), max_entries_per_user=3)
+    m = make_manager(eviction="lru", guards=big(), max_entries_per_user=3)
     removed = listen(m)
     for agent_id in ("a", "b", "c"):
         await m.shadow_seed(make_seed(agent_id, user_id="u"))
@@ -76,7 +76,7 @@ async def test_the_victim_is_the_one_the_policy_values_least_releases_count(
 async def test_replacing_ones_own_agent_is_not_a_new_entry(
     make_manager: MakeManager, make_seed: MakeSeed, assert_stats: AssertStats
 ) -> None:
-    m = make_manager(guards=big(), max_entries_per_user=2)
+    m = make_manager(eviction="lru", guards=big(), max_entries_per_user=2)
     removed = listen(m)
     await m.shadow_seed(make_seed("a", user_id="u"))
     await m.shadow_seed(make_seed("b", user_id="u"))
@@ -90,7 +90,7 @@ async def test_replacing_ones_own_agent_is_not_a_new_entry(
 async def test_an_agent_moving_to_another_user_counts_for_the_new_owner(
     make_manager: MakeManager, make_seed: MakeSeed
 ) -> None:
-    m = make_manager(guards=big(), max_entries_per_user=1)
+    m = make_manager(eviction="lru", guards=big(), max_entries_per_user=1)
     removed = listen(m)
     await m.shadow_seed(make_seed("a", user_id="u"))
     await m.shadow_seed(make_seed("b", user_id="v"))
@@ -103,7 +103,7 @@ async def test_pins_keep_a_user_over_quota_with_a_warning_and_it_shrinks_at_rele
     make_manager: MakeManager, make_seed: MakeSeed, assert_stats: AssertStats,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    m = make_manager(guards=big(), max_entries_per_user=1)
+    m = make_manager(eviction="lru", guards=big(), max_entries_per_user=1)
     removed = listen(m)
     await m.shadow_seed(make_seed("a", user_id="alice"))
     await m.shadow_seed(make_seed("x", user_id="bob"))
@@ -125,7 +125,7 @@ async def test_pins_keep_a_user_over_quota_with_a_warning_and_it_shrinks_at_rele
 async def test_any_last_release_shrinks_an_over_quota_user_as_capacity_does(
     make_manager: MakeManager, make_seed: MakeSeed
 ) -> None:
-    m = make_manager(guards=big(), max_entries_per_user=1)
+    m = make_manager(eviction="lru", guards=big(), max_entries_per_user=1)
     removed = listen(m)
     await m.shadow_seed(make_seed("a", user_id="alice"))
     await m.shadow_seed(make_seed("x", user_id="bob"))
@@ -142,7 +142,7 @@ async def test_any_last_release_shrinks_an_over_quota_user_as_capacity_does(
 async def test_a_lease_exit_also_shrinks_an_over_quota_user(
     make_manager: MakeManager, make_seed: MakeSeed
 ) -> None:
-    m = make_manager(guards=big(), max_entries_per_user=1)
+    m = make_manager(eviction="lru", guards=big(), max_entries_per_user=1)
     removed = listen(m)
     await m.shadow_seed(make_seed("a", user_id="u"))
     async with m.lease("a"):
@@ -154,7 +154,7 @@ async def test_a_lease_exit_also_shrinks_an_over_quota_user(
 async def test_an_over_quota_user_whose_entries_leave_otherwise_is_forgotten(
     make_manager: MakeManager, make_seed: MakeSeed
 ) -> None:
-    m = make_manager(guards=big(), max_entries_per_user=1)
+    m = make_manager(eviction="lru", guards=big(), max_entries_per_user=1)
     await m.shadow_seed(make_seed("a", user_id="u"))
     assert await m.acquire("a") is not None
     await m.shadow_seed(make_seed("b", user_id="u"))
@@ -168,7 +168,7 @@ async def test_an_over_quota_user_whose_entries_leave_otherwise_is_forgotten(
 async def test_global_capacity_still_holds_with_the_quota_on(
     make_manager: MakeManager, make_seed: MakeSeed, assert_stats: AssertStats
 ) -> None:
-    m = make_manager(max_entries_per_user=2)  # capacity 3
+    m = make_manager(eviction="lru", max_entries_per_user=2)  # capacity 3
     removed = listen(m)
     await m.shadow_seed(make_seed("v1", user_id="v"))
     await m.shadow_seed(make_seed("v2", user_id="v"))
@@ -183,7 +183,7 @@ async def test_global_capacity_still_holds_with_the_quota_on(
 async def test_capacity_order_stays_exact_lru_with_the_quota_on(
     make_manager: MakeManager, make_seed: MakeSeed
 ) -> None:
-    m = make_manager(max_entries_per_user=3)  # capacity 3
+    m = make_manager(eviction="lru", max_entries_per_user=3)  # capacity 3
     removed = listen(m)
     for agent_id, user in (("a", "u"), ("b", "v"), ("c", "w")):
         await m.shadow_seed(make_seed(agent_id, user_id=user))
@@ -198,7 +198,7 @@ async def test_capacity_order_stays_exact_lru_with_the_quota_on(
 async def test_quota_off_by_default_and_the_release_touch_is_unchanged(
     make_manager: MakeManager, make_seed: MakeSeed
 ) -> None:
-    m = make_manager(guards=big())
+    m = make_manager(eviction="lru", guards=big())
     assert m.max_entries_per_user is None
     policy = m._store.policy
     assert m._touch == policy.recency.move_to_end  # type: ignore[attr-defined]
@@ -318,7 +318,7 @@ async def test_the_container_passes_the_quota(fake_clock: FakeClock) -> None:
 async def test_evict_user_and_the_quota_share_one_exact_index(
     make_manager: MakeManager, make_seed: MakeSeed
 ) -> None:
-    m = make_manager(guards=big(), max_entries_per_user=2)
+    m = make_manager(eviction="lru", guards=big(), max_entries_per_user=2)
     for agent_id in ("a", "b", "c"):
         await m.shadow_seed(make_seed(agent_id, user_id="u"))
     await m.shadow_seed(make_seed("x", user_id="v"))

@@ -124,3 +124,19 @@ def test_lru_a_release_the_full_ring_forgot_does_not_strand_a_dropped_entry() ->
     assert policy.victim(None) is a
     assert [g.agent_id for g in policy.order()] == ["a", "b"]
     assert policy.victim_among([b, a], None) is a
+
+
+def test_cost_aware_victim_among_takes_the_least_valued_candidate() -> None:
+    policy = make_policy("cost-aware", 8)
+    hot, cold, pinned = gen("hot"), gen("cold"), gen("pinned")
+    for g in (hot, cold, pinned):
+        policy.inserted(g, None)
+    for _ in range(5):
+        policy.touch("hot")  # released often: a higher decayed count
+    policy.touch("pinned")
+    policy.learn_cost("hot", 100.0)
+    policy.learn_cost("cold", 100.0)
+    assert policy.victim_among([hot, cold], None) is cold
+    assert policy.victim_among([hot, cold], cold) is hot
+    pinned.loose_pins = 1
+    assert policy.victim_among([pinned], None) is None
