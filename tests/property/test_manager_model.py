@@ -343,7 +343,7 @@ class ManagerMachine(RuleBasedStateMachine):
             eviction=self.eviction,
             max_entries_per_user=self.quota,
         )
-        self.manager.on_removal(lambda agent_id, cause: self.removals.append((agent_id, cause)))
+        self.manager.on_removal(self.on_removal)
         self.model.idle_ttl, self.model.jitter = idle_ttl, jitter
         self.model.rng = random.Random(seed)
 
