@@ -11,7 +11,7 @@ import contextlib
 import logging
 import random
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol, final
@@ -21,6 +21,17 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._errors import RuntimeManagerClosed
+from ._sentinel import (
+    DIRECT_VARS,
+    SENTINEL_MASTER_VAR,
+    SENTINELS_VAR,
+    RedisConfigError,
+    SentinelAddress,
+    SentinelEndpoint,
+    master_from_keyword,
+    sentinel_endpoint_from_env,
+    sentinels_from_keyword,
+)
 from ._wire import (
     MAX_AGENT_ID_CHARS,
     MAX_PAYLOAD_BYTES,
@@ -48,7 +59,9 @@ __all__ = (
     "InvalidationStats",
     "InvalidationSubscriber",
     "InvalidationTarget",
+    "RedisConfigError",
     "RedisEndpoint",
+    "SentinelEndpoint",
     "backoff_ms",
     "encode_message",
     "parse_message",
@@ -120,12 +133,50 @@ class InvalidationSettings(BaseSettings):
     redis_port: str | None = Field(default=None, validation_alias="REDIS_PORT")
     redis_password: SecretStr | None = Field(default=None, validation_alias="REDIS_PASSWORD")
     redis_db: str | None = Field(default=None, validation_alias="REDIS_DB")
+    # Redis Sentinel (issue 17): the sentinels name the master; REDIS_PASSWORD/REDIS_DB apply to it.
+    redis_sentinels: str | None = Field(default=None, validation_alias=SENTINELS_VAR)
+    redis_sentinel_master: str | None = Field(default=None, validation_alias=SENTINEL_MASTER_VAR)
     channel: str = Field(default=DEFAULT_CHANNEL, validation_alias="AGENT_CFG_INVALIDATE_CHANNEL")
 
     @classmethod
     def for_url(cls, url: str, *, channel: str | None = None) -> InvalidationSettings:
         """Settings for this URL; the channel from ``channel``, else the environment."""
-        values: dict[str, Any] = {"REDIS_URL": url}
+        # An explicit URL replaces Sentinel variables from the environment (keyword > environment).
+        values: dict[str, Any] = {"REDIS_URL": url, SENTINELS_VAR: None, SENTINEL_MASTER_VAR: None}
+        if channel is not None:
+            values["AGENT_CFG_INVALIDATE_CHANNEL"] = channel
+        return cls.model_validate(values)
+
+    @classmethod
+    def for_sentinels(
+        cls,
+        sentinels: str | Iterable[str | SentinelAddress],
+        master: str,
+        *,
+        password: str | None = None,
+        db: int | None = None,
+        channel: str | None = None,
+    ) -> InvalidationSettings:
+        """Settings that find the master through Redis Sentinel.
+
+        ``sentinels`` is ``"host:port,..."`` or an iterable of ``"host:port"`` / ``(host, port)``;
+        ``master`` is the service name the sentinels monitor; ``password``/``db`` are the
+        master's. A bad value is a ``ValueError``. These replace the environment's addresses
+        (``REDIS_URL``/``REDIS_HOST``/``REDIS_PORT`` are not read); what is left ``None``
+        (``password``, ``db``, ``channel``) comes from the environment.
+        """
+        found = sentinels_from_keyword(sentinels)
+        if db is not None and (isinstance(db, bool) or not isinstance(db, int) or db < 0):
+            raise ValueError(f"db must be an integer >= 0, got {db!r}")
+        values: dict[str, Any] = {
+            SENTINELS_VAR: ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in found),
+            SENTINEL_MASTER_VAR: master_from_keyword(master),
+            **dict.fromkeys(DIRECT_VARS),
+        }
+        if db is not None:
+            values["REDIS_DB"] = str(db)
+        if password is not None:
+            values["REDIS_PASSWORD"] = password
         if channel is not None:
             values["AGENT_CFG_INVALIDATE_CHANNEL"] = channel
         return cls.model_validate(values)
@@ -141,11 +192,31 @@ class InvalidationSettings(BaseSettings):
                 self.redis_port,
                 self.redis_password,
                 self.redis_db,
+                self.redis_sentinels,
+                self.redis_sentinel_master,
             )
         )
 
+    def target(self) -> RedisEndpoint | SentinelEndpoint:
+        """Where to connect: a ``SentinelEndpoint`` when ``REDIS_SENTINELS`` or
+        ``REDIS_SENTINEL_MASTER`` is set, else ``endpoint()``.
+
+        Sentinel beside ``REDIS_URL``/``REDIS_HOST``/``REDIS_PORT`` raises ``RedisConfigError``
+        (a start-up error saying which to drop); every other fault is a WARNING (issue 17).
+        """
+        password = self.redis_password
+        direct = (self.redis_url, self.redis_host, self.redis_port)
+        sentinel = sentinel_endpoint_from_env(
+            self.redis_sentinels,
+            self.redis_sentinel_master,
+            password=None if password is None else password.get_secret_value(),
+            db=_int_var("REDIS_DB", self.redis_db, 0, 0, 1_000_000),
+            direct_vars=[n for n, raw in zip(DIRECT_VARS, direct, strict=True) if raw is not None],
+        )
+        return self.endpoint() if sentinel is None else sentinel
+
     def endpoint(self) -> RedisEndpoint:
-        """Resolve the connection target; unparseable port/db fall back with a WARNING."""
+        """Resolve the direct connection target; unparseable port/db fall back with a WARNING."""
         if self.redis_url is not None:
             return RedisEndpoint(url=self.redis_url.get_secret_value())
         return RedisEndpoint(
@@ -172,7 +243,7 @@ def _int_var(name: str, raw: str | None, default: int, low: int, high: int) -> i
     return default
 
 
-def _make_client(endpoint: RedisEndpoint, *, timeout_s: float) -> Redis:
+def _make_client(endpoint: RedisEndpoint | SentinelEndpoint, *, timeout_s: float) -> Redis:
     """A client that never retries or reconnects behind our back.
 
     redis-py's retry layer would reconnect a pub/sub connection and resubscribe silently, and
@@ -189,6 +260,10 @@ def _make_client(endpoint: RedisEndpoint, *, timeout_s: float) -> Redis:
         "socket_keepalive": True,
         "retry": Retry(NoBackoff(), 0),
     }
+    if isinstance(endpoint, SentinelEndpoint):
+        from ._sentinel_client import sentinel_master_client
+
+        return sentinel_master_client(endpoint, options)
     if endpoint.url is not None:
         client: Redis = Redis.from_url(endpoint.url, **options)
         return client
@@ -384,7 +459,7 @@ class InvalidationSubscriber:
             settings = InvalidationSettings.for_url(source)
         else:
             settings = source
-        self._endpoint = settings.endpoint()
+        self._endpoint = settings.target()
         self._channel = channel or settings.channel
         backoff_ms(0, base_ms=backoff_base_ms, cap_ms=backoff_cap_ms)  # validates both
         self._backoff_base_ms = backoff_base_ms
@@ -410,7 +485,7 @@ class InvalidationSubscriber:
         return self._channel
 
     @property
-    def endpoint(self) -> RedisEndpoint:
+    def endpoint(self) -> RedisEndpoint | SentinelEndpoint:
         return self._endpoint
 
     @property
@@ -623,7 +698,7 @@ async def publish_invalidation(
             "Redis is not configured: set REDIS_URL or REDIS_HOST/REDIS_PORT to publish "
             "invalidations (a single process calls manager.on_invalidate() directly)"
         )
-    client = _make_client(settings.endpoint(), timeout_s=2.0)
+    client = _make_client(settings.target(), timeout_s=2.0)
     try:
         return int(await client.publish(channel or settings.channel, payload))
     finally:

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from containers import RuntimeContainer
 from snak_runtime._sentinel import (
     DEFAULT_SENTINEL_PORT,
     RedisConfigError,
@@ -18,6 +19,12 @@ from snak_runtime._sentinel import (
     sentinel_endpoint_from_env,
     sentinels_from_env,
     sentinels_from_keyword,
+)
+from snak_runtime.invalidation import (
+    InvalidationSettings,
+    InvalidationSubscriber,
+    RedisEndpoint,
+    publish_invalidation,
 )
 
 
@@ -230,3 +237,122 @@ def test_resolve_from_env_bad_entries_warn_and_the_rest_is_used(
         endpoint = sentinel_endpoint_from_env("a:1,a:b", "m", password=None, db=0)
     assert endpoint == SentinelEndpoint((("a", 1),), "m")
     assert warnings(caplog) == ["REDIS_SENTINELS entry 'a:b' ignored: not host:port"]
+
+
+# --- the settings model, the subscriber, the publisher and the container ----------------------
+
+
+def test_environment_selects_sentinel_with_password_and_db_for_the_master(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_SENTINELS", "10.0.0.1:26379, 10.0.0.2:26380")
+    monkeypatch.setenv("REDIS_SENTINEL_MASTER", "mymaster")
+    monkeypatch.setenv("REDIS_PASSWORD", "s3cret")
+    monkeypatch.setenv("REDIS_DB", "2")
+    settings = InvalidationSettings()
+    assert settings.configured
+    target = settings.target()
+    assert target == SentinelEndpoint(
+        (("10.0.0.1", 26379), ("10.0.0.2", 26380)), "mymaster", password="s3cret", db=2
+    )
+    assert "s3cret" not in repr(settings) and "s3cret" not in repr(target)
+
+
+def test_without_sentinel_variables_the_target_is_the_direct_endpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_HOST", "127.0.0.1")
+    settings = InvalidationSettings()
+    assert settings.target() == settings.endpoint() == RedisEndpoint(host="127.0.0.1")
+
+
+@pytest.mark.parametrize("direct", ["REDIS_URL", "REDIS_HOST", "REDIS_PORT"])
+async def test_sentinel_beside_a_direct_address_fails_start_up_naming_what_to_drop(
+    monkeypatch: pytest.MonkeyPatch, direct: str
+) -> None:
+    monkeypatch.setenv("REDIS_SENTINELS", "127.0.0.1:1")
+    monkeypatch.setenv("REDIS_SENTINEL_MASTER", "mymaster")
+    monkeypatch.setenv(direct, {"REDIS_URL": "redis://127.0.0.1:1"}.get(direct, "1"))
+    expected = f"drop {direct} to find the master through Sentinel"
+    with pytest.raises(RedisConfigError, match=expected):
+        InvalidationSettings().target()
+    with pytest.raises(RedisConfigError, match=expected):
+        await publish_invalidation("a", 1)
+    container = RuntimeContainer()
+    with pytest.raises(RedisConfigError, match=expected):
+        await container.init_resources()  # type: ignore[misc]
+    await container.shutdown_resources()  # type: ignore[misc]
+
+
+def test_for_sentinels_keywords(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1")  # keywords win: the env is not read
+    settings = InvalidationSettings.for_sentinels(
+        [("::1", 26379), "h:2"], "m", password="pw", db=1, channel="c"
+    )
+    assert settings.channel == "c"
+    assert settings.target() == SentinelEndpoint((("::1", 26379), ("h", 2)), "m", "pw", 1)
+    assert InvalidationSettings.for_sentinels("h", "m").target() == SentinelEndpoint(
+        (("h", DEFAULT_SENTINEL_PORT),), "m"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sentinels", "master", "db", "message"),
+    [
+        ("h:x", "m", 0, "sentinels entry 'h:x'"),
+        ([], "m", 0, "sentinels must name at least one"),
+        ("h:1", "", 0, "master must be a non-empty name"),
+        ("h:1", "m", -1, "db must be an integer >= 0"),
+        ("h:1", "m", True, "db must be an integer >= 0"),
+    ],
+)
+def test_for_sentinels_rejects_bad_keywords(
+    sentinels: str | list[str], master: str, db: int, message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        InvalidationSettings.for_sentinels(sentinels, master, db=db)
+
+
+async def test_unusable_sentinel_settings_start_a_subscriber_that_warns_and_retries(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("REDIS_SENTINELS", "not a host")
+    monkeypatch.setenv("REDIS_SENTINEL_MASTER", "mymaster")
+    container = RuntimeContainer()
+    with caplog.at_level(logging.WARNING):
+        await container.init_resources()  # type: ignore[misc]
+    try:
+        subscriber = await container.invalidation()  # type: ignore[misc]
+        assert isinstance(subscriber, InvalidationSubscriber) and not subscriber.connected
+        messages = warnings(caplog)
+        assert "REDIS_SENTINELS entry 'not a host' ignored: not host:port" in messages
+        assert any(
+            "cannot connect" in m and "REDIS_SENTINELS names no usable sentinel" in m
+            for m in messages
+        )
+        manager = container.manager()
+        assert manager.size == 0 and not manager.closed  # the service runs on
+    finally:
+        await container.shutdown_resources()  # type: ignore[misc]
+
+
+def test_for_sentinels_takes_password_and_db_from_the_environment_when_not_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_PASSWORD", "env-pw")
+    monkeypatch.setenv("REDIS_DB", "4")
+    assert InvalidationSettings.for_sentinels("h:1", "m").target() == SentinelEndpoint(
+        (("h", 1),), "m", "env-pw", 4
+    )
+    assert InvalidationSettings.for_sentinels("h:1", "m", password="kw", db=0).target() == (
+        SentinelEndpoint((("h", 1),), "m", "kw", 0)
+    )
+
+
+def test_for_url_replaces_sentinel_variables_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_SENTINELS", "h:1")
+    monkeypatch.setenv("REDIS_SENTINEL_MASTER", "m")
+    target = InvalidationSettings.for_url("redis://127.0.0.1:6390").target()
+    assert target == RedisEndpoint(url="redis://127.0.0.1:6390")
