@@ -1,4 +1,9 @@
-"""Shared pieces of the benchmark: run settings, key sequences, timing, manager factory."""
+"""Shared pieces of the benchmark: run settings, key sequences, timing, manager factory.
+
+``snak_runtime`` is imported inside the factories, not at the top: the side-by-side
+comparison (compare.py) imports this module in a worker whose ``snak_runtime`` is another
+version of the project, which may lack the private modules of this one.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,13 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings, RuntimeSeed
-from snak_runtime._clock import Clock
+if TYPE_CHECKING:
+    from snak_runtime import AgentRuntimeManager, RuntimeSeed
+    from snak_runtime._clock import Clock
 
 SIZES: tuple[int, ...] = (64, 1_000, 10_000, 100_000)
 DISTS: tuple[str, ...] = ("uniform", "zipf")
@@ -96,17 +102,23 @@ async def _no_rebuild() -> None:
 
 def make_seed(agent_id: str, runtime: object, agent: object | None = None,
               version: int = 1) -> RuntimeSeed[Any, Any]:
+    from snak_runtime import RuntimeSeed
+
     return RuntimeSeed(agent_id=agent_id, user_id="user", cfg_version=version,
                        runtime=runtime, rebuild=_no_rebuild, agent=agent)
 
 
-def make_manager(max_entries: int, *, ttl_ms: int = LONG_TTL_MS,
-                 clock: Clock | None = None) -> AgentRuntimeManager[Any, Any]:
-    """A manager whose guard and limits are exactly ``max_entries`` and ``ttl_ms``."""
+def make_manager(max_entries: int, *, ttl_ms: int = LONG_TTL_MS, clock: Clock | None = None,
+                 **options: Any) -> AgentRuntimeManager[Any, Any]:
+    """A manager whose guard and limits are exactly ``max_entries`` and ``ttl_ms``;
+    ``options`` are further constructor keywords (compare.py's ``--option``)."""
+    from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings
+
     return AgentRuntimeManager(
         guards=GuardConfig(max_entries=max_entries, max_ttl_ms=ttl_ms),
         settings=RuntimeCacheSettings(max_entries=str(max_entries), ttl_ms=str(ttl_ms)),
         clock=clock,
+        **options,
     )
 
 

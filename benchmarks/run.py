@@ -4,6 +4,10 @@ Runs every part in one process and one event loop, then writes ``results.json`` 
 samples) and ``results.md`` (targets and tables) to ``--out`` (``benchmarks/results/``),
 plus ``results.png`` with ``--plot``. ``--docs DIR`` also copies the table and the plot to
 ``DIR/bench.md`` and ``DIR/bench.png``. Needs the ``bench`` extra: pip install -e '.[bench]'.
+
+``--baseline REF`` and/or ``--option NAME=VALUE`` run only the side-by-side hit path of
+compare.py instead: this working tree against the git ref REF, and/or with the constructor
+keywords against without them; it writes ``compare.json`` and ``compare.md`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from common import FULL, QUICK, Series, Settings
+from compare import CompareError, compare_markdown, parse_option, run_compare
 from expiry import run_expiry
 from hit_path import run_hit_path, run_install
 from memory import run_memory
@@ -61,6 +66,35 @@ def _say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
+def _where() -> dict[str, str]:
+    return {
+        "machine": _machine(),
+        "python": f"Python {platform.python_version()}",
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def _compare(args: argparse.Namespace, settings: Settings, options: dict[str, Any]) -> int:
+    started = time.perf_counter()
+    try:
+        result = run_compare(args.baseline, options, quick=settings.quick, rounds=args.rounds,
+                             ops=settings.hit_ops, seed=settings.seed, say=_say)
+    except CompareError as exc:
+        _say(f"side by side failed: {exc}")
+        return 2
+    meta: dict[str, Any] = {"quick": settings.quick, **_where(),
+                            "elapsed_s": round(time.perf_counter() - started, 1)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "compare.json").write_text(
+        json.dumps({"meta": meta, "compare": result}, indent=1) + "\n")
+    table = compare_markdown(result, meta)
+    (args.out / "compare.md").write_text(table)
+    _say(f"done in {meta['elapsed_s']} s")
+    print(table)
+    print(f"\nwritten: {args.out / 'compare.json'}, {args.out / 'compare.md'}")
+    return 0
+
+
 async def _run_all(settings: Settings) -> tuple[list[Series], list[dict[str, Any]]]:
     # The cyclic GC runs only between samples (see common.settle), never inside one.
     gc.disable()
@@ -82,8 +116,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="output directory (default: benchmarks/results)")
     parser.add_argument("--docs", type=Path, default=None,
                         help="also write DIR/bench.md (and DIR/bench.png with --plot)")
+    parser.add_argument("--baseline", metavar="REF", default=None,
+                        help="compare the hit path side by side with this git ref of the project")
+    parser.add_argument("--option", metavar="NAME=VALUE", action="append", default=[],
+                        help="a manager constructor keyword for the new side only (repeatable): "
+                             "reports with/without ratios")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds of the side-by-side comparison (default 101; 31 with --quick)")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
+    if args.baseline is not None or args.option:
+        try:
+            options = dict(parse_option(text) for text in args.option)
+        except ValueError as exc:
+            parser.error(str(exc))
+        return _compare(args, settings, options)
 
     started = time.perf_counter()
     series, memory = asyncio.run(_run_all(settings))
@@ -92,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": settings.quick,
         "rounds": settings.rounds,
         "settings": {k: getattr(settings, k) for k in settings.__slots__},
-        "machine": _machine(),
-        "python": f"Python {platform.python_version()}",
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **_where(),
         "elapsed_s": round(elapsed, 1),
         "versions": {name: version(name) for name in
                      ("snak-runtime", "cachetools", "async-lru", "aiocache")},

@@ -197,7 +197,28 @@ def _warn(collected: list[str], fmt: str, *args: object) -> None:
     collected.append(fmt % args)
 
 
-def _read_int(name: str, raw: str | None, minimum: int, collected: list[str]) -> int | None:
+def env_int(
+    name: str,
+    raw: str | None,
+    default: int,
+    *,
+    minimum: int,
+    maximum: int | None = None,
+    collected: list[str] | None = None,
+) -> int:
+    """The one integer parser for every environment variable of the project (CONTRACT §2).
+
+    Unset or blank gives ``default``; a value that is not an optional sign and ASCII digits,
+    or lies outside ``minimum..maximum``, is ignored with a WARNING naming the variable and the
+    value, and gives ``default``. Never raises.
+    """
+    value = _read_int(name, raw, minimum, [] if collected is None else collected, maximum)
+    return default if value is None else value
+
+
+def _read_int(
+    name: str, raw: str | None, minimum: int, collected: list[str], maximum: int | None = None
+) -> int | None:
     """The variable's value, or None to fall through (unset, blank, or ignored with a warning)."""
     # departure: the original fell back silently on a bad value; we warn, naming variable and value.
     if raw is None or not raw.strip():
@@ -213,6 +234,9 @@ def _read_int(name: str, raw: str | None, minimum: int, collected: list[str]) ->
         return None
     if value < minimum:
         _warn(collected, "%s=%r ignored: must be >= %d", name, raw, minimum)
+        return None
+    if maximum is not None and value > maximum:
+        _warn(collected, "%s=%r ignored: must be <= %d", name, raw, maximum)
         return None
     return value
 

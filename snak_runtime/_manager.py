@@ -48,9 +48,10 @@ class _Denied(Exception):
 class _Load(Generic[R, A]):
     """One single-flight build: a task, the turn it holds, the leases waiting on it."""
 
-    __slots__ = ("agent_id", "build", "task", "turn", "waiters")
+    __slots__ = ("abandoned", "agent_id", "build", "task", "turn", "waiters")
 
     def __init__(self, agent_id: str, build: Build[R, A], turn: _Turn) -> None:
+        self.abandoned = False  # its last waiter left and cancelled it: nobody may join it
         self.agent_id = agent_id
         self.build = build
         self.turn = turn
@@ -344,13 +345,13 @@ class AgentRuntimeManager(Generic[R, A]):
         self._check_reentry(agent_id)
         tail = self._turns.tail(agent_id)
         if build is not None and tail is not None and tail.load is not None:
-            return await self._join_load(tail.load, user_id, False)
+            return await self._join_load(self._joinable(tail.load, build), user_id, False)
         await self._turns.wait_for_tail(agent_id, self._running_loop())
         if self._closed:
             raise RuntimeManagerClosed("the runtime manager is closed")
         load = self._loads.get(agent_id)
         if load is not None and build is not None:
-            return await self._join_load(load, user_id, False)
+            return await self._join_load(self._joinable(load, build), user_id, False)
         try:
             gen = self._hit(agent_id, user_id)
         except _Denied:
@@ -386,6 +387,14 @@ class AgentRuntimeManager(Generic[R, A]):
         load.task = self._running_loop().create_task(self._run_load(load))
         return load
 
+    def _joinable(self, load: _Load[R, A], build: Build[R, A]) -> _Load[R, A]:
+        """``load``, unless its last waiter just left and cancelled it (it has not ended yet):
+        then a fresh load queued behind it, so that a newcomer never inherits a
+        cancellation it did not ask for (issue 9)."""
+        if load.abandoned:
+            return self._start_load(load.agent_id, build)
+        return load
+
     async def _join_load(
         self, load: _Load[R, A], user_id: str | None, counted_miss: bool
     ) -> _Generation[R, A]:
@@ -407,6 +416,7 @@ class AgentRuntimeManager(Generic[R, A]):
                     load.waiters.remove(entry)
                     self._stats.misses += 1
                 if not load.waiters and load.task is not None and not load.task.done():
+                    load.abandoned = True
                     load.task.cancel()  # nobody wants the result any more
             elif fut.exception() is None:
                 gen = fut.result()  # pinned for us just as we were cancelled

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+RUN = str(ROOT / "benchmarks" / "run.py")
+
 
 @pytest.mark.timeout(180)
 def test_quick_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
@@ -30,3 +33,60 @@ def test_quick_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     assert "## Targets (issue 5)" in table
     assert "acquire+release" in table and "TTLCache" in table
     assert "met" in table or "MISSED" in table
+
+
+@pytest.mark.timeout(120)
+def test_side_by_side_against_a_git_ref_reports_ratios(tmp_path: Path) -> None:
+    # HEAD, extracted with git archive, against the working tree, and the working tree with a
+    # constructor keyword against without it: three sides, three ratios per benchmark.
+    done = subprocess.run(
+        [sys.executable, RUN, "--quick", "--rounds", "15", "--baseline", "HEAD",
+         "--option", "sweep_interval_ms=2000", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=110, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "compare.json").read_text())["compare"]
+    assert result["rounds"] == 15
+    assert set(result["sides"]) == {"baseline", "new", "new+options"}
+    assert result["sides"]["baseline"]["label"].startswith("HEAD at ")
+    assert result["sides"]["new+options"]["options"] == {"sweep_interval_ms": 2000}
+    assert result["sides"]["new"]["options"] == {}
+    keys = ["new+options/new", "new/baseline", "new+options/baseline"]
+    assert result["ratios"] == keys
+    systems = ["acquire+release", "acquire_with_agent+release", "async with lease"]
+    rows = result["rows"]
+    assert {(r["system"], r["size"], r["dist"]) for r in rows} == {
+        (name, size, dist) for name in systems for size in (64, 10_000)
+        for dist in ("uniform", "zipf")}
+    for row in rows:
+        for side in result["sides"]:
+            assert len(row["samples_ns"][side]) == 15
+            assert all(ns > 0 for ns in row["samples_ns"][side])
+        for key in keys:
+            ratio = row["ratios"][key]
+            assert math.isfinite(ratio["ratio"]) and ratio["ratio"] > 0
+            assert ratio["round_ratio_p25"] <= ratio["ratio"] <= ratio["round_ratio_p75"]
+    assert set(result["summary"]) == set(systems)
+    for by_key in result["summary"].values():
+        assert set(by_key) == set(keys)
+        assert all(0 < v["geomean"] <= v["worst"] + 1e-12 for v in by_key.values())
+    table = (tmp_path / "compare.md").read_text()
+    assert "new/baseline geomean" in table and "new+options/new geomean" in table
+    assert "Budget (new/baseline geomean <= 1.05x)" in table
+    assert "async with lease | 10,000 | zipf" in table
+
+
+def test_side_by_side_refuses_a_bad_ref_and_a_bad_keyword(tmp_path: Path) -> None:
+    bad_ref = subprocess.run(
+        [sys.executable, RUN, "--baseline", "no-such-ref-anywhere", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert bad_ref.returncode == 2
+    assert "'no-such-ref-anywhere' is not a commit" in bad_ref.stderr
+    bad_keyword = subprocess.run(
+        [sys.executable, RUN, "--quick", "--option", "no_such_keyword=1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert bad_keyword.returncode == 2
+    assert "no_such_keyword" in bad_keyword.stderr
+    assert not (tmp_path / "compare.json").exists()

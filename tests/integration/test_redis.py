@@ -28,6 +28,7 @@ from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings,
 from snak_runtime.invalidation import (
     MAX_PAYLOAD_BYTES,
     DropReason,
+    InvalidationPublisher,
     InvalidationSettings,
     InvalidationSubscriber,
     encode_message,
@@ -180,6 +181,28 @@ async def test_publish_helper_accepts_url_settings_or_environment(
     monkeypatch.delenv("REDIS_URL")
     with pytest.raises(RuntimeError, match="REDIS_URL"):
         await publish_invalidation("x", 4)
+
+
+async def test_publisher_constructors(redis_server: RedisServer, client: Redis) -> None:
+    manager = make_manager()
+    async with subscribed(manager, redis_server.url) as sub:
+        async with InvalidationPublisher.from_url(redis_server.url) as by_url:
+            assert by_url.channel == CHANNEL
+            assert await by_url.publish("x", 1) == 1
+            assert await by_url.publish("x", 2, "cfg_updated") == 1
+        settings = InvalidationSettings.for_url(redis_server.url, channel="other")
+        async with InvalidationPublisher.from_settings(settings) as by_settings:
+            assert by_settings.channel == "other"
+            assert await by_settings.publish("x", 3) == 0  # nobody listens there
+        async with InvalidationPublisher.from_client(client) as by_client:
+            assert await by_client.publish("x", 4, "cfg_deleted") == 1
+            with pytest.raises(ValueError, match="agent_id"):
+                await by_client.publish("", 5)
+        assert await client.ping()  # the caller's client is left open
+        await wait_until(lambda: sub.stats().applied == 3, what="3 applied")
+    await manager.aclose()
+    with pytest.raises(RuntimeError, match="REDIS_URL"):
+        InvalidationPublisher.from_settings(InvalidationSettings())
 
 
 async def test_custom_channel_from_environment(

@@ -28,6 +28,7 @@ from test_redis import WORKER, Worker, write_version
 from containers import RuntimeContainer
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeSeed
 from snak_runtime.invalidation import (
+    InvalidationPublisher,
     InvalidationSettings,
     InvalidationSubscriber,
     SentinelEndpoint,
@@ -159,9 +160,7 @@ async def test_bad_sentinel_configuration_warns_naming_the_variable_and_runs_on(
 # --- a fleet follows a failover ---------------------------------------------------------------
 
 
-async def spawn_worker(
-    name: str, env: dict[str, str], store: Path, agents: list[str]
-) -> Worker:
+async def spawn_worker(name: str, env: dict[str, str], store: Path, agents: list[str]) -> Worker:
     full = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_")}
     full.pop("AGENT_CFG_INVALIDATE_CHANNEL", None)
     full.update(env)
@@ -183,6 +182,7 @@ class Fleet:
         self._locks = {w.name: asyncio.Lock() for w in workers}
         self.served_max: dict[tuple[str, str], int] = {}  # (worker, agent) -> newest served
         self.regressions: list[str] = []
+        self.served_at: list[float] = []  # time.monotonic() of each completed serve round
 
     async def ask(self, worker: Worker, command: str, kind: str) -> dict[str, Any]:
         async with self._locks[worker.name]:
@@ -203,6 +203,7 @@ class Fleet:
                 if version < before:
                     self.regressions.append(f"{key}: served {version} after {before}")
                 self.served_max[key] = max(before, version)
+        self.served_at.append(time.monotonic())
         return list(answers)
 
     async def keep_serving(self, stop: asyncio.Event) -> int:
@@ -233,6 +234,8 @@ async def test_fleet_follows_a_failover(
     fleet = Fleet(workers)
     stop_serving = asyncio.Event()
     server: asyncio.Task[int] | None = None
+    # A long-lived publisher, as a configuration service keeps one; it must follow too.
+    publisher = InvalidationPublisher.from_settings(settings)
     try:
         await asyncio.gather(*(w.read("ready") for w in workers))
         server = asyncio.create_task(fleet.keep_serving(stop_serving))
@@ -245,7 +248,7 @@ async def test_fleet_follows_a_failover(
                     old_port, killed_at = await asyncio.to_thread(sentinel_cluster.kill_master)
                 write_version(store, a, version)  # the database first, then the message
                 try:
-                    receivers = await publish_invalidation(a, version, redis=settings)
+                    receivers = await publisher.publish(a, version)
                 except RedisConnectionError:
                     lost += 1
                     continue
@@ -266,11 +269,15 @@ async def test_fleet_follows_a_failover(
         before = await wait_for("every worker to resubscribe", resubscribed, timeout_s=45)
         resubscribed_s = time.monotonic() - killed_at
 
-        # Publishes after the promotion reach all three, through the same settings.
+        # Publishes after the promotion reach all three: one-shot ones through the settings,
+        # and the long-lived publisher's, whose connection died with the old master.
         last = rounds + 2
-        for a in agents:
+        for i, a in enumerate(agents):
             write_version(store, a, last)
-            assert await publish_invalidation(a, last, redis=settings) == 3
+            if i % 2:
+                assert await publisher.publish(a, last) == 3
+            else:
+                assert await publish_invalidation(a, last, redis=settings) == 3
 
         async def converged() -> bool:
             served = await fleet.serve()
@@ -288,18 +295,22 @@ async def test_fleet_follows_a_failover(
             assert sub["received"] - b["subscriber"]["received"] >= n_agents, s["name"]
             assert sub["reconnects"] == 1 and sub["dropped"] == {} and sub["connected"]
         assert fleet.regressions == []
-        assert serve_rounds > 0
+        # The fleet kept serving while it had no master (what it had cached, or built fresh).
+        during = sum(killed_at < t < killed_at + resubscribed_s for t in fleet.served_at)
+        assert serve_rounds > 0 and during > 0
     finally:
         stop_serving.set()
         if server is not None and not server.done():
             server.cancel()
         await asyncio.gather(*([server] if server else []), return_exceptions=True)
         await asyncio.gather(*(w.quit() for w in workers), return_exceptions=True)
+        await publisher.aclose()
     with capsys.disabled():
         print(
             f"\n[sentinel failover] 3 processes, {n_agents} agents; master SIGKILLed after "
             f"{delivered} of {n_agents * rounds} publishes ({lost} lost while it was down); "
             f"promotion {promotion.seconds:.2f} s after the kill, every worker resubscribed "
             f"{resubscribed_s:.2f} s, every worker serving the newest versions "
-            f"{converged_s:.2f} s after the kill"
+            f"{converged_s:.2f} s after the kill; {len(fleet.served_at)} serve rounds on each "
+            f"worker ({during} while resubscribing), none older than before"
         )

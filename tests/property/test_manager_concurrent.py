@@ -3,7 +3,8 @@
 The sequential model (test_manager_model.py) checks every result exactly; this machine
 checks the safety properties under interleaving, cancellation, slow builds and failures:
 an agent is never disposed while a task holds it, never twice, every accepted agent is
-disposed exactly once after close, and the pin count equals the pins the tasks hold.
+disposed exactly once after close, the pin count equals the pins the tasks hold, and a
+task that the test did not cancel never ends in CancelledError (issue 9).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class ConcurrentMachine(RuleBasedStateMachine):
         self.disposed: list[Agent] = []
         self.held: Counter[int] = Counter()  # agents held by tasks right now (id -> count)
         self.tasks: list[asyncio.Task[Any]] = []
+        self.cancelled: set[asyncio.Task[Any]] = set()  # the tasks this test cancelled
+        self.leases: dict[asyncio.Task[Any], str] = {}  # lease tasks and their agent id
         self.gates: list[asyncio.Event] = []  # open one to let a holding task finish
         self.acquired: list[str] = []  # agent ids pinned by acquire, to release later
         self.acquired_agents: dict[str, list[Agent]] = {}  # per id, oldest first
@@ -135,8 +138,11 @@ class ConcurrentMachine(RuleBasedStateMachine):
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
         self.loop.run_until_complete(all_done())
+        self.check_no_spurious_cancellation()
         self.slow = asyncio.Event()
         self.tasks.clear()
+        self.cancelled.clear()
+        self.leases.clear()
         self.gates.clear()
         self.loop.run_until_complete(self.manager.wait_for_disposals())
 
@@ -169,6 +175,7 @@ class ConcurrentMachine(RuleBasedStateMachine):
                 pass
 
         self.spawn(holder())
+        self.leases[self.tasks[-1]] = agent_id
 
     @precondition(lambda self: not self.closed)
     @rule(agent_id=AGENT_IDS)
@@ -214,7 +221,7 @@ class ConcurrentMachine(RuleBasedStateMachine):
         async def event() -> None:
             try:
                 await self.manager.on_invalidate(agent_id, version)
-            except (*EXPECTED, Boom, asyncio.CancelledError):
+            except (*EXPECTED, Boom):
                 pass
 
         self.spawn(event())
@@ -232,12 +239,28 @@ class ConcurrentMachine(RuleBasedStateMachine):
     def step(self, n: int) -> None:
         self.run_steps(n)
 
-    @rule(index=st.integers(0, 50))
-    def cancel(self, index: int) -> None:
+    @rule(index=st.integers(0, 50), steps=st.sampled_from([0, 2]))
+    def cancel(self, index: int, steps: int) -> None:
+        """Cancel a task; with ``steps=0`` the next rule's task starts in the very loop
+        iteration that handles the cancellation (issue 9's race)."""
         live = [t for t in self.tasks if not t.done()]
         if live:
-            live[index % len(live)].cancel()
-            self.run_steps(2)
+            victim = live[index % len(live)]
+            self.cancelled.add(victim)
+            victim.cancel()
+            self.run_steps(steps)
+
+    @precondition(lambda self: not self.closed)
+    @rule(index=st.integers(0, 50), outcome=OUTCOMES, version=st.integers(1, 4))
+    def cancel_and_race(self, index: int, outcome: str, version: int) -> None:
+        """Cancel a lease and, before the loop runs again, lease the same id: the newcomer
+        may meet a load whose last waiter is just leaving (issue 9)."""
+        live = [t for t in self.leases if not t.done()]
+        if live:
+            victim = live[index % len(live)]
+            self.cancelled.add(victim)
+            victim.cancel()
+            self.lease(self.leases[victim], None, outcome, version)
 
     @rule(index=st.integers(0, 50))
     def open_gate(self, index: int) -> None:
@@ -274,6 +297,14 @@ class ConcurrentMachine(RuleBasedStateMachine):
         self.check_all_disposed_once()
 
     # ----------------------------------------------------------------- invariants
+
+    @invariant()
+    def no_spurious_cancellation(self) -> None:
+        self.check_no_spurious_cancellation()
+
+    def check_no_spurious_cancellation(self) -> None:
+        spurious = [t for t in self.tasks if t.done() and t.cancelled() and t not in self.cancelled]
+        assert not spurious, f"tasks nobody cancelled ended in CancelledError: {spurious}"
 
     @invariant()
     def disposed_at_most_once_and_never_held(self) -> None:

@@ -26,6 +26,7 @@ from snak_runtime.invalidation import (
     backoff_ms,
     encode_message,
     parse_message,
+    publish_invalidation,
     run_invalidation,
 )
 
@@ -507,3 +508,99 @@ async def test_run_invalidation_unconfigured_yields_none() -> None:
     assert await gen.__anext__() is None
     with pytest.raises(StopAsyncIteration):
         await gen.__anext__()
+
+
+# --- issue 9: a missing extra fails loudly; one integer parser for every variable --------------
+
+
+@pytest.mark.parametrize(
+    "raw", ["--6379", "+-6379", "6379.0", "0x18eb", "6_379", "\u0666\u0663\u0667\u0669", "9" * 5000]
+)
+def test_malformed_port_warns_and_falls_back_never_raises(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, raw: str
+) -> None:
+    monkeypatch.setenv("REDIS_HOST", "127.0.0.1")
+    monkeypatch.setenv("REDIS_PORT", raw)
+    with caplog.at_level(logging.WARNING):
+        endpoint = InvalidationSettings().endpoint()
+    assert (endpoint.host, endpoint.port) == ("127.0.0.1", 6379)
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "REDIS_PORT" in warned[0].getMessage()
+    assert repr(raw)[:40] in warned[0].getMessage() or len(raw) > 100
+
+
+async def test_container_starts_with_a_malformed_port(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from containers import RuntimeContainer
+
+    monkeypatch.setenv("REDIS_HOST", "127.0.0.1")
+    monkeypatch.setenv("REDIS_PORT", "--6379")
+    container = RuntimeContainer()  # reads the variables; a refused connection is retried
+    with caplog.at_level(logging.WARNING):
+        await container.init_resources()  # type: ignore[misc]
+    try:
+        sub = await container.invalidation()  # type: ignore[misc]
+        assert isinstance(sub, InvalidationSubscriber)
+        assert isinstance(sub.endpoint, RedisEndpoint) and sub.endpoint.port == 6379
+        assert any("REDIS_PORT='--6379'" in r.getMessage() for r in caplog.records)
+    finally:
+        await container.shutdown_resources()  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("raw", ["--5", "5.0", "abc", "1e3"])
+def test_redis_and_cache_variables_share_one_parser(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, raw: str
+) -> None:
+    from snak_runtime import GuardConfig, RuntimeCacheSettings
+    from snak_runtime._config import resolve_limits
+
+    monkeypatch.setenv("REDIS_DB", raw)
+    monkeypatch.setenv("AGENT_RUNTIME_CACHE_MAX_ENTRIES", raw)
+    with caplog.at_level(logging.WARNING):
+        assert InvalidationSettings().endpoint().db == 0
+        assert resolve_limits(GuardConfig(), RuntimeCacheSettings()).max_entries == 64
+    # The same fault gets the same words: one parser reads every variable.
+    assert [r.getMessage() for r in caplog.records] == [
+        f"REDIS_DB={raw!r} ignored: not an integer",
+        f"AGENT_RUNTIME_CACHE_MAX_ENTRIES={raw!r} ignored: not an integer",
+    ]
+
+
+class _BlockRedis:
+    """A meta-path finder that makes ``import redis`` fail as if the extra were not installed."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "redis" or name.startswith("redis."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+@pytest.fixture
+def without_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in list(sys.modules):
+        if name == "redis" or name.startswith("redis."):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_BlockRedis(), *sys.meta_path])
+    yield
+
+
+async def test_missing_redis_extra_fails_start_loudly(without_redis: None) -> None:
+    sub = InvalidationSubscriber(FakeManager(), "redis://127.0.0.1:1")
+    with pytest.raises(ImportError, match=r'pip install "snak-runtime\[redis\]"') as info:
+        await sub.start()
+    assert "REDIS_URL" in str(info.value) or "Redis is configured" in str(info.value)
+    assert not sub.connected
+    await sub.stop()
+
+
+async def test_missing_redis_extra_fails_the_container_resource(without_redis: None) -> None:
+    gen = run_invalidation(FakeManager(), InvalidationSettings.for_url("redis://127.0.0.1:1"))
+    async with asyncio.timeout(5):  # before the fix: 6 s of silence, then a subscriber
+        with pytest.raises(ImportError, match=r"snak-runtime\[redis\]"):
+            await gen.__anext__()
+
+
+async def test_missing_redis_extra_fails_publish(without_redis: None) -> None:
+    with pytest.raises(ImportError, match=r"snak-runtime\[redis\]"):
+        await publish_invalidation("a", 1, redis="redis://127.0.0.1:1")

@@ -595,6 +595,36 @@ async def test_cancel_all_build_waiters_cancels_the_build(
     await cleanly_usable(m, make_seed)
 
 
+async def test_lease_joining_a_load_its_last_waiter_just_cancelled_gets_a_fresh_build(
+    make_manager: MakeManager, make_seed: MakeSeed, assert_stats: AssertStats
+) -> None:
+    """Issue 9: A's cancellation cancels the hung build it alone waited for; B leases the
+    same id in that same loop iteration. B was not cancelled, so it must not end in
+    CancelledError: it gets a build of its own."""
+    m = make_manager()
+    hung = Gate(make_seed("a", 1))
+    built = make_seed("a", 2)
+    fresh = Gate(built)
+
+    async def user(build: Gate) -> Any:
+        async with m.lease("a", build=build) as lease:
+            return lease.runtime
+
+    a = asyncio.create_task(user(hung))
+    await hung.started.wait()
+    a.cancel()  # A's step runs next and cancels the build; B's first step runs before it
+    b = asyncio.create_task(user(fresh))
+    fresh.open()
+    async with asyncio.timeout(SAFETY_S):
+        with pytest.raises(asyncio.CancelledError):
+            await a
+        assert await b == built.runtime
+    assert not b.cancelled()
+    assert hung.cancelled and (hung.calls, fresh.calls) == (1, 1)
+    assert_stats(m, loads=2, load_failures=1, misses=2, pinned=0, size=1)
+    await cleanly_usable(m, make_seed)
+
+
 async def test_cancel_waiter_just_as_its_result_arrives_leaks_no_pin(
     make_manager: MakeManager, make_seed: MakeSeed, assert_stats: AssertStats
 ) -> None:

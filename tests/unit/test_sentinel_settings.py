@@ -8,7 +8,13 @@ import re
 import pytest
 
 from containers import RuntimeContainer
-from snak_runtime._sentinel import (
+from snak_runtime.invalidation import (
+    InvalidationSettings,
+    InvalidationSubscriber,
+    RedisEndpoint,
+    publish_invalidation,
+)
+from snak_runtime.invalidation._sentinel import (
     DEFAULT_SENTINEL_PORT,
     RedisConfigError,
     SentinelEndpoint,
@@ -19,12 +25,6 @@ from snak_runtime._sentinel import (
     sentinel_endpoint_from_env,
     sentinels_from_env,
     sentinels_from_keyword,
-)
-from snak_runtime.invalidation import (
-    InvalidationSettings,
-    InvalidationSubscriber,
-    RedisEndpoint,
-    publish_invalidation,
 )
 
 
@@ -356,3 +356,40 @@ def test_for_url_replaces_sentinel_variables_from_the_environment(
     monkeypatch.setenv("REDIS_SENTINEL_MASTER", "m")
     target = InvalidationSettings.for_url("redis://127.0.0.1:6390").target()
     assert target == RedisEndpoint(url="redis://127.0.0.1:6390")
+
+
+async def test_the_master_gets_password_and_db_and_the_sentinels_do_not() -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from snak_runtime.invalidation._client import make_client
+
+    settings = InvalidationSettings.for_sentinels(
+        ["127.0.0.1:1", "127.0.0.1:2"], "m", password="p", db=5
+    )
+    client = make_client(settings.target(), timeout_s=0.5)
+    try:
+        master_kwargs = client.connection_pool.connection_kwargs
+        assert (master_kwargs["password"], master_kwargs["db"]) == ("p", 5)
+        sentinel = client.connection_pool.sentinel_manager  # type: ignore[attr-defined]
+        for node in sentinel.sentinels:
+            assert node.connection_pool.connection_kwargs.get("password") is None
+        # Nothing answers on those ports: the error says so, naming the variable.
+        with pytest.raises(RedisConnectionError, match=r"no sentinel in REDIS_SENTINELS answers"):
+            await client.publish("c", "x")
+    finally:
+        await client.aclose()
+
+
+async def test_container_override_with_keywords_gives_a_sentinel_subscriber() -> None:
+    container = RuntimeContainer()
+    container.invalidation_settings.override(
+        InvalidationSettings.for_sentinels([("127.0.0.1", 1)], "m")
+    )
+    await container.init_resources()  # type: ignore[misc]
+    try:
+        subscriber = await container.invalidation()  # type: ignore[misc]
+        assert isinstance(subscriber, InvalidationSubscriber)
+        assert subscriber.endpoint == SentinelEndpoint((("127.0.0.1", 1),), "m")
+        assert not subscriber.connected
+    finally:
+        await container.shutdown_resources()  # type: ignore[misc]

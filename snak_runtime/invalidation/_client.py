@@ -1,0 +1,108 @@
+"""The redis-py client as the invalidation code needs it: imported late, never retrying by itself.
+
+``redis`` is imported only when something connects: with no Redis variable set, importing the
+package, building its settings or running the container's resource never needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+from ._sentinel import SentinelEndpoint
+from ._settings import RedisEndpoint
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+logger = logging.getLogger(__name__)
+
+REDIS_EXTRA_HINT: Final = 'pip install "snak-runtime[redis]"'
+_CLOSE_TIMEOUT_S: Final = 2.0
+# Longer than a listener's own clean-up (two bounded closes), so a re-cancel never cuts it short.
+RECANCEL_AFTER_S: float = 5.0
+
+
+def require_redis() -> None:
+    """Import redis-py now, so that a missing extra fails at start-up, saying what to install.
+
+    Called where Redis is configured and about to be used (``start()``, the publisher): without
+    it the import would fail inside the background task, where nobody sees it.
+    """
+    try:
+        import redis.asyncio  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "Redis invalidation is configured (REDIS_URL or REDIS_HOST/REDIS_PORT/...) but the "
+            f"'redis' package is not installed: {REDIS_EXTRA_HINT} "
+            '(from a clone: pip install -e ".[redis]")',
+            name="redis",
+        ) from exc
+
+
+def make_client(endpoint: RedisEndpoint | SentinelEndpoint, *, timeout_s: float) -> Redis:
+    """A client that never retries or reconnects behind our back.
+
+    redis-py's retry layer would reconnect a pub/sub connection and resubscribe silently, and
+    whatever was published in between would be lost without the subscriber knowing: every
+    error must reach our loop so it can resync.
+    """
+    require_redis()
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    options: dict[str, Any] = {
+        "socket_connect_timeout": timeout_s,
+        "socket_timeout": timeout_s,  # commands; pub/sub reads pass their own timeout
+        "socket_keepalive": True,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if isinstance(endpoint, SentinelEndpoint):  # issue 17: the sentinels name the master
+        from ._sentinel_client import sentinel_master_client
+
+        return sentinel_master_client(endpoint, options)
+    if endpoint.url is not None:
+        client: Redis = Redis.from_url(endpoint.url, **options)
+        return client
+    return Redis(
+        host=endpoint.host,
+        port=endpoint.port,
+        password=endpoint.password,
+        db=endpoint.db,
+        **options,
+    )
+
+
+def redis_errors() -> tuple[type[BaseException], ...]:
+    """What a lost or unreachable server raises: the loop retries these, nothing else."""
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError, TimeoutError)
+
+
+async def close_quietly(*resources: Any) -> None:
+    """``aclose()`` each, bounded; closing a dead connection may fail and that is fine."""
+    for resource in resources:
+        try:
+            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                await resource.aclose()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.debug("invalidation: closing %r failed: %r", type(resource).__name__, exc)
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel a task that talks to redis-py and wait until it has ended, whatever it swallows.
+
+    On Python 3.11, ``asyncio.wait_for`` (which redis-py wraps around every socket write when
+    ``socket_timeout`` is set) returns normally when a cancellation lands just as the write
+    completes: the cancellation is lost and the task runs on (fixed in 3.12). A single
+    ``cancel()`` then leaves ``stop()`` waiting forever, so cancel again while it still runs.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=RECANCEL_AFTER_S)
+    await asyncio.gather(task, return_exceptions=True)  # retrieve its outcome

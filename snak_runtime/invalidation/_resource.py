@@ -1,0 +1,34 @@
+"""The container's ``invalidation`` Resource (kept apart: the DI resources are moving together)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from ._dispatch import InvalidationTarget
+from ._settings import InvalidationSettings
+from ._subscriber import InvalidationSubscriber
+
+logger = logging.getLogger(__name__)
+
+
+async def run_invalidation(
+    manager: InvalidationTarget,
+    settings: InvalidationSettings | None = None,
+) -> AsyncIterator[InvalidationSubscriber | None]:
+    """The container's ``invalidation`` Resource: a running subscriber, or ``None``.
+
+    ``None`` (and no Redis import) when no Redis variable is set. Redis being down at start
+    is a WARNING, never a failed start; a missing ``redis`` extra is an ``ImportError``.
+    """
+    settings = settings if settings is not None else InvalidationSettings()
+    if not settings.configured:
+        logger.debug("invalidation subscriber not started: no REDIS_* variable set")
+        yield None
+        return
+    subscriber = InvalidationSubscriber(manager, settings)
+    await subscriber.start()
+    try:
+        yield subscriber
+    finally:
+        await subscriber.stop()

@@ -1,0 +1,37 @@
+"""The subscriber's counters, as one frozen snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import final
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class InvalidationStats:
+    """A snapshot of the subscriber's counters.
+
+    ``received``: payloads handed to the dispatcher (valid or not); ``applied``: messages whose
+    ``on_invalidate``/``evict`` returned; ``failures``: those that raised (a failed rebuild
+    already evicted the entry); ``dropped``: invalid payloads by ``DropReason`` value;
+    ``unknown_events``: valid messages with an unknown ``event`` (evicted);
+    ``reconnects``: subscriptions established after a lost connection or a failed attempt;
+    ``resyncs`` / ``resync_evictions``: ``evict_all()`` calls after those, and entries they removed.
+    """
+
+    received: int = 0
+    applied: int = 0
+    failures: int = 0
+    unknown_events: int = 0
+    reconnects: int = 0
+    resyncs: int = 0
+    resync_evictions: int = 0
+    connected: bool = False
+    pending: int = 0
+    dropped: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
