@@ -83,13 +83,30 @@ def redis_errors() -> tuple[type[BaseException], ...]:
 
 
 async def close_quietly(*resources: Any) -> None:
-    """``aclose()`` each, bounded; closing a dead connection may fail and that is fine."""
+    """``aclose()`` each, bounded; closing a dead connection may fail and that is fine.
+
+    A cancellation (``stop()``) does not cut the closing short: a close interrupted half-way
+    leaves sockets open, found later by the garbage collector. The closing finishes (each
+    close is bounded), then the cancellation propagates.
+    """
+    closing = asyncio.get_running_loop().create_task(_close_each(resources))
+    _closing.add(closing)
+    closing.add_done_callback(_closing.discard)
+    try:
+        await asyncio.shield(closing)
+    except asyncio.CancelledError:
+        await asyncio.wait({closing})
+        raise
+
+
+_closing: set[asyncio.Task[None]] = set()  # closings running on after their caller was cancelled
+
+
+async def _close_each(resources: tuple[Any, ...]) -> None:
     for resource in resources:
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT_S):
                 await resource.aclose()
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             logger.debug("invalidation: closing %r failed: %r", type(resource).__name__, exc)
 

@@ -160,8 +160,7 @@ def check_not_both(sentinel_vars: Iterable[str], direct_vars: Iterable[str]) -> 
     says which to drop: with Sentinel, ``REDIS_PASSWORD``/``REDIS_DB`` still apply (to the
     master), but a fixed address would be silently ignored, or silently win.
     """
-    sentinel = [v for v in sentinel_vars]
-    direct = [v for v in direct_vars]
+    sentinel, direct = list(sentinel_vars), list(direct_vars)
     if not sentinel or not direct:
         return
     raise RedisConfigError(

@@ -1,4 +1,5 @@
-"""``stop()`` ends the listener even when one cancellation is lost (Python 3.11's wait_for)."""
+"""``stop()`` ends the listener even when a cancellation is lost (Python 3.11's wait_for), and
+never leaves a connection half-closed."""
 
 from __future__ import annotations
 
@@ -63,3 +64,53 @@ async def test_stop_ends_a_listener_that_lost_a_cancellation(
     assert not subscriber.connected
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+class _SlowClosePubSub:
+    """Subscribing fails at once (Redis is down); closing takes until ``release`` is set."""
+
+    release = asyncio.Event()
+    closed = False
+
+    async def subscribe(self, channel: str) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        raise RedisConnectionError("down")
+
+    async def aclose(self) -> None:
+        await _SlowClosePubSub.release.wait()
+        _SlowClosePubSub.closed = True
+
+
+class _RecordingClient:
+    closed = 0
+
+    def pubsub(self) -> _SlowClosePubSub:
+        return _SlowClosePubSub()
+
+    async def aclose(self) -> None:
+        _RecordingClient.closed += 1
+
+
+async def test_stop_during_closing_still_closes_every_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def make_client(endpoint: object, *, timeout_s: float) -> Any:
+        return _RecordingClient()
+
+    _SlowClosePubSub.release = asyncio.Event()
+    _SlowClosePubSub.closed, _RecordingClient.closed = False, 0
+    monkeypatch.setattr(_subscriber, "make_client", make_client)
+    subscriber = InvalidationSubscriber(_Target(), "redis://127.0.0.1:1", connect_timeout_ms=60_000)
+    starting = asyncio.get_running_loop().create_task(subscriber.start())
+    await asyncio.sleep(0.05)  # the listener failed to subscribe and is closing the pub/sub
+    stopping = asyncio.get_running_loop().create_task(subscriber.stop())
+    await asyncio.sleep(0.05)  # stop() has cancelled the listener mid-close
+    assert not stopping.done()
+    _SlowClosePubSub.release.set()
+    async with asyncio.timeout(10):
+        await stopping
+    # Before: the cancellation skipped the client's close (its sockets leaked until GC).
+    assert _SlowClosePubSub.closed and _RecordingClient.closed == 1
+    starting.cancel()
+    await asyncio.gather(starting, return_exceptions=True)
