@@ -20,13 +20,12 @@ from typing import Any, final
 class _Turn:
     """One operation's place in a key's queue."""
 
-    __slots__ = ("load", "owner", "readers", "ready")
+    __slots__ = ("owner", "readers", "ready")
 
     def __init__(self, ready: asyncio.Future[None] | None) -> None:
         self.ready = ready  # None: the turn was free on arrival
         self.readers: list[asyncio.Future[None]] = []
         self.owner: asyncio.Task[Any] | None = None  # the task running user code (build)
-        self.load: Any = None  # the single-flight load holding this turn, if any
 
 
 @final

@@ -1,17 +1,19 @@
-"""Generations, recency order and expiry heap: synchronous, never awaits or disposes.
+"""Generations, eviction order and expiry queues: synchronous, never awaits or disposes.
 
-The store decides *what* leaves the map and which agent objects become orphaned; the
-manager is told through two callbacks and does the disposing and notifying.
+The store decides *what* leaves the map (asking its eviction policy which entry goes
+next) and which agent objects become orphaned; the manager is told through two
+callbacks and does the disposing and notifying.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar, final
 
+from ._policies import EvictionPolicy, LruPolicy
 from ._seed import Rebuild, RuntimeLease, RuntimeSeed
 from ._stats import RemovalCause
 
@@ -78,11 +80,9 @@ OnOrphaned = Callable[[str, Any], None]
 class _Store(Generic[R, A]):
     """The cache's data structures. Every method is O(1) amortized or O(log n).
 
-    ``current`` maps an agent id to its current generation. ``recency`` orders the agent
-    ids least recently used first; an entry moves to the end when installed and when its
-    last pin is released (it was in use until then). Pinned entries are not moved on a
-    hit: when one reaches the head, eviction drops it from the order (its release puts it
-    back), so each pin costs eviction at most one skip. ``detached`` keeps superseded
+    ``current`` maps an agent id to its current generation. ``policy`` (LRU by default)
+    orders them for eviction: the store tells it of every install and removal, the
+    manager of every last release (``policy.idle``). ``detached`` keeps superseded
     generations that are still pinned, oldest first, until their last pin goes.
 
     departure: the original kept one mutable entry per id (a release after a rebuild
@@ -102,12 +102,17 @@ class _Store(Generic[R, A]):
         "_stale",
         "current",
         "detached",
-        "recency",
+        "policy",
     )
 
-    def __init__(self, on_removed: OnRemoved, on_orphaned: OnOrphaned) -> None:
+    def __init__(
+        self,
+        on_removed: OnRemoved,
+        on_orphaned: OnOrphaned,
+        policy: EvictionPolicy | None = None,
+    ) -> None:
         self.current: dict[str, _Generation[R, A]] = {}
-        self.recency: OrderedDict[str, None] = OrderedDict()
+        self.policy: EvictionPolicy = policy if policy is not None else LruPolicy(0)
         self.detached: dict[str, list[_Generation[R, A]]] = {}
         self._fifo: deque[_Generation[R, A]] = deque()
         self._heap: list[tuple[int, int, _Generation[R, A]]] = []
@@ -141,9 +146,9 @@ class _Store(Generic[R, A]):
             agents = self._agents
             agents[id(agent)] = agents.get(id(agent), 0) + 1
         if old is not None:
-            self.detach(old, old_cause)
+            self._take_out(old, old_cause)
         self.current[seed.agent_id] = gen
-        self.recency[seed.agent_id] = None
+        self.policy.inserted(gen, old)
         if in_order:
             self._fifo.append(gen)
         else:
@@ -152,10 +157,14 @@ class _Store(Generic[R, A]):
 
     def detach(self, gen: _Generation[R, A], cause: RemovalCause | None) -> None:
         """Take ``gen`` out of the map; its agent is orphaned now or at its last release."""
+        self.policy.removed(gen)
+        self._take_out(gen, cause)
+
+    def _take_out(self, gen: _Generation[R, A], cause: RemovalCause | None) -> None:
+        """Detach without telling the policy (a replaced generation: ``inserted`` says it)."""
         agent_id = gen._agent_id
         del self.current[agent_id]
         gen.current = False
-        self.recency.pop(agent_id, None)
         if gen.in_expiry:
             self._stale += 1
             if (
@@ -220,16 +229,30 @@ class _Store(Generic[R, A]):
             # a pinned expired generation is removed at its last release
         return consumed
 
+    def victim(self, keep: _Generation[R, A] | None) -> _Generation[R, A] | None:
+        """The policy's next unpinned generation to evict, never ``keep``."""
+        return self.policy.victim(keep)
+
     def lru_victim(self, keep: str | None) -> _Generation[R, A] | None:
-        """The least recently used unpinned generation, unless it is ``keep``."""
-        recency = self.recency
-        while recency:
-            agent_id = next(iter(recency))
-            gen = self.current[agent_id]
-            if not gen.pins:
-                return None if agent_id == keep else gen
-            del recency[agent_id]  # pinned: its last release puts it back, most recent
-        return None
+        """``victim`` with ``keep`` given by agent id."""
+        return self.policy.victim(None if keep is None else self.current.get(keep))
+
+    @property
+    def recency(self) -> Mapping[str, object]:
+        """The LRU policy's order of agent ids (tests and snapshots read it)."""
+        policy = self.policy
+        if not isinstance(policy, LruPolicy):
+            return {gen._agent_id: None for gen in policy.order()}
+        return policy.recency
+
+    @recency.setter
+    def recency(self, order: Any) -> None:
+        """Lets a test instrument the LRU order with a mapping of its own (same contents)."""
+        policy = self.policy
+        assert isinstance(policy, LruPolicy), "only the LRU policy keeps a recency mapping"
+        order.update(policy.recency)
+        policy.recency = order
+        policy.touch = order.move_to_end
 
     def _compact(self) -> None:
         for gen in self._fifo:

@@ -18,7 +18,7 @@ from snak_runtime import (
     RuntimeNotCached,
     RuntimeSeed,
 )
-from snak_runtime._manager import _ThreadOf
+from snak_runtime._lifecycle import _ThreadOf
 from snak_runtime.testing import FakeClock, RecordingDisposer
 
 Manager = AgentRuntimeManager[str, object]

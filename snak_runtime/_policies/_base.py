@@ -1,0 +1,69 @@
+"""The eviction-policy interface: which entry leaves when the cache is over capacity.
+
+The store owns one policy and tells it about every change of the map; the manager never
+reorders anything itself. Every hook is synchronous and O(1) amortized, never awaits and
+never disposes: the store decides, the manager disposes. The hit path makes no call at
+all: a hit is not reported to the policy (a per-generation hit counter cost the hot path
+2-4% more, past its 1.05x budget, so there is none yet).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .._store import _Generation
+
+    Gen = _Generation[Any, Any]
+
+
+class EvictionPolicy(ABC):
+    """Decides the eviction order of the current generations (one per agent id).
+
+    Memory a policy keeps about agents that are not cached (ghosts, frequencies, costs)
+    must stay bounded in proportion to ``capacity``.
+    """
+
+    name: ClassVar[str]
+    # False: the policy ignores ``idle`` and the release path skips the call.
+    wants_idle: ClassVar[bool] = True
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        # The release hot path's form of ``idle``, called with the agent id: it does what
+        # ``idle`` would do with that id's current generation, or raises KeyError, and then
+        # ``idle(gen)`` is called. A Python call here costs the hot path 10-30%, so a
+        # policy that wants ``idle`` should set a C-level callable (LRU: its OrderedDict's
+        # ``move_to_end``). The default always defers to ``idle`` (an exception per release).
+        self.touch: Callable[[str], object] = _DEFER_TO_IDLE
+
+    @abstractmethod
+    def inserted(self, gen: Gen, previous: Gen | None) -> None:
+        """``gen`` just became the current generation of its agent id; ``previous`` is the
+        generation it replaced (same id), or None. Per-id state may be carried over."""
+
+    @abstractmethod
+    def removed(self, gen: Gen) -> None:
+        """A current generation left the map for any reason other than being replaced."""
+
+    @abstractmethod
+    def idle(self, gen: Gen) -> None:
+        """The last pin of ``gen`` (current and live) was just released."""
+
+    @abstractmethod
+    def victim(self, keep: Gen | None) -> Gen | None:
+        """The next generation to evict: never a pinned one and never ``keep`` (the one
+        just installed); None when no such entry is left."""
+
+    @abstractmethod
+    def order(self) -> list[Gen]:
+        """The current eviction order, next victim first (for snapshots; may scan)."""
+
+    def learn_cost(self, agent_id: str, ms: float) -> None:  # noqa: B027 - optional hook
+        """A build or rebuild of ``agent_id`` took ``ms`` on the manager's clock."""
+
+
+_NOTHING: dict[str, object] = {}
+_DEFER_TO_IDLE: Callable[[str], object] = _NOTHING.__getitem__  # KeyError: call idle(gen)
