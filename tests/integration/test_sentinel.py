@@ -160,7 +160,9 @@ async def test_bad_sentinel_configuration_warns_naming_the_variable_and_runs_on(
 # --- a fleet follows a failover ---------------------------------------------------------------
 
 
-async def spawn_worker(name: str, env: dict[str, str], store: Path, agents: list[str]) -> Worker:
+async def spawn_worker(
+    name: str, env: dict[str, str], store: Path, agents: list[str], *extra: str
+) -> Worker:
     full = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_")}
     full.pop("AGENT_CFG_INVALIDATE_CHANNEL", None)
     full.update(env)
@@ -168,7 +170,7 @@ async def spawn_worker(name: str, env: dict[str, str], store: Path, agents: list
     with log.open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(WORKER), "--name", name, "--store", str(store),
-            "--agents", ",".join(agents),
+            "--agents", ",".join(agents), *extra,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=full,
         )  # fmt: skip
     return Worker(name, proc, log)
@@ -215,8 +217,12 @@ class Fleet:
         return rounds
 
 
+@pytest.mark.parametrize("with_source", [True, False], ids=["versioned-resync", "evict-all"])
 async def test_fleet_follows_a_failover(
-    sentinel_cluster: SentinelCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    sentinel_cluster: SentinelCluster,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    with_source: bool,
 ) -> None:
     n_agents, rounds, kill_after = 20, 6, 50
     store = tmp_path / "store"
@@ -227,9 +233,11 @@ async def test_fleet_follows_a_failover(
     settings = InvalidationSettings.for_sentinels(
         sentinel_cluster.sentinels_env, sentinel_cluster.service
     )
-    env = sentinel_env(sentinel_cluster)
+    # The resync after the failover alone must repair the fleet (no periodic reconciliation).
+    env = {**sentinel_env(sentinel_cluster), "AGENT_CFG_RECONCILE_INTERVAL_MS": "0"}
+    extra = ["--version-source"] if with_source else []
     workers = list(
-        await asyncio.gather(*(spawn_worker(f"w{i}", env, store, agents) for i in range(3)))
+        await asyncio.gather(*(spawn_worker(f"w{i}", env, store, agents, *extra) for i in range(3)))
     )
     fleet = Fleet(workers)
     stop_serving = asyncio.Event()
@@ -259,15 +267,37 @@ async def test_fleet_follows_a_failover(
         assert killed_at and lost > 0, (delivered, lost)
         promotion = await asyncio.to_thread(sentinel_cluster.wait_promoted, old_port, killed_at)
 
-        # Every worker resubscribes on the new master, counted as a reconnect.
+        # Every worker resubscribes on the new master, counted as a reconnect, and resyncs.
         async def resubscribed() -> list[dict[str, Any]]:
             states = await fleet.states()
-            ok = all(s["subscriber"]["connected"] and s["subscriber"]["reconnects"] == 1
-                     for s in states)  # fmt: skip
+            ok = all(
+                s["subscriber"]["connected"]
+                and (s["subscriber"]["reconnects"], s["subscriber"]["resyncs"]) == (1, 1)
+                for s in states
+            )
             return states if ok else []
 
         before = await wait_for("every worker to resubscribe", resubscribed, timeout_s=45)
         resubscribed_s = time.monotonic() - killed_at
+
+        # What the dead master never delivered, the resync repairs: every cache comes to hold
+        # the newest version of every agent (the serving loop builds whatever was evicted).
+        newest = rounds + 1
+
+        async def resynced() -> list[dict[str, Any]]:
+            states = await fleet.states()
+            ok = all(s["versions"] == dict.fromkeys(agents, newest) for s in states)
+            return states if ok else []
+
+        repaired = await wait_for("every worker to hold the newest versions", resynced, 45)
+        repaired_s = time.monotonic() - killed_at
+        for s in repaired:
+            sub, removals = s["subscriber"], s["cache"]["removals"]
+            if with_source:  # only the stale entries were rebuilt, none evicted
+                assert sub["version_checked"] >= n_agents and sub["version_source_failures"] == 0
+                assert sub["resync_evictions"] == 0 and removals.get("resync", 0) == 0, s
+            else:  # every cached entry was evicted as possibly stale
+                assert sub["resync_evictions"] == n_agents == removals["resync"], s
 
         # Publishes after the promotion reach all three: one-shot ones through the settings,
         # and the long-lived publisher's, whose connection died with the old master.
@@ -307,10 +337,12 @@ async def test_fleet_follows_a_failover(
         await publisher.aclose()
     with capsys.disabled():
         print(
-            f"\n[sentinel failover] 3 processes, {n_agents} agents; master SIGKILLed after "
+            f"\n[sentinel failover, {'versioned resync' if with_source else 'evict-all resync'}] "
+            f"3 processes, {n_agents} agents; master SIGKILLed after "
             f"{delivered} of {n_agents * rounds} publishes ({lost} lost while it was down); "
             f"promotion {promotion.seconds:.2f} s after the kill, every worker resubscribed "
-            f"{resubscribed_s:.2f} s, every worker serving the newest versions "
+            f"{resubscribed_s:.2f} s and held every newest version {repaired_s:.2f} s, "
+            f"every worker serving the post-promotion versions "
             f"{converged_s:.2f} s after the kill; {len(fleet.served_at)} serve rounds on each "
             f"worker ({during} while resubscribing), none older than before"
         )
