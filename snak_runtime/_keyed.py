@@ -20,12 +20,15 @@ from typing import Any, final
 class _Turn:
     """One operation's place in a key's queue."""
 
-    __slots__ = ("owner", "readers", "ready")
+    __slots__ = ("discards", "owner", "readers", "ready")
 
     def __init__(self, ready: asyncio.Future[None] | None) -> None:
         self.ready = ready  # None: the turn was free on arrival
         self.readers: list[asyncio.Future[None]] = []
         self.owner: asyncio.Task[Any] | None = None  # the task running user code (build)
+        # users evicted (evict_user) while this operation was in flight: a seed of theirs
+        # made before that must not be installed
+        self.discards: set[str] | None = None
 
 
 @final

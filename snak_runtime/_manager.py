@@ -16,10 +16,12 @@ from threading import get_ident
 from types import TracebackType
 from typing import Any, Generic, TypeVar, final
 
+from . import _operators
 from ._clock import Clock, MonotonicClock
-from ._config import GuardConfig, ResolvedLimits, RuntimeCacheSettings, resolve_limits
+from ._config import GuardConfig, LimitSettings, ResolvedLimits, resolve_limits
 from ._core import RemovalListener
 from ._disposal import DefaultDisposer, Disposer, _Disposals
+from ._info import EntryInfo
 from ._keyed import _KeyedTurns
 from ._lifecycle import _UNBOUND
 from ._policies import make_policy
@@ -54,24 +56,22 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self,
         *,
         guards: GuardConfig | None = None,
-        settings: RuntimeCacheSettings | None = None,
+        settings: LimitSettings | None = None,
         clock: Clock | None = None,
         disposer: Disposer | None = None,
         logger: logging.Logger | None = None,
-        build_timeout_ms: int = 30_000,
-        sweep_interval_ms: int = 1_000,
-        dispose_timeout_ms: int = 10_000,
+        build_timeout_ms: int | None = None,
+        sweep_interval_ms: int | None = None,
+        dispose_timeout_ms: int | None = None,
     ) -> None:
-        for name, value in (
-            ("build_timeout_ms", build_timeout_ms),
-            ("sweep_interval_ms", sweep_interval_ms),
-            ("dispose_timeout_ms", dispose_timeout_ms),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self._guards = guards if guards is not None else GuardConfig()
+        # Keyword > environment (settings, else os.environ) > default; a guard caps each.
         self._limits = resolve_limits(
-            self._guards, settings if settings is not None else RuntimeCacheSettings()
+            self._guards,
+            settings,
+            build_timeout_ms=build_timeout_ms,
+            sweep_interval_ms=sweep_interval_ms,
+            dispose_timeout_ms=dispose_timeout_ms,
         )
         self._max_entries = self._limits.max_entries
         self._default_ttl_ms = self._limits.default_ttl_ms
@@ -85,9 +85,9 @@ class AgentRuntimeManager(_SlowReads[R, A]):
             self._now, self._ticks_per_ms = self._clock.now_ms, 1
         self._disposer: Disposer = disposer if disposer is not None else DefaultDisposer()
         self._log = logger if logger is not None else logging.getLogger(__name__)
-        self._build_timeout_s = build_timeout_ms / 1000
-        self._sweep_interval_s = sweep_interval_ms / 1000
-        self._dispose_timeout_s = dispose_timeout_ms / 1000
+        self._build_timeout_s = self._limits.build_timeout_ms / 1000
+        self._sweep_interval_s = self._limits.sweep_interval_ms / 1000
+        self._dispose_timeout_s = self._limits.dispose_timeout_ms / 1000
 
         self._store: _Store[R, A] = _Store(
             self._removed, self._orphaned, make_policy("lru", self._max_entries)
@@ -166,6 +166,22 @@ class AgentRuntimeManager(_SlowReads[R, A]):
             return None
         return gen._cfg_version
 
+    def peek(self, agent_id: str) -> EntryInfo | None:
+        """The live entry of ``agent_id`` as a frozen ``EntryInfo``, or None.
+
+        Does not pin, reorder or count a hit (an expired entry is left for the sweeper).
+        Empty or non-string ids raise ``ValueError`` / ``TypeError``.
+        """
+        return _operators.peek(self, agent_id)
+
+    def snapshot(self) -> list[EntryInfo]:
+        """Every live entry as a frozen ``EntryInfo``, next to be evicted first.
+
+        Does not pin, reorder or count a hit. Visits every entry (O(n)): meant for
+        operators and metrics scrapes, never for a request path.
+        """
+        return _operators.snapshot(self)
+
     # departure: the original promised hit/miss metrics in a comment and recorded none.
     def stats(self) -> CacheStats:
         return self._stats.snapshot(size=len(self._current), pinned=self._pinned())
@@ -205,6 +221,7 @@ class AgentRuntimeManager(_SlowReads[R, A]):
             gen = await self._acquire_slow(agent_id, user_id)
             return None if gen is None else gen._runtime
         gen.loose_pins += 1  # the plain hit, inline
+        gen.hits += 1
         self._stats.hits += 1
         return gen._runtime
 
@@ -223,6 +240,7 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         ):
             return await self._acquire_slow(agent_id, user_id)
         gen.loose_pins += 1  # the plain hit, inline
+        gen.hits += 1
         self._stats.hits += 1
         return gen
 
@@ -304,6 +322,7 @@ class _LeaseContext(Generic[R, A]):
             gen = await m._lease_enter(agent_id, self._user_id, self._build)
         else:
             gen.lease_pins += 1  # the plain hit, inline
+            gen.hits += 1
             m._stats.hits += 1
         self._gen = gen
         return gen
