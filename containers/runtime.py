@@ -30,6 +30,9 @@ class RuntimeContainer(DeclarativeContainer):
     build_timeout_ms: providers.Object[int | None] = providers.Object(None)
     dispose_timeout_ms: providers.Object[int | None] = providers.Object(None)
     sweep_interval_ms: providers.Object[int | None] = providers.Object(None)
+    # Expiry options, the same way: None leaves each to its variable, then its default (off).
+    idle_ttl_ms: providers.Object[int | None] = providers.Object(None)
+    ttl_jitter: providers.Object[float | None] = providers.Object(None)
     manager: providers.Singleton[AgentRuntimeManager[Any, Any]] = providers.Singleton(
         AgentRuntimeManager,
         guards=guards,
@@ -39,6 +42,8 @@ class RuntimeContainer(DeclarativeContainer):
         build_timeout_ms=build_timeout_ms,
         dispose_timeout_ms=dispose_timeout_ms,
         sweep_interval_ms=sweep_interval_ms,
+        idle_ttl_ms=idle_ttl_ms,
+        ttl_jitter=ttl_jitter,
     )
     lifespan = providers.Resource(run_manager, manager=manager, provider=manager.provider)
 

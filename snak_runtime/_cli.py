@@ -19,8 +19,10 @@ from ._config import (
     _MAX_TTL_KEY,
     BACKOFF_CAP,
     GUARDS_PATH_VAR,
+    IDLE_TTL_MS_VAR,
     MAX_ENTRIES_VAR,
     MS_SETTINGS,
+    TTL_JITTER_VAR,
     TTL_MS_VAR,
     TTL_SECONDS_VAR,
     GuardConfigError,
@@ -102,6 +104,8 @@ def _run_config(args: argparse.Namespace) -> int:
         ("dispose_timeout_ms", limits.dispose_timeout_ms, limits.dispose_timeout_source),
         ("sweep_interval_ms", limits.sweep_interval_ms, limits.sweep_interval_source),
         ("backoff_cap_ms", *backoff_cap),
+        ("idle_ttl_ms", limits.idle_ttl_ms, limits.idle_ttl_source),
+        ("ttl_jitter", limits.ttl_jitter, limits.ttl_jitter_source),
     )
     for name, value, source in timings:
         print(f"  {name:<18}{value:>8}   from {source}")
@@ -120,6 +124,8 @@ def _run_config(args: argparse.Namespace) -> int:
         (TTL_SECONDS_VAR, settings.ttl_seconds),
         (GUARDS_PATH_VAR, settings.guards_config_path),
         *((s.variable, environment_value(s.variable)) for s in MS_SETTINGS),
+        (IDLE_TTL_MS_VAR, settings.idle_ttl_ms),
+        (TTL_JITTER_VAR, settings.ttl_jitter),
     )
     width = max(len(name) for name, _ in raw_values)
     for name, raw in raw_values:
@@ -186,8 +192,8 @@ class _DemoBackend:
 _COUNTER_NOTES = (
     "which counter counts what:",
     "  removals   every entry that left the cache, by cause: explicit = evict(),",
-    "             invalidated = replaced by a rebuild, expired = TTL, capacity, replaced,",
-    "             shutdown",
+    "             invalidated = replaced by a rebuild, expired = TTL, idle = unused for",
+    "             idle_ttl_ms, capacity, replaced, shutdown, resync",
     "  evictions  capacity removals only (more than max_entries cached): {evictions} here;",
     "             evict() is counted in removals as explicit, never in evictions",
     "  loads      builds a lease ran on a miss; rebuilds: those on_invalidate() ran",
@@ -372,13 +378,20 @@ def _run_simulate(args: argparse.Namespace) -> int:
     print(f"simulated {r.requests:,} requests for {config.agents:,} agents (Zipf {config.zipf_s})"
           f" over {r.virtual_s:,.0f} s of virtual time, in {r.wall_s:.1f} s")
     print(f"  cache           max_entries={r.max_entries}  ttl_ms={r.ttl_ms}"
-          f"  peak size={r.peak_size}")
+          f"  idle_ttl_ms={r.idle_ttl_ms or 'off'}  ttl_jitter={r.ttl_jitter:g}"
+          f"  peak size={r.peak_size}  mean size={r.mean_size:.1f}")
     print(f"  hit rate        {r.hit_rate:.1%}  ({r.hits:,} hits, {r.misses:,} misses)")
+    if config.one_time_share:
+        print(f"  returning       hit rate {r.returning_hit_rate:.1%}"
+              f"  ({r.returning_hits:,} of {r.returning_requests:,} requests for the"
+              f" {config.agents:,} returning agents; the rest were one-time agents)")
     print(f"  builds          {r.builds:,}  (failures {r.build_failures:,};"
           f" build_timeout_ms={r.build_timeout_ms})")
     print(f"  failed requests {r.failed_requests:,}  (their build failed)")
+    print(f"  peak builds/s   {r.peak_builds_per_s:,}  (in second {r.peak_builds_second:,};"
+          f" loads and rebuilds started; {config.deploy:,} agents deployed at 0 s)")
     print(f"  evictions       {r.evictions:,}  (capacity)")
-    print(f"  expirations     {r.expirations:,}")
+    print(f"  expirations     {r.expirations:,}  (idle: {r.idle_expirations:,})")
     print(f"  invalidations   {r.invalidations:,}  (rebuilds {r.rebuilds:,},"
           f" failures {r.rebuild_failures:,})")
     print(f"  lease latency   p50 {r.p50_ms:.1f} ms  p99 {r.p99_ms:.1f} ms  max {r.max_ms:.1f} ms"

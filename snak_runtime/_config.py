@@ -19,6 +19,8 @@ BUILD_TIMEOUT_VAR = "AGENT_RUNTIME_BUILD_TIMEOUT_MS"
 DISPOSE_TIMEOUT_VAR = "AGENT_RUNTIME_DISPOSE_TIMEOUT_MS"
 SWEEP_INTERVAL_VAR = "AGENT_RUNTIME_SWEEP_INTERVAL_MS"
 BACKOFF_CAP_VAR = "AGENT_CFG_BACKOFF_CAP_MS"
+IDLE_TTL_MS_VAR = "AGENT_RUNTIME_CACHE_IDLE_TTL_MS"
+TTL_JITTER_VAR = "AGENT_RUNTIME_CACHE_TTL_JITTER"
 
 _MAX_ENTRIES_KEY = "agent_runtime.cache.max_entries"
 _MAX_TTL_KEY = "agent_runtime.cache.max_ttl_ms"
@@ -141,6 +143,10 @@ class LimitSettings(Protocol):
     def dispose_timeout_ms(self) -> str | None: ...
     @property
     def sweep_interval_ms(self) -> str | None: ...
+    @property
+    def idle_ttl_ms(self) -> str | None: ...
+    @property
+    def ttl_jitter(self) -> str | None: ...
 
 
 def environment_value(name: str) -> str | None:
@@ -159,6 +165,8 @@ class _Environment:
     build_timeout_ms: str | None
     dispose_timeout_ms: str | None
     sweep_interval_ms: str | None
+    idle_ttl_ms: str | None
+    ttl_jitter: str | None
 
     @classmethod
     def read(cls) -> _Environment:
@@ -172,6 +180,8 @@ class _Environment:
                     BUILD_TIMEOUT_VAR,
                     DISPOSE_TIMEOUT_VAR,
                     SWEEP_INTERVAL_VAR,
+                    IDLE_TTL_MS_VAR,
+                    TTL_JITTER_VAR,
                 )
             )
         )
@@ -209,6 +219,10 @@ class ResolvedLimits:
     build_timeout_source: str = "default"
     dispose_timeout_source: str = "default"
     sweep_interval_source: str = "default"
+    idle_ttl_ms: int = 0  # 0: idle expiry off
+    idle_ttl_source: str = "default (off)"
+    ttl_jitter: float = 0.0
+    ttl_jitter_source: str = "default (off)"
 
     def describe(self) -> str:
         """One line for the start-up log: each effective value and where it came from."""
@@ -217,7 +231,9 @@ class ResolvedLimits:
             f"default_ttl_ms={self.default_ttl_ms} ({self.default_ttl_source}), "
             f"build_timeout_ms={self.build_timeout_ms} ({self.build_timeout_source}), "
             f"dispose_timeout_ms={self.dispose_timeout_ms} ({self.dispose_timeout_source}), "
-            f"sweep_interval_ms={self.sweep_interval_ms} ({self.sweep_interval_source})"
+            f"sweep_interval_ms={self.sweep_interval_ms} ({self.sweep_interval_source}), "
+            f"idle_ttl_ms={self.idle_ttl_ms} ({self.idle_ttl_source}), "
+            f"ttl_jitter={self.ttl_jitter} ({self.ttl_jitter_source})"
         )
 
 
@@ -328,6 +344,8 @@ def resolve_limits(
     build_timeout_ms: int | None = None,
     dispose_timeout_ms: int | None = None,
     sweep_interval_ms: int | None = None,
+    idle_ttl_ms: int | None = None,
+    ttl_jitter: float | None = None,
 ) -> ResolvedLimits:
     """Resolve every limit: keyword > environment (``settings``) > default, capped by a guard.
 
@@ -404,6 +422,10 @@ def resolve_limits(
             (SWEEP_INTERVAL, sweep_interval_ms, settings.sweep_interval_ms),
         )
     ]
+    from ._expiry_options import resolve_idle_ttl_ms, resolve_ttl_jitter  # (imports this)
+
+    idle = resolve_idle_ttl_ms(idle_ttl_ms, settings.idle_ttl_ms, guards, collected)
+    jitter = resolve_ttl_jitter(ttl_jitter, settings.ttl_jitter, collected)
     limits = ResolvedLimits(
         max_entries=entries,
         default_ttl_ms=ttl_ms,
@@ -416,6 +438,10 @@ def resolve_limits(
         build_timeout_source=timings[0][1],
         dispose_timeout_source=timings[1][1],
         sweep_interval_source=timings[2][1],
+        idle_ttl_ms=idle[0],
+        idle_ttl_source=idle[1],
+        ttl_jitter=jitter[0],
+        ttl_jitter_source=jitter[1],
     )
     logger.info("snak_runtime limits: %s", limits.describe())
     return limits

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from random import Random
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._clock import Clock
@@ -21,7 +22,7 @@ from ._disposal import Disposer, _Disposals
 from ._keyed import _KeyedTurns
 from ._seed import RuntimeSeed
 from ._stats import RemovalCause, _StatsCounter
-from ._store import _Generation, _Store
+from ._store import _Generation, _IdleGeneration, _Store
 
 if TYPE_CHECKING:  # a runtime import would be circular
     from ._loads import _Load
@@ -55,6 +56,10 @@ class _ManagerCore(Generic[R, A]):
     _build_timeout_s: float
     _sweep_interval_s: float
     _dispose_timeout_s: float
+    _idle_ttl_ms: int  # 0: idle expiry off
+    _idle_ticks: int  # the same in clock ticks
+    _ttl_jitter: float  # 0.0: off
+    _jitter_random: Random
     # data (the store decides what leaves; these are hot-path aliases of its fields)
     _store: _Store[R, A]
     _current: dict[str, _Generation[R, A]]
@@ -62,6 +67,7 @@ class _ManagerCore(Generic[R, A]):
     _idle: Callable[[_Generation[R, A]], None]  # the eviction policy's last-release hook
     _touch: Callable[[str], object]  # its fast form by agent id (KeyError: call _idle)
     _over_capacity: bool  # pins kept the map above max_entries after a trim
+    _slow_release: bool  # last releases take _last_pin_gone: over capacity, or idle expiry on
     # order: per-id turns, the single-flight loads and the rebuilds in flight
     _turns: _KeyedTurns
     _queues: dict[str, Any]
@@ -117,22 +123,30 @@ class _ManagerCore(Generic[R, A]):
         return gen
 
     def _live(self, agent_id: str) -> _Generation[R, A] | None:
-        """The live current generation (an expired idle one is removed on the way)."""
+        """The live current generation (an expired unpinned one is removed on the way)."""
         gen = self._current.get(agent_id)
         if gen is None:
             return None
-        if self._now() >= gen.expires_at:
+        now = self._now()
+        if now >= gen.expires_at:
+            cause = self._store.cause(gen, now)
+            if cause is None:  # only the lower bound of its idle deadline had passed
+                return gen
             if gen.pins == 0:
-                self._store.detach(gen, RemovalCause.EXPIRED)
+                self._store.detach(gen, cause)
             return None
         return gen
+
+    def _is_live(self, gen: _Generation[R, A], now: int) -> bool:
+        """Whether the current ``gen`` is live at ``now`` (nothing removed, nothing bumped)."""
+        return now < gen.expires_at or self._store.cause(gen, now) is None
 
     def _unpinned(self, gen: _Generation[R, A]) -> None:
         """One pin of ``gen`` was just given back (the caller decremented its counter)."""
         self._unpins += 1
         if gen.loose_pins or gen.lease_pins:
             return
-        if gen.current and self._now() < gen.expires_at and not self._over_capacity:
+        if gen.current and self._now() < gen.expires_at and not self._slow_release:
             try:  # in use until now: the policy hears it went idle
                 self._touch(gen._agent_id)
             except KeyError:
@@ -141,12 +155,28 @@ class _ManagerCore(Generic[R, A]):
         self._last_pin_gone(gen)
 
     def _last_pin_gone(self, gen: _Generation[R, A]) -> None:
-        """The slow cases of a last unpin (release and _unpinned handle the common one)."""
-        if gen.current and self._now() < gen.expires_at:  # live, but the map is over capacity
-            self._idle(gen)  # in use until now
-            self._trim(keep=None, warn=False)
-        elif gen.current:
-            self._store.detach(gen, RemovalCause.EXPIRED)
+        """The slow cases of a last unpin (release and _unpinned handle the common one): the
+        map is over capacity, idle expiry is on, the entry expired, or it is detached."""
+        now = self._now()
+        if gen.current:
+            if type(gen) is _IdleGeneration:
+                live = now < gen.deadline  # in use until now, so never idle: only the TTL
+                if live:
+                    # its idle time starts here, and the hot path's bound moves with it
+                    gen.last_used = now
+                    idle_at = now + self._idle_ticks
+                    gen.expires_at = idle_at if idle_at < gen.deadline else gen.deadline
+            else:
+                live = now < gen.expires_at
+            if not live:
+                self._store.detach(gen, RemovalCause.EXPIRED)
+                return
+            try:  # in use until now: the policy hears it went idle
+                self._touch(gen._agent_id)
+            except KeyError:
+                self._idle(gen)
+            if self._over_capacity:
+                self._trim(keep=None, warn=False)
         else:
             self._store.drop_detached(gen)
             # closing detached every entry, so draining ends on this branch
@@ -175,11 +205,15 @@ class _ManagerCore(Generic[R, A]):
                     ttl_ms, seed.agent_id, resolved, extra={"agent_id": seed.agent_id},
                 )
             ttl_ms = resolved
+        jitter = self._ttl_jitter
+        if jitter:
+            # spread a batch installed together: each TTL shortened by up to this fraction
+            ttl_ms -= int(ttl_ms * jitter * self._jitter_random.random())
         gen = self._store.install(
             seed,
             now + ttl_ms * self._ticks_per_ms,
             cause,
-            in_order=ttl_ms == self._default_ttl_ms,
+            in_order=ttl_ms == self._default_ttl_ms and not jitter,
             installed_at=now,
             build_ms=build_ms,
         )
@@ -192,10 +226,11 @@ class _ManagerCore(Generic[R, A]):
         # departure: the original could evict the entry its own install had just put in.
         store = self._store
         self._over_capacity = False
+        self._slow_release = self._idle_ttl_ms > 0
         while len(self._current) > self._max_entries:
             victim = store.victim(keep)
             if victim is None:
-                self._over_capacity = True
+                self._over_capacity = self._slow_release = True
                 if warn:
                     keep_id = None if keep is None else keep._agent_id
                     self._log.warning(

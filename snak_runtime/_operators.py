@@ -15,7 +15,7 @@ from ._info import EntryInfo, _fast_entry_info
 from ._keyed import _Turn
 from ._seed import RuntimeSeed
 from ._stats import RemovalCause
-from ._store import _Generation, _Store
+from ._store import _Generation, _IdleGeneration, _Store
 
 if TYPE_CHECKING:
     from ._core import _ManagerCore as AgentRuntimeManager  # any layer of the manager
@@ -43,13 +43,21 @@ def _infos(
     """Each live generation of ``gens`` with its ``EntryInfo``; one loop with everything
     in locals, since ``snapshot()`` runs it over every entry."""
     per_ms = manager._ticks_per_ms
-    detached = manager._store.detached
+    store = manager._store
+    detached = store.detached
+    idle = store.idle_ticks
     make = _fast_entry_info
     out = []
     for gen in gens:
         expires_at = gen.expires_at
-        if now >= expires_at:
-            continue
+        if now >= expires_at and store.cause(gen, now) is not None:
+            continue  # expired (or idle: issue 16)
+        if idle and isinstance(gen, _IdleGeneration):
+            # ``expires_at`` is the hot path's early bound: when the entry itself expires is
+            # its TTL while in use, else the earlier of the TTL and its idle deadline
+            expires_at = gen.deadline
+            if not (gen.loose_pins or gen.lease_pins):
+                expires_at = min(expires_at, gen.last_used + idle)
         older = detached.get(gen._agent_id) if detached else None
         out.append((gen, make(
             gen._agent_id,

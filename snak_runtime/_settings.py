@@ -18,8 +18,10 @@ from ._config import (
     BUILD_TIMEOUT_VAR,
     DISPOSE_TIMEOUT_VAR,
     GUARDS_PATH_VAR,
+    IDLE_TTL_MS_VAR,
     MAX_ENTRIES_VAR,
     SWEEP_INTERVAL_VAR,
+    TTL_JITTER_VAR,
     TTL_MS_VAR,
     TTL_SECONDS_VAR,
 )
@@ -71,6 +73,8 @@ class RuntimeCacheSettings(BaseSettings):
     build_timeout_ms: str | None = Field(default=None, validation_alias=BUILD_TIMEOUT_VAR)
     dispose_timeout_ms: str | None = Field(default=None, validation_alias=DISPOSE_TIMEOUT_VAR)
     sweep_interval_ms: str | None = Field(default=None, validation_alias=SWEEP_INTERVAL_VAR)
+    idle_ttl_ms: str | None = Field(default=None, validation_alias=IDLE_TTL_MS_VAR)
+    ttl_jitter: str | None = Field(default=None, validation_alias=TTL_JITTER_VAR)
 
     @classmethod
     def settings_customise_sources(

@@ -7,6 +7,12 @@ arrivals, TTLs and the sweeper all run on a virtual clock: the event loop jumps 
 to its next timer instead of sleeping, and the manager's clock reads the same virtual
 time. So a run of hours of traffic takes seconds, latencies are virtual milliseconds
 (time spent waiting for builds; a hit costs 0), and the manager code is the real one.
+
+Two workload shapes of issue 16: a deploy (``deploy`` agents installed together at the
+start: without ``ttl_jitter`` they all expire in the same second, and the rebuilds of the
+busy ones arrive as a storm; ``peak_builds_per_s`` shows it), and one-time agents (a share
+of requests for ids never seen again, which hold capacity until evicted, expired or, with
+``idle_ttl_ms``, idle: ``returning_hit_rate`` is the hit rate of the other requests).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import math
 import random
 import selectors
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, final
@@ -57,6 +64,10 @@ class SimulationConfig:
     build_timeout_ms: int | None = None
     seed: int = 1
     guards: GuardConfig | None = None
+    idle_ttl_ms: int | None = None
+    ttl_jitter: float | None = None
+    deploy: int = 0
+    one_time_share: float = 0.0
 
     def __post_init__(self) -> None:
         validate({name: getattr(self, name) for name in PARAMETERS})
@@ -92,11 +103,28 @@ class SimulationResult:
     virtual_s: float
     wall_s: float
     removals: Mapping[str, int] = field(default_factory=dict)
+    idle_ttl_ms: int = 0
+    ttl_jitter: float = 0.0
+    idle_expirations: int = 0
+    peak_builds_per_s: int = 0
+    """The most build calls (loads and rebuilds) that started in one second of virtual time."""
+    peak_builds_second: int = 0
+    returning_requests: int = 0
+    """Requests for the ``agents`` ids (not one-time agents)."""
+    returning_hits: int = 0
+    """Returning requests that found their agent live on arrival."""
+    mean_size: float = 0.0
+    """Entries in the cache, averaged over request arrivals (what the cache holds open)."""
 
     @property
     def hit_rate(self) -> float:
         total = self.hits + self.misses
         return 1.0 if total == 0 else self.hits / total
+
+    @property
+    def returning_hit_rate(self) -> float:
+        n = self.returning_requests
+        return 1.0 if n == 0 else self.returning_hits / n
 
 
 @final
@@ -186,9 +214,16 @@ def _make_manager(
 ) -> AgentRuntimeManager[str, _SimAgent]:
     base = config.guards if config.guards is not None else GuardConfig()
     timeout_ms = config.build_timeout_ms or DEFAULT_BUILD_TIMEOUT_MS
+    # None leaves each expiry option to its variable, then its default (off).
+    options: dict[str, Any] = {
+        "build_timeout_ms": timeout_ms,
+        "idle_ttl_ms": config.idle_ttl_ms,
+        "ttl_jitter": config.ttl_jitter,
+        "ttl_jitter_random": random.Random(config.seed),
+    }
     if config.max_entries is None and config.ttl_ms is None:
         # The embedded default: guards + environment, as `config` resolves them.
-        return AgentRuntimeManager(guards=base, clock=clock, build_timeout_ms=timeout_ms)
+        return AgentRuntimeManager(guards=base, clock=clock, **options)
     env = RuntimeCacheSettings()
     max_entries = config.max_entries
     ttl_ms = config.ttl_ms
@@ -202,9 +237,7 @@ def _make_manager(
         ttl_ms=str(ttl_ms) if ttl_ms is not None else env.ttl_ms,
         ttl_seconds=env.ttl_seconds,
     )
-    return AgentRuntimeManager(
-        guards=guards, settings=settings, clock=clock, build_timeout_ms=timeout_ms
-    )
+    return AgentRuntimeManager(guards=guards, settings=settings, clock=clock, **options)
 
 
 async def _run(
@@ -220,10 +253,10 @@ async def _run(
     versions = dict.fromkeys(agent_ids, 1)
     build_s = config.build_ms / 1000
     hold_s = config.hold_ms / 1000
+    builds_per_s: Counter[int] = Counter()  # second of virtual time -> builds started
 
-    async def build(agent_id: str) -> RuntimeSeed[str, _SimAgent]:
-        await asyncio.sleep(build_s)
-        version = versions[agent_id]
+    def make_seed(agent_id: str) -> RuntimeSeed[str, _SimAgent]:
+        version = versions.get(agent_id, 1)  # one-time agents are never reconfigured
 
         async def rebuild() -> RuntimeSeed[str, _SimAgent]:
             return await build(agent_id)
@@ -233,16 +266,27 @@ async def _run(
             runtime=f"{agent_id}@v{version}", rebuild=rebuild, agent=_SimAgent(),
         )
 
+    async def build(agent_id: str) -> RuntimeSeed[str, _SimAgent]:
+        builds_per_s[int(clock.now_s)] += 1
+        await asyncio.sleep(build_s)
+        return make_seed(agent_id)
+
     manager = _make_manager(config, clock)
     latencies: list[float] = []
     done = 0
     failed = 0
     step = max(1, config.requests // 100)
     peak = 0
+    returning = returning_hits = 0
+    sizes = 0
 
-    async def request(agent_id: str) -> None:
-        nonlocal done, failed, peak
+    async def request(agent_id: str, once: bool) -> None:
+        nonlocal done, failed, peak, returning, returning_hits, sizes
         arrived = clock.now_s
+        sizes += manager.size
+        if not once:
+            returning += 1
+            returning_hits += agent_id in manager  # live on arrival: the lease will hit
         try:
             async with manager.lease(agent_id, build=build):
                 latencies.append((clock.now_s - arrived) * 1000)
@@ -271,6 +315,9 @@ async def _run(
                 await manager.on_invalidate(agent_id, versions[agent_id])
 
     await manager.start()
+    for agent_id in popularity[: config.deploy]:  # a deploy warms the cache all at once
+        await manager.shadow_seed(make_seed(agent_id))
+    one_time = itertools.count()
     stop = asyncio.Event()
     changes = asyncio.ensure_future(invalidations(stop))
     tasks: set[asyncio.Task[None]] = set()
@@ -278,8 +325,13 @@ async def _run(
     started_s = clock.now_s
     for _ in range(config.requests):
         await asyncio.sleep(rng.expovariate(config.rate_per_s))
-        rank = bisect.bisect_left(cum_weights, rng.random() * cum_weights[-1])
-        task = asyncio.ensure_future(request(popularity[min(rank, config.agents - 1)]))
+        if config.one_time_share and rng.random() < config.one_time_share:
+            task = asyncio.ensure_future(request(f"once-{next(one_time):07d}", True))
+        else:
+            rank = bisect.bisect_left(cum_weights, rng.random() * cum_weights[-1])
+            task = asyncio.ensure_future(
+                request(popularity[min(rank, config.agents - 1)], False)
+            )
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     while tasks:
@@ -291,6 +343,7 @@ async def _run(
     await manager.aclose()
     disposals = manager.stats().disposals
     latencies.sort()
+    peak_second, peak_builds = max(builds_per_s.items(), key=lambda kv: kv[1], default=(0, 0))
     return SimulationResult(
         config=config,
         max_entries=manager.max_entries,
@@ -315,6 +368,14 @@ async def _run(
         virtual_s=virtual_s,
         wall_s=time.perf_counter() - wall,
         removals=dict(stats.removals),
+        idle_ttl_ms=manager.idle_ttl_ms,
+        ttl_jitter=manager.ttl_jitter,
+        idle_expirations=stats.idle_expirations,
+        peak_builds_per_s=peak_builds,
+        peak_builds_second=peak_second,
+        returning_requests=returning,
+        returning_hits=returning_hits,
+        mean_size=sizes / config.requests,
     )
 
 

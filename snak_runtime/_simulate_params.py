@@ -105,6 +105,17 @@ PARAMETERS: Mapping[str, Parameter] = {
         Parameter("build_timeout_ms", "--build-timeout-ms", int, 1, _DAY_MS,
                   "a slower build fails (default: the manager's 30000)", optional=True),
         Parameter("seed", "--seed", int, -(2**63), 2**63 - 1, "random seed"),
+        # issue 16: expiry options and the two workload shapes that show them
+        Parameter("idle_ttl_ms", "--idle-ttl-ms", int, 0, 365 * _DAY_MS,
+                  "idle expiry: an entry unused this long leaves, 0 off"
+                  " (default: as configured)", optional=True),
+        Parameter("ttl_jitter", "--ttl-jitter", float, 0, 0.5,
+                  "each TTL shortened at random by up to this fraction"
+                  " (default: as configured)", optional=True),
+        Parameter("deploy", "--deploy", int, 0, 1_000_000,
+                  "agents installed together at 0 s, a deploy warming the cache"),
+        Parameter("one_time_share", "--one-time", float, 0, 0.99,
+                  "share of requests for one-time agents, never requested again"),
     )
 }
 """Every numeric parameter, in ``--help`` order. Add a parameter here and to SimulationConfig."""
@@ -124,6 +135,11 @@ def validate(values: Mapping[str, Any]) -> None:
     """Check each parameter, then the bounds on the whole run (span, invalidations)."""
     for name, parameter in PARAMETERS.items():
         parameter.check(values[name])
+    if values["deploy"] > values["agents"]:
+        raise SimulationConfigError(
+            ("deploy", "agents"),
+            f"cannot deploy {values['deploy']:,} of {values['agents']:,} agents",
+        )
     span_s = expected_span_s(values)
     if span_s > MAX_SPAN_S:
         raise SimulationConfigError(

@@ -19,6 +19,7 @@ class RemovalCause(StrEnum):
     """Why a generation left the map; the values are the contract's strings."""
 
     EXPIRED = "expired"
+    IDLE = "idle"  # idle expiry: no use for ``idle_ttl_ms``
     CAPACITY = "capacity"
     INVALIDATED = "invalidated"
     REPLACED = "replaced"
@@ -33,7 +34,8 @@ class RemovalCause(StrEnum):
 class CacheStats:
     """A point-in-time snapshot of the manager's counters.
 
-    ``evictions`` counts capacity removals only; ``removals`` counts every cause.
+    ``evictions`` counts capacity removals only, ``expirations`` TTL expiries only and
+    ``idle_expirations`` idle expiries (``idle_ttl_ms``); ``removals`` counts every cause.
     ``load_time_ms`` / ``rebuild_time_ms`` are the total wall time spent in ``build`` /
     ``rebuild()`` calls (successful or not), so ``load_time_ms / loads`` is the mean cost.
     """
@@ -48,6 +50,7 @@ class CacheStats:
     rebuild_failures: int = 0
     evictions: int = 0
     expirations: int = 0
+    idle_expirations: int = 0
     disposals: int = 0
     dispose_failures: int = 0
     size: int = 0
@@ -134,6 +137,7 @@ class _StatsCounter:
             rebuild_failures=self.rebuild_failures,
             evictions=removals[RemovalCause.CAPACITY],
             expirations=removals[RemovalCause.EXPIRED],
+            idle_expirations=removals[RemovalCause.IDLE],
             disposals=self.disposals,
             dispose_failures=self.dispose_failures,
             size=size,

@@ -139,7 +139,7 @@ class _Instruments:
             [self._callback(self._removals)],
             unit="{generation}",
             description="Generations that left the map, by cause "
-            "(capacity and expired are evictions).",
+            "(capacity, expired and idle are evictions).",
         )
         for i, (name, unit, doc) in enumerate(GAUGES):
             meter.create_observable_gauge(

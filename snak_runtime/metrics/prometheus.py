@@ -174,7 +174,7 @@ class RuntimeCacheCollector:
 
         removals = CounterMetricFamily(
             "snak_runtime_removals",
-            "Generations that left the map, by cause (capacity and expired are evictions).",
+            "Generations that left the map, by cause (capacity, expired and idle are evictions).",
             labels=("cache", "cause"),
         )
         for label, stats, _, _ in snapshots:

@@ -86,6 +86,20 @@ def test_environment_variables_reach_the_manager(monkeypatch: pytest.MonkeyPatch
     assert "AGENT_RUNTIME_CACHE_MAX_ENTRIES" in manager.limits.max_entries_source
 
 
+def test_expiry_options_from_the_environment_and_the_container_paths(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AGENT_RUNTIME_CACHE_IDLE_TTL_MS", "60000")
+    monkeypatch.setenv("AGENT_RUNTIME_CACHE_TTL_JITTER", "0.25")
+    manager: Manager = RuntimeContainer().manager()
+    assert (manager.idle_ttl_ms, manager.ttl_jitter) == (60_000, 0.25)
+    container = RuntimeContainer()
+    container.idle_ttl_ms.override(5_000)  # a container path is a keyword: beats the variable
+    container.ttl_jitter.override(0.0)
+    manager = container.manager()
+    assert (manager.idle_ttl_ms, manager.ttl_jitter) == (5_000, 0.0)
+
+
 # ---------------------------------------------------------------------------- overrides
 
 

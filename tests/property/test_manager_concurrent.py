@@ -4,7 +4,8 @@ The sequential model (test_manager_model.py) checks every result exactly; this m
 checks the safety properties under interleaving, cancellation, slow builds and failures:
 an agent is never disposed while a task holds it, never twice, every accepted agent is
 disposed exactly once after close, the pin count equals the pins the tasks hold, and a
-task that the test did not cancel never ends in CancelledError (issue 9).
+task that the test did not cancel never ends in CancelledError (issue 9). Each run draws
+the expiry options of issue 16 (idle expiry, TTL jitter with a seeded random source).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 from collections import Counter
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from snak_runtime import (
     AgentRuntimeManager,
@@ -75,6 +77,20 @@ class ConcurrentMachine(RuleBasedStateMachine):
         # started before n may be installed (and so handed out) after the call
         self.revoked: dict[str, int] = {}
         self.revoked_installs: list[Agent] = []
+        self.manager = self.make_manager(0, 0.0, 0)
+
+    @initialize(
+        idle_ttl=st.sampled_from([0, 0, 30, 60]),
+        jitter=st.sampled_from([0.0, 0.0, 0.5]),
+        seed=st.integers(0, 2**16),
+    )
+    def options(self, idle_ttl: int, jitter: float, seed: int) -> None:
+        """This run's expiry options, on a fresh manager (the first one was never used)."""
+        self.manager = self.make_manager(idle_ttl, jitter, seed)
+
+    def make_manager(
+        self, idle_ttl: int, jitter: float, seed: int
+    ) -> AgentRuntimeManager[str, Agent]:
         machine = self
 
         class Disposer:
@@ -84,15 +100,18 @@ class ConcurrentMachine(RuleBasedStateMachine):
                     machine.violations.append(agent)
                 machine.disposed.append(agent)
 
-        self.manager: AgentRuntimeManager[str, Agent] = AgentRuntimeManager(
+        manager: AgentRuntimeManager[str, Agent] = AgentRuntimeManager(
             guards=GuardConfig(max_entries=2, max_ttl_ms=100),
             settings=RuntimeCacheSettings(),
             clock=self.clock,
             disposer=Disposer(),
             build_timeout_ms=2_000,
             dispose_timeout_ms=2_000,
+            idle_ttl_ms=idle_ttl,
+            ttl_jitter=jitter,
+            ttl_jitter_random=random.Random(seed),
         )
-        install = self.manager._install
+        install = manager._install
 
         def spy(seed: RuntimeSeed[str, Agent], *args: Any, **kwargs: Any) -> Any:
             if seed.agent is not None:
@@ -101,8 +120,8 @@ class ConcurrentMachine(RuleBasedStateMachine):
                     self.revoked_installs.append(seed.agent)
             return install(seed, *args, **kwargs)
 
-        self.manager._install = spy  # type: ignore[method-assign]
-        discard = self.manager._discard_seed
+        manager._install = spy  # type: ignore[method-assign]
+        discard = manager._discard_seed
 
         def discard_spy(agent_id: str, seed: object) -> None:
             # a seed discarded because its user was evicted: the manager disposes its agent
@@ -112,7 +131,8 @@ class ConcurrentMachine(RuleBasedStateMachine):
                 self.accepted[id(agent)] = agent
             discard(agent_id, seed)
 
-        self.manager._discard_seed = discard_spy  # type: ignore[method-assign]
+        manager._discard_seed = discard_spy  # type: ignore[method-assign]
+        return manager
 
     # ----------------------------------------------------------------- helpers
 
@@ -341,6 +361,13 @@ class ConcurrentMachine(RuleBasedStateMachine):
     @rule(ms=st.sampled_from([10, 60, 100]))
     def advance(self, ms: int) -> None:
         self.clock.advance(ms)
+
+    @precondition(lambda self: not self.closed)
+    @rule()
+    def sweep(self) -> None:
+        """What the sweeper does: remove every expired or idle entry nobody holds."""
+        self.manager._store.pop_expired(self.clock.now_ms(), 10**6)
+        self.run_steps(2)
 
     @rule()
     def quiesce(self) -> None:

@@ -3,13 +3,16 @@
 The model follows the contract directly (a dict of current generations, a list of
 detached pinned ones, an ordered dict of idle ids for recency) and is compared with the
 manager after every step: what reads return, the idle LRU order, pins, removals with
-their causes, and exactly which agents were disposed.
+their causes, and exactly which agents were disposed. Each run draws the expiry options
+(issue 16): idle expiry (the model predicts it exactly from the fake clock) and TTL jitter
+(the model replays the manager's seeded random source, one draw per install).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +24,7 @@ from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
     consumes,
+    initialize,
     invariant,
     precondition,
     rule,
@@ -45,6 +49,8 @@ AGENT_IDS = st.sampled_from(["a", "b", "c", "d"])
 USERS = st.sampled_from(["u1", "u2"])
 TTLS = st.sampled_from([None, 10, 50, 0, -5, 250])
 VERSIONS = st.integers(min_value=1, max_value=6)
+IDLE_TTLS = st.sampled_from([0, 0, 10, 30, 60, MAX_TTL_MS])  # 0: off; the guard: never first
+JITTERS = st.sampled_from([0.0, 0.0, 0.25, 0.5])
 # evict_where's predicates: each a plain function of one EntryInfo, by name
 PREDICATES = st.sampled_from(["old-config", "in-use", "u1", "all", "none", "raises-on-a"])
 
@@ -70,10 +76,11 @@ class MGen:
     version: int
     runtime: str
     agent: Agent | None
-    expires_at: int
+    deadline: int  # the TTL's
     installed_at: int = 0
     last_build_ms: float | None = None
     hits: int = 0
+    last_used: int = 0  # install, or release of the last pin (set by install)
     loose: int = 0
     leased: int = 0
     current: bool = True
@@ -93,14 +100,33 @@ class Model:
     holders: Counter[int] = field(default_factory=Counter)  # id(agent) -> unfinished gens
     orphaned: list[Agent] = field(default_factory=list)
     removals: list[tuple[str, str]] = field(default_factory=list)
+    idle_ttl: int = 0  # 0: off
+    jitter: float = 0.0
+    rng: random.Random = field(default_factory=random.Random)  # replays the manager's draws
 
     def expired(self, gen: MGen) -> bool:
-        return self.now >= gen.expires_at
+        """Not live: past its TTL, or (unpinned) unused for ``idle_ttl``."""
+        return self.now >= gen.deadline or self.cause(gen) == "idle"
+
+    def expires_at(self, gen: MGen) -> int:
+        """When a live entry expires: its TTL while in use, else the earlier of the TTL and
+        its idle deadline."""
+        if self.idle_ttl and gen.pins == 0:
+            return min(gen.deadline, gen.last_used + self.idle_ttl)
+        return gen.deadline
+
+    def cause(self, gen: MGen) -> str:
+        """Why an entry that is not live left: the earlier deadline (the TTL on a tie)."""
+        idle_at = gen.last_used + self.idle_ttl
+        if self.idle_ttl and gen.pins == 0 and idle_at < gen.deadline and self.now >= idle_at:
+            return "idle"
+        return "expired"
 
     def ttl(self, ttl_ms: int | None) -> int:
-        if ttl_ms is None:
-            return MAX_TTL_MS
-        return MAX_TTL_MS if ttl_ms <= 0 or ttl_ms > MAX_TTL_MS else ttl_ms
+        ttl = MAX_TTL_MS if ttl_ms is None or ttl_ms <= 0 or ttl_ms > MAX_TTL_MS else ttl_ms
+        if self.jitter:
+            ttl -= int(ttl * self.jitter * self.rng.random())
+        return ttl
 
     def detach(self, gen: MGen, cause: str | None) -> None:
         del self.current[gen.agent_id]
@@ -130,7 +156,7 @@ class Model:
         None for a shadow seed, which keeps the id's last known duration."""
         old = self.current.get(seed.agent_id)
         if old is not None and cause not in (None, "invalidated") and self.expired(old):
-            cause = "expired"
+            cause = self.cause(old)
         gen = MGen(
             seed.agent_id,
             seed.user_id,
@@ -141,6 +167,7 @@ class Model:
             self.now,
             build_ms if build_ms is not None or old is None else old.last_build_ms,
         )
+        gen.last_used = self.now
         if seed.agent is not None:
             self.holders[id(seed.agent)] += 1
         if old is not None:
@@ -154,7 +181,7 @@ class Model:
     def prune(self) -> None:
         for gen in list(self.current.values()):
             if gen.pins == 0 and self.expired(gen):
-                self.detach(gen, "expired")
+                self.detach(gen, self.cause(gen))
 
     def trim(self, keep: str | None) -> None:
         while len(self.current) > MAX_ENTRIES:
@@ -182,9 +209,10 @@ class Model:
         if gen.pins:
             return
         if gen.current:
-            if self.expired(gen):
+            if self.now >= gen.deadline:  # in use until now: never idle, only its TTL ends it
                 self.detach(gen, "expired")
             else:
+                gen.last_used = self.now
                 self.idle[gen.agent_id] = None
                 self.trim(keep=None)
         else:
@@ -198,7 +226,7 @@ class Model:
             return None
         if self.expired(gen):
             if gen.pins == 0:
-                self.detach(gen, "expired")
+                self.detach(gen, self.cause(gen))
             return None
         return gen
 
@@ -249,6 +277,22 @@ class ManagerMachine(RuleBasedStateMachine):
             disposer=Disposer(),
         )
         self.manager.on_removal(lambda agent_id, cause: self.removals.append((agent_id, cause)))
+
+    @initialize(idle_ttl=IDLE_TTLS, jitter=JITTERS, seed=st.integers(0, 2**16))
+    def options(self, idle_ttl: int, jitter: float, seed: int) -> None:
+        """Rebuild the (still unused) manager with this run's expiry options."""
+        self.manager = AgentRuntimeManager(
+            guards=GuardConfig(max_entries=MAX_ENTRIES, max_ttl_ms=MAX_TTL_MS),
+            settings=RuntimeCacheSettings(),
+            clock=self.clock,
+            disposer=self.manager._disposer,
+            idle_ttl_ms=idle_ttl,
+            ttl_jitter=jitter,
+            ttl_jitter_random=random.Random(seed),
+        )
+        self.manager.on_removal(lambda agent_id, cause: self.removals.append((agent_id, cause)))
+        self.model.idle_ttl, self.model.jitter = idle_ttl, jitter
+        self.model.rng = random.Random(seed)
 
     # ----------------------------------------------------------------- helpers
 
@@ -313,7 +357,7 @@ class ManagerMachine(RuleBasedStateMachine):
         if old is None:
             m.install(seed, "replaced")
         elif m.expired(old):
-            m.install(seed, "expired")
+            m.install(seed, m.cause(old))
         elif version == old.version:
             m.install(seed, None)
         elif version > old.version:
@@ -463,7 +507,7 @@ class ManagerMachine(RuleBasedStateMachine):
             return
         if m.expired(gen):
             assert raised is None and not rebuilt
-            m.detach(gen, "expired")
+            m.detach(gen, m.cause(gen))
             return
         if gen.version >= event_version:
             assert raised is None and not rebuilt
@@ -611,6 +655,11 @@ class ManagerMachine(RuleBasedStateMachine):
         idle = [k for k in store.recency if not store.current[k].pins]
         assert idle == list(m.idle), "recency order differs"
         assert Counter(self.removals) == Counter(m.removals)
+        if not self.closed:  # liveness as the model predicts it (looking changes nothing)
+            for agent_id, gen in m.current.items():
+                live = not m.expired(gen)
+                assert (agent_id in self.manager) == live, agent_id
+                assert self.manager.version_of(agent_id) == (gen.version if live else None)
 
     @invariant()
     def operators_see_the_model_quietly(self) -> None:
@@ -631,7 +680,7 @@ class ManagerMachine(RuleBasedStateMachine):
                 user_id=gen.user_id,
                 cfg_version=gen.version,
                 age_ms=m.now - gen.installed_at,
-                expires_in_ms=gen.expires_at - m.now,
+                expires_in_ms=m.expires_at(gen) - m.now,
                 pins=gen.pins,
                 detached_pins=sum(d.pins for d in m.detached if d.agent_id == gen.agent_id),
                 hits=gen.hits,

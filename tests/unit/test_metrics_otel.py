@@ -37,8 +37,8 @@ EXPECTED: dict[str, float] = {
     "snak_runtime.default_ttl": TTL_MS / 1000,
 }
 EXPECTED_REMOVALS = {
-    "expired": 1, "capacity": 1, "invalidated": 1, "replaced": 0, "explicit": 0, "shutdown": 0,
-    "resync": 0,
+    "expired": 1, "idle": 0, "capacity": 1, "invalidated": 1, "replaced": 0, "explicit": 0,
+    "shutdown": 0, "resync": 0,
 }
 GAUGES = {"snak_runtime.entries", "snak_runtime.pinned", "snak_runtime.max_entries",
           "snak_runtime.default_ttl"}

@@ -43,8 +43,8 @@ EXPECTED: dict[str, float] = {
     "snak_runtime_rebuild_duration_seconds_count": 1,
 }
 EXPECTED_REMOVALS = {
-    "expired": 1, "capacity": 1, "invalidated": 1, "replaced": 0, "explicit": 0, "shutdown": 0,
-    "resync": 0,
+    "expired": 1, "idle": 0, "capacity": 1, "invalidated": 1, "replaced": 0, "explicit": 0,
+    "shutdown": 0, "resync": 0,
 }
 
 

@@ -165,3 +165,46 @@ def test_every_accepted_extreme_is_bounded() -> None:
     result = simulate(config)
     assert result.virtual_s <= MAX_SPAN_S
     assert result.failed_requests == 1  # a build as slow as its timeout fails
+
+
+# ---------------------------------------------------------------- issue 16: deploy, one-time agents
+
+DEPLOY = SimulationConfig(agents=100, zipf_s=0.0, requests=5_000, rate_per_s=200.0,
+                          build_ms=50.0, hold_ms=10.0, invalidations_per_s=0.0,
+                          max_entries=100, ttl_ms=20_000, deploy=100)
+
+
+def test_a_deploy_without_jitter_rebuilds_in_a_storm_and_jitter_spreads_it() -> None:
+    together = simulate(DEPLOY)
+    spread = simulate(dataclasses.replace(DEPLOY, ttl_jitter=0.5))
+    assert (together.ttl_jitter, spread.ttl_jitter) == (0.0, 0.5)
+    # every deployed agent expires at 20 s: its next request rebuilds it within ~0.5 s
+    assert together.peak_builds_second == 20
+    assert together.peak_builds_per_s > 50
+    assert spread.peak_builds_per_s * 3 < together.peak_builds_per_s
+    assert together.expirations == 100 <= spread.expirations  # (jittered: some twice)
+
+
+def test_one_time_agents_and_idle_expiry() -> None:
+    # room for the one-time agents to linger: idle expiry removes them before capacity does
+    config = dataclasses.replace(SMALL, one_time_share=0.3, invalidations_per_s=0.0,
+                                 max_entries=200)
+    plain = simulate(config)
+    idle = simulate(dataclasses.replace(config, idle_ttl_ms=500))
+    for r in (plain, idle):
+        assert 0.6 * 2_000 < r.returning_requests < 0.8 * 2_000
+        assert 0 < r.returning_hits < r.returning_requests
+        assert r.returning_hit_rate == r.returning_hits / r.returning_requests
+    assert (plain.idle_ttl_ms, plain.idle_expirations) == (0, 0)
+    assert idle.idle_ttl_ms == 500 and idle.idle_expirations > 0
+    assert idle.mean_size < plain.mean_size  # unused agents left early
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"deploy": 51}, {"deploy": -1}, {"one_time_share": 1.0}, {"one_time_share": -0.1},
+     {"ttl_jitter": 0.6}, {"idle_ttl_ms": -1}, {"idle_ttl_ms": 1.5}],
+)
+def test_invalid_issue_16_options(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        dataclasses.replace(SMALL, **bad)  # type: ignore[arg-type]
