@@ -33,6 +33,8 @@ class RuntimeContainer(DeclarativeContainer):
     # Expiry options, the same way: None leaves each to its variable, then its default (off).
     idle_ttl_ms: providers.Object[int | None] = providers.Object(None)
     ttl_jitter: providers.Object[float | None] = providers.Object(None)
+    # The eviction policy's name: None reads AGENT_RUNTIME_CACHE_EVICTION, else the default.
+    eviction: providers.Object[str | None] = providers.Object(None)
     manager: providers.Singleton[AgentRuntimeManager[Any, Any]] = providers.Singleton(
         AgentRuntimeManager,
         guards=guards,
@@ -44,6 +46,7 @@ class RuntimeContainer(DeclarativeContainer):
         sweep_interval_ms=sweep_interval_ms,
         idle_ttl_ms=idle_ttl_ms,
         ttl_jitter=ttl_jitter,
+        eviction=eviction,
     )
     lifespan = providers.Resource(run_manager, manager=manager, provider=manager.provider)
 

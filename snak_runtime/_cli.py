@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from ._config import (
     _MAX_ENTRIES_KEY,
@@ -33,11 +33,16 @@ from ._config import (
 )
 from ._errors import RuntimeNotCached
 from ._manager import AgentRuntimeManager
+from ._policies import POLICY_NAMES
 from ._seed import RuntimeSeed
 from ._simulate_params import PARAMETERS, Parameter, SimulationConfigError
 from ._stats import CacheStats
+from ._trace import TraceError, read_trace
 from .containers import RuntimeContainer
 from .testing import FakeClock
+
+if TYPE_CHECKING:
+    from ._simulate import SimulationConfig, SimulationResult
 
 EXIT_OK = 0
 EXIT_CONFIG_ERROR = 2
@@ -351,6 +356,35 @@ def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
             metavar=parameter.kind.__name__.upper(),
             help=parameter.help if default is None else f"{parameter.help} (%(default)s)",
         )
+    parser.add_argument(
+        "--policy", action="append", dest="policies", choices=POLICY_NAMES, metavar="NAME",
+        help=f"eviction policy ({', '.join(POLICY_NAMES)}); repeat to compare them side by "
+        "side (default: as configured)",
+    )
+    parser.add_argument(
+        "--trace", metavar="FILE", default=None,
+        help="replay requests from FILE instead of the Zipf workload, one a line: "
+        "agent_id[,user_id[,timestamp_ms]]",
+    )
+    parser.add_argument(
+        "--sizes", type=_sizes, default=None, metavar="N,N,...",
+        help="print the miss-ratio curve over these cache sizes (max_entries)",
+    )
+
+
+def _sizes(text: str) -> list[int]:
+    """``16,64,256``: each a valid --max-entries, at most 32 of them."""
+    parameter = PARAMETERS["max_entries"]
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts or len(parts) > _MAX_SIZES:
+        raise argparse.ArgumentTypeError(f"1 to {_MAX_SIZES} sizes, got {text!r}")
+    try:
+        return sorted({int(parameter.parse(part)) for part in parts})
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_MAX_SIZES = 32
 
 
 def _progress_bar(done: int, total: int) -> None:
@@ -365,21 +399,32 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
     guards = _container().guards()  # as `config` reads it: a bad GUARDS_CONFIG_PATH exits 2
     try:
+        trace = read_trace(args.trace) if args.trace is not None else None
+    except TraceError as exc:
+        print(f"snak-runtime simulate: error: --trace: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    try:
         config = SimulationConfig(
-            **{name: getattr(args, name) for name in PARAMETERS}, guards=guards
+            **{name: getattr(args, name) for name in PARAMETERS}, guards=guards, trace=trace
         )
     except SimulationConfigError as exc:  # bounds on the run as a whole (span, events)
         print(f"snak-runtime simulate: error: {exc.cli_message}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    policies: list[str | None] = list(args.policies or [None])
+    if len(policies) > 1 or args.sizes is not None:
+        with _library_logs_muted():
+            _compare_policies(config, policies, args.sizes or [config.max_entries], simulate)
+        return EXIT_OK
+    config = dataclasses.replace(config, eviction=policies[0])
     # A progress bar is for a person watching: not for a pipe or a log file. Failed builds
     # are counted in the summary, not logged one by one.
     with _library_logs_muted():
         r = simulate(config, _progress_bar if sys.stderr.isatty() else None)
-    print(f"simulated {r.requests:,} requests for {config.agents:,} agents (Zipf {config.zipf_s})"
-          f" over {r.virtual_s:,.0f} s of virtual time, in {r.wall_s:.1f} s")
+    print(f"simulated {_workload(config)} over {r.virtual_s:,.0f} s of virtual time,"
+          f" in {r.wall_s:.1f} s")
     print(f"  cache           max_entries={r.max_entries}  ttl_ms={r.ttl_ms}"
           f"  idle_ttl_ms={r.idle_ttl_ms or 'off'}  ttl_jitter={r.ttl_jitter:g}"
-          f"  peak size={r.peak_size}  mean size={r.mean_size:.1f}")
+          f"  eviction={r.eviction}  peak size={r.peak_size}  mean size={r.mean_size:.1f}")
     print(f"  hit rate        {r.hit_rate:.1%}  ({r.hits:,} hits, {r.misses:,} misses)")
     if config.one_time_share:
         print(f"  returning       hit rate {r.returning_hit_rate:.1%}"
@@ -390,6 +435,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
     print(f"  failed requests {r.failed_requests:,}  (their build failed)")
     print(f"  peak builds/s   {r.peak_builds_per_s:,}  (in second {r.peak_builds_second:,};"
           f" loads and rebuilds started; {config.deploy:,} agents deployed at 0 s)")
+    if config.trace is not None:
+        print(f"  denied          {r.denied:,}  (another user's agent was cached)")
     print(f"  evictions       {r.evictions:,}  (capacity)")
     print(f"  expirations     {r.expirations:,}  (idle: {r.idle_expirations:,})")
     print(f"  invalidations   {r.invalidations:,}  (rebuilds {r.rebuilds:,},"
@@ -397,6 +444,34 @@ def _run_simulate(args: argparse.Namespace) -> int:
     print(f"  lease latency   p50 {r.p50_ms:.1f} ms  p99 {r.p99_ms:.1f} ms  max {r.max_ms:.1f} ms"
           "  (virtual: waiting for builds)")
     return EXIT_OK
+
+
+def _workload(config: SimulationConfig) -> str:
+    if config.trace is not None:
+        agents = len({request.agent_id for request in config.trace})
+        return f"{len(config.trace):,} trace requests for {agents:,} agents"
+    return f"{config.requests:,} requests for {config.agents:,} agents (Zipf {config.zipf_s})"
+
+
+def _compare_policies(
+    config: SimulationConfig, policies: list[str | None], sizes: list[int | None],
+    simulate: Callable[[SimulationConfig], SimulationResult],
+) -> None:
+    """One run per (size, policy) on the same workload; miss ratio (and builds) a cell."""
+    results = {
+        (size, policy): simulate(
+            dataclasses.replace(config, max_entries=size, eviction=policy)
+        )
+        for size in sizes
+        for policy in policies
+    }
+    names = [results[(sizes[0], policy)].eviction for policy in policies]
+    print(f"miss ratio (builds) by cache size and eviction policy: {_workload(config)}")
+    print(f"  {'max_entries':>11}" + "".join(f"  {name:>20}" for name in names))
+    for size in sizes:
+        row = [results[(size, policy)] for policy in policies]
+        print(f"  {row[0].max_entries:>11}" + "".join(
+            f"  {1 - r.hit_rate:>9.1%} ({r.builds:>7,})" for r in row))
 
 
 register("simulate", Command(

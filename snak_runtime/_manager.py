@@ -19,13 +19,20 @@ from typing import Any, Generic, TypeVar, final
 
 from . import _operators
 from ._clock import Clock, MonotonicClock
-from ._config import GuardConfig, LimitSettings, ResolvedLimits, resolve_limits
+from ._config import (
+    EVICTION_VAR,
+    GuardConfig,
+    LimitSettings,
+    ResolvedLimits,
+    environment_value,
+    resolve_limits,
+)
 from ._core import RemovalListener
 from ._disposal import DefaultDisposer, Disposer, _Disposals
 from ._info import EntryInfo
 from ._keyed import _KeyedTurns
 from ._lifecycle import _UNBOUND
-from ._policies import make_policy
+from ._policies import make_policy, resolve_eviction
 from ._reads import _SlowReads
 from ._seed import AcquiredRuntime, Build, RuntimeLease
 from ._stats import CacheStats, _StatsCounter
@@ -68,6 +75,7 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         idle_ttl_ms: int | None = None,
         ttl_jitter: float | None = None,
         ttl_jitter_random: Random | None = None,
+        eviction: str | None = None,
     ) -> None:
         self._guards = guards if guards is not None else GuardConfig()
         # Keyword > environment (settings, else os.environ) > default; a guard caps each.
@@ -83,6 +91,13 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self._idle_ttl_ms = self._limits.idle_ttl_ms
         self._ttl_jitter = self._limits.ttl_jitter
         self._jitter_random = ttl_jitter_random if ttl_jitter_random is not None else Random()
+        self._eviction = resolve_eviction(
+            eviction,
+            EVICTION_VAR,
+            environment_value(EVICTION_VAR)
+            if settings is None
+            else getattr(settings, "eviction", None),
+        )
         self._max_entries = self._limits.max_entries
         self._default_ttl_ms = self._limits.default_ttl_ms
         self._clock: Clock = clock if clock is not None else MonotonicClock()
@@ -102,7 +117,7 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self._store: _Store[R, A] = _Store(
             self._removed,
             self._orphaned,
-            make_policy("lru", self._max_entries),
+            make_policy(self._eviction, self._max_entries),
             idle_ticks=self._idle_ttl_ms * self._ticks_per_ms,
         )
         self._idle_ticks = self._store.idle_ticks
@@ -159,6 +174,12 @@ class AgentRuntimeManager(_SlowReads[R, A]):
     def ttl_jitter(self) -> float:
         """The largest fraction by which an install's TTL is shortened at random (0: off)."""
         return self._ttl_jitter
+
+    @property
+    def eviction(self) -> str:
+        """The eviction policy's name (keyword, else AGENT_RUNTIME_CACHE_EVICTION, else the
+        default: ``"cost-aware"``; ``"lru"`` is the original's order)."""
+        return self._eviction
 
     @property
     def guards(self) -> GuardConfig:

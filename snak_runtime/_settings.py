@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from ._config import (
     BUILD_TIMEOUT_VAR,
     DISPOSE_TIMEOUT_VAR,
+    EVICTION_VAR,
     GUARDS_PATH_VAR,
     IDLE_TTL_MS_VAR,
     MAX_ENTRIES_VAR,
@@ -75,6 +76,7 @@ class RuntimeCacheSettings(BaseSettings):
     sweep_interval_ms: str | None = Field(default=None, validation_alias=SWEEP_INTERVAL_VAR)
     idle_ttl_ms: str | None = Field(default=None, validation_alias=IDLE_TTL_MS_VAR)
     ttl_jitter: str | None = Field(default=None, validation_alias=TTL_JITTER_VAR)
+    eviction: str | None = Field(default=None, validation_alias=EVICTION_VAR)
 
     @classmethod
     def settings_customise_sources(

@@ -13,6 +13,10 @@ start: without ``ttl_jitter`` they all expire in the same second, and the rebuil
 busy ones arrive as a storm; ``peak_builds_per_s`` shows it), and one-time agents (a share
 of requests for ids never seen again, which hold capacity until evicted, expired or, with
 ``idle_ttl_ms``, idle: ``returning_hit_rate`` is the hit rate of the other requests).
+
+``trace`` replays recorded requests instead of the Zipf workload (``_trace.py``), and
+``eviction`` picks the eviction policy, so an operator compares policies and cache sizes on
+their own traffic.
 """
 
 from __future__ import annotations
@@ -26,15 +30,24 @@ import random
 import selectors
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, final
 
 from ._config import GuardConfig
+from ._errors import RuntimeNotCached
 from ._manager import AgentRuntimeManager
+from ._policies import POLICY_NAMES
 from ._seed import RuntimeSeed
 from ._settings import RuntimeCacheSettings
-from ._simulate_params import DEFAULT_BUILD_TIMEOUT_MS, PARAMETERS, validate
+from ._simulate_params import (
+    DEFAULT_BUILD_TIMEOUT_MS,
+    MAX_SPAN_S,
+    PARAMETERS,
+    SimulationConfigError,
+    validate,
+)
+from ._trace import TraceRequest
 
 ProgressCallback = Callable[[int, int], None]
 """``progress(done, total)``: called as requests complete (about 100 times a run)."""
@@ -50,6 +63,10 @@ class SimulationConfig:
     Every number is checked against ``PARAMETERS`` (``SimulationConfigError``, a
     ``ValueError`` naming the field), and so is the run as a whole: its span of virtual
     time and its expected invalidations are capped, so any accepted workload finishes.
+
+    ``eviction`` None is the manager's resolution (``AGENT_RUNTIME_CACHE_EVICTION`` or the
+    default policy). With ``trace``, its requests replace ``agents``, ``zipf_s`` and
+    ``requests``; ``rate_per_s`` paces the requests that carry no timestamp.
     """
 
     agents: int = 1_000
@@ -68,9 +85,29 @@ class SimulationConfig:
     ttl_jitter: float | None = None
     deploy: int = 0
     one_time_share: float = 0.0
+    eviction: str | None = None
+    trace: tuple[TraceRequest, ...] | None = None
 
     def __post_init__(self) -> None:
-        validate({name: getattr(self, name) for name in PARAMETERS})
+        values = {name: getattr(self, name) for name in PARAMETERS}
+        if self.trace is not None:
+            if not self.trace:
+                raise ValueError("trace: no requests")
+            values["requests"] = len(self.trace)
+            stamps = [r.at_ms for r in self.trace if r.at_ms is not None]
+            if stamps and (stamps[-1] - stamps[0]) / 1000 > MAX_SPAN_S:
+                raise SimulationConfigError(
+                    ("requests",), f"the trace spans more than {MAX_SPAN_S:,} s of time")
+        validate(values)
+        if self.eviction is not None and self.eviction not in POLICY_NAMES:
+            raise ValueError(
+                f"eviction: unknown eviction policy {self.eviction!r}; "
+                f"known: {', '.join(POLICY_NAMES)}"
+            )
+
+    @property
+    def request_count(self) -> int:
+        return len(self.trace) if self.trace is not None else self.requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +152,8 @@ class SimulationResult:
     """Returning requests that found their agent live on arrival."""
     mean_size: float = 0.0
     """Entries in the cache, averaged over request arrivals (what the cache holds open)."""
+    denied: int = 0  # trace requests by a user who does not own the cached agent
+    eviction: str = ""  # the policy the manager used
 
     @property
     def hit_rate(self) -> float:
@@ -220,6 +259,7 @@ def _make_manager(
         "idle_ttl_ms": config.idle_ttl_ms,
         "ttl_jitter": config.ttl_jitter,
         "ttl_jitter_random": random.Random(config.seed),
+        "eviction": config.eviction,
     }
     if config.max_entries is None and config.ttl_ms is None:
         # The embedded default: guards + environment, as `config` resolves them.
@@ -244,7 +284,10 @@ async def _run(
     config: SimulationConfig, clock: _VirtualTime, progress: ProgressCallback | None
 ) -> SimulationResult:
     rng = random.Random(config.seed)
-    agent_ids = [f"agent-{i:05d}" for i in range(config.agents)]
+    if config.trace is not None:
+        agent_ids = list(dict.fromkeys(r.agent_id for r in config.trace))
+    else:
+        agent_ids = [f"agent-{i:05d}" for i in range(config.agents)]
     popularity = list(agent_ids)
     rng.shuffle(popularity)  # rank r is a random id
     cum_weights = list(
@@ -255,48 +298,61 @@ async def _run(
     hold_s = config.hold_ms / 1000
     builds_per_s: Counter[int] = Counter()  # second of virtual time -> builds started
 
-    def make_seed(agent_id: str) -> RuntimeSeed[str, _SimAgent]:
+    def make_seed(agent_id: str, owner: str = "user") -> RuntimeSeed[str, _SimAgent]:
         version = versions.get(agent_id, 1)  # one-time agents are never reconfigured
 
         async def rebuild() -> RuntimeSeed[str, _SimAgent]:
-            return await build(agent_id)
+            return await build(agent_id, owner)
 
         return RuntimeSeed(
-            agent_id=agent_id, user_id="user", cfg_version=version,
+            agent_id=agent_id, user_id=owner, cfg_version=version,
             runtime=f"{agent_id}@v{version}", rebuild=rebuild, agent=_SimAgent(),
         )
 
-    async def build(agent_id: str) -> RuntimeSeed[str, _SimAgent]:
+    async def build(agent_id: str, owner: str = "user") -> RuntimeSeed[str, _SimAgent]:
         builds_per_s[int(clock.now_s)] += 1
         await asyncio.sleep(build_s)
-        return make_seed(agent_id)
+        return make_seed(agent_id, owner)
+
+    def build_for(owner: str | None) -> Callable[[str], Any]:
+        if owner is None:
+            return build
+
+        async def owned(agent_id: str) -> RuntimeSeed[str, _SimAgent]:
+            return await build(agent_id, owner)
+
+        return owned
 
     manager = _make_manager(config, clock)
     latencies: list[float] = []
     done = 0
     failed = 0
-    step = max(1, config.requests // 100)
+    denied = 0
+    total = config.request_count
+    step = max(1, total // 100)
     peak = 0
     returning = returning_hits = 0
     sizes = 0
 
-    async def request(agent_id: str, once: bool) -> None:
-        nonlocal done, failed, peak, returning, returning_hits, sizes
+    async def request(agent_id: str, once: bool, user_id: str | None = None) -> None:
+        nonlocal done, failed, denied, peak, returning, returning_hits, sizes
         arrived = clock.now_s
         sizes += manager.size
         if not once:
             returning += 1
             returning_hits += agent_id in manager  # live on arrival: the lease will hit
         try:
-            async with manager.lease(agent_id, build=build):
+            async with manager.lease(agent_id, user_id=user_id, build=build_for(user_id)):
                 latencies.append((clock.now_s - arrived) * 1000)
                 peak = max(peak, manager.size)
                 await asyncio.sleep(hold_s)
         except TimeoutError:
             failed += 1  # the build outlived build_timeout_ms: counted in load_failures
+        except RuntimeNotCached:
+            denied += 1  # a trace request by a user who does not own the cached agent
         done += 1
-        if progress is not None and (done % step == 0 or done == config.requests):
-            progress(done, config.requests)
+        if progress is not None and (done % step == 0 or done == total):
+            progress(done, total)
 
     async def invalidations(stop: asyncio.Event) -> None:
         rate = config.invalidations_per_s
@@ -317,21 +373,13 @@ async def _run(
     await manager.start()
     for agent_id in popularity[: config.deploy]:  # a deploy warms the cache all at once
         await manager.shadow_seed(make_seed(agent_id))
-    one_time = itertools.count()
     stop = asyncio.Event()
     changes = asyncio.ensure_future(invalidations(stop))
     tasks: set[asyncio.Task[None]] = set()
     wall = time.perf_counter()
     started_s = clock.now_s
-    for _ in range(config.requests):
-        await asyncio.sleep(rng.expovariate(config.rate_per_s))
-        if config.one_time_share and rng.random() < config.one_time_share:
-            task = asyncio.ensure_future(request(f"once-{next(one_time):07d}", True))
-        else:
-            rank = bisect.bisect_left(cum_weights, rng.random() * cum_weights[-1])
-            task = asyncio.ensure_future(
-                request(popularity[min(rank, config.agents - 1)], False)
-            )
+    async for agent_id, user_id, once in _arrivals(config, rng, popularity, cum_weights, clock):
+        task = asyncio.ensure_future(request(agent_id, once, user_id))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     while tasks:
@@ -349,7 +397,7 @@ async def _run(
         max_entries=manager.max_entries,
         ttl_ms=manager.default_ttl_ms,
         build_timeout_ms=config.build_timeout_ms or DEFAULT_BUILD_TIMEOUT_MS,
-        requests=config.requests,
+        requests=total,
         failed_requests=failed,
         hits=stats.hits,
         misses=stats.misses,
@@ -375,8 +423,41 @@ async def _run(
         peak_builds_second=peak_second,
         returning_requests=returning,
         returning_hits=returning_hits,
-        mean_size=sizes / config.requests,
+        mean_size=sizes / max(total, 1),
+        denied=denied,
+        eviction=manager.eviction,
     )
+
+
+async def _arrivals(
+    config: SimulationConfig, rng: random.Random, popularity: list[str],
+    cum_weights: list[float], clock: _VirtualTime,
+) -> AsyncIterator[tuple[str, str | None, bool]]:
+    """Each request when it arrives, as (agent id, user id, one-time agent?): Zipf draws
+    (and one-time agents, ``one_time_share`` of them) at the Poisson rate, or the trace's
+    lines (at their timestamps, relative to the first one; at the Poisson rate without one)."""
+    if config.trace is None:
+        one_time = itertools.count()
+        for _ in range(config.requests):
+            await asyncio.sleep(rng.expovariate(config.rate_per_s))
+            if config.one_time_share and rng.random() < config.one_time_share:
+                yield f"once-{next(one_time):07d}", None, True
+                continue
+            rank = bisect.bisect_left(cum_weights, rng.random() * cum_weights[-1])
+            yield popularity[min(rank, config.agents - 1)], None, False
+        return
+    origin_s = clock.now_s
+    first_ms: int | None = None
+    for request in config.trace:
+        if request.at_ms is None:
+            await asyncio.sleep(rng.expovariate(config.rate_per_s))
+        elif first_ms is None:
+            first_ms, origin_s = request.at_ms, clock.now_s
+        else:
+            wait_s = origin_s + (request.at_ms - first_ms) / 1000 - clock.now_s
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+        yield request.agent_id, request.user_id, False
 
 
 def simulate(

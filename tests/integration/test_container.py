@@ -98,6 +98,15 @@ def test_expiry_options_from_the_environment_and_the_container_paths(
     container.ttl_jitter.override(0.0)
     manager = container.manager()
     assert (manager.idle_ttl_ms, manager.ttl_jitter) == (5_000, 0.0)
+def test_eviction_from_the_environment_or_the_container(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert RuntimeContainer().manager().eviction == "cost-aware"  # the default
+    monkeypatch.setenv("AGENT_RUNTIME_CACHE_EVICTION", "lru")
+    assert RuntimeContainer().manager().eviction == "lru"
+    container = RuntimeContainer()
+    container.eviction.override("cost-aware")  # the container path beats the variable
+    assert container.manager().eviction == "cost-aware"
 
 
 # ---------------------------------------------------------------------------- overrides
@@ -137,7 +146,7 @@ async def test_guards_override_caps_size(container: RuntimeContainer) -> None:
     for agent_id in ("a1", "a2", "a3"):
         await manager.shadow_seed(_seed(agent_id))
     assert manager.size == 2
-    assert "a1" not in manager  # the least recently used went
+    assert "a3" in manager  # never the one just installed
     assert manager.stats().evictions == 1
     await manager.aclose()
 

@@ -6,6 +6,12 @@ manager after every step: what reads return, the idle LRU order, pins, removals 
 their causes, and exactly which agents were disposed. Each run draws the expiry options
 (issue 16): idle expiry (the model predicts it exactly from the fake clock) and TTL jitter
 (the model replays the manager's seeded random source, one draw per install).
+their causes, and exactly which agents were disposed.
+
+With ``eviction="lru"`` the model predicts every capacity victim (the least recently used
+idle entry). With any other policy it checks the capacity rules instead: each victim the
+manager reports was idle and not the entry just installed, the manager evicts exactly
+when the model is above capacity with such an entry left, and never otherwise.
 """
 
 from __future__ import annotations
@@ -103,6 +109,9 @@ class Model:
     idle_ttl: int = 0  # 0: off
     jitter: float = 0.0
     rng: random.Random = field(default_factory=random.Random)  # replays the manager's draws
+    # None: LRU, the model picks victims. Else the manager's capacity victims, in order,
+    # not yet matched by the model (which checks each one against the rules).
+    victims: list[str] | None = None
 
     def expired(self, gen: MGen) -> bool:
         """Not live: past its TTL, or (unpinned) unused for ``idle_ttl``."""
@@ -185,10 +194,19 @@ class Model:
 
     def trim(self, keep: str | None) -> None:
         while len(self.current) > MAX_ENTRIES:
-            head = next(iter(self.idle), None)
-            if head is None or head == keep:
+            if self.victims is None:
+                head = next(iter(self.idle), None)
+                if head is None or head == keep:
+                    return
+                self.detach(self.current[head], "capacity")
+                continue
+            candidates = [k for k in self.idle if k != keep]
+            if not candidates:
                 return
-            self.detach(self.current[head], "capacity")
+            assert self.victims, "the manager stayed above capacity with idle entries left"
+            victim = self.victims.pop(0)
+            assert victim in candidates, f"{victim!r} evicted: pinned or just installed"
+            self.detach(self.current[victim], "capacity")
 
     def pin(self, gen: MGen, *, leased: bool, hit: bool = True) -> None:
         """``hit``: False for a load waiter's pin (counted as a miss, not a hit)."""
@@ -250,6 +268,7 @@ class OpenLease:
 
 class ManagerMachine(RuleBasedStateMachine):
     leases = Bundle("leases")
+    eviction = "lru"
 
     def __init__(self) -> None:
         super().__init__()
@@ -257,7 +276,7 @@ class ManagerMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.disposed: list[Agent] = []
         self.removals: list[tuple[str, str]] = []
-        self.model = Model()
+        self.model = Model(victims=None if self.eviction == "lru" else [])
         self.serial = itertools.count()
         self.closed = False
         self.rebuild_plan: tuple[Any, ...] = ("none",)
@@ -275,8 +294,9 @@ class ManagerMachine(RuleBasedStateMachine):
             settings=RuntimeCacheSettings(),
             clock=self.clock,
             disposer=Disposer(),
+            eviction=self.eviction,
         )
-        self.manager.on_removal(lambda agent_id, cause: self.removals.append((agent_id, cause)))
+        self.manager.on_removal(self.on_removal)
 
     @initialize(idle_ttl=IDLE_TTLS, jitter=JITTERS, seed=st.integers(0, 2**16))
     def options(self, idle_ttl: int, jitter: float, seed: int) -> None:
@@ -295,6 +315,11 @@ class ManagerMachine(RuleBasedStateMachine):
         self.model.rng = random.Random(seed)
 
     # ----------------------------------------------------------------- helpers
+
+    def on_removal(self, agent_id: str, cause: str) -> None:
+        self.removals.append((agent_id, cause))
+        if cause == "capacity" and self.model.victims is not None:
+            self.model.victims.append(agent_id)
 
     def run(self, coro: Any) -> Any:
         try:
@@ -653,7 +678,11 @@ class ManagerMachine(RuleBasedStateMachine):
         assert stats.pinned == m.pinned >= 0
         store = self.manager._store
         idle = [k for k in store.recency if not store.current[k].pins]
-        assert idle == list(m.idle), "recency order differs"
+        if m.victims is None:
+            assert idle == list(m.idle), "recency order differs"
+        else:
+            assert sorted(idle) == sorted(m.idle), "idle entries differ"
+            assert m.victims == [], f"evicted {m.victims} while not above capacity"
         assert Counter(self.removals) == Counter(m.removals)
         if not self.closed:  # liveness as the model predicts it (looking changes nothing)
             for agent_id, gen in m.current.items():
@@ -669,7 +698,11 @@ class ManagerMachine(RuleBasedStateMachine):
         before = self.manager.stats()
         infos = self.manager.snapshot()
         live = m.live_entries()
-        assert [i.agent_id for i in infos if i.pins == 0] == [k for k in m.idle if k in live]
+        idle = [i.agent_id for i in infos if i.pins == 0]
+        if m.victims is None:  # LRU: the model knows the order
+            assert idle == [k for k in m.idle if k in live]
+        else:
+            assert sorted(idle) == sorted(k for k in m.idle if k in live)
         pins = [i.pins for i in infos]
         assert pins == sorted(pins, key=bool), "a pinned entry listed before an idle one"
         assert {i.agent_id for i in infos} == set(live)
@@ -748,3 +781,18 @@ ManagerMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestManagerModel = ManagerMachine.TestCase
+
+
+class CostAwareMachine(ManagerMachine):
+    """The same operations with the cost-aware policy: the capacity rules, not an order."""
+
+    eviction = "cost-aware"
+
+
+CostAwareMachine.TestCase.settings = settings(
+    max_examples=500,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestManagerModelCostAware = CostAwareMachine.TestCase

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from snak_runtime._simulate_params import (
     SimulationConfigError,
     expected_span_s,
 )
+from snak_runtime._trace import TraceError, TraceRequest, read_trace
 
 SMALL = SimulationConfig(agents=50, requests=2_000, rate_per_s=100.0, build_ms=50.0,
                          hold_ms=20.0, invalidations_per_s=2.0, max_entries=16, ttl_ms=5_000)
@@ -109,7 +112,8 @@ def test_guards_are_the_ceiling_as_in_the_container(monkeypatch: pytest.MonkeyPa
 
 
 def test_every_numeric_field_has_one_parameter() -> None:
-    numeric = {f.name for f in dataclasses.fields(SimulationConfig) if f.name != "guards"}
+    numeric = {f.name for f in dataclasses.fields(SimulationConfig)
+               if f.name not in ("guards", "eviction", "trace")}
     assert set(PARAMETERS) == numeric
     assert len({p.flag for p in PARAMETERS.values()}) == len(PARAMETERS)
 
@@ -208,3 +212,50 @@ def test_one_time_agents_and_idle_expiry() -> None:
 def test_invalid_issue_16_options(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         dataclasses.replace(SMALL, **bad)  # type: ignore[arg-type]
+# ------------------------------------------------------- policies and traces (issue 13)
+
+
+def test_eviction_policy_is_chosen_per_run() -> None:
+    lru = simulate(dataclasses.replace(SMALL, eviction="lru", invalidations_per_s=0.0))
+    cost = simulate(dataclasses.replace(SMALL, eviction="cost-aware", invalidations_per_s=0.0))
+    assert (lru.eviction, cost.eviction) == ("lru", "cost-aware")
+    assert lru.hits + lru.misses == cost.hits + cost.misses == SMALL.requests
+    assert cost.misses < lru.misses  # Zipf traffic: frequency beats recency
+
+
+def test_unknown_eviction_policy_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="eviction: unknown eviction policy 'fifo'"):
+        dataclasses.replace(SMALL, eviction="fifo")
+
+
+def test_a_trace_is_replayed_at_its_timestamps() -> None:
+    trace = (TraceRequest("a", "alice", 1_000), TraceRequest("b", None, 1_500),
+             TraceRequest("a", "alice", 61_000), TraceRequest("a", "bob", 61_100))
+    result = simulate(dataclasses.replace(SMALL, trace=trace, invalidations_per_s=0.0,
+                                          max_entries=4, ttl_ms=600_000))
+    assert result.requests == 4
+    assert (result.hits, result.misses, result.denied) == (1, 2, 1)
+    assert 60 <= result.virtual_s < 62  # the last arrival is 60.1 s after the first
+
+
+def test_trace_file_lines_and_errors(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("# header\n a , u1 , 5 \nb\n\nc,,7\n")
+    assert read_trace(path) == (TraceRequest("a", "u1", 5), TraceRequest("b", None, None),
+                                TraceRequest("c", None, 7))
+    for text, message in [
+        ("", "no requests"),
+        ("a,u,1,2\n", "line 1: expected agent_id[,user_id[,timestamp_ms]], got 4 fields"),
+        (",u\n", "line 1: empty agent_id"),
+        ("a,u,-1\n", "line 1: timestamp_ms must be >= 0, got -1"),
+        ("a,u,1.5\n", "line 1: timestamp_ms must be an integer, got '1.5'"),
+        ("a,u,9\nb,u,3\n", "line 2: timestamp 3 goes back in time (previous 9)"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(TraceError, match=re.escape(f"{path}") + ".*" + re.escape(message)):
+            read_trace(path)
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(TraceError, match="not UTF-8"):
+        read_trace(path)
+    with pytest.raises(TraceError, match="cannot read"):
+        read_trace(tmp_path / "missing.csv")
