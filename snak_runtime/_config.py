@@ -19,6 +19,8 @@ MAX_ENTRIES_VAR = "AGENT_RUNTIME_CACHE_MAX_ENTRIES"
 TTL_MS_VAR = "AGENT_RUNTIME_CACHE_TTL_MS"
 TTL_SECONDS_VAR = "AGENT_RUNTIME_CACHE_TTL_SECONDS"
 GUARDS_PATH_VAR = "GUARDS_CONFIG_PATH"
+REFRESH_AHEAD_VAR = "AGENT_RUNTIME_CACHE_REFRESH_AHEAD_MS"
+STALE_WHILE_REBUILDING_VAR = "AGENT_RUNTIME_CACHE_STALE_WHILE_REBUILDING"
 
 _MAX_ENTRIES_KEY = "agent_runtime.cache.max_entries"
 _MAX_TTL_KEY = "agent_runtime.cache.max_ttl_ms"
@@ -161,6 +163,10 @@ class RuntimeCacheSettings(BaseSettings):
     ttl_ms: str | None = Field(default=None, validation_alias=TTL_MS_VAR)
     ttl_seconds: str | None = Field(default=None, validation_alias=TTL_SECONDS_VAR)
     guards_config_path: str | None = Field(default=None, validation_alias=GUARDS_PATH_VAR)
+    refresh_ahead_ms: str | None = Field(default=None, validation_alias=REFRESH_AHEAD_VAR)
+    stale_while_rebuilding: str | None = Field(
+        default=None, validation_alias=STALE_WHILE_REBUILDING_VAR
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -171,7 +177,7 @@ class RuntimeCacheSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Keyword arguments first, then the four exact variables; no .env or secrets files."""
+        """Keyword arguments first, then the exact variables; no .env or secrets files."""
         return init_settings, _ExactEnvSource(settings_cls)
 
 
@@ -324,3 +330,44 @@ def resolve_seed_ttl_ms(ttl_ms: int | None, default_ttl_ms: int, max_ttl_ms: int
     if ttl_ms <= 0 or ttl_ms > max_ttl_ms:
         return max_ttl_ms
     return ttl_ms
+
+
+def resolve_refresh_ahead_ms(keyword: int | None, raw: str | None, default_ttl_ms: int) -> int:
+    """``refresh_ahead_ms``: keyword > ``AGENT_RUNTIME_CACHE_REFRESH_AHEAD_MS`` > 0 (off).
+
+    The default TTL is its guard: a refresh window as long as the whole life of an entry
+    would refresh every entry on its first hit. A bad keyword (not an integer, negative, or
+    not below ``default_ttl_ms``) raises ValueError; a bad variable is a WARNING naming it
+    and its value, then 0.
+    """
+    if keyword is not None:
+        if isinstance(keyword, bool) or not isinstance(keyword, int) or keyword < 0:
+            raise ValueError(f"refresh_ahead_ms must be an integer >= 0, got {keyword!r}")
+        if keyword >= default_ttl_ms:
+            raise ValueError(
+                f"refresh_ahead_ms={keyword} must be below the default TTL ({default_ttl_ms} ms)"
+            )
+        return keyword
+    return env_int(REFRESH_AHEAD_VAR, raw, 0, minimum=0, maximum=default_ttl_ms - 1)
+
+
+_TRUE = frozenset(("1", "true", "yes", "on"))
+_FALSE = frozenset(("0", "false", "no", "off"))
+
+
+def resolve_flag(name: str, variable: str, keyword: bool | None, raw: str | None) -> bool:
+    """A boolean setting: keyword > variable > False. A keyword that is not a bool raises
+    ValueError; a variable that is not one of 1/0, true/false, yes/no, on/off (any case) is
+    a WARNING naming it and its value, then False."""
+    if keyword is not None:
+        if not isinstance(keyword, bool):
+            raise ValueError(f"{name} must be True or False, got {keyword!r}")
+        return keyword
+    if raw is None or not raw.strip():
+        return False
+    text = raw.strip().lower()
+    if text in _TRUE:
+        return True
+    if text not in _FALSE:
+        logger.warning("%s=%r ignored: not a boolean (true/false)", variable, raw)
+    return False

@@ -25,6 +25,7 @@ from ._store import _Generation, _Store
 
 if TYPE_CHECKING:  # a runtime import would be circular
     from ._loads import _Load
+    from ._refresh import _Refresh
 
 R = TypeVar("R")
 A = TypeVar("A")
@@ -55,6 +56,8 @@ class _ManagerCore(Generic[R, A]):
     _build_timeout_s: float
     _sweep_interval_s: float
     _dispose_timeout_s: float
+    _refresh_ahead_ms: int  # 0: refresh-ahead off
+    _stale_while_rebuilding: bool
     # data (the store decides what leaves; these are hot-path aliases of its fields)
     _store: _Store[R, A]
     _current: dict[str, _Generation[R, A]]
@@ -67,6 +70,7 @@ class _ManagerCore(Generic[R, A]):
     _queues: dict[str, Any]
     _loads: dict[str, _Load[R, A]]
     _rebuilds: set[asyncio.Task[Any]]
+    _refreshes: dict[str, _Refresh[R, A]]  # refresh-ahead in flight, by agent id
     # counters: outstanding pins = hits + waiter pins - unpins (see _pinned)
     _stats: _StatsCounter
     _waiter_pins: int
@@ -89,9 +93,13 @@ class _ManagerCore(Generic[R, A]):
         pin path goes through ``_hit`` or ``_pin_waiter``, or it breaks this sum."""
         return self._stats.hits + self._waiter_pins - self._unpins
 
-    def _pin_waiter(self, gen: _Generation[R, A]) -> None:
-        """Pin ``gen`` for a waiter of a load (the one pin path that is not a hit)."""
-        gen.lease_pins += 1
+    def _pin_waiter(self, gen: _Generation[R, A], *, loose: bool = False) -> None:
+        """Pin ``gen`` for a waiter of a load or of a refresh (the one pin path that is not
+        a hit); ``loose`` for an ``acquire``, whose pin ``release(agent_id)`` gives back."""
+        if loose:
+            gen.loose_pins += 1
+        else:
+            gen.lease_pins += 1
         self._waiter_pins += 1
 
     def _hit(self, agent_id: str, user_id: str | None) -> _Generation[R, A] | None:
@@ -120,7 +128,7 @@ class _ManagerCore(Generic[R, A]):
         gen = self._current.get(agent_id)
         if gen is None:
             return None
-        if self._now() >= gen.expires_at:
+        if self._now() >= gen.deadline:
             if gen.pins == 0:
                 self._store.detach(gen, RemovalCause.EXPIRED)
             return None
@@ -140,10 +148,12 @@ class _ManagerCore(Generic[R, A]):
         self._last_pin_gone(gen)
 
     def _last_pin_gone(self, gen: _Generation[R, A]) -> None:
-        """The slow cases of a last unpin (release and _unpinned handle the common one)."""
-        if gen.current and self._now() < gen.expires_at:  # live, but the map is over capacity
+        """The slow cases of a last unpin (release and _unpinned handle the common one): the
+        map is over capacity, the refresh window is open, the entry expired or is detached."""
+        if gen.current and self._now() < gen.deadline:
             self._idle(gen)  # in use until now
-            self._trim(keep=None, warn=False)
+            if self._over_capacity:
+                self._trim(keep=None, warn=False)
         elif gen.current:
             self._store.detach(gen, RemovalCause.EXPIRED)
         else:
@@ -174,6 +184,12 @@ class _ManagerCore(Generic[R, A]):
             cause,
             in_order=ttl_ms == self._default_ttl_ms,
         )
+        if self._refresh_ahead_ms:
+            # The window: refresh_ahead_ms before expiry, at most the second half of this
+            # entry's life (a shorter TTL of its own must not refresh on its first hit).
+            window_ms = min(self._refresh_ahead_ms, ttl_ms // 2)
+            if window_ms > 0:
+                gen.refresh_at = gen.expires_at = gen.deadline - window_ms * self._ticks_per_ms
         self._store.pop_expired(now, _EXPIRE_BATCH)
         self._trim(keep=gen, warn=True)
         return gen

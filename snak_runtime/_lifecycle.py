@@ -148,6 +148,7 @@ class _Lifecycle(_ManagerCore[R, A]):
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
         in_flight: list[asyncio.Task[Any]] = list(self._rebuilds)
+        in_flight.extend(r.task for r in self._refreshes.values() if r.task is not None)
         for load in list(self._loads.values()):
             if load.task is not None:
                 in_flight.append(load.task)

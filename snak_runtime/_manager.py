@@ -17,7 +17,15 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar, final
 
 from ._clock import Clock, MonotonicClock
-from ._config import GuardConfig, ResolvedLimits, RuntimeCacheSettings, resolve_limits
+from ._config import (
+    STALE_WHILE_REBUILDING_VAR,
+    GuardConfig,
+    ResolvedLimits,
+    RuntimeCacheSettings,
+    resolve_flag,
+    resolve_limits,
+    resolve_refresh_ahead_ms,
+)
 from ._core import RemovalListener
 from ._disposal import DefaultDisposer, Disposer, _Disposals
 from ._keyed import _KeyedTurns
@@ -61,6 +69,8 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         build_timeout_ms: int = 30_000,
         sweep_interval_ms: int = 1_000,
         dispose_timeout_ms: int = 10_000,
+        refresh_ahead_ms: int | None = None,
+        stale_while_rebuilding: bool | None = None,
     ) -> None:
         for name, value in (
             ("build_timeout_ms", build_timeout_ms),
@@ -70,9 +80,9 @@ class AgentRuntimeManager(_SlowReads[R, A]):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self._guards = guards if guards is not None else GuardConfig()
-        self._limits = resolve_limits(
-            self._guards, settings if settings is not None else RuntimeCacheSettings()
-        )
+        if settings is None:
+            settings = RuntimeCacheSettings()
+        self._limits = resolve_limits(self._guards, settings)
         self._max_entries = self._limits.max_entries
         self._default_ttl_ms = self._limits.default_ttl_ms
         self._clock: Clock = clock if clock is not None else MonotonicClock()
@@ -88,6 +98,16 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self._build_timeout_s = build_timeout_ms / 1000
         self._sweep_interval_s = sweep_interval_ms / 1000
         self._dispose_timeout_s = dispose_timeout_ms / 1000
+        # Keyword > environment > off; the default TTL caps the refresh window.
+        self._refresh_ahead_ms = resolve_refresh_ahead_ms(
+            refresh_ahead_ms, settings.refresh_ahead_ms, self._default_ttl_ms
+        )
+        self._stale_while_rebuilding = resolve_flag(
+            "stale_while_rebuilding",
+            STALE_WHILE_REBUILDING_VAR,
+            stale_while_rebuilding,
+            settings.stale_while_rebuilding,
+        )
 
         self._store: _Store[R, A] = _Store(
             self._removed, self._orphaned, make_policy("lru", self._max_entries)
@@ -103,6 +123,7 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self._queues = self._turns.queues
         self._loads = {}
         self._rebuilds: set[asyncio.Task[Any]] = set()  # their turns hold the ids
+        self._refreshes = {}  # refresh-ahead in flight: no turn held while rebuilding
         self._stats = _StatsCounter()
         # Outstanding pins = hits + pins given to load waiters - pins released; kept as
         # counters so a hit updates one number, not two.
@@ -143,6 +164,16 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         return self._limits
 
     @property
+    def refresh_ahead_ms(self) -> int:
+        """The resolved refresh window (0: refresh-ahead off)."""
+        return self._refresh_ahead_ms
+
+    @property
+    def stale_while_rebuilding(self) -> bool:
+        """Whether reads are served the cached generation while an invalidation rebuilds."""
+        return self._stale_while_rebuilding
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -157,12 +188,12 @@ class AgentRuntimeManager(_SlowReads[R, A]):
     def __contains__(self, agent_id: object) -> bool:
         """True for a live (unexpired) entry. Does not pin or reorder."""
         gen = self._current.get(agent_id) if isinstance(agent_id, str) else None
-        return gen is not None and self._now() < gen.expires_at
+        return gen is not None and self._now() < gen.deadline
 
     def version_of(self, agent_id: str) -> int | None:
         """The live entry's ``cfg_version``, or None. Does not pin or reorder."""
         gen = self._current.get(agent_id)
-        if gen is None or self._now() >= gen.expires_at:
+        if gen is None or self._now() >= gen.deadline:
             return None
         return gen._cfg_version
 

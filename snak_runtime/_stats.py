@@ -24,6 +24,7 @@ class RemovalCause(StrEnum):
     REPLACED = "replaced"
     EXPLICIT = "explicit"
     SHUTDOWN = "shutdown"
+    REFRESHED = "refreshed"  # refresh-ahead installed a new generation, or its rebuild gave None
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,9 @@ class CacheStats:
     """A point-in-time snapshot of the manager's counters.
 
     ``evictions`` counts capacity removals only; ``removals`` counts every cause.
+    ``rebuilds`` counts the ``rebuild()`` calls of ``on_invalidate``; ``refreshes`` those of
+    refresh-ahead (``refresh_ahead_ms``), and ``refresh_failures`` the refreshes that raised,
+    timed out, were cancelled or returned a seed that could not be installed.
     ``load_time_ms`` / ``rebuild_time_ms`` are the total wall time spent in ``build`` /
     ``rebuild()`` calls (successful or not), so ``load_time_ms / loads`` is the mean cost.
     """
@@ -43,6 +47,8 @@ class CacheStats:
     invalidations: int = 0
     rebuilds: int = 0
     rebuild_failures: int = 0
+    refreshes: int = 0
+    refresh_failures: int = 0
     evictions: int = 0
     expirations: int = 0
     disposals: int = 0
@@ -87,6 +93,8 @@ class _StatsCounter:
         "rebuild_failures",
         "rebuild_time_ms",
         "rebuilds",
+        "refresh_failures",
+        "refreshes",
         "removals",
     )
 
@@ -99,6 +107,8 @@ class _StatsCounter:
         self.invalidations = 0
         self.rebuilds = 0
         self.rebuild_failures = 0
+        self.refreshes = 0
+        self.refresh_failures = 0
         self.disposals = 0
         self.dispose_failures = 0
         self.load_time_ms = 0.0
@@ -129,6 +139,8 @@ class _StatsCounter:
             invalidations=self.invalidations,
             rebuilds=self.rebuilds,
             rebuild_failures=self.rebuild_failures,
+            refreshes=self.refreshes,
+            refresh_failures=self.refresh_failures,
             evictions=removals[RemovalCause.CAPACITY],
             expirations=removals[RemovalCause.EXPIRED],
             disposals=self.disposals,

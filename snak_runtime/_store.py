@@ -34,12 +34,14 @@ class _Generation(RuntimeLease[R, A]):
 
     __slots__ = (
         "current",
+        "deadline",
         "expires_at",
         "finished",
         "in_expiry",
         "lease_pins",
         "loose_pins",
         "rebuild",
+        "refresh_at",
     )
 
     def __init__(self, seed: RuntimeSeed[R, A], expires_at: int) -> None:
@@ -50,7 +52,11 @@ class _Generation(RuntimeLease[R, A]):
         self._runtime = seed.runtime
         self._agent = seed.agent
         self.rebuild: Rebuild[R, A] = seed.rebuild
-        self.expires_at = expires_at  # in the manager's clock ticks
+        # In the manager's clock ticks. ``deadline`` is the TTL's expiry; ``expires_at``,
+        # which the hot path compares, is the same unless refresh-ahead is on: then it is
+        # ``refresh_at`` until a refresh was tried, so only hits in the window leave it.
+        self.expires_at = self.deadline = expires_at
+        self.refresh_at = 0  # refresh-ahead: when its window opens; 0 = none (or tried)
         self.lease_pins = 0  # pins held by leases, each given back by its own exit
         self.loose_pins = 0  # pins taken by acquire*, which release(agent_id) gives back
         self.current = True  # the map's entry for its agent id
@@ -212,8 +218,8 @@ class _Store(Generic[R, A]):
         consumed = 0
         while consumed < limit:
             fifo, heap = self._fifo, self._heap  # re-read: detach() may compact them
-            if fifo and (not heap or fifo[0].expires_at <= heap[0][0]):
-                if fifo[0].expires_at > now:
+            if fifo and (not heap or fifo[0].deadline <= heap[0][0]):
+                if fifo[0].deadline > now:
                     break
                 gen = fifo.popleft()
             elif heap and heap[0][0] <= now:

@@ -40,7 +40,7 @@ def test_hit_rate_and_requests(hits: int, misses: int, rate: float) -> None:
 
 def test_removal_causes_are_the_contract_strings() -> None:
     assert sorted(c.value for c in RemovalCause) == sorted(
-        ["expired", "capacity", "invalidated", "replaced", "explicit", "shutdown"]
+        ["expired", "capacity", "invalidated", "replaced", "explicit", "shutdown", "refreshed"]
     )
 
 
@@ -55,7 +55,7 @@ def test_counter_snapshot_maps_removals_to_evictions_and_expirations() -> None:
     assert (stats.evictions, stats.expirations) == (2, 1)
     assert dict(stats.removals) == {
         "expired": 1, "capacity": 2, "invalidated": 0, "replaced": 0, "explicit": 1,
-        "shutdown": 0,
+        "shutdown": 0, "refreshed": 0,
     }
 
 
