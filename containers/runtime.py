@@ -39,8 +39,14 @@ class RuntimeContainer(DeclarativeContainer):
     # stops before it. With no REDIS_* variable it yields None and nothing connects (the embedded
     # default: callers invoke `manager.on_invalidate()` directly).
     invalidation_settings = providers.Singleton(InvalidationSettings)
+    # Versioned resync and reconciliation (README "Run a fleet"): override with your
+    # `async (agent_ids) -> {agent_id: version}`; None evicts everything after a reconnect.
+    version_source: providers.Object[Any] = providers.Object(None)
     invalidation = providers.Resource(
-        run_invalidation, manager=lifespan, settings=invalidation_settings
+        run_invalidation,
+        manager=lifespan,
+        settings=invalidation_settings,
+        version_source=version_source,
     )
 
     # Prometheus export (extra `prometheus`): override `metrics_registry` with a

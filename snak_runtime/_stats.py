@@ -24,6 +24,9 @@ class RemovalCause(StrEnum):
     REPLACED = "replaced"
     EXPLICIT = "explicit"
     SHUTDOWN = "shutdown"
+    # The invalidation subscriber's resync: its version source said the agent is gone (or gave
+    # an unusable version), or, with no source answering after a reconnect, everything went.
+    RESYNC = "resync"
     REFRESHED = "refreshed"  # refresh-ahead installed a new generation, or its rebuild gave None
 
 

@@ -168,18 +168,24 @@ class _Writes(_Lifecycle[R, A]):
         """
         # departure: the original had no way to drop an entry (cfg_deleted carries the old
         # version, which the version rule of on_invalidate would ignore).
+        return await self._evict(agent_id, RemovalCause.EXPLICIT)
+
+    async def _evict(self, agent_id: str, cause: RemovalCause) -> bool:
         turn = await self._enter(agent_id)
         try:
             gen = self._current.get(agent_id)
             if gen is None:
                 return False
-            self._store.detach(gen, RemovalCause.EXPLICIT)
+            self._store.detach(gen, cause)
             return True
         finally:
             self._exit(agent_id, turn)
 
     async def evict_all(self) -> int:
         """Evict every entry (each after whatever is in flight for it); return how many."""
+        return await self._evict_all(RemovalCause.EXPLICIT)
+
+    async def _evict_all(self, cause: RemovalCause) -> int:
         self._check_loop()
         removed = 0
         queued = []
@@ -188,11 +194,21 @@ class _Writes(_Lifecycle[R, A]):
                 queued.append(agent_id)
             elif agent_id in self._current:
                 self._supersede_refresh(agent_id)
-                self._store.detach(self._current[agent_id], RemovalCause.EXPLICIT)
+                self._store.detach(self._current[agent_id], cause)
                 removed += 1
         queued.extend(k for k in list(self._queues) if k not in queued)
-        results = await asyncio.gather(*(self.evict(k) for k in queued))
+        results = await asyncio.gather(*(self._evict(k, cause) for k in queued))
         return removed + sum(results)
+
+    def _resync_view(self) -> dict[str, int | None]:
+        """For the invalidation subscriber's version check: each live entry's version, and
+        ``None`` for an agent whose load is in flight (what it installs is not known yet)."""
+        now = self._now()
+        view: dict[str, int | None] = {
+            a: g.cfg_version for a, g in self._current.items() if now < g.deadline
+        }
+        view.update(dict.fromkeys(self._loads))
+        return view
 
     async def _enter(
         self, agent_id: str, *, always_queue: bool = False, stale_ok: bool = False

@@ -30,6 +30,8 @@ ENV_VARS = (
     "REDIS_PASSWORD",
     "REDIS_DB",
     "AGENT_CFG_INVALIDATE_CHANNEL",
+    "AGENT_CFG_VERSION_SOURCE_TIMEOUT_MS",
+    "AGENT_CFG_RECONCILE_INTERVAL_MS",
 )
 
 # Small guards so capacity and expiry are reached in a few steps.

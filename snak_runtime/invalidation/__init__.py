@@ -9,6 +9,7 @@ needs it. The modules, in the order a message travels:
 - ``_wire``: the message format and the reconnect backoff (pure functions);
 - ``_dispatch``: the inbox (parse, count, log) and per-agent, in-order application;
 - ``_subscriber``: one connection's life: subscribe, resync, receive, liveness, backoff;
+- ``_versions``: the version check behind resync and reconciliation (a user's version source);
 - ``_publisher``: the sending side; ``_stats``: the subscriber's counters;
 - ``_resource``: the container's resource.
 """
@@ -22,6 +23,7 @@ from ._settings import InvalidationSettings as InvalidationSettings
 from ._settings import RedisEndpoint as RedisEndpoint
 from ._stats import InvalidationStats as InvalidationStats
 from ._subscriber import InvalidationSubscriber as InvalidationSubscriber
+from ._versions import VersionSource as VersionSource
 from ._wire import MAX_AGENT_ID_CHARS as MAX_AGENT_ID_CHARS
 from ._wire import MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
 from ._wire import Action as Action
@@ -46,6 +48,7 @@ __all__ = (
     "InvalidationSubscriber",
     "InvalidationTarget",
     "RedisEndpoint",
+    "VersionSource",
     "backoff_ms",
     "encode_message",
     "parse_message",

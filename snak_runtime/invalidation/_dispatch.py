@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from typing import Protocol, final
 
 from .._errors import RuntimeManagerClosed
@@ -23,6 +24,10 @@ class InvalidationTarget(Protocol):
     async def evict_all(self) -> int: ...
 
 
+# A repair the version check queued for one agent (see _versions), ordered with its messages.
+_Work = Callable[[], Awaitable[None]]
+
+
 @final
 class _Dispatcher:
     """Applies messages to the target: in arrival order per agent, agents in parallel.
@@ -34,7 +39,7 @@ class _Dispatcher:
 
     def __init__(self, target: InvalidationTarget) -> None:
         self._target = target
-        self._queues: dict[str, deque[InvalidationMessage]] = {}
+        self._queues: dict[str, deque[InvalidationMessage | _Work]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -47,22 +52,33 @@ class _Dispatcher:
 
     def submit(self, message: InvalidationMessage) -> None:
         """Queue one valid message behind the others for its agent."""
-        queue = self._queues.get(message.agent_id)
+        self._enqueue(message.agent_id, message)
+
+    def submit_work(self, agent_id: str, work: _Work) -> None:
+        """Queue a repair for ``agent_id``; it counts neither as applied nor as failed."""
+        self._enqueue(agent_id, work)
+
+    def _enqueue(self, agent_id: str, item: InvalidationMessage | _Work) -> None:
+        queue = self._queues.get(agent_id)
         if queue is not None:
-            queue.append(message)
+            queue.append(item)
             return
-        self._queues[message.agent_id] = deque((message,))
+        self._queues[agent_id] = deque((item,))
         self._idle.clear()
         task = asyncio.get_running_loop().create_task(
-            self._run(message.agent_id), name=f"snak-invalidate:{message.agent_id}"
+            self._run(agent_id), name=f"snak-invalidate:{agent_id}"
         )
-        self._tasks[message.agent_id] = task
+        self._tasks[agent_id] = task
 
     async def _run(self, agent_id: str) -> None:
         queue = self._queues[agent_id]
         try:
             while queue:
-                await self._apply(queue[0])
+                item = queue[0]
+                if isinstance(item, InvalidationMessage):
+                    await self._apply(item)
+                else:
+                    await self._repair(agent_id, item)
                 queue.popleft()
         finally:
             del self._queues[agent_id]
@@ -93,6 +109,16 @@ class _Dispatcher:
             )
         else:
             self.applied += 1
+
+    async def _repair(self, agent_id: str, work: _Work) -> None:
+        try:
+            await work()
+        except asyncio.CancelledError:
+            raise
+        except RuntimeManagerClosed:
+            logger.debug("agent %r: repair skipped, the manager is closed", agent_id)
+        except Exception as exc:  # a failed rebuild: the manager evicted it and logged why
+            logger.debug("agent %r: resync repair failed: %r", agent_id, exc)
 
     async def drain(self) -> None:
         """Wait until every queued message has been applied."""

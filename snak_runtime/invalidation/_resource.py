@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from ._dispatch import InvalidationTarget
 from ._settings import InvalidationSettings
 from ._subscriber import InvalidationSubscriber
+from ._versions import VersionSource
 
 logger = logging.getLogger(__name__)
 
@@ -15,18 +16,21 @@ logger = logging.getLogger(__name__)
 async def run_invalidation(
     manager: InvalidationTarget,
     settings: InvalidationSettings | None = None,
+    version_source: VersionSource | None = None,
 ) -> AsyncIterator[InvalidationSubscriber | None]:
     """The container's ``invalidation`` Resource: a running subscriber, or ``None``.
 
     ``None`` (and no Redis import) when no Redis variable is set. Redis being down at start
     is a WARNING, never a failed start; a missing ``redis`` extra is an ``ImportError``.
+    ``version_source`` (the container's provider of that name) turns on versioned resync and
+    periodic reconciliation.
     """
     settings = settings if settings is not None else InvalidationSettings()
     if not settings.configured:
         logger.debug("invalidation subscriber not started: no REDIS_* variable set")
         yield None
         return
-    subscriber = InvalidationSubscriber(manager, settings)
+    subscriber = InvalidationSubscriber(manager, settings, version_source=version_source)
     await subscriber.start()
     try:
         yield subscriber

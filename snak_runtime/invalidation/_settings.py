@@ -14,6 +14,8 @@ from .._config import env_int
 DEFAULT_CHANNEL: Final = "agent_cfg_invalidate"
 _DEFAULT_HOST: Final = "localhost"
 _DEFAULT_PORT: Final = 6379
+VERSION_SOURCE_TIMEOUT_VAR: Final = "AGENT_CFG_VERSION_SOURCE_TIMEOUT_MS"
+RECONCILE_INTERVAL_VAR: Final = "AGENT_CFG_RECONCILE_INTERVAL_MS"
 
 
 @final
@@ -57,6 +59,11 @@ class InvalidationSettings(BaseSettings):
     redis_password: SecretStr | None = Field(default=None, validation_alias="REDIS_PASSWORD")
     redis_db: str | None = Field(default=None, validation_alias="REDIS_DB")
     channel: str = Field(default=DEFAULT_CHANNEL, validation_alias="AGENT_CFG_INVALIDATE_CHANNEL")
+    # The version check (only with a version source); raw text, resolved by _versions.
+    version_source_timeout_ms: str | None = Field(
+        default=None, validation_alias=VERSION_SOURCE_TIMEOUT_VAR
+    )
+    reconcile_interval_ms: str | None = Field(default=None, validation_alias=RECONCILE_INTERVAL_VAR)
 
     @classmethod
     def for_url(cls, url: str, *, channel: str | None = None) -> InvalidationSettings:

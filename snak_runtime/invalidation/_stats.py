@@ -18,7 +18,13 @@ class InvalidationStats:
     already evicted the entry); ``dropped``: invalid payloads by ``DropReason`` value;
     ``unknown_events``: valid messages with an unknown ``event`` (evicted);
     ``reconnects``: subscriptions established after a lost connection or a failed attempt;
-    ``resyncs`` / ``resync_evictions``: ``evict_all()`` calls after those, and entries they removed.
+    ``resyncs``: resyncs after those (a version check, or evicting everything);
+    ``resync_evictions``: entries removed with cause ``resync`` (by resyncs and reconciliations).
+
+    The version check (with a version source): ``version_checked`` agents compared,
+    ``version_repaired`` of them found stale, deleted or unusable and repaired,
+    ``version_unusable`` values that were not versions, ``version_source_failures`` source calls
+    that raised, timed out or returned no mapping, ``reconciliations`` periodic checks completed.
     """
 
     received: int = 0
@@ -28,6 +34,11 @@ class InvalidationStats:
     reconnects: int = 0
     resyncs: int = 0
     resync_evictions: int = 0
+    version_checked: int = 0
+    version_repaired: int = 0
+    version_unusable: int = 0
+    version_source_failures: int = 0
+    reconciliations: int = 0
     connected: bool = False
     pending: int = 0
     dropped: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))

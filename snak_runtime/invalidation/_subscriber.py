@@ -11,10 +11,18 @@ from types import MappingProxyType
 from typing import Any, Final, final
 
 from .._errors import RuntimeManagerClosed
+from .._stats import RemovalCause
 from ._client import close_quietly, make_client, redis_errors, require_redis
 from ._dispatch import InvalidationTarget, _Dispatcher, _Inbox
 from ._settings import InvalidationSettings, RedisEndpoint
 from ._stats import InvalidationStats
+from ._versions import (
+    VersionCheck,
+    VersionSource,
+    VersionSourceFailed,
+    resolve_timings,
+    resync_hooks,
+)
 from ._wire import Dropped, InvalidationMessage, backoff_ms
 
 logger = logging.getLogger(__name__)
@@ -59,10 +67,13 @@ class InvalidationSubscriber:
 
     ``await start()`` never raises for an unreachable Redis: it logs a WARNING and retries in
     the background with capped exponential backoff and jitter. After every subscription that
-    follows a lost connection or a failed attempt, it calls ``manager.evict_all()``: pub/sub
-    drops what was published meanwhile, so every cached entry may be stale (the seed's
-    subscriber did neither). ``await stop()`` is clean at any point, also mid-reconnect.
-    ``start()`` raises ``ImportError`` when the ``redis`` extra is missing.
+    follows a lost connection or a failed attempt it resyncs, because pub/sub drops what was
+    published meanwhile (the seed's subscriber did neither): with a ``version_source``, only
+    the entries whose version changed or that were deleted are repaired; without one, or when
+    the source fails, every cached entry is evicted. With a source, the same check also runs
+    every ``reconcile_interval_ms`` while connected, catching publishes that never happened.
+    ``await stop()`` is clean at any point, also mid-reconnect. ``start()`` raises
+    ``ImportError`` when the ``redis`` extra is missing.
     """
 
     def __init__(
@@ -76,6 +87,9 @@ class InvalidationSubscriber:
         connect_timeout_ms: int = 2_000,
         health_check_interval_s: float = 10.0,
         rng: Callable[[], float] = random.random,
+        version_source: VersionSource | None = None,
+        version_source_timeout_ms: int | None = None,
+        reconcile_interval_ms: int | None = None,
     ) -> None:
         if source is None:
             settings = InvalidationSettings()
@@ -96,7 +110,23 @@ class InvalidationSubscriber:
         self._manager = manager
         self._dispatcher = _Dispatcher(manager)
         self._inbox = _Inbox(self._dispatcher)
+        timings = resolve_timings(
+            settings,
+            has_source=version_source is not None,
+            source_timeout_ms=version_source_timeout_ms,
+            reconcile_interval_ms=reconcile_interval_ms,
+        )
+        self._reconcile_s = timings.reconcile_interval_ms / 1000
+        self._hooks = resync_hooks(manager)
+        self._check: VersionCheck | None = None
+        if version_source is not None:
+            if self._hooks is None:
+                raise TypeError("version_source needs an AgentRuntimeManager as the target")
+            self._check = VersionCheck(
+                self._hooks, version_source, timings.source_timeout_ms, self._dispatcher.submit_work
+            )
         self._task: asyncio.Task[None] | None = None
+        self._reconciler: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()  # subscribed (and resynced) right now
         self._settled = asyncio.Event()  # the first attempt succeeded or failed: start() returns
         # Something may have been published that we did not hear (a lost connection, a failed
@@ -104,7 +134,8 @@ class InvalidationSubscriber:
         self._resync_due = False
         self._reconnects = 0
         self._resyncs = 0
-        self._resync_evictions = 0
+        self._resync_evictions = 0  # by evicting everything (the version check counts its own)
+        self._reconciliations = 0
 
     @property
     def channel(self) -> str:
@@ -131,6 +162,11 @@ class InvalidationSubscriber:
             self._listen(), name=f"snak-invalidation:{self._channel}"
         )
         self._task.add_done_callback(_log_if_died)
+        if self._reconcile_s > 0:
+            self._reconciler = asyncio.get_running_loop().create_task(
+                self._reconcile_forever(), name=f"snak-invalidation-reconcile:{self._channel}"
+            )
+            self._reconciler.add_done_callback(_log_if_died)
         # Bounded even if the server accepts connections but never answers.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._connect_timeout_s * 3):
@@ -139,12 +175,18 @@ class InvalidationSubscriber:
     async def stop(self) -> None:
         """Stop listening, close the connection and cancel queued work. Idempotent."""
         task, self._task = self._task, None
+        reconciler, self._reconciler = self._reconciler, None
+        if reconciler is not None:
+            reconciler.cancel()
+            await asyncio.gather(reconciler, return_exceptions=True)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             self._resync_due = True  # deaf from now on: a later start() must resync
         self._connected.clear()
         await self._dispatcher.aclose()
+        if self._check is not None:
+            self._check.forget_repairs()
 
     async def __aenter__(self) -> InvalidationSubscriber:
         await self.start()
@@ -166,7 +208,7 @@ class InvalidationSubscriber:
         await self._dispatcher.drain()
 
     def stats(self) -> InvalidationStats:
-        inbox, dispatcher = self._inbox, self._dispatcher
+        inbox, dispatcher, check = self._inbox, self._dispatcher, self._check
         return InvalidationStats(
             received=inbox.received,
             applied=dispatcher.applied,
@@ -174,7 +216,12 @@ class InvalidationSubscriber:
             unknown_events=inbox.unknown_events,
             reconnects=self._reconnects,
             resyncs=self._resyncs,
-            resync_evictions=self._resync_evictions,
+            resync_evictions=self._resync_evictions + (check.evictions if check else 0),
+            version_checked=check.checked if check else 0,
+            version_repaired=check.repaired if check else 0,
+            version_unusable=check.unusable if check else 0,
+            version_source_failures=check.source_failures if check else 0,
+            reconciliations=self._reconciliations,
             connected=self.connected,
             pending=dispatcher.pending,
             dropped=MappingProxyType(dict(inbox.dropped)),
@@ -243,32 +290,81 @@ class InvalidationSubscriber:
 
     async def _on_subscribed(self, where: str, failed: int) -> None:
         # Subscribed before resyncing: anything published from here on is in our socket, so
-        # nothing falls between the eviction and the first message.
+        # nothing falls between the resync and the first message.
         if self._resync_due:
             self._reconnects += 1
-            removed = await self._resync()
-            self._resync_due = False
             logger.info(
-                "invalidation subscriber: reconnected to %s after %d attempt(s); "
-                "evicted %d possibly stale runtime(s)",
+                "invalidation subscriber: reconnected to %s after %d attempt(s); resyncing",
                 where,
                 failed,
-                removed,
             )
+            try:
+                await self._resync()
+            except RuntimeManagerClosed:
+                logger.debug("invalidation subscriber: no resync, the manager is closed")
+            self._resync_due = False
         else:
             logger.info("invalidation subscriber: listening on %s channel %r", where, self._channel)
         self._connected.set()
         self._settled.set()
 
-    async def _resync(self) -> int:
-        """Forget what may have been missed: evict every cached entry; return how many."""
-        try:
+    async def _resync(self) -> None:
+        """Repair what may have been missed: by version with a source, else evict everything."""
+        if self._check is not None:
+            try:
+                repairs = await self._check.run()
+            except VersionSourceFailed as exc:
+                logger.warning(
+                    "invalidation subscriber: the version source failed after the reconnect "
+                    "(%s); evicting every cached runtime (cause resync)",
+                    exc,
+                )
+            else:
+                self._resyncs += 1
+                logger.info("invalidation subscriber: resync queued %d repair(s)", repairs)
+                return
+        else:
+            logger.warning(
+                "invalidation subscriber: no version source, so every cached runtime may be "
+                "stale after the reconnect; evicting them all (cause resync)"
+            )
+        if self._hooks is not None:
+            removed = await self._hooks._evict_all(RemovalCause.RESYNC)
+        else:  # a target of the user's own: its evict_all() is all we know
             removed = await self._manager.evict_all()
-        except RuntimeManagerClosed:
-            return 0
-        self._resyncs += 1
         self._resync_evictions += removed
-        return removed
+        self._resyncs += 1
+        logger.info("invalidation subscriber: resync evicted %d runtime(s)", removed)
+
+    async def _reconcile_forever(self) -> None:
+        """While connected, repeat the version check: catches publishes that never happened.
+
+        A failing source is counted and retried at the next interval; it never empties the
+        cache (only a reconnect falls back to evicting everything).
+        """
+        assert self._check is not None
+        while True:
+            await asyncio.sleep(self._reconcile_s)
+            if not self.connected:
+                continue  # the reconnect's resync will do it
+            try:
+                repairs = await self._check.run()
+            except VersionSourceFailed as exc:
+                logger.warning(
+                    "invalidation subscriber: reconciliation failed, the version source %s; "
+                    "cache kept, retrying in %.0f ms",
+                    exc,
+                    self._reconcile_s * 1000,
+                )
+                continue
+            except RuntimeManagerClosed:
+                return
+            except Exception:  # a bug must not end reconciliation for the process
+                logger.exception("invalidation subscriber: reconciliation failed")
+                continue
+            self._reconciliations += 1
+            if repairs:
+                logger.info("invalidation subscriber: reconciliation queued %d repair(s)", repairs)
 
     def _on_lost(self, where: str, failed: int, exc: BaseException | None) -> None:
         was_connected = self.connected

@@ -14,6 +14,13 @@ Instruments (meter ``snak_runtime``), every data point with a ``cache`` attribut
   / ``snak_runtime.rebuild.count`` with an ``le`` attribute: how many took at most ``le``
   seconds, cumulative like Prometheus buckets (``le="+Inf"`` counts them all).
 
+With ``instrument(..., subscriber=...)``, the manager's ``InvalidationSubscriber`` is reported
+under the same ``cache``: observable counters ``snak_runtime.invalidation.<field>`` for each
+counter of its ``stats()`` (``received``, ``applied``, ..., ``version_checked``,
+``version_repaired``, ``version_source_failures``, ``reconciliations``),
+``snak_runtime.invalidation.dropped`` (attribute ``reason``), and observable gauges
+``snak_runtime.invalidation.connected`` and ``.pending``.
+
 Nothing is recorded on the hit path; the callbacks only read counters, so a periodic
 reader may run them in its own thread.
 """
@@ -22,7 +29,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any, final
+from typing import Any, Protocol, final
 
 from opentelemetry.metrics import (
     CallbackOptions,
@@ -35,11 +42,19 @@ from opentelemetry.metrics import (
 from .. import __version__
 from .._manager import AgentRuntimeManager
 from .._stats import DURATION_BUCKETS_MS, CacheStats, RemovalCause
+from ..invalidation._stats import InvalidationStats
+from ..invalidation._wire import DropReason
 
-__all__ = ("COUNTERS", "GAUGES", "RuntimeCacheInstruments", "instrument")
+__all__ = ("COUNTERS", "GAUGES", "INVALIDATION_COUNTERS", "RuntimeCacheInstruments", "instrument")
 
 Manager = AgentRuntimeManager[Any, Any]
 _Points = Iterable[tuple[float, dict[str, str]]]
+
+
+class Subscriber(Protocol):
+    """What is read of an ``InvalidationSubscriber``."""
+
+    def stats(self) -> InvalidationStats: ...
 
 COUNTERS: tuple[tuple[str, str, str, str], ...] = (
     ("snak_runtime.hits", "hits", "{read}", "Reads that found a live entry."),
@@ -72,6 +87,25 @@ GAUGES: tuple[tuple[str, str, str], ...] = (
     ("snak_runtime.default_ttl", "s", "Resolved default time to live of an entry."),
 )
 
+INVALIDATION_COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("received", "{message}", "Payloads received on the invalidation channel (valid or not)."),
+    ("applied", "{message}", "Invalidation messages applied."),
+    ("failures", "{message}", "Invalidation messages whose on_invalidate/evict raised."),
+    ("unknown_events", "{message}", "Valid messages with an unknown event (evicted)."),
+    ("reconnects", "{connection}", "Subscriptions after a lost connection or failed attempt."),
+    ("resyncs", "{resync}", "Resyncs after those reconnects."),
+    ("resync_evictions", "{entry}", "Entries removed with cause resync."),
+    ("version_checked", "{agent}",
+     "Cached agents compared with the version source (resync and reconciliation)."),
+    ("version_repaired", "{agent}",
+     "Compared agents found stale, deleted or unusable, and repaired."),
+    ("version_unusable", "{agent}", "Versions from the source that were not versions."),
+    ("version_source_failures", "{call}",
+     "Version source calls that raised, timed out or returned no mapping."),
+    ("reconciliations", "{check}", "Periodic reconciliations completed."),
+)
+"""(``InvalidationStats`` field, unit, description): ``snak_runtime.invalidation.<field>``."""
+
 _BUCKET_BOUNDS = (*(repr(ms / 1000) for ms in DURATION_BUCKETS_MS), "+Inf")
 
 # One set of instruments per meter provider: the SDK returns an already created instrument
@@ -100,6 +134,7 @@ class _Instruments:
     def __init__(self, meter: Meter) -> None:
         # Replaced, never mutated, so a reader thread iterates a stable dict.
         self.managers: dict[str, Manager] = {}
+        self.subscribers: dict[str, Subscriber] = {}
         for name, field, unit, doc in COUNTERS:
             meter.create_observable_counter(
                 name, [self._callback(self._field(field))], unit=unit, description=doc
@@ -132,6 +167,53 @@ class _Instruments:
                 unit=f"{{{kind}}}",
                 description=f"Calls of {what} that took at most `le` seconds (cumulative).",
             )
+
+        self._instrument_subscribers(meter)
+
+    def _instrument_subscribers(self, meter: Meter) -> None:
+        for field, unit, doc in INVALIDATION_COUNTERS:
+            meter.create_observable_counter(
+                f"snak_runtime.invalidation.{field}",
+                [self._subscriber_callback(self._subscriber_field(field))],
+                unit=unit,
+                description=doc,
+            )
+        meter.create_observable_counter(
+            "snak_runtime.invalidation.dropped",
+            [self._subscriber_callback(self._dropped)],
+            unit="{message}",
+            description="Invalid invalidation payloads dropped, by reason.",
+        )
+        for field, unit, doc in (
+            ("connected", "1", "1 while subscribed (and resynced)."),
+            ("pending", "{message}", "Messages and repairs queued."),
+        ):
+            meter.create_observable_gauge(
+                f"snak_runtime.invalidation.{field}",
+                [self._subscriber_callback(self._subscriber_field(field))],
+                unit=unit,
+                description=doc,
+            )
+
+    def _subscriber_callback(
+        self, points: Callable[[InvalidationStats], _Points]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            return [
+                Observation(value, {"cache": cache, **attributes})
+                for cache, subscriber in self.subscribers.items()
+                for value, attributes in points(subscriber.stats())
+            ]
+
+        return callback
+
+    @staticmethod
+    def _subscriber_field(field: str) -> Callable[[InvalidationStats], _Points]:
+        return lambda stats: ((float(getattr(stats, field)), {}),)
+
+    @staticmethod
+    def _dropped(stats: InvalidationStats) -> _Points:
+        return ((stats.dropped.get(r.value, 0), {"reason": r.value}) for r in DropReason)
 
     def _callback(
         self, points: Callable[[Manager, CacheStats], _Points]
@@ -194,19 +276,28 @@ class RuntimeCacheInstruments:
         return self._instruments.managers.get(self._cache) is not self._manager
 
     def close(self) -> None:
-        """Stop reporting this manager. Idempotent."""
-        managers = self._instruments.managers
-        if managers.get(self._cache) is self._manager:
-            self._instruments.managers = {k: m for k, m in managers.items() if k != self._cache}
+        """Stop reporting this manager (and its subscriber). Idempotent."""
+        instruments = self._instruments
+        if instruments.managers.get(self._cache) is self._manager:
+            instruments.managers = {
+                k: m for k, m in instruments.managers.items() if k != self._cache
+            }
+            instruments.subscribers = {
+                k: s for k, s in instruments.subscribers.items() if k != self._cache
+            }
 
 
 def instrument(
-    manager: Manager, meter_provider: MeterProvider | None = None, cache: str = "default"
+    manager: Manager,
+    meter_provider: MeterProvider | None = None,
+    cache: str = "default",
+    subscriber: Subscriber | None = None,
 ) -> RuntimeCacheInstruments:
     """Report ``manager``'s stats through ``meter_provider`` (the global one by default).
 
-    Every data point carries ``cache=<cache>``. Raises ``ValueError`` if this manager or
-    this cache label is reported through that provider already.
+    With ``subscriber`` (its ``InvalidationSubscriber``), that one's counters too. Every data
+    point carries ``cache=<cache>``. Raises ``ValueError`` if this manager or this cache label
+    is reported through that provider already.
     """
     if not isinstance(cache, str) or not cache:
         raise ValueError(f"the cache label must be a non-empty string, got {cache!r}")
@@ -227,4 +318,6 @@ def instrument(
             "provider; give each manager its own cache label"
         )
     instruments.managers = {**instruments.managers, cache: manager}
+    if subscriber is not None:
+        instruments.subscribers = {**instruments.subscribers, cache: subscriber}
     return RuntimeCacheInstruments(instruments, manager, cache)

@@ -1,15 +1,17 @@
 """A ``prometheus_client`` collector that reads each manager's ``stats()`` at scrape time.
 
 Every sample carries a ``cache`` label, one value per manager, so several managers share
-one registry without colliding. The collector only reads counters: nothing is recorded
-on the hit path, and scraping from another thread (``start_http_server``) is safe.
+one registry without colliding. A manager's invalidation subscriber, when given, is exported
+under the same label (``snak_runtime_invalidation_*``). The collector only reads counters:
+nothing is recorded on the hit path, and scraping from another thread (``start_http_server``)
+is safe.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator
-from typing import Any, final
+from typing import Any, Protocol, final
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import (
@@ -21,10 +23,24 @@ from prometheus_client.metrics_core import (
 
 from .._manager import AgentRuntimeManager
 from .._stats import DURATION_BUCKETS_MS, CacheStats, RemovalCause
+from ..invalidation._stats import InvalidationStats
+from ..invalidation._wire import DropReason
 
-__all__ = ("COUNTERS", "RuntimeCacheCollector", "register", "unregister")
+__all__ = (
+    "COUNTERS",
+    "INVALIDATION_COUNTERS",
+    "RuntimeCacheCollector",
+    "register",
+    "unregister",
+)
 
 Manager = AgentRuntimeManager[Any, Any]
+
+
+class Subscriber(Protocol):
+    """What is read of an ``InvalidationSubscriber``."""
+
+    def stats(self) -> InvalidationStats: ...
 
 COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("snak_runtime_hits", "hits", "Reads that found a live entry."),
@@ -46,6 +62,32 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
      "Disposer calls that raised or timed out."),
 )
 """(metric name without ``_total``, ``CacheStats`` field, help text) of each plain counter."""
+
+INVALIDATION_COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("snak_runtime_invalidation_received", "received",
+     "Payloads received on the invalidation channel (valid or not)."),
+    ("snak_runtime_invalidation_applied", "applied", "Invalidation messages applied."),
+    ("snak_runtime_invalidation_failures", "failures",
+     "Invalidation messages whose on_invalidate/evict raised."),
+    ("snak_runtime_invalidation_unknown_events", "unknown_events",
+     "Valid messages with an unknown event (evicted)."),
+    ("snak_runtime_invalidation_reconnects", "reconnects",
+     "Subscriptions after a lost connection or a failed attempt."),
+    ("snak_runtime_invalidation_resyncs", "resyncs", "Resyncs after those reconnects."),
+    ("snak_runtime_invalidation_resync_evictions", "resync_evictions",
+     "Entries removed with cause resync."),
+    ("snak_runtime_invalidation_version_checked", "version_checked",
+     "Cached agents compared with the version source (resync and reconciliation)."),
+    ("snak_runtime_invalidation_version_repaired", "version_repaired",
+     "Compared agents found stale, deleted or unusable, and repaired."),
+    ("snak_runtime_invalidation_version_unusable", "version_unusable",
+     "Versions from the source that were not versions (evicted)."),
+    ("snak_runtime_invalidation_version_source_failures", "version_source_failures",
+     "Version source calls that raised, timed out or returned no mapping."),
+    ("snak_runtime_invalidation_reconciliations", "reconciliations",
+     "Periodic reconciliations completed."),
+)
+"""(metric name without ``_total``, ``InvalidationStats`` field, help text) of each counter."""
 
 # repr() of the bound in seconds, as prometheus_client writes ``le`` ("0.001", "1.0", "+Inf").
 _BUCKET_BOUNDS = (*(repr(ms / 1000) for ms in DURATION_BUCKETS_MS), "+Inf")
@@ -69,6 +111,7 @@ class RuntimeCacheCollector:
     def __init__(self, manager: Manager | None = None, *, cache: str = "default") -> None:
         # Replaced, never mutated, so a scrape in another thread iterates a stable dict.
         self._managers: dict[str, Manager] = {}
+        self._subscribers: dict[str, Subscriber] = {}
         if manager is not None:
             self.add(manager, cache=cache)
 
@@ -77,8 +120,10 @@ class RuntimeCacheCollector:
         """The ``cache`` label values exported, in registration order."""
         return tuple(self._managers)
 
-    def add(self, manager: Manager, *, cache: str = "default") -> None:
-        """Export ``manager`` under ``cache``.
+    def add(
+        self, manager: Manager, *, cache: str = "default", subscriber: Subscriber | None = None
+    ) -> None:
+        """Export ``manager`` (and its invalidation ``subscriber``, if any) under ``cache``.
 
         Raises ``ValueError`` if this manager or this label is exported already.
         """
@@ -96,23 +141,30 @@ class RuntimeCacheCollector:
                 "registry; give each manager its own cache label"
             )
         self._managers = {**self._managers, cache: manager}
+        if subscriber is not None:
+            self._subscribers = {**self._subscribers, cache: subscriber}
 
     def remove(self, manager: Manager) -> bool:
-        """Stop exporting ``manager``; return whether it was exported."""
+        """Stop exporting ``manager`` and its subscriber; return whether it was exported."""
         kept = {label: m for label, m in self._managers.items() if m is not manager}
         removed = len(kept) != len(self._managers)
         self._managers = kept
+        self._subscribers = {k: s for k, s in self._subscribers.items() if k in kept}
         return removed
 
     def describe(self) -> Iterator[Metric]:
         """The metric families without samples, so the registry can detect collisions."""
-        return self._families(())
+        yield from self._families(())
+        yield from _invalidation_families(())
 
     def collect(self) -> Iterator[Metric]:
-        """Read every manager's ``stats()`` now and yield the metric families."""
-        return self._families(
+        """Read every manager's and subscriber's ``stats()`` now and yield the families."""
+        yield from self._families(
             tuple((label, m.stats(), m.max_entries, m.default_ttl_ms)
                   for label, m in self._managers.items())
+        )
+        yield from _invalidation_families(
+            tuple((label, s.stats()) for label, s in self._subscribers.items())
         )
 
     def _families(
@@ -168,19 +220,51 @@ class RuntimeCacheCollector:
             yield histogram
 
 
+def _invalidation_families(
+    snapshots: tuple[tuple[str, InvalidationStats], ...],
+) -> Iterator[Metric]:
+    for name, field, doc in INVALIDATION_COUNTERS:
+        counter = CounterMetricFamily(name, doc, labels=("cache",))
+        for label, stats in snapshots:
+            counter.add_metric((label,), getattr(stats, field))
+        yield counter
+    dropped = CounterMetricFamily(
+        "snak_runtime_invalidation_dropped",
+        "Invalid invalidation payloads dropped, by reason.",
+        labels=("cache", "reason"),
+    )
+    for label, stats in snapshots:
+        for reason in DropReason:
+            dropped.add_metric((label, reason.value), stats.dropped.get(reason.value, 0))
+    yield dropped
+    for name, doc, field in (
+        ("snak_runtime_invalidation_connected", "1 while subscribed (and resynced).", "connected"),
+        ("snak_runtime_invalidation_pending", "Messages and repairs queued.", "pending"),
+    ):
+        gauge = GaugeMetricFamily(name, doc, labels=("cache",))
+        for label, stats in snapshots:
+            gauge.add_metric((label,), float(getattr(stats, field)))
+        yield gauge
+
+
 def register(
-    manager: Manager, registry: CollectorRegistry = REGISTRY, cache: str = "default"
+    manager: Manager,
+    registry: CollectorRegistry = REGISTRY,
+    cache: str = "default",
+    subscriber: Subscriber | None = None,
 ) -> RuntimeCacheCollector:
     """Export ``manager``'s stats from ``registry`` under the label ``cache="<cache>"``.
 
-    All managers registered in one registry share one collector (returned). Raises
-    ``ValueError`` at once if this manager or this cache label is registered there already.
+    With ``subscriber`` (its ``InvalidationSubscriber``), that one's counters too. All managers
+    registered in one registry share one collector (returned). Raises ``ValueError`` at once if
+    this manager or this cache label is registered there already.
     """
     collector = _collectors.get(registry)
     if collector is not None:
-        collector.add(manager, cache=cache)
+        collector.add(manager, cache=cache, subscriber=subscriber)
         return collector
-    collector = RuntimeCacheCollector(manager, cache=cache)
+    collector = RuntimeCacheCollector()
+    collector.add(manager, cache=cache, subscriber=subscriber)
     try:
         registry.register(collector)
     except ValueError as exc:

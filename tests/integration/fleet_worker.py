@@ -5,11 +5,15 @@ set. The "configuration database" is ``DIR``: one file per agent holding its cur
 (it survives a Redis restart, as snak's Postgres does). The worker caches every agent, prints
 ``{"type": "ready"}`` once subscribed, then answers one JSON line per command read on stdin:
 
-- ``state``: the version cached for each agent (``null`` if not cached) and the counters;
+- ``state``: the version cached for each agent (``null`` if not cached) and the counters
+  (the subscriber's, and the manager's rebuilds, loads and removals by cause);
 - ``serve``: leases every agent (building a missing one from the store) and reports the
   version it served, i.e. what a request would get;
 - ``timings``: wall-clock time of each (agent, version) built, for latency figures;
 - ``quit``: shuts the container down and answers ``bye``.
+
+With ``--version-source`` the container's ``version_source`` reads the same files, so a
+reconnect repairs only what changed (versioned resync).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +62,10 @@ class Fleet:
         except FileNotFoundError:
             return None
 
+    async def versions(self, agent_ids: Sequence[str]) -> Mapping[str, int | None]:
+        """The version source: one "query" for a batch of agent ids."""
+        return {agent_id: self.read_version(agent_id) for agent_id in agent_ids}
+
     async def load(self, agent_id: str) -> RuntimeSeed[str, object] | None:
         version = self.read_version(agent_id)
         if version is None:  # deleted: nothing to build
@@ -86,6 +95,7 @@ async def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--store", required=True, type=Path)
     parser.add_argument("--agents", required=True)
+    parser.add_argument("--version-source", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format=f"{args.name} %(levelname)s %(message)s"
@@ -94,6 +104,8 @@ async def main() -> None:
 
     container = RuntimeContainer()
     container.guards.override(GuardConfig(max_entries=len(fleet.agents) + 8, max_ttl_ms=600_000))
+    if args.version_source:
+        container.version_source.override(fleet.versions)
     await _maybe_await(container.init_resources())
     manager: Manager = container.manager()
     subscriber = await _maybe_await(container.invalidation())
@@ -120,6 +132,7 @@ async def main() -> None:
                     "name": fleet.name,
                     "versions": {a: manager.version_of(a) for a in fleet.agents},
                     "subscriber": _stats(subscriber),
+                    "cache": _cache_stats(manager),
                 }
             )
         elif command == "serve":
@@ -140,6 +153,16 @@ async def main() -> None:
 
     await _maybe_await(container.shutdown_resources())
     emit({"type": "bye", "name": fleet.name, "closed": manager.closed})
+
+
+def _cache_stats(manager: Manager) -> dict[str, Any]:
+    stats = manager.stats()
+    return {
+        "rebuilds": stats.rebuilds,
+        "loads": stats.loads,
+        "load_failures": stats.load_failures,
+        "removals": dict(stats.removals),
+    }
 
 
 def _stats(subscriber: InvalidationSubscriber) -> dict[str, Any]:

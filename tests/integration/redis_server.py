@@ -116,10 +116,13 @@ class RedisServer:
         assert self._proc is not None
         self._proc.send_signal(signal.SIGCONT)
 
-    def stop(self) -> None:
+    def stop(self, *, kill: bool = False) -> None:
+        """Terminate the server (SIGTERM), or with ``kill`` crash it (SIGKILL)."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
+        if kill:
+            proc.kill()
         proc.send_signal(signal.SIGCONT)  # a paused server cannot handle SIGTERM
         proc.terminate()
         try:

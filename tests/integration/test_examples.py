@@ -1,4 +1,5 @@
-"""Every example runs here, so the examples cannot rot: quickstart, FastAPI app, override tests."""
+"""Every example runs here, so the examples cannot rot: quickstart, FastAPI app, override tests,
+versioned resync (against the session's server)."""
 
 from __future__ import annotations
 
@@ -155,3 +156,21 @@ def test_shutdown_disposes_every_agent(container: AppContainer) -> None:
     assert manager.closed
     assert [agent.closed for agent in directory.built] == [True]
     assert manager.stats().disposals == 1
+
+
+# ---------------------------------------------------------------------------- versioned resync
+
+
+async def test_versioned_resync_example_repairs_only_what_changed(
+    redis_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from examples import versioned_resync
+
+    stats, sub_stats, builds = await versioned_resync.main(redis_server.url)
+    assert builds == [*(f"agent-{i}@1" for i in range(5)), "agent-1@2"]
+    assert (stats.rebuilds, stats.rebuild_failures) == (1, 0)
+    assert {k: n for k, n in stats.removals.items() if n} == {"invalidated": 1, "resync": 1}
+    assert sub_stats.version_repaired == 2 and sub_stats.reconciliations >= 1
+    assert sub_stats.version_source_failures == 0 and sub_stats.reconnects == 0
+    out = capsys.readouterr().out
+    assert "repaired by reconciliation" in out

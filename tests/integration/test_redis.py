@@ -500,10 +500,19 @@ class Worker:
         self.log = log
 
     @classmethod
-    async def spawn(cls, name: str, url: str, store: Path, agents: list[str]) -> Worker:
+    async def spawn(
+        cls,
+        name: str,
+        url: str,
+        store: Path,
+        agents: list[str],
+        *extra_args: str,
+        extra_env: dict[str, str] | None = None,
+    ) -> Worker:
         env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_")}
         env.pop("AGENT_CFG_INVALIDATE_CHANNEL", None)
         env["REDIS_URL"] = url
+        env.update(extra_env or {})
         log = store.parent / f"{name}.log"
         with log.open("wb") as stderr:
             proc = await asyncio.create_subprocess_exec(
@@ -515,6 +524,7 @@ class Worker:
                 str(store),
                 "--agents",
                 ",".join(agents),
+                *extra_args,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,
@@ -551,9 +561,19 @@ class Worker:
 
 @asynccontextmanager
 async def spawn_fleet(
-    n: int, url: str, store: Path, agents: list[str]
+    n: int,
+    url: str,
+    store: Path,
+    agents: list[str],
+    *extra_args: str,
+    extra_env: dict[str, str] | None = None,
 ) -> AsyncIterator[list[Worker]]:
-    workers = await asyncio.gather(*(Worker.spawn(f"w{i}", url, store, agents) for i in range(n)))
+    workers = await asyncio.gather(
+        *(
+            Worker.spawn(f"w{i}", url, store, agents, *extra_args, extra_env=extra_env)
+            for i in range(n)
+        )
+    )
     try:
         await asyncio.gather(*(w.read("ready") for w in workers))
         yield list(workers)

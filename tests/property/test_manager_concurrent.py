@@ -22,6 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from snak_runtime import (
     AgentRuntimeManager,
     GuardConfig,
+    RemovalCause,
     RuntimeCacheSettings,
     RuntimeManagerClosed,
     RuntimeNotCached,
@@ -227,11 +228,14 @@ class ConcurrentMachine(RuleBasedStateMachine):
         self.spawn(event())
 
     @precondition(lambda self: not self.closed)
-    @rule(agent_id=AGENT_IDS)
-    def evict(self, agent_id: str) -> None:
+    @rule(agent_id=AGENT_IDS, resync=st.booleans())
+    def evict(self, agent_id: str, resync: bool) -> None:
         async def drop() -> None:
             with contextlib.suppress(*EXPECTED):
-                await self.manager.evict(agent_id)
+                if resync:  # the invalidation subscriber's version check: agent deleted
+                    await self.manager._evict(agent_id, RemovalCause.RESYNC)
+                else:
+                    await self.manager.evict(agent_id)
 
         self.spawn(drop())
 

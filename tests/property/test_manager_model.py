@@ -30,6 +30,7 @@ import snak_runtime._core as manager_module
 from snak_runtime import (
     AgentRuntimeManager,
     GuardConfig,
+    RemovalCause,
     RuntimeCacheSettings,
     RuntimeLease,
     RuntimeNotCached,
@@ -459,13 +460,18 @@ class ManagerMachine(RuleBasedStateMachine):
             m.install(rebuilt[0], "invalidated")
 
     @precondition(lambda self: not self.closed)
-    @rule(agent_id=AGENT_IDS)
-    def evict(self, agent_id: str) -> None:
-        removed = self.run(self.manager.evict(agent_id))
+    @rule(agent_id=AGENT_IDS, resync=st.booleans())
+    def evict(self, agent_id: str, resync: bool) -> None:
+        # resync: the invalidation subscriber's version check found the agent deleted
+        cause = RemovalCause.RESYNC if resync else RemovalCause.EXPLICIT
+        if resync:
+            removed = self.run(self.manager._evict(agent_id, cause))
+        else:
+            removed = self.run(self.manager.evict(agent_id))
         gen = self.model.current.get(agent_id)
         assert removed == (gen is not None)
         if gen is not None:
-            self.model.detach(gen, "explicit")
+            self.model.detach(gen, cause.value)
 
     @rule(ms=st.sampled_from([1, 9, 10, 40, 100]))
     def advance(self, ms: int) -> None:
@@ -535,6 +541,14 @@ class ManagerMachine(RuleBasedStateMachine):
         idle = [k for k in store.recency if not store.current[k].pins]
         assert idle == list(m.idle), "recency order differs"
         assert Counter(self.removals) == Counter(m.removals)
+
+    @invariant()
+    def resync_view_is_the_live_versions(self) -> None:
+        # What the invalidation subscriber's version check compares (no load is in flight
+        # between rules: every rule runs to completion).
+        m = self.model
+        expected = {a: g.version for a, g in m.current.items() if not m.expired(g)}
+        assert self.manager._resync_view() == expected
 
     @invariant()
     def disposal_exact(self) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 
 import pytest
 
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings, RuntimeSeed
+from snak_runtime.invalidation import InvalidationSubscriber
 from snak_runtime.testing import FakeClock
 
 Manager = AgentRuntimeManager[str, object]
@@ -86,3 +88,41 @@ async def run_scenario(manager: Manager, clock: FakeClock, disposer: FailingForB
         await asyncio.sleep(0)
     await manager.wait_for_disposals()  # let the failing dispose record its failure
     assert sorted(disposer.calls) == ["a", "bad", "c"]
+
+
+SUBSCRIBER_EXPECTED: dict[str, float] = {
+    "received": 1,
+    "applied": 0,
+    "failures": 0,
+    "unknown_events": 0,
+    "reconnects": 0,
+    "resyncs": 1,
+    "resync_evictions": 1,
+    "version_checked": 2,
+    "version_repaired": 2,
+    "version_unusable": 0,
+    "version_source_failures": 0,
+    "reconciliations": 0,
+    "connected": 0,
+    "pending": 0,
+}
+"""What ``run_subscriber_scenario`` leaves in the subscriber's stats (and so in the exports)."""
+
+
+async def run_subscriber_scenario(manager: Manager) -> InvalidationSubscriber:
+    """A resync by version over the two cached agents (one changed, one deleted), and one
+    payload that is not JSON. The subscriber never connects."""
+    versions: dict[str, int] = {"a": 1, "b": 1}
+    for agent_id in versions:
+        await manager.shadow_seed(seed(agent_id))
+    versions.update(a=2)
+    del versions["b"]
+
+    async def source(agent_ids: Sequence[str]) -> Mapping[str, int | None]:
+        return {a: versions.get(a) for a in agent_ids}
+
+    sub = InvalidationSubscriber(manager, "redis://127.0.0.1:1/0", version_source=source)
+    await sub._resync()
+    sub.submit("{not json")
+    await sub.drain()
+    return sub

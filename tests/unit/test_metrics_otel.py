@@ -7,8 +7,16 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import Gauge, InMemoryMetricReader, Sum
 
 from snak_runtime._stats import DURATION_BUCKETS_MS
+from snak_runtime.invalidation import DropReason
 from snak_runtime.metrics.otel import instrument
-from tests.unit.metrics_scenario import TTL_MS, make_manager, run_scenario, seed
+from tests.unit.metrics_scenario import (
+    SUBSCRIBER_EXPECTED,
+    TTL_MS,
+    make_manager,
+    run_scenario,
+    run_subscriber_scenario,
+    seed,
+)
 
 Points = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -30,6 +38,7 @@ EXPECTED: dict[str, float] = {
 }
 EXPECTED_REMOVALS = {
     "expired": 1, "capacity": 1, "invalidated": 1, "replaced": 0, "explicit": 0, "shutdown": 0,
+    "resync": 0,
 }
 GAUGES = {"snak_runtime.entries", "snak_runtime.pinned", "snak_runtime.max_entries",
           "snak_runtime.default_ttl"}
@@ -133,3 +142,24 @@ async def test_two_managers_one_provider_and_duplicates() -> None:
     await first.aclose()
     await second.aclose()
     provider.shutdown()
+
+
+async def test_the_invalidation_subscriber_is_reported_under_the_same_cache() -> None:
+    manager, _, _ = make_manager()
+    subscriber = await run_subscriber_scenario(manager)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    handle = instrument(manager, meter_provider=provider, cache="agents", subscriber=subscriber)
+    points, kinds = read(reader)
+    for field, expected in SUBSCRIBER_EXPECTED.items():
+        name = f"snak_runtime.invalidation.{field}"
+        assert value(points, name, cache="agents") == expected, name
+        gauge = field in ("connected", "pending")
+        assert kinds[name].startswith("gauge" if gauge else "counter"), name
+    for reason in DropReason:
+        assert value(
+            points, "snak_runtime.invalidation.dropped", cache="agents", reason=reason.value
+        ) == (1 if reason is DropReason.INVALID_JSON else 0)
+    assert value(points, "snak_runtime.removals", cache="agents", cause="resync") == 1
+    handle.close()
+    assert reader.get_metrics_data() is None  # neither the manager nor its subscriber is left

@@ -10,9 +10,17 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from snak_runtime._stats import DURATION_BUCKETS_MS
+from snak_runtime.invalidation import DropReason
 from snak_runtime.metrics import prometheus_resource
 from snak_runtime.metrics.prometheus import RuntimeCacheCollector, register, unregister
-from tests.unit.metrics_scenario import TTL_MS, make_manager, run_scenario, seed
+from tests.unit.metrics_scenario import (
+    SUBSCRIBER_EXPECTED,
+    TTL_MS,
+    make_manager,
+    run_scenario,
+    run_subscriber_scenario,
+    seed,
+)
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -36,6 +44,7 @@ EXPECTED: dict[str, float] = {
 }
 EXPECTED_REMOVALS = {
     "expired": 1, "capacity": 1, "invalidated": 1, "replaced": 0, "explicit": 0, "shutdown": 0,
+    "resync": 0,
 }
 
 
@@ -203,3 +212,34 @@ def test_importing_snak_runtime_imports_no_metrics_library() -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_the_invalidation_subscriber_is_exported_under_the_same_label() -> None:
+    manager, _, _ = make_manager()
+    subscriber = await run_subscriber_scenario(manager)
+    registry = CollectorRegistry()
+    register(manager, registry=registry, cache="agents", subscriber=subscriber)
+    samples, types = scrape(registry)
+    for field, expected in SUBSCRIBER_EXPECTED.items():
+        name = f"snak_runtime_invalidation_{field}"
+        gauge = field in ("connected", "pending")
+        assert value(samples, name if gauge else f"{name}_total", cache="agents") == expected
+        assert types[name] == ("gauge" if gauge else "counter"), name
+    for reason in DropReason:
+        assert value(
+            samples, "snak_runtime_invalidation_dropped_total", cache="agents", reason=reason.value
+        ) == (1 if reason is DropReason.INVALID_JSON else 0)
+    assert value(samples, "snak_runtime_removals_total", cache="agents", cause="resync") == 1
+    assert unregister(manager, registry=registry)
+    assert not any(
+        name.startswith("snak_runtime_invalidation_") for name, _ in scrape(registry)[0]
+    )
+
+
+async def test_a_manager_without_subscriber_exports_no_invalidation_samples() -> None:
+    manager, _, _ = make_manager()
+    registry = CollectorRegistry()
+    register(manager, registry=registry, cache="agents")
+    samples, types = scrape(registry)
+    assert types["snak_runtime_invalidation_received"] == "counter"
+    assert not any(name.startswith("snak_runtime_invalidation_") for name, _ in samples)

@@ -40,7 +40,8 @@ def test_hit_rate_and_requests(hits: int, misses: int, rate: float) -> None:
 
 def test_removal_causes_are_the_contract_strings() -> None:
     assert sorted(c.value for c in RemovalCause) == sorted(
-        ["expired", "capacity", "invalidated", "replaced", "explicit", "shutdown", "refreshed"]
+        ["expired", "capacity", "invalidated", "replaced", "explicit", "shutdown", "resync",
+         "refreshed"]
     )
 
 
@@ -48,14 +49,14 @@ def test_counter_snapshot_maps_removals_to_evictions_and_expirations() -> None:
     counter = _StatsCounter()
     counter.hits, counter.misses, counter.denied = 4, 3, 2
     for cause in (RemovalCause.CAPACITY, RemovalCause.CAPACITY, RemovalCause.EXPIRED,
-                  RemovalCause.EXPLICIT):
+                  RemovalCause.EXPLICIT, RemovalCause.RESYNC):
         counter.record_removal(cause)
     stats = counter.snapshot(size=5, pinned=6)
     assert (stats.hits, stats.misses, stats.denied, stats.size, stats.pinned) == (4, 3, 2, 5, 6)
     assert (stats.evictions, stats.expirations) == (2, 1)
     assert dict(stats.removals) == {
         "expired": 1, "capacity": 2, "invalidated": 0, "replaced": 0, "explicit": 1,
-        "shutdown": 0, "refreshed": 0,
+        "shutdown": 0, "resync": 1, "refreshed": 0,
     }
 
 

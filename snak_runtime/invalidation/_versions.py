@@ -1,0 +1,239 @@
+"""Versioned resync: ask the user's version source what changed, and repair only that.
+
+Pub/sub forgets what it published while a subscriber was away, so after a reconnect (and
+every ``reconcile_interval_ms`` while connected) the cached agents' versions are compared with
+the truth, the user's database, through a *version source*. Newer there: the entry is
+invalidated (rebuilt). Gone, or a version that is not one: the entry is evicted with cause
+``resync``. The rest stays warm. Repairs go through the subscriber's per-agent FIFO, so they
+are ordered with the live messages for the same agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol, cast, final
+
+from .._config import env_int
+from .._stats import RemovalCause
+from ._settings import RECONCILE_INTERVAL_VAR, VERSION_SOURCE_TIMEOUT_VAR, InvalidationSettings
+from ._wire import MAX_CFG_VERSION
+
+logger = logging.getLogger(__name__)
+
+VersionSource = Callable[[Sequence[str]], Awaitable[Mapping[str, int | None]]]
+"""``async (agent_ids) -> {agent_id: version}``: each agent's current configuration version in
+the user's database; ``None`` or absent means deleted (or unknown)."""
+
+Work = Callable[[], Awaitable[None]]
+Enqueue = Callable[[str, Work], None]
+
+BATCH_SIZE: Final = 256
+"""Agent ids per version-source call: one query stays bounded, and the loop breathes between."""
+
+DEFAULT_SOURCE_TIMEOUT_MS: Final = 10_000
+MAX_SOURCE_TIMEOUT_MS: Final = 300_000
+DEFAULT_RECONCILE_INTERVAL_MS: Final = 60_000
+MAX_RECONCILE_INTERVAL_MS: Final = 86_400_000
+
+
+class VersionSourceFailed(Exception):
+    """Raised when the version source raised, timed out, or answered with no mapping."""
+
+
+class ResyncHooks(Protocol):
+    """What the version check needs of the manager beyond ``InvalidationTarget``.
+
+    ``AgentRuntimeManager`` has these (internal: the subscriber is their only caller).
+    """
+
+    def _resync_view(self) -> dict[str, int | None]: ...
+
+    async def _evict(self, agent_id: str, cause: RemovalCause) -> bool: ...
+
+    async def _evict_all(self, cause: RemovalCause) -> int: ...
+
+    async def on_invalidate(self, agent_id: str, cfg_version: int) -> None: ...
+
+
+def resync_hooks(target: object) -> ResyncHooks | None:
+    """``target`` as ``ResyncHooks`` when it has them (the manager), else ``None``."""
+    names = ("_resync_view", "_evict", "_evict_all", "on_invalidate")
+    return cast(ResyncHooks, target) if all(hasattr(target, n) for n in names) else None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class VersionCheckTimings:
+    """The resolved timings: keyword, else environment, else default; capped by a ceiling."""
+
+    source_timeout_ms: int
+    reconcile_interval_ms: int  # 0: no periodic reconciliation
+
+
+def resolve_timings(
+    settings: InvalidationSettings,
+    *,
+    has_source: bool,
+    source_timeout_ms: int | None,
+    reconcile_interval_ms: int | None,
+) -> VersionCheckTimings:
+    """Keyword > environment > default, each capped; a bad keyword is a ``ValueError``."""
+    timeout = _resolve(
+        "version_source_timeout_ms", source_timeout_ms, VERSION_SOURCE_TIMEOUT_VAR,
+        settings.version_source_timeout_ms, DEFAULT_SOURCE_TIMEOUT_MS, 1, MAX_SOURCE_TIMEOUT_MS,
+    )
+    if not has_source:
+        if reconcile_interval_ms:
+            raise ValueError("reconcile_interval_ms needs a version_source to compare against")
+        return VersionCheckTimings(timeout, 0)
+    interval = _resolve(
+        "reconcile_interval_ms", reconcile_interval_ms, RECONCILE_INTERVAL_VAR,
+        settings.reconcile_interval_ms, DEFAULT_RECONCILE_INTERVAL_MS, 0,
+        MAX_RECONCILE_INTERVAL_MS,
+    )
+    return VersionCheckTimings(timeout, interval)
+
+
+def _resolve(
+    keyword: str, value: int | None, var: str, raw: str | None, default: int, low: int, cap: int
+) -> int:
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{keyword} must be an integer >= {low}, got {value!r}")
+        given = f"{keyword}={value}"
+    else:
+        value = env_int(var, raw, default, minimum=low)
+        given = f"{var}={value}"
+    if value > cap:
+        logger.warning("%s is above the ceiling %d ms; capped to %d", given, cap, cap)
+        return cap
+    return value
+
+
+def usable_version(value: object) -> int | None:
+    """``value`` when it is a version (an int in 0..2**63-1, not a bool), else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if 0 <= value <= MAX_CFG_VERSION else None
+
+
+@final
+class VersionCheck:
+    """One comparison of the cached versions with the source's, and the repairs it queues.
+
+    Counters (cumulative): ``checked`` agents compared; ``repaired`` stale, gone or unusable
+    ones queued for repair; ``unusable`` values that were not versions; ``source_failures``
+    calls that raised, timed out or gave no mapping; ``evictions`` entries removed (``resync``).
+    """
+
+    def __init__(
+        self, hooks: ResyncHooks, source: VersionSource, timeout_ms: int, enqueue: Enqueue
+    ) -> None:
+        self._hooks = hooks
+        self._source = source
+        self._timeout_s = timeout_ms / 1000
+        self._enqueue = enqueue
+        self.checked = 0
+        self.repaired = 0
+        self.unusable = 0
+        self.source_failures = 0
+        self.evictions = 0
+        # Agents with a repair queued and not yet applied: a check that runs again meanwhile
+        # (a slow rebuild, a short interval) does not queue or count it twice.
+        self._repairing: set[str] = set()
+
+    async def run(self) -> int:
+        """Check every cached agent, batch by batch; return how many repairs were queued.
+
+        Raises ``VersionSourceFailed`` (counted) at the first batch the source failed; the
+        repairs of earlier batches stay queued.
+        """
+        view = self._hooks._resync_view()
+        ids = list(view)
+        queued = 0
+        for start in range(0, len(ids), BATCH_SIZE):
+            batch = ids[start : start + BATCH_SIZE]
+            answer = await self._ask(batch)
+            for agent_id in batch:
+                queued += self._compare(agent_id, view[agent_id], answer.get(agent_id))
+            await asyncio.sleep(0)  # many batches never stall the loop
+        return queued
+
+    async def _ask(self, batch: list[str]) -> Mapping[str, object]:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                answer: object = await self._source(batch)
+        except TimeoutError:
+            self.source_failures += 1
+            raise VersionSourceFailed(
+                f"no answer within {self._timeout_s * 1000:.0f} ms for {len(batch)} agent(s)"
+            ) from None
+        except Exception as exc:
+            self.source_failures += 1
+            raise VersionSourceFailed(f"it raised {exc!r}") from exc
+        if not isinstance(answer, Mapping):
+            self.source_failures += 1
+            raise VersionSourceFailed(f"it returned {type(answer).__name__}, not a mapping")
+        return answer
+
+    def forget_repairs(self) -> None:
+        """The queued repairs were dropped (the subscriber stopped): check those agents again."""
+        self._repairing.clear()
+
+    def _compare(self, agent_id: str, cached: int | None, raw: object) -> int:
+        """Queue the repair ``agent_id`` needs, if any; return 1 if it was stale or gone."""
+        self.checked += 1
+        if agent_id in self._repairing:
+            return 0
+        if raw is None:
+            self._enqueue(agent_id, self._evict_work(agent_id))
+            self.repaired += 1
+            return 1
+        version = usable_version(raw)
+        if version is None:
+            self.unusable += 1
+            logger.warning(
+                "agent %r: version source gave %.80r, not a version; evicting (cause resync)",
+                agent_id,
+                raw,
+                extra={"agent_id": agent_id},
+            )
+            self._enqueue(agent_id, self._evict_work(agent_id))
+            self.repaired += 1
+            return 1
+        if cached is None:  # a load in flight: check what it installs, once it has
+            self._enqueue(agent_id, self._invalidate_work(agent_id, version))
+            return 0
+        if version > cached:
+            self._enqueue(agent_id, self._invalidate_work(agent_id, version))
+            self.repaired += 1
+            return 1
+        return 0
+
+    def _evict_work(self, agent_id: str) -> Work:
+        async def evict() -> None:
+            if await self._hooks._evict(agent_id, RemovalCause.RESYNC):
+                self.evictions += 1
+
+        return self._tracked(agent_id, evict)
+
+    def _invalidate_work(self, agent_id: str, version: int) -> Work:
+        async def invalidate() -> None:
+            await self._hooks.on_invalidate(agent_id, version)
+
+        return self._tracked(agent_id, invalidate)
+
+    def _tracked(self, agent_id: str, work: Work) -> Work:
+        """Mark ``agent_id`` as being repaired until ``work`` ends (or is dropped unrun)."""
+        self._repairing.add(agent_id)
+
+        async def run() -> None:
+            try:
+                await work()
+            finally:
+                self._repairing.discard(agent_id)
+
+        return run
