@@ -26,12 +26,17 @@ class RuntimeContainer(DeclarativeContainer):
     guards = providers.Singleton(load_guards, path=settings.provided.guards_config_path)
     clock = providers.Singleton(MonotonicClock)
     disposer = providers.Singleton(DefaultDisposer)
+    # Issue 15's options: None defers to the environment (then off); override with a value.
+    refresh_ahead_ms: providers.Object[int | None] = providers.Object(None)
+    stale_while_rebuilding: providers.Object[bool | None] = providers.Object(None)
     manager: providers.Singleton[AgentRuntimeManager[Any, Any]] = providers.Singleton(
         AgentRuntimeManager,
         guards=guards,
         settings=settings,
         clock=clock,
         disposer=disposer,
+        refresh_ahead_ms=refresh_ahead_ms,
+        stale_while_rebuilding=stale_while_rebuilding,
     )
     lifespan = providers.Resource(run_manager, manager=manager)
 
