@@ -286,6 +286,13 @@ def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-entries", type=int, default=None, help="cache size (default: as configured)")
     add("--ttl-ms", type=int, default=None, help="entry TTL (default: as configured)")
     add("--seed", type=int, default=d.seed, help="random seed (%(default)s)")
+    add("--refresh-ahead-ms", type=int, default=d.refresh_ahead_ms,
+        help="the manager's refresh_ahead_ms (%(default)s: off)")
+    add("--stale-while-rebuilding", action="store_true",
+        help="the manager's stale_while_rebuilding (off unless given)")
+    add("--hot-window-ms", type=int, default=None,
+        help="count agents requested at least once per this many ms apart "
+             "(default: --refresh-ahead-ms)")
 
 
 def _progress_bar(done: int, total: int) -> None:
@@ -303,7 +310,9 @@ def _run_simulate(args: argparse.Namespace) -> int:
             agents=args.agents, zipf_s=args.zipf, requests=args.requests, rate_per_s=args.rate,
             build_ms=args.build_ms, hold_ms=args.hold_ms,
             invalidations_per_s=args.invalidations, max_entries=args.max_entries,
-            ttl_ms=args.ttl_ms, seed=args.seed,
+            ttl_ms=args.ttl_ms, seed=args.seed, refresh_ahead_ms=args.refresh_ahead_ms,
+            stale_while_rebuilding=args.stale_while_rebuilding,
+            hot_window_ms=args.hot_window_ms,
         )
     except ValueError as exc:
         print(f"snak-runtime simulate: error: {exc}", file=sys.stderr)
@@ -320,6 +329,12 @@ def _run_simulate(args: argparse.Namespace) -> int:
     print(f"  invalidations   {r.invalidations:,}  (rebuilds {r.rebuilds:,})")
     print(f"  lease latency   p50 {r.p50_ms:.1f} ms  p99 {r.p99_ms:.1f} ms  max {r.max_ms:.1f} ms"
           "  (virtual: waiting for builds)")
+    print(f"  waited          {r.waited:,} requests waited for a build"
+          f"  (refreshes {r.refreshes:,}, failed {r.refresh_failures:,})")
+    if r.hot_agents:
+        print(f"  hot agents      {r.hot_agents:,} requested at least once per "
+              f"{config.hot_window_ms or config.refresh_ahead_ms} ms: {r.hot_waited:,} of their "
+              f"{r.hot_requests:,} later requests waited")
     return EXIT_OK
 
 

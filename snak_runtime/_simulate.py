@@ -45,12 +45,23 @@ class SimulationConfig:
     max_entries: int | None = None
     ttl_ms: int | None = None
     seed: int = 1
+    refresh_ahead_ms: int = 0  # the manager's option (0: off)
+    stale_while_rebuilding: bool = False  # the manager's option
+    # Requests for agents whose every gap between requests is at most this are counted
+    # apart (``hot_waited``); None: ``refresh_ahead_ms`` (0: no agent is counted apart).
+    hot_window_ms: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("agents", "requests"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("refresh_ahead_ms", "hot_window_ms"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         for name in ("max_entries", "ttl_ms"):
             value = getattr(self, name)
             if value is not None and (
@@ -90,6 +101,15 @@ class SimulationResult:
     virtual_s: float
     wall_s: float
     removals: Mapping[str, int] = field(default_factory=dict)
+    waited: int = 0  # requests whose lease waited for a build (latency above 0)
+    refreshes: int = 0
+    refresh_failures: int = 0
+    # agents requested at least once in every ``hot_window_ms`` (each gap between two of
+    # their requests at most that), their requests after the first build (cold start)
+    # ended, and how many of those waited for a build
+    hot_agents: int = 0
+    hot_requests: int = 0
+    hot_waited: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -182,8 +202,12 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 def _make_manager(
     config: SimulationConfig, clock: _VirtualTime
 ) -> AgentRuntimeManager[str, _SimAgent]:
+    options: dict[str, Any] = {"stale_while_rebuilding": config.stale_while_rebuilding}
+    if config.refresh_ahead_ms:
+        options["refresh_ahead_ms"] = config.refresh_ahead_ms
     if config.max_entries is None and config.ttl_ms is None:
-        return AgentRuntimeManager(clock=clock)  # the embedded default: guards + environment
+        # the embedded default: guards + environment
+        return AgentRuntimeManager(clock=clock, **options)
     defaults = GuardConfig()
     env = RuntimeCacheSettings()
     max_entries = config.max_entries
@@ -198,7 +222,7 @@ def _make_manager(
         ttl_ms=str(ttl_ms) if ttl_ms is not None else env.ttl_ms,
         ttl_seconds=env.ttl_seconds,
     )
-    return AgentRuntimeManager(guards=guards, settings=settings, clock=clock)
+    return AgentRuntimeManager(guards=guards, settings=settings, clock=clock, **options)
 
 
 async def _run(
@@ -229,6 +253,7 @@ async def _run(
 
     manager = _make_manager(config, clock)
     latencies: list[float] = []
+    arrivals: dict[str, list[tuple[float, float]]] = {}  # per agent: (arrived s, granted s)
     done = 0
     step = max(1, config.requests // 100)
     peak = 0
@@ -238,6 +263,7 @@ async def _run(
         arrived = clock.now_s
         async with manager.lease(agent_id, build=build):
             latencies.append((clock.now_s - arrived) * 1000)
+            arrivals.setdefault(agent_id, []).append((arrived, clock.now_s))
             peak = max(peak, manager.size)
             await asyncio.sleep(hold_s)
         done += 1
@@ -279,6 +305,8 @@ async def _run(
     await manager.aclose()
     disposals = manager.stats().disposals
     latencies.sort()
+    hot = _hot(arrivals, config.hot_window_ms if config.hot_window_ms is not None
+               else config.refresh_ahead_ms)
     return SimulationResult(
         config=config,
         max_entries=manager.max_entries,
@@ -300,7 +328,37 @@ async def _run(
         virtual_s=virtual_s,
         wall_s=time.perf_counter() - wall,
         removals=dict(stats.removals),
+        waited=sum(1 for ms in latencies if ms > 0),  # a hit costs 0 virtual ms
+        refreshes=stats.refreshes,
+        refresh_failures=stats.refresh_failures,
+        hot_agents=hot[0],
+        hot_requests=hot[1],
+        hot_waited=hot[2],
     )
+
+
+def _hot(
+    arrivals: Mapping[str, list[tuple[float, float]]], window_ms: int
+) -> tuple[int, int, int]:
+    """(agents requested at least once per ``window_ms``, their requests that arrived after
+    the agent's first build ended, how many of those waited). The requests that arrive
+    while an agent's first build runs always wait for it (cold start)."""
+    if window_ms <= 0:
+        return 0, 0, 0
+    agents = requests = waited = 0
+    window_s = window_ms / 1000
+    for seen in arrivals.values():
+        seen = sorted(seen)
+        if len(seen) < 2 or any(
+            b[0] - a[0] > window_s for a, b in itertools.pairwise(seen)
+        ):
+            continue
+        agents += 1
+        warm = seen[0][1]  # the first request was granted when the first build ended
+        later = [(arrived, granted) for arrived, granted in seen if arrived >= warm]
+        requests += len(later)
+        waited += sum(1 for arrived, granted in later if granted > arrived)
+    return agents, requests, waited
 
 
 def simulate(

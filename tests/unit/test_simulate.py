@@ -65,3 +65,27 @@ def test_default_limits_come_from_the_manager(monkeypatch: pytest.MonkeyPatch) -
 def test_invalid_config(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         SimulationConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_refresh_ahead_keeps_hot_agents_from_waiting() -> None:
+    """Issue 15: with builds shorter than the window, no request for an agent requested at
+    least once per window waits (after its cold start); without it, some do at expiry."""
+    steady = SimulationConfig(agents=20, requests=6_000, rate_per_s=40.0, build_ms=100.0,
+                              hold_ms=10.0, invalidations_per_s=0.0, max_entries=32,
+                              ttl_ms=10_000, hot_window_ms=3_000)
+    without = simulate(steady)
+    with_refresh = simulate(dataclasses.replace(steady, refresh_ahead_ms=3_000))
+    assert without.hot_agents == with_refresh.hot_agents > 0
+    assert without.hot_waited > 0 and without.refreshes == 0
+    assert with_refresh.hot_waited == 0
+    assert with_refresh.refreshes > 0 and with_refresh.refresh_failures == 0
+    assert with_refresh.removals["refreshed"] > 0
+    assert with_refresh.waited < without.waited
+    assert with_refresh.p99_ms == 0.0 < without.max_ms
+
+
+def test_refresh_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="refresh_ahead_ms"):
+        SimulationConfig(refresh_ahead_ms=-1)
+    with pytest.raises(ValueError, match="hot_window_ms"):
+        SimulationConfig(hot_window_ms=True)
