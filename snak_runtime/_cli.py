@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from containers import RuntimeContainer
 
@@ -27,6 +27,7 @@ from ._config import (
 from ._errors import RuntimeNotCached
 from ._manager import AgentRuntimeManager
 from ._seed import RuntimeSeed
+from ._simulate_params import PARAMETERS, Parameter, SimulationConfigError
 from ._stats import CacheStats
 from .testing import FakeClock
 
@@ -157,6 +158,18 @@ class _DemoBackend:
         )
 
 
+_COUNTER_NOTES = (
+    "which counter counts what:",
+    "  removals   every entry that left the cache, by cause: explicit = evict(),",
+    "             invalidated = replaced by a rebuild, expired = TTL, capacity, replaced,",
+    "             shutdown",
+    "  evictions  capacity removals only (more than max_entries cached): {evictions} here;",
+    "             evict() is counted in removals as explicit, never in evictions",
+    "  loads      builds a lease ran on a miss; rebuilds: those on_invalidate() ran",
+    "  disposals  agents closed, each once, after its last pin (also at shutdown)",
+)
+
+
 def _elapsed_ms(started: float) -> str:
     return f"{(time.perf_counter() - started) * 1000:.2f} ms"
 
@@ -239,7 +252,11 @@ async def _demo(say: Callable[[str], None]) -> CacheStats:
             await manager.shadow_seed(seed)
             step("shadow_seed sales-bot (v1)", f"cached, size={manager.size}")
         removed = await manager.evict("sales-bot")
-        step("evict sales-bot", f"{'removed' if removed else 'absent'}, size={manager.size}")
+        step(
+            "evict sales-bot",
+            f"{'removed' if removed else 'absent'}, size={manager.size}"
+            " (cause explicit: in removals, not in evictions)",
+        )
 
         clock.advance(manager.default_ttl_ms)
         say(f"  (simulated clock moves {manager.default_ttl_ms} ms, the default TTL)")
@@ -255,6 +272,8 @@ async def _demo(say: Callable[[str], None]) -> CacheStats:
     say("stats:")
     for line in _stats_table(stats):
         say(line)
+    for line in _COUNTER_NOTES:
+        say(line.format(evictions=stats.evictions))
     return stats
 
 
@@ -270,29 +289,39 @@ register("config", Command("print the effective limits, their sources and warnin
 # -------------------------------------------------------------------------------------- simulate
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """A subcommand's usage error is one line naming the flag (exit 2), like a bad guard file."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _flag_type(parameter: Parameter) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return parameter.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
 def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
     from ._simulate import SimulationConfig
 
-    d = SimulationConfig()
-    add = parser.add_argument
-    add("--agents", type=int, default=d.agents, help="distinct agent ids (%(default)s)")
-    add("--zipf", type=float, default=d.zipf_s, help="Zipf exponent of popularity (%(default)s)")
-    add("--requests", type=int, default=d.requests, help="requests to run (%(default)s)")
-    add("--rate", type=float, default=d.rate_per_s, help="requests per second (%(default)s)")
-    add("--build-ms", type=float, default=d.build_ms, help="cost of a build (%(default)s)")
-    add("--hold-ms", type=float, default=d.hold_ms, help="how long a lease is held (%(default)s)")
-    add("--invalidations", type=float, default=d.invalidations_per_s,
-        help="configuration changes per second (%(default)s)")
-    add("--max-entries", type=int, default=None, help="cache size (default: as configured)")
-    add("--ttl-ms", type=int, default=None, help="entry TTL (default: as configured)")
-    add("--seed", type=int, default=d.seed, help="random seed (%(default)s)")
-    add("--refresh-ahead-ms", type=int, default=d.refresh_ahead_ms,
-        help="the manager's refresh_ahead_ms (%(default)s: off)")
-    add("--stale-while-rebuilding", action="store_true",
-        help="the manager's stale_while_rebuilding (off unless given)")
-    add("--hot-window-ms", type=int, default=None,
-        help="count agents requested at least once per this many ms apart "
-             "(default: --refresh-ahead-ms)")
+    defaults = SimulationConfig()
+    for parameter in PARAMETERS.values():  # one table: flag, bounds and help (_simulate_params)
+        default = getattr(defaults, parameter.field)
+        parser.add_argument(
+            parameter.flag,
+            dest=parameter.field,
+            type=_flag_type(parameter),
+            default=default,
+            metavar=parameter.kind.__name__.upper(),
+            help=parameter.help if default is None else f"{parameter.help} (%(default)s)",
+        )
+    parser.add_argument("--stale-while-rebuilding", action="store_true",
+                        help="the manager's stale_while_rebuilding (off unless given)")
 
 
 def _progress_bar(done: int, total: int) -> None:
@@ -305,28 +334,31 @@ def _progress_bar(done: int, total: int) -> None:
 def _run_simulate(args: argparse.Namespace) -> int:
     from ._simulate import SimulationConfig, simulate
 
+    guards = _container().guards()  # as `config` reads it: a bad GUARDS_CONFIG_PATH exits 2
     try:
         config = SimulationConfig(
-            agents=args.agents, zipf_s=args.zipf, requests=args.requests, rate_per_s=args.rate,
-            build_ms=args.build_ms, hold_ms=args.hold_ms,
-            invalidations_per_s=args.invalidations, max_entries=args.max_entries,
-            ttl_ms=args.ttl_ms, seed=args.seed, refresh_ahead_ms=args.refresh_ahead_ms,
+            **{name: getattr(args, name) for name in PARAMETERS}, guards=guards,
             stale_while_rebuilding=args.stale_while_rebuilding,
-            hot_window_ms=args.hot_window_ms,
         )
-    except ValueError as exc:
-        print(f"snak-runtime simulate: error: {exc}", file=sys.stderr)
+    except SimulationConfigError as exc:  # bounds on the run as a whole (span, events)
+        print(f"snak-runtime simulate: error: {exc.cli_message}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    r = simulate(config, _progress_bar)
+    # A progress bar is for a person watching: not for a pipe or a log file. Failed builds
+    # are counted in the summary, not logged one by one.
+    with _library_logs_muted():
+        r = simulate(config, _progress_bar if sys.stderr.isatty() else None)
     print(f"simulated {r.requests:,} requests for {config.agents:,} agents (Zipf {config.zipf_s})"
           f" over {r.virtual_s:,.0f} s of virtual time, in {r.wall_s:.1f} s")
     print(f"  cache           max_entries={r.max_entries}  ttl_ms={r.ttl_ms}"
           f"  peak size={r.peak_size}")
     print(f"  hit rate        {r.hit_rate:.1%}  ({r.hits:,} hits, {r.misses:,} misses)")
-    print(f"  builds          {r.builds:,}  (failures {r.build_failures:,})")
+    print(f"  builds          {r.builds:,}  (failures {r.build_failures:,};"
+          f" build_timeout_ms={r.build_timeout_ms})")
+    print(f"  failed requests {r.failed_requests:,}  (their build failed)")
     print(f"  evictions       {r.evictions:,}  (capacity)")
     print(f"  expirations     {r.expirations:,}")
-    print(f"  invalidations   {r.invalidations:,}  (rebuilds {r.rebuilds:,})")
+    print(f"  invalidations   {r.invalidations:,}  (rebuilds {r.rebuilds:,},"
+          f" failures {r.rebuild_failures:,})")
     print(f"  lease latency   p50 {r.p50_ms:.1f} ms  p99 {r.p99_ms:.1f} ms  max {r.max_ms:.1f} ms"
           "  (virtual: waiting for builds)")
     print(f"  waited          {r.waited:,} requests waited for a build"
@@ -353,7 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="snak-runtime",
         description="In-process cache of live agent runtimes.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_OneLineErrors
+    )
     for name, command in COMMANDS.items():
         sub = subparsers.add_parser(name, help=command.help, description=command.help)
         if command.add_arguments is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import itertools
 import math
 import random
@@ -25,6 +26,7 @@ from typing import Any, final
 from ._config import GuardConfig, RuntimeCacheSettings
 from ._manager import AgentRuntimeManager
 from ._seed import RuntimeSeed
+from ._simulate_params import DEFAULT_BUILD_TIMEOUT_MS, PARAMETERS, validate
 
 ProgressCallback = Callable[[int, int], None]
 """``progress(done, total)``: called as requests complete (about 100 times a run)."""
@@ -33,7 +35,14 @@ ProgressCallback = Callable[[int, int], None]
 @dataclass(frozen=True, slots=True)
 class SimulationConfig:
     """The workload. ``max_entries`` / ``ttl_ms`` left as None use the manager's own
-    resolution (guard defaults and ``AGENT_RUNTIME_CACHE_*`` environment variables)."""
+    resolution (``guards`` and the ``AGENT_RUNTIME_CACHE_*`` environment variables);
+    ``build_timeout_ms`` None is the manager's default. ``guards`` None is the built-in
+    defaults (the CLI passes the guard file's, read as ``config`` reads it).
+
+    Every number is checked against ``PARAMETERS`` (``SimulationConfigError``, a
+    ``ValueError`` naming the field), and so is the run as a whole: its span of virtual
+    time and its expected invalidations are capped, so any accepted workload finishes.
+    """
 
     agents: int = 1_000
     zipf_s: float = 1.1
@@ -44,47 +53,32 @@ class SimulationConfig:
     invalidations_per_s: float = 0.2
     max_entries: int | None = None
     ttl_ms: int | None = None
+    build_timeout_ms: int | None = None
     seed: int = 1
     refresh_ahead_ms: int = 0  # the manager's option (0: off)
-    stale_while_rebuilding: bool = False  # the manager's option
     # Requests for agents whose every gap between requests is at most this are counted
     # apart (``hot_waited``); None: ``refresh_ahead_ms`` (0: no agent is counted apart).
     hot_window_ms: int | None = None
+    stale_while_rebuilding: bool = False  # the manager's option (not a numeric parameter)
+    guards: GuardConfig | None = None
 
     def __post_init__(self) -> None:
-        for name in ("agents", "requests"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("refresh_ahead_ms", "hot_window_ms"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 0
-            ):
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        for name in ("max_entries", "ttl_ms"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value <= 0
-            ):
-                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-        if not self.rate_per_s > 0:
-            raise ValueError(f"rate_per_s must be positive, got {self.rate_per_s!r}")
-        for name in ("zipf_s", "build_ms", "hold_ms", "invalidations_per_s"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        validate({name: getattr(self, name) for name in PARAMETERS})
 
 
 @dataclass(frozen=True, slots=True)
 class SimulationResult:
     """What happened. Latencies are virtual milliseconds from a request's arrival to its
-    lease being granted; ``wall_s`` is how long the simulation took to run."""
+    lease being granted; ``wall_s`` is how long the simulation took to run. A request whose
+    build failed (slower than ``build_timeout_ms``) is counted in ``failed_requests`` and
+    has no latency; the build in ``build_failures``."""
 
     config: SimulationConfig
     max_entries: int
     ttl_ms: int
+    build_timeout_ms: int
     requests: int
+    failed_requests: int
     hits: int
     misses: int
     builds: int
@@ -93,6 +87,7 @@ class SimulationResult:
     expirations: int
     invalidations: int
     rebuilds: int
+    rebuild_failures: int
     disposals: int
     peak_size: int
     p50_ms: float
@@ -202,20 +197,24 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 def _make_manager(
     config: SimulationConfig, clock: _VirtualTime
 ) -> AgentRuntimeManager[str, _SimAgent]:
-    options: dict[str, Any] = {"stale_while_rebuilding": config.stale_while_rebuilding}
+    base = config.guards if config.guards is not None else GuardConfig()
+    timeout_ms = config.build_timeout_ms or DEFAULT_BUILD_TIMEOUT_MS
+    options: dict[str, Any] = {
+        "build_timeout_ms": timeout_ms,
+        "stale_while_rebuilding": config.stale_while_rebuilding,
+    }
     if config.refresh_ahead_ms:
         options["refresh_ahead_ms"] = config.refresh_ahead_ms
     if config.max_entries is None and config.ttl_ms is None:
-        # the embedded default: guards + environment
-        return AgentRuntimeManager(clock=clock, **options)
-    defaults = GuardConfig()
+        # The embedded default: guards + environment, as `config` resolves them.
+        return AgentRuntimeManager(guards=base, clock=clock, **options)
     env = RuntimeCacheSettings()
     max_entries = config.max_entries
     ttl_ms = config.ttl_ms
     # An explicit value is what the operator wants to try: raise the guard to allow it.
     guards = GuardConfig(
-        max_entries=max(defaults.max_entries, max_entries or 0),
-        max_ttl_ms=max(defaults.max_ttl_ms, ttl_ms or 0),
+        max_entries=max(base.max_entries, max_entries or 0),
+        max_ttl_ms=max(base.max_ttl_ms, ttl_ms or 0),
     )
     settings = RuntimeCacheSettings(
         max_entries=str(max_entries) if max_entries is not None else env.max_entries,
@@ -255,17 +254,21 @@ async def _run(
     latencies: list[float] = []
     arrivals: dict[str, list[tuple[float, float]]] = {}  # per agent: (arrived s, granted s)
     done = 0
+    failed = 0
     step = max(1, config.requests // 100)
     peak = 0
 
     async def request(agent_id: str) -> None:
-        nonlocal done, peak
+        nonlocal done, failed, peak
         arrived = clock.now_s
-        async with manager.lease(agent_id, build=build):
-            latencies.append((clock.now_s - arrived) * 1000)
-            arrivals.setdefault(agent_id, []).append((arrived, clock.now_s))
-            peak = max(peak, manager.size)
-            await asyncio.sleep(hold_s)
+        try:
+            async with manager.lease(agent_id, build=build):
+                latencies.append((clock.now_s - arrived) * 1000)
+                arrivals.setdefault(agent_id, []).append((arrived, clock.now_s))
+                peak = max(peak, manager.size)
+                await asyncio.sleep(hold_s)
+        except TimeoutError:
+            failed += 1  # the build outlived build_timeout_ms: counted in load_failures
         done += 1
         if progress is not None and (done % step == 0 or done == config.requests):
             progress(done, config.requests)
@@ -282,7 +285,9 @@ async def _run(
                 pass
             agent_id = rng.choice(agent_ids)  # a configuration edit, whatever the traffic
             versions[agent_id] += 1
-            await manager.on_invalidate(agent_id, versions[agent_id])
+            # A rebuild that outlives build_timeout_ms is counted in rebuild_failures.
+            with contextlib.suppress(TimeoutError):
+                await manager.on_invalidate(agent_id, versions[agent_id])
 
     await manager.start()
     stop = asyncio.Event()
@@ -311,7 +316,9 @@ async def _run(
         config=config,
         max_entries=manager.max_entries,
         ttl_ms=manager.default_ttl_ms,
+        build_timeout_ms=config.build_timeout_ms or DEFAULT_BUILD_TIMEOUT_MS,
         requests=config.requests,
+        failed_requests=failed,
         hits=stats.hits,
         misses=stats.misses,
         builds=stats.loads,
@@ -320,6 +327,7 @@ async def _run(
         expirations=stats.expirations,
         invalidations=stats.invalidations,
         rebuilds=stats.rebuilds,
+        rebuild_failures=stats.rebuild_failures,
         disposals=disposals,
         peak_size=peak,
         p50_ms=_percentile(latencies, 0.50),

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from containers import RuntimeContainer
 
-from .services import AgentDirectory, ChatService
+from .services import AgentDirectory, ChatService, ConfigService, close_versions, make_versions
 
 
 class AppContainer(DeclarativeContainer):
@@ -19,5 +19,11 @@ class AppContainer(DeclarativeContainer):
     runtime = providers.Container(
         RuntimeContainer, metrics_registry=providers.Singleton(CollectorRegistry)
     )
-    directory = providers.Singleton(AgentDirectory)
+    # Agent versions: a dict in one process, Redis (shared by the fleet) when REDIS_* is set.
+    versions = providers.Singleton(make_versions, settings=runtime.invalidation_settings)
+    versions_lifespan = providers.Resource(close_versions, versions=versions)
+    directory = providers.Singleton(AgentDirectory, versions=versions)
     chat_service = providers.Factory(ChatService, manager=runtime.manager, directory=directory)
+    config_service = providers.Factory(
+        ConfigService, manager=runtime.manager, directory=directory
+    )

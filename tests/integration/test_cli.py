@@ -69,9 +69,8 @@ def test_demo_runs_the_scenario_and_prints_stats() -> None:
         "3 of 3 agents disposed",
     ):
         assert expected in out, expected
-    table = dict(
-        line.split(maxsplit=1) for line in out.split("stats:\n", 1)[1].splitlines() if line
-    )
+    stats_text, notes = out.split("stats:\n", 1)[1].split("which counter counts what:\n")
+    table = dict(line.split(maxsplit=1) for line in stats_text.splitlines() if line)
     assert table["hits"] == "2"
     assert table["misses"] == "3"
     assert table["denied"] == "1"
@@ -80,6 +79,11 @@ def test_demo_runs_the_scenario_and_prints_stats() -> None:
     assert table["disposals"] == "3"
     assert table["size"] == "0"
     assert table["removals"] == "expired=1, invalidated=1, explicit=1"
+    # `evict` said "removed" yet evictions is 0: the output says why.
+    assert table["evictions"] == "0"
+    assert "(cause explicit: in removals, not in evictions)" in out
+    assert "  evictions  capacity removals only" in notes
+    assert "  removals   every entry that left the cache, by cause: explicit = evict()" in notes
 
 
 def test_demo_honours_the_guard_file(tmp_path: Path) -> None:
@@ -205,3 +209,106 @@ def test_main_returns_the_exit_code(
     monkeypatch.setenv("GUARDS_CONFIG_PATH", str(tmp_path / "absent.json"))
     assert main(["config"]) == 2
     assert "absent.json" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- simulate
+
+_QUICK = ("--agents", "20", "--requests", "200", "--rate", "100", "--invalidations", "0")
+
+
+def _simulated_limits(stdout: str) -> tuple[str, str]:
+    (line,) = [line for line in stdout.splitlines() if line.strip().startswith("cache")]
+    fields = dict(item.split("=") for item in line.split() if "=" in item)
+    return fields["max_entries"], fields["ttl_ms"]
+
+
+def test_simulate_reads_the_guard_file_as_config_does(tmp_path: Path) -> None:
+    path = _guards_file(tmp_path, max_entries=500, max_ttl_ms=60_000)
+    env = {"GUARDS_CONFIG_PATH": str(path), "AGENT_RUNTIME_CACHE_MAX_ENTRIES": "500"}
+    config = run_cli("config", **env)
+    assert "max_entries            500" in config.stdout
+    result = run_cli("simulate", *_QUICK, **env)
+    assert result.returncode == 0, result.stderr
+    assert _simulated_limits(result.stdout) == ("500", "60000")
+
+
+def test_simulate_with_a_missing_guard_file_is_one_line_and_exit_2() -> None:
+    result = run_cli("simulate", *_QUICK, GUARDS_CONFIG_PATH="/nope")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("snak-runtime: error: ") and "/nope" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (("--rate", "inf"), "--rate"),
+        (("--rate", "nan"), "--rate"),
+        (("--rate", "1e-300"), "--rate"),
+        (("--zipf", "1000"), "--zipf"),
+        (("--hold-ms", "1e300"), "--hold-ms"),
+        (("--build-ms", "-1"), "--build-ms"),
+        (("--agents", "0"), "--agents"),
+        (("--requests", "many"), "--requests"),
+        (("--max-entries", "0"), "--max-entries"),
+        (("--ttl-ms", "1.5"), "--ttl-ms"),
+        (("--build-timeout-ms", "0"), "--build-timeout-ms"),
+        (("--invalidations", "1e9"), "--invalidations"),
+        (("--requests", "1000000", "--rate", "0.5"), "--requests / --rate"),
+    ],
+)
+def test_simulate_rejects_a_bad_flag_in_one_line(
+    args: tuple[str, ...], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code = main(["simulate", *args])
+    except SystemExit as exc:  # argparse's own exit, with our one-line message
+        code = int(str(exc.code))
+    assert code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("snak-runtime simulate: error: ")
+    assert flag in lines[0]
+    assert "_s" not in lines[0].replace("_ms", "")  # no internal field names (zipf_s, rate_per_s)
+
+
+@pytest.mark.parametrize("args", [("--zipf", "1000"), ("--requests", "1000000", "--rate", "0.5")])
+def test_simulate_bad_flag_in_a_real_process_exits_2_without_traceback(
+    args: tuple[str, ...],
+) -> None:
+    result = run_cli("simulate", *args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_simulate_counts_builds_slower_than_the_timeout() -> None:
+    result = run_cli("simulate", *_QUICK, "--build-ms", "31000")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no traceback, no log line per failed build
+    out = result.stdout
+    assert "failed requests 200" in out
+    assert "build_timeout_ms=30000" in out
+    quick = run_cli("simulate", *_QUICK, "--build-ms", "50", "--build-timeout-ms", "40")
+    assert quick.returncode == 0, quick.stderr
+    assert "failed requests 200" in quick.stdout and "build_timeout_ms=40" in quick.stdout
+
+
+def test_simulate_draws_no_progress_bar_into_a_pipe() -> None:
+    result = run_cli("simulate", *_QUICK)
+    assert result.returncode == 0
+    assert result.stderr == ""
+    assert "\r" not in result.stdout
+
+
+def test_simulate_draws_the_progress_bar_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["simulate", *_QUICK]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("\r[") and err.endswith("200/200 requests\n")

@@ -3,9 +3,14 @@ versioned resync (against the session's server)."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import importlib
 import inspect
+import logging
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -21,7 +26,7 @@ if (
 
 import examples.test_overrides as override_examples  # noqa: E402
 from examples import quickstart  # noqa: E402
-from snak_runtime import CacheStats  # noqa: E402
+from snak_runtime import AgentRuntimeManager, CacheStats, RuntimeNotCached  # noqa: E402
 
 try:
     import fastapi  # noqa: F401
@@ -36,9 +41,12 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient`")
     from fastapi.testclient import TestClient
 
+from fastapi.routing import APIRoute  # noqa: E402
+from redis_server import RedisServer  # noqa: E402
+
 from examples.fastapi_app.containers import AppContainer  # noqa: E402
-from examples.fastapi_app.main import create_app  # noqa: E402
-from examples.fastapi_app.services import AgentDirectory, ChatService  # noqa: E402
+from examples.fastapi_app.main import create_app, router  # noqa: E402
+from examples.fastapi_app.services import Agent, AgentDirectory, ChatService  # noqa: E402
 
 # ---------------------------------------------------------------------------- quickstart
 
@@ -75,6 +83,66 @@ async def test_override_example(example: OverrideTest) -> None:
     await example()
 
 
+# ---------------------------------------------------------------------------- LangGraph agent
+
+
+@pytest.fixture
+def langgraph_example() -> Any:
+    """The LangGraph example module (its dependencies are in the dev extra: CI never skips)."""
+    try:
+        return importlib.import_module("examples.langgraph_agent")
+    except ImportError:  # pragma: no cover - only without the [langgraph] extra
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip("the LangGraph example needs the [langgraph] extra")
+
+
+async def test_langgraph_agent_runs_its_scenario(
+    langgraph_example: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = await langgraph_example.main()
+    assert result.answers == [
+        "research-bot v1: here is what I found",
+        "research-bot v1: here is what I found",
+        "research-bot v2: here is what I found",
+    ]
+    assert result.tool_requests == 3  # every graph run called the loopback tool service
+    assert result.builds == 2  # one build, one rebuild: the second question was a hit
+    assert result.open_clients_before_close == 1  # the replaced graph's client was closed
+    assert result.open_clients == 0  # shutdown closed the cached one
+    stats = result.stats
+    assert (stats.hits, stats.misses, stats.loads, stats.rebuilds) == (2, 1, 1, 1)
+    assert (stats.disposals, stats.dispose_failures, stats.size, stats.pinned) == (2, 0, 0, 0)
+    assert "context: 'docs for /search?q=what+is+snak%3F'" in capsys.readouterr().out
+
+
+async def test_langgraph_agent_disposal_closes_its_http_client(langgraph_example: Any) -> None:
+    tools = langgraph_example.ToolServer()
+    await tools.start()
+    configs = langgraph_example.AgentConfigs(tool_url=tools.url)
+    manager: AgentRuntimeManager[Any, Any] = AgentRuntimeManager()
+    try:
+        answer, _ = await langgraph_example.ask(manager, configs, "research-bot", "alice", "q")
+        assert answer == "research-bot v1: here is what I found"
+        async with manager.lease("research-bot", user_id="alice") as lease:
+            assert lease.agent is not None
+            http = lease.agent.http
+            assert not http.is_closed
+            assert await manager.evict("research-bot")
+            await asyncio.sleep(0)
+            assert not http.is_closed  # pinned by this lease: disposal waits for it
+        await manager.wait_for_disposals()
+        assert http.is_closed and configs.open_clients == 0
+        with pytest.raises(RuntimeNotCached):
+            await langgraph_example.ask(manager, configs, "no-such-bot", "alice", "q")
+        with pytest.raises(RuntimeNotCached):  # not alice's: rebuilt, then denied
+            await langgraph_example.ask(manager, configs, "research-bot", "mallory", "q")
+    finally:
+        await manager.aclose()
+        await tools.aclose()
+    assert configs.open_clients == 0
+
+
 # ---------------------------------------------------------------------------- FastAPI app
 
 
@@ -87,13 +155,16 @@ def container() -> AppContainer:
 def client(container: AppContainer) -> Iterator[TestClient]:
     with TestClient(create_app(container)) as test_client:  # runs the app's lifespan
         yield test_client
-    container.unwire()
 
 
 def _chat(client: TestClient, agent_id: str, user_id: str, text: str = "hi") -> Any:
     return client.post(
         f"/agents/{agent_id}/chat", json={"text": text}, headers={"X-User-Id": user_id}
     )
+
+
+def _bump(client: TestClient, agent_id: str, user_id: str) -> Any:
+    return client.post(f"/agents/{agent_id}/config", headers={"X-User-Id": user_id})
 
 
 def _stats(client: TestClient) -> dict[str, int]:
@@ -117,13 +188,14 @@ def test_miss_builds_then_hits(client: TestClient, container: AppContainer) -> N
         "cfg_version": 1,
         "reply": "support-bot (v1) heard: hello",
     }
-    assert _stats(client) == {"hits": 0, "misses": 1, "denied": 0, "loads": 1, "size": 1}
+    expected = {"hits": 0, "misses": 1, "denied": 0, "loads": 1, "rebuilds": 0, "size": 1}
+    assert _stats(client) == expected
 
     second = _chat(client, "support-bot", "alice", "again")
     assert second.status_code == 200
     assert second.json()["reply"] == "support-bot (v1) heard: again"
-    assert _stats(client) == {"hits": 1, "misses": 1, "denied": 0, "loads": 1, "size": 1}
-    assert len(container.directory().built) == 1  # built once, then served from the cache
+    assert _stats(client) == {**expected, "hits": 1}
+    assert container.directory().builds == 1  # built once, then served from the cache
 
 
 def test_wrong_user_is_denied_without_revealing_the_agent(client: TestClient) -> None:
@@ -151,11 +223,93 @@ def test_shutdown_disposes_every_agent(container: AppContainer) -> None:
         assert _chat(client, "support-bot", "alice").status_code == 200
         manager = container.runtime.manager()
         assert not manager.closed
-        assert [agent.closed for agent in directory.built] == [False]
-    container.unwire()
+        assert (directory.builds, directory.open_agents) == (1, 1)
     assert manager.closed
-    assert [agent.closed for agent in directory.built] == [True]
+    assert (directory.builds, directory.open_agents) == (1, 0)
     assert manager.stats().disposals == 1
+
+
+def test_a_configuration_change_is_applied_and_served(
+    client: TestClient, container: AppContainer
+) -> None:
+    assert _chat(client, "support-bot", "alice").json()["cfg_version"] == 1
+    changed = _bump(client, "support-bot", "alice")
+    assert changed.status_code == 200
+    # One process (no REDIS_*): applied here, nothing to publish.
+    assert changed.json() == {"agent_id": "support-bot", "cfg_version": 2, "published": False}
+    assert _chat(client, "support-bot", "alice").json()["reply"] == "support-bot (v2) heard: hi"
+    assert _stats(client)["rebuilds"] == 1
+    assert _bump(client, "support-bot", "mallory").status_code == 404  # only the owner
+    assert _bump(client, "no-such-bot", "alice").status_code == 404
+    assert container.directory().builds == 2
+
+
+def test_the_app_keeps_no_agent_it_built(client: TestClient, container: AppContainer) -> None:
+    """Memory stays bounded: 150 rebuilds later, only a bounded number of agents is alive."""
+    for _ in range(150):
+        assert _bump(client, "support-bot", "alice").status_code == 200
+        assert _chat(client, "support-bot", "alice").status_code == 200
+    directory: AgentDirectory = container.directory()
+    assert directory.builds == 150
+    gc.collect()
+    open_agents = [o for o in gc.get_objects() if isinstance(o, Agent) and not o.closed]
+    assert len(open_agents) == directory.open_agents <= 2  # the cached one (+ one closing)
+    # Closed ones linger only in the cache's lazy-deletion queue (compacted past 64 stale).
+    assert sum(isinstance(o, Agent) for o in gc.get_objects()) <= 70
+
+
+def test_routes_use_async_dependencies_not_the_thread_pool() -> None:
+    """A plain-function dependency (a ``Provide`` marker is one) runs in FastAPI's thread pool."""
+    routes = [route for route in router.routes if isinstance(route, APIRoute)]
+    calls = [dep.call for route in routes for dep in route.dependant.dependencies]
+    assert {route.path for route in routes} >= {"/agents/{agent_id}/chat", "/cache/stats"}
+    assert len(calls) >= len(routes)  # every route takes its service by a dependency
+    assert all(inspect.iscoroutinefunction(call) for call in calls), calls
+
+
+def _subscribers(url: str, channel: str) -> int:
+    import redis
+
+    with redis.Redis.from_url(url) as sync_client:
+        return int(dict(sync_client.pubsub_numsub(channel))[channel.encode()])
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_fleet_converges_on_a_published_change(
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two processes' worth of apps on one Redis: a change made on one reaches the other."""
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    caplog.set_level(logging.WARNING, logger="snak_runtime")
+    with (
+        TestClient(create_app(AppContainer())) as first,
+        TestClient(create_app(AppContainer())) as second,
+    ):
+        _wait_for(lambda: _subscribers(redis_server.url, "agent_cfg_invalidate") == 2,
+                  "both subscribers")
+        for client in (first, second):
+            assert _chat(client, "support-bot", "alice").json()["cfg_version"] == 1
+
+        changed = _bump(first, "support-bot", "alice").json()
+        assert changed == {"agent_id": "support-bot", "cfg_version": 2, "published": True}
+        assert _chat(first, "support-bot", "alice").json()["cfg_version"] == 2
+        _wait_for(lambda: _stats(second)["rebuilds"] == 1, "the second app's rebuild")
+        assert _chat(second, "support-bot", "alice").json()["cfg_version"] == 2
+
+        assert _bump(second, "support-bot", "alice").json()["cfg_version"] == 3
+        _wait_for(lambda: _stats(first)["rebuilds"] == 2, "the first app's rebuild")
+        assert _chat(first, "support-bot", "alice").json()["cfg_version"] == 3
+        # Each app rebuilt once per change: its own echo of a change is a no-op.
+        assert _stats(first)["rebuilds"] == _stats(second)["rebuilds"] == 2
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 # ---------------------------------------------------------------------------- versioned resync

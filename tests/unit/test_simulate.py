@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
+from snak_runtime import GuardConfig
 from snak_runtime._simulate import SimulationConfig, SimulationResult, simulate
+from snak_runtime._simulate_params import (
+    MAX_SPAN_S,
+    PARAMETERS,
+    SimulationConfigError,
+    expected_span_s,
+)
 
 SMALL = SimulationConfig(agents=50, requests=2_000, rate_per_s=100.0, build_ms=50.0,
                          hold_ms=20.0, invalidations_per_s=2.0, max_entries=16, ttl_ms=5_000)
@@ -65,6 +73,101 @@ def test_default_limits_come_from_the_manager(monkeypatch: pytest.MonkeyPatch) -
 def test_invalid_config(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         SimulationConfig(**bad)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ build timeout, guards, bounds
+
+
+def test_a_build_slower_than_the_timeout_is_a_counted_failure_not_a_crash() -> None:
+    config = SimulationConfig(agents=5, requests=40, rate_per_s=10.0, build_ms=31_000.0,
+                              invalidations_per_s=0.0)
+    result = simulate(config)
+    assert result.build_timeout_ms == 30_000
+    assert result.failed_requests == 40
+    assert result.hits + result.misses == 40
+    assert 0 < result.builds == result.build_failures <= 40
+    assert result.peak_size == 0 and result.disposals == 0
+
+
+def test_build_timeout_is_configurable() -> None:
+    config = dataclasses.replace(SMALL, build_ms=50.0, build_timeout_ms=40)
+    result = simulate(config)
+    assert result.build_timeout_ms == 40
+    assert result.failed_requests == 2_000
+    assert result.builds == result.build_failures > 0
+    ok = simulate(dataclasses.replace(SMALL, build_timeout_ms=60))
+    assert (ok.failed_requests, ok.build_failures) == (0, 0)
+
+
+def test_guards_are_the_ceiling_as_in_the_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_RUNTIME_CACHE_MAX_ENTRIES", "500")
+    small = SimulationConfig(agents=20, requests=100, rate_per_s=50.0)
+    assert simulate(small).max_entries == 64  # built-in guard: 500 is capped
+    guarded = dataclasses.replace(small, guards=GuardConfig(max_entries=500, max_ttl_ms=9_000))
+    result = simulate(guarded)
+    assert (result.max_entries, result.ttl_ms) == (500, 9_000)
+
+
+def test_every_numeric_field_has_one_parameter() -> None:
+    numeric = {
+        f.name for f in dataclasses.fields(SimulationConfig)
+        if f.name not in ("guards", "stale_while_rebuilding")
+    }
+    assert set(PARAMETERS) == numeric
+    assert len({p.flag for p in PARAMETERS.values()}) == len(PARAMETERS)
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ({"rate_per_s": math.inf}, "rate_per_s"),
+        ({"rate_per_s": math.nan}, "rate_per_s"),
+        ({"rate_per_s": 1e-300}, "rate_per_s"),
+        ({"zipf_s": 1000.0}, "zipf_s"),
+        ({"hold_ms": 1e300}, "hold_ms"),
+        ({"build_ms": math.inf}, "build_ms"),
+        ({"invalidations_per_s": -1.0}, "invalidations_per_s"),
+        ({"agents": 10**9}, "agents"),
+        ({"build_timeout_ms": 0}, "build_timeout_ms"),
+        ({"seed": 1.5}, "seed"),
+        # Each number in range, the run as a whole not: 2,000,000 s of virtual time.
+        ({"requests": 1_000_000, "rate_per_s": 0.5}, "requests / rate_per_s"),
+        ({"invalidations_per_s": 1_000.0}, "invalidations_per_s"),
+    ],
+)
+def test_out_of_range_is_rejected_under_the_field_name(bad: dict[str, object], field: str) -> None:
+    with pytest.raises(SimulationConfigError) as caught:
+        SimulationConfig(**bad)  # type: ignore[arg-type]
+    assert str(caught.value).startswith(field)
+
+
+def test_cli_message_names_the_flags() -> None:
+    with pytest.raises(SimulationConfigError) as caught:
+        SimulationConfig(requests=1_000_000, rate_per_s=0.5)
+    assert caught.value.cli_message.startswith("--requests / --rate")
+    assert "604,800" in caught.value.cli_message
+
+
+@pytest.mark.parametrize(
+    ("flag", "text"),
+    [("--rate", "inf"), ("--rate", "1e-300"), ("--zipf", "1000"), ("--hold-ms", "1e300"),
+     ("--agents", "1.5"), ("--rate", "abc")],
+)
+def test_parameter_parse_rejects_text(flag: str, text: str) -> None:
+    (parameter,) = [p for p in PARAMETERS.values() if p.flag == flag]
+    with pytest.raises(ValueError, match=f"got {text}"):
+        parameter.parse(text)
+
+
+def test_every_accepted_extreme_is_bounded() -> None:
+    """The largest span the bounds accept stays within MAX_SPAN_S of virtual time."""
+    config = SimulationConfig(requests=1, rate_per_s=0.001, build_ms=86_400_000.0,
+                              hold_ms=86_400_000.0, build_timeout_ms=86_400_000,
+                              invalidations_per_s=0.0)
+    assert expected_span_s({f: getattr(config, f) for f in PARAMETERS}) <= MAX_SPAN_S
+    result = simulate(config)
+    assert result.virtual_s <= MAX_SPAN_S
+    assert result.failed_requests == 1  # a build as slow as its timeout fails
 
 
 def test_refresh_ahead_keeps_hot_agents_from_waiting() -> None:

@@ -1,0 +1,146 @@
+"""The ``simulate`` workload's parameters: names, flags, bounds and validation, in one table.
+
+Every parameter is checked here, for the library (``SimulationConfig``, errors name the field)
+and for the command line (errors name the flag). The bounds keep any accepted input finite
+and the run bounded: a virtual-time run costs wall time per timer it fires (requests,
+invalidations, one sweeper wake-up per virtual second), so the span of virtual time and the
+number of events are capped too, not only each number on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MAX_SPAN_S = 7 * 24 * 3600
+"""Longest run, in virtual seconds (the sweeper wakes once a virtual second: ~15 s of wall)."""
+MAX_INVALIDATIONS = 1_000_000
+"""Most configuration changes a run is expected to apply."""
+_DAY_MS = 24 * 3600 * 1000
+
+
+class SimulationConfigError(ValueError):
+    """Raised when a workload parameter is out of range; the message names the field.
+
+    ``flags`` names the command-line flags involved, ``detail`` says what is wrong, so the
+    CLI can say the same thing under the flags' names.
+    """
+
+    def __init__(self, fields: tuple[str, ...], detail: str) -> None:
+        self.fields = fields
+        self.flags = tuple(PARAMETERS[name].flag for name in fields)
+        self.detail = detail
+        super().__init__(f"{' / '.join(fields)}: {detail}")
+
+    @property
+    def cli_message(self) -> str:
+        """The same error under the command line's names: ``--rate: must be ...``."""
+        return f"{' / '.join(self.flags)}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class Parameter:
+    """One numeric workload parameter: its field, its flag and its closed range."""
+
+    field: str
+    flag: str
+    kind: type[int] | type[float]
+    low: float
+    high: float
+    help: str
+    optional: bool = False  # None allowed: "as configured" (manager resolution)
+
+    def describe(self) -> str:
+        noun = "an integer" if self.kind is int else "a number"
+        return f"must be {noun} from {_num(self.low)} to {_num(self.high)}"
+
+    def check(self, value: object) -> None:
+        """Raise ``SimulationConfigError`` unless ``value`` is in range (finite, right type)."""
+        if value is None and self.optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            ok = False
+        elif self.kind is int:
+            ok = isinstance(value, int) and self.low <= value <= self.high
+        else:
+            ok = math.isfinite(value) and self.low <= value <= self.high
+        if not ok:
+            raise SimulationConfigError((self.field,), f"{self.describe()}, got {value!r}")
+
+    def parse(self, text: str) -> Any:
+        """Text from the command line to a checked value (``ValueError`` names no field:
+        the caller adds the flag)."""
+        try:
+            value: int | float = int(text) if self.kind is int else float(text)
+        except ValueError:
+            raise ValueError(f"{self.describe()}, got {text}") from None
+        try:
+            self.check(value)
+        except SimulationConfigError:
+            raise ValueError(f"{self.describe()}, got {text}") from None
+        return value
+
+
+def _num(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) and not value.is_integer() else f"{value:,.0f}"
+
+
+PARAMETERS: Mapping[str, Parameter] = {
+    p.field: p
+    for p in (
+        Parameter("agents", "--agents", int, 1, 1_000_000, "distinct agent ids"),
+        Parameter("zipf_s", "--zipf", float, 0, 10, "Zipf exponent of popularity"),
+        Parameter("requests", "--requests", int, 1, 1_000_000, "requests to run"),
+        Parameter("rate_per_s", "--rate", float, 0.001, 1_000_000, "requests per second"),
+        Parameter("build_ms", "--build-ms", float, 0, _DAY_MS, "cost of a build"),
+        Parameter("hold_ms", "--hold-ms", float, 0, _DAY_MS, "how long a lease is held"),
+        Parameter("invalidations_per_s", "--invalidations", float, 0, 1_000,
+                  "configuration changes per second"),
+        Parameter("max_entries", "--max-entries", int, 1, 10_000_000,
+                  "cache size (default: as configured)", optional=True),
+        Parameter("ttl_ms", "--ttl-ms", int, 1, 365 * _DAY_MS,
+                  "entry TTL (default: as configured)", optional=True),
+        Parameter("build_timeout_ms", "--build-timeout-ms", int, 1, _DAY_MS,
+                  "a slower build fails (default: the manager's 30000)", optional=True),
+        Parameter("seed", "--seed", int, -(2**63), 2**63 - 1, "random seed"),
+        Parameter("refresh_ahead_ms", "--refresh-ahead-ms", int, 0, 365 * _DAY_MS,
+                  "the manager's refresh_ahead_ms, below the TTL (0: off)"),
+        Parameter("hot_window_ms", "--hot-window-ms", int, 0, 365 * _DAY_MS,
+                  "count apart the agents requested at least once per this many ms "
+                  "(default: --refresh-ahead-ms)", optional=True),
+    )
+}
+"""Every numeric parameter, in ``--help`` order. Add a parameter here and to SimulationConfig."""
+
+DEFAULT_BUILD_TIMEOUT_MS = 30_000
+
+
+def expected_span_s(values: Mapping[str, Any]) -> float:
+    """Virtual seconds a run is expected to span: arrivals, then one build and one hold."""
+    timeout_ms = values["build_timeout_ms"] or DEFAULT_BUILD_TIMEOUT_MS
+    build_ms = min(float(values["build_ms"]), float(timeout_ms))
+    arrivals_s = values["requests"] / values["rate_per_s"]
+    return float(arrivals_s + (build_ms + values["hold_ms"]) / 1000)
+
+
+def validate(values: Mapping[str, Any]) -> None:
+    """Check each parameter, then the bounds on the whole run (span, invalidations)."""
+    for name, parameter in PARAMETERS.items():
+        parameter.check(values[name])
+    span_s = expected_span_s(values)
+    if span_s > MAX_SPAN_S:
+        raise SimulationConfigError(
+            ("requests", "rate_per_s", "hold_ms", "build_ms"),
+            f"the run would span {span_s:,.0f} s of virtual time, at most {MAX_SPAN_S:,} "
+            "(fewer requests, a higher rate or shorter builds and holds)",
+        )
+    expected = values["invalidations_per_s"] * span_s
+    if expected > MAX_INVALIDATIONS:
+        raise SimulationConfigError(
+            ("invalidations_per_s",),
+            f"about {expected:,.0f} configuration changes over the run, at most "
+            f"{MAX_INVALIDATIONS:,} (a lower rate or fewer requests)",
+        )
+
