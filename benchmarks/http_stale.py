@@ -10,7 +10,8 @@ both pinned to one core; only one is driven at a time): one with
 build and rebuild 50 ms. ``wrk`` (the other core) sends chat requests round-robin over the
 four agents at full speed, with N connections; a second ``wrk`` (32 connections) on the
 same core injects configuration changes through the example's ``POST /agents/{id}/config``
-route at a fixed 50 a second, round-robin over the four agents (each one ``on_invalidate`` and a rebuild).
+route at a fixed 50 a second, round-robin over the four agents (each one ``on_invalidate``
+and a rebuild).
 
 Three runs, interleaved round by round (rotated order), per connection count:
 
