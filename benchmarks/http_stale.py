@@ -8,7 +8,7 @@ uvicorn (in the ``dev`` extra). Two uvicorn servers run the example app (one pro
 both pinned to one core; only one is driven at a time): one with
 ``AGENT_RUNTIME_CACHE_STALE_WHILE_REBUILDING=true``, one without. Four hot agents, each
 build and rebuild 50 ms. ``wrk`` (the other core) sends chat requests round-robin over the
-four agents at full speed, with N connections; a second ``wrk`` (32 connections) on the
+four agents at full speed, with N connections; a second ``wrk`` (64 connections) on the
 same core injects configuration changes through the example's ``POST /agents/{id}/config``
 route at a fixed 50 a second, round-robin over the four agents (each one ``on_invalidate``
 and a rebuild).
@@ -112,7 +112,7 @@ def _lua_paths(route: str) -> str:
 def _wrk(port: int, script: str, seconds: float, connections: int, core: int) -> str:
     return subprocess.run(
         ["taskset", "-c", str(core), "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s",
-         "-s", script, f"http://127.0.0.1:{port}"],
+         "--timeout", "10s", "-s", script, f"http://127.0.0.1:{port}"],
         capture_output=True, text=True, check=True,
     ).stdout
 
@@ -179,6 +179,7 @@ def main() -> None:
     runs = {"quiet": (True, False), "inval": (False, True), "inval+swr": (True, True)}
     rates: dict[tuple[int, str], list[float]] = {}
     injected: dict[tuple[int, str], list[float]] = {}
+    failures: dict[str, int] = {}  # non-2xx answers and socket errors, chat and config
     try:
         for _, port in servers.values():
             _wait_ready(port)
@@ -199,7 +200,7 @@ def main() -> None:
                         result: dict[str, str] = {}
 
                         def inject(port: int = port, result: dict[str, str] = result) -> None:
-                            result["out"] = _wrk(port, str(config), args.seconds, 32,
+                            result["out"] = _wrk(port, str(config), args.seconds, 64,
                                                  args.wrk_core)
 
                         injector = threading.Thread(target=inject) if invalidate else None
@@ -209,16 +210,14 @@ def main() -> None:
                         if injector is not None:
                             injector.join()
                         done, errors = _count(out)
-                        if errors:
-                            raise RuntimeError(f"{name}: {errors} failed chat requests")
-                        rate = done / args.seconds
+                        failures[name] = failures.get(name, 0) + errors
+                        rate = (done - errors) / args.seconds
                         rates.setdefault((connections, name), []).append(rate)
                         changes = 0.0
                         if invalidate:
                             changed, failed = _count(result["out"])
-                            if failed:
-                                raise RuntimeError(f"{name}: {failed} failed config requests")
-                            changes = changed / args.seconds
+                            failures[name] = failures.get(name, 0) + failed
+                            changes = (changed - failed) / args.seconds
                         injected.setdefault((connections, name), []).append(changes)
                         print(f"round {round_no + 1} c={connections:<3} {name:<10} "
                               f"{rate:7.0f} chat req/s  {changes:5.1f} invalidations/s",
@@ -240,6 +239,7 @@ def main() -> None:
             print(f"| {connections} | {name} | {median:.0f} | "
                   f"{statistics.median(injected[(connections, name)]):.1f} | "
                   f"{median / quiet:.3f}x |")
+    print(f"failed requests (non-2xx, socket errors; not counted above): {failures or 'none'}")
 
 
 if __name__ == "__main__":

@@ -9,24 +9,28 @@ from dependency_injector.containers import DeclarativeContainer
 
 from snak_runtime import AgentRuntimeManager, DefaultDisposer, MonotonicClock, RuntimeCacheSettings
 from snak_runtime._config import load_guards
-from snak_runtime.invalidation import InvalidationSettings, run_invalidation
-from snak_runtime.metrics import prometheus_resource
+from snak_runtime.invalidation import InvalidationSettings
 
-from ._lifespan import run_manager
+from .resources import prometheus_resource, run_invalidation, run_manager
 
 
 class RuntimeContainer(DeclarativeContainer):
     """One agent runtime manager and what it is built from; override any provider in tests.
 
     ``await container.init_resources()`` starts the manager (expiry sweeper running);
-    ``await container.shutdown_resources()`` closes it, disposing every cached agent.
+    ``await container.shutdown_resources()`` closes it, disposing every cached agent. The next
+    ``init_resources()`` starts a fresh manager.
     """
 
     settings = providers.Singleton(RuntimeCacheSettings)
     guards = providers.Singleton(load_guards, path=settings.provided.guards_config_path)
     clock = providers.Singleton(MonotonicClock)
     disposer = providers.Singleton(DefaultDisposer)
-    # Issue 15's options: None defers to the environment (then off); override with a value.
+    # Timings: None leaves each to its environment variable, then its default (README table).
+    build_timeout_ms: providers.Object[int | None] = providers.Object(None)
+    dispose_timeout_ms: providers.Object[int | None] = providers.Object(None)
+    sweep_interval_ms: providers.Object[int | None] = providers.Object(None)
+    # Issue 15's options, the same way (README "Hot agents never wait").
     refresh_ahead_ms: providers.Object[int | None] = providers.Object(None)
     stale_while_rebuilding: providers.Object[bool | None] = providers.Object(None)
     manager: providers.Singleton[AgentRuntimeManager[Any, Any]] = providers.Singleton(
@@ -35,10 +39,13 @@ class RuntimeContainer(DeclarativeContainer):
         settings=settings,
         clock=clock,
         disposer=disposer,
+        build_timeout_ms=build_timeout_ms,
+        dispose_timeout_ms=dispose_timeout_ms,
+        sweep_interval_ms=sweep_interval_ms,
         refresh_ahead_ms=refresh_ahead_ms,
         stale_while_rebuilding=stale_while_rebuilding,
     )
-    lifespan = providers.Resource(run_manager, manager=manager)
+    lifespan = providers.Resource(run_manager, manager=manager, provider=manager.provider)
 
     # Redis subscriber (CONTRACT §11): depends on `lifespan`, so it starts after the manager and
     # stops before it. With no REDIS_* variable it yields None and nothing connects (the embedded
@@ -47,11 +54,13 @@ class RuntimeContainer(DeclarativeContainer):
     # Versioned resync and reconciliation (README "Run a fleet"): override with your
     # `async (agent_ids) -> {agent_id: version}`; None evicts everything after a reconnect.
     version_source: providers.Object[Any] = providers.Object(None)
+    invalidation_backoff_cap_ms: providers.Object[int | None] = providers.Object(None)
     invalidation = providers.Resource(
         run_invalidation,
         manager=lifespan,
         settings=invalidation_settings,
         version_source=version_source,
+        backoff_cap_ms=invalidation_backoff_cap_ms,
     )
 
     # Prometheus export (extra `prometheus`): override `metrics_registry` with a

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any
 
-from containers import RuntimeContainer
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeSeed
+from snak_runtime.containers import RuntimeContainer
 from snak_runtime.testing import FakeClock, RecordingDisposer
 
 

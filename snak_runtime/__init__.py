@@ -1,9 +1,11 @@
 """snak_runtime: an in-process cache of live agent runtimes, as a dependency-injection plugin."""
 
+import typing as _typing
+
 from ._clock import Clock as Clock
 from ._clock import MonotonicClock as MonotonicClock
 from ._config import GuardConfig as GuardConfig
-from ._config import RuntimeCacheSettings as RuntimeCacheSettings
+from ._config import GuardConfigError as GuardConfigError
 from ._disposal import DefaultDisposer as DefaultDisposer
 from ._disposal import Disposer as Disposer
 from ._errors import RuntimeManagerClosed as RuntimeManagerClosed
@@ -15,6 +17,9 @@ from ._seed import RuntimeSeed as RuntimeSeed
 from ._stats import CacheStats as CacheStats
 from ._stats import RemovalCause as RemovalCause
 
+if _typing.TYPE_CHECKING:
+    from ._settings import RuntimeCacheSettings as RuntimeCacheSettings
+
 __version__ = "0.1.0"
 
 __all__ = (
@@ -25,6 +30,7 @@ __all__ = (
     "DefaultDisposer",
     "Disposer",
     "GuardConfig",
+    "GuardConfigError",
     "MonotonicClock",
     "RemovalCause",
     "RuntimeCacheSettings",
@@ -34,3 +40,18 @@ __all__ = (
     "RuntimeSeed",
     "__version__",
 )
+
+
+def __getattr__(name: str) -> _typing.Any:
+    # RuntimeCacheSettings loads pydantic-settings, most of this package's import time: it is
+    # imported on first use, so that a manager built without settings never needs it.
+    if name == "RuntimeCacheSettings":
+        from ._settings import RuntimeCacheSettings
+
+        globals()[name] = RuntimeCacheSettings
+        return RuntimeCacheSettings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

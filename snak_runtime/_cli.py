@@ -14,21 +14,29 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, NoReturn
 
-from containers import RuntimeContainer
-
 from ._config import (
+    _MAX_ENTRIES_KEY,
+    _MAX_TTL_KEY,
+    BACKOFF_CAP,
     GUARDS_PATH_VAR,
     MAX_ENTRIES_VAR,
+    MS_SETTINGS,
+    REFRESH_AHEAD_VAR,
+    STALE_WHILE_REBUILDING_VAR,
     TTL_MS_VAR,
     TTL_SECONDS_VAR,
     GuardConfigError,
+    environment_value,
+    raise_guard_hint,
     resolve_limits,
+    resolve_ms,
 )
 from ._errors import RuntimeNotCached
 from ._manager import AgentRuntimeManager
 from ._seed import RuntimeSeed
 from ._simulate_params import PARAMETERS, Parameter, SimulationConfigError
 from ._stats import CacheStats
+from .containers import RuntimeContainer
 from .testing import FakeClock
 
 EXIT_OK = 0
@@ -75,8 +83,13 @@ def _run_config(args: argparse.Namespace) -> int:
     container = _container()
     settings = container.settings()
     guards = container.guards()  # GuardConfigError for a bad GUARDS_CONFIG_PATH: exit 2
+    collected: list[str] = []
     with _library_logs_muted():
         limits = resolve_limits(guards, settings)
+        backoff_cap = resolve_ms(
+            BACKOFF_CAP, None, environment_value(BACKOFF_CAP.variable), collected
+        )
+    warnings = [*limits.warnings, *collected]
 
     guard_origin = (
         f"file {settings.guards_config_path} ({GUARDS_PATH_VAR})"
@@ -86,22 +99,43 @@ def _run_config(args: argparse.Namespace) -> int:
     print("snak_runtime effective limits")
     print(f"  max_entries     {limits.max_entries:>10}   from {limits.max_entries_source}")
     print(f"  default_ttl_ms  {limits.default_ttl_ms:>10}   from {limits.default_ttl_source}")
+    timings = (
+        ("build_timeout_ms", limits.build_timeout_ms, limits.build_timeout_source),
+        ("dispose_timeout_ms", limits.dispose_timeout_ms, limits.dispose_timeout_source),
+        ("sweep_interval_ms", limits.sweep_interval_ms, limits.sweep_interval_source),
+        ("backoff_cap_ms", *backoff_cap),
+        ("refresh_ahead_ms", limits.refresh_ahead_ms, limits.refresh_ahead_source),
+        ("stale_while_rebuilding", str(limits.stale_while_rebuilding).lower(),
+         limits.stale_while_rebuilding_source),
+    )
+    for name, value, source in timings:
+        print(f"  {name:<18}{value:>8}   from {source}")
     print(f"guard ceilings: {guard_origin}")
     print(f"  max_entries     {guards.max_entries:>10}")
     print(f"  max_ttl_ms      {guards.max_ttl_ms:>10}")
+    print(f"  {raise_guard_hint(f'{_MAX_ENTRIES_KEY} / {_MAX_TTL_KEY}')}")
+    print(
+        "  built-in guards: "
+        + ", ".join(f"{setting.keyword} <= {setting.guard}" for setting in MS_SETTINGS)
+    )
     print("environment:")
     raw_values = (
         (MAX_ENTRIES_VAR, settings.max_entries),
         (TTL_MS_VAR, settings.ttl_ms),
         (TTL_SECONDS_VAR, settings.ttl_seconds),
         (GUARDS_PATH_VAR, settings.guards_config_path),
+        *((s.variable, environment_value(s.variable)) for s in MS_SETTINGS),
     )
     width = max(len(name) for name, _ in raw_values)
+    raw_values += (  # issue 15's options (longer names: not widening the column above)
+        (REFRESH_AHEAD_VAR, environment_value(REFRESH_AHEAD_VAR)),
+        (STALE_WHILE_REBUILDING_VAR, environment_value(STALE_WHILE_REBUILDING_VAR)),
+    )
     for name, raw in raw_values:
         shown = "(unset)" if raw is None else repr(raw)
         print(f"  {name:<{width}}  {shown}")
-    print(f"warnings: {len(limits.warnings)}")
-    for warning in limits.warnings:
+    print(f"warnings: {len(warnings)}")
+    for warning in warnings:
         print(f"  - {warning}")
     return EXIT_OK
 

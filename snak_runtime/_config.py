@@ -7,11 +7,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
-
-from pydantic import Field
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from typing import Any, Final, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +15,10 @@ MAX_ENTRIES_VAR = "AGENT_RUNTIME_CACHE_MAX_ENTRIES"
 TTL_MS_VAR = "AGENT_RUNTIME_CACHE_TTL_MS"
 TTL_SECONDS_VAR = "AGENT_RUNTIME_CACHE_TTL_SECONDS"
 GUARDS_PATH_VAR = "GUARDS_CONFIG_PATH"
+BUILD_TIMEOUT_VAR = "AGENT_RUNTIME_BUILD_TIMEOUT_MS"
+DISPOSE_TIMEOUT_VAR = "AGENT_RUNTIME_DISPOSE_TIMEOUT_MS"
+SWEEP_INTERVAL_VAR = "AGENT_RUNTIME_SWEEP_INTERVAL_MS"
+BACKOFF_CAP_VAR = "AGENT_CFG_BACKOFF_CAP_MS"
 REFRESH_AHEAD_VAR = "AGENT_RUNTIME_CACHE_REFRESH_AHEAD_MS"
 STALE_WHILE_REBUILDING_VAR = "AGENT_RUNTIME_CACHE_STALE_WHILE_REBUILDING"
 
@@ -128,57 +128,80 @@ def load_guards(path: str | None) -> GuardConfig:
     return GuardConfig() if not path else GuardConfig.from_file(path)
 
 
-class _ExactEnvSource(PydanticBaseSettingsSource):
-    """Reads each field from its own variable only.
+class LimitSettings(Protocol):
+    """What the resolution reads: raw text per variable (``RuntimeCacheSettings`` fits)."""
 
-    The stock env source, under populate_by_name, would also read a bare MAX_ENTRIES or TTL_MS
-    left in the environment by unrelated software.
-    """
+    @property
+    def max_entries(self) -> str | None: ...
+    @property
+    def ttl_ms(self) -> str | None: ...
+    @property
+    def ttl_seconds(self) -> str | None: ...
+    @property
+    def build_timeout_ms(self) -> str | None: ...
+    @property
+    def dispose_timeout_ms(self) -> str | None: ...
+    @property
+    def sweep_interval_ms(self) -> str | None: ...
+    @property
+    def refresh_ahead_ms(self) -> str | None: ...
+    @property
+    def stale_while_rebuilding(self) -> str | None: ...
 
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        alias = field.validation_alias
-        name = alias if isinstance(alias, str) else field_name
-        return os.environ.get(name), name, False
 
-    def __call__(self) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        for field_name, field_info in self.settings_cls.model_fields.items():
-            value, name, _ = self.get_field_value(field_info, field_name)
-            if value:  # env_ignore_empty: an empty variable counts as unset
-                found[name] = value
-        return found
+def environment_value(name: str) -> str | None:
+    """One variable as the settings read it: unset and empty are both None."""
+    return os.environ.get(name) or None
 
 
-class RuntimeCacheSettings(BaseSettings):
-    """The cache's environment variables, kept as raw text so loading never fails."""
+@dataclass(frozen=True, slots=True)
+class _Environment:
+    """The variables read straight from ``os.environ``: what a manager built without settings
+    uses, so that it never needs pydantic-settings (``RuntimeCacheSettings`` reads the same)."""
 
-    model_config = SettingsConfigDict(
-        env_ignore_empty=True,
-        extra="ignore",
-        populate_by_name=True,
-        coerce_numbers_to_str=True,
-    )
-
-    max_entries: str | None = Field(default=None, validation_alias=MAX_ENTRIES_VAR)
-    ttl_ms: str | None = Field(default=None, validation_alias=TTL_MS_VAR)
-    ttl_seconds: str | None = Field(default=None, validation_alias=TTL_SECONDS_VAR)
-    guards_config_path: str | None = Field(default=None, validation_alias=GUARDS_PATH_VAR)
-    refresh_ahead_ms: str | None = Field(default=None, validation_alias=REFRESH_AHEAD_VAR)
-    stale_while_rebuilding: str | None = Field(
-        default=None, validation_alias=STALE_WHILE_REBUILDING_VAR
-    )
+    max_entries: str | None
+    ttl_ms: str | None
+    ttl_seconds: str | None
+    build_timeout_ms: str | None
+    dispose_timeout_ms: str | None
+    sweep_interval_ms: str | None
+    refresh_ahead_ms: str | None
+    stale_while_rebuilding: str | None
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Keyword arguments first, then the exact variables; no .env or secrets files."""
-        return init_settings, _ExactEnvSource(settings_cls)
+    def read(cls) -> _Environment:
+        return cls(
+            *(
+                environment_value(name)
+                for name in (
+                    MAX_ENTRIES_VAR,
+                    TTL_MS_VAR,
+                    TTL_SECONDS_VAR,
+                    BUILD_TIMEOUT_VAR,
+                    DISPOSE_TIMEOUT_VAR,
+                    SWEEP_INTERVAL_VAR,
+                    REFRESH_AHEAD_VAR,
+                    STALE_WHILE_REBUILDING_VAR,
+                )
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MsSetting:
+    """A millisecond setting: its keyword, variable, default, and the built-in guard over it."""
+
+    keyword: str
+    variable: str
+    default: int
+    guard: int
+
+
+BUILD_TIMEOUT: Final = MsSetting("build_timeout_ms", BUILD_TIMEOUT_VAR, 30_000, 600_000)
+DISPOSE_TIMEOUT: Final = MsSetting("dispose_timeout_ms", DISPOSE_TIMEOUT_VAR, 10_000, 600_000)
+SWEEP_INTERVAL: Final = MsSetting("sweep_interval_ms", SWEEP_INTERVAL_VAR, 1_000, 60_000)
+BACKOFF_CAP: Final = MsSetting("backoff_cap_ms", BACKOFF_CAP_VAR, 5_000, 300_000)
+MS_SETTINGS: Final = (BUILD_TIMEOUT, DISPOSE_TIMEOUT, SWEEP_INTERVAL, BACKOFF_CAP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +213,29 @@ class ResolvedLimits:
     max_entries_source: str
     default_ttl_source: str
     warnings: tuple[str, ...] = ()
+    build_timeout_ms: int = BUILD_TIMEOUT.default
+    dispose_timeout_ms: int = DISPOSE_TIMEOUT.default
+    sweep_interval_ms: int = SWEEP_INTERVAL.default
+    build_timeout_source: str = "default"
+    dispose_timeout_source: str = "default"
+    sweep_interval_source: str = "default"
+    refresh_ahead_ms: int = 0  # 0: refresh-ahead off
+    refresh_ahead_source: str = "default"
+    stale_while_rebuilding: bool = False
+    stale_while_rebuilding_source: str = "default"
+
+    def describe(self) -> str:
+        """One line for the start-up log: each effective value and where it came from."""
+        return (
+            f"max_entries={self.max_entries} ({self.max_entries_source}), "
+            f"default_ttl_ms={self.default_ttl_ms} ({self.default_ttl_source}), "
+            f"build_timeout_ms={self.build_timeout_ms} ({self.build_timeout_source}), "
+            f"dispose_timeout_ms={self.dispose_timeout_ms} ({self.dispose_timeout_source}), "
+            f"sweep_interval_ms={self.sweep_interval_ms} ({self.sweep_interval_source}), "
+            f"refresh_ahead_ms={self.refresh_ahead_ms} ({self.refresh_ahead_source}), "
+            f"stale_while_rebuilding={self.stale_while_rebuilding} "
+            f"({self.stale_while_rebuilding_source})"
+        )
 
 
 def _guard_label(guards: GuardConfig) -> str:
@@ -247,12 +293,70 @@ def _read_int(
     return value
 
 
-def resolve_limits(guards: GuardConfig, settings: RuntimeCacheSettings) -> ResolvedLimits:
-    """Parse the environment values, fall through on bad ones, and cap them to the guards.
+def raise_guard_hint(key: str) -> str:
+    """How an operator lifts a guard: the message the cap warning and ``config`` print."""
+    return f"to raise the guard, set {key} in the guards JSON file named by {GUARDS_PATH_VAR}"
 
-    Never raises: every problem becomes a WARNING log, also collected in ``warnings``.
+
+def resolve_ms(
+    setting: MsSetting,
+    keyword: int | None,
+    raw: str | None,
+    collected: list[str],
+    *,
+    minimum: int = 1,
+) -> tuple[int, str]:
+    """One millisecond setting and its source: keyword > variable > default, guard over all.
+
+    A bad keyword raises ValueError; a bad variable is a WARNING and falls through to the
+    default; a value above the guard is capped to it with a WARNING.
+    """
+    if keyword is not None:
+        if isinstance(keyword, bool) or not isinstance(keyword, int) or keyword < minimum:
+            raise ValueError(
+                f"{setting.keyword} must be a positive integer"
+                + (f" >= {minimum}" if minimum > 1 else "")
+                + f", got {keyword!r}"
+            )
+        value, source = keyword, f"keyword {setting.keyword}={keyword}"
+    else:
+        parsed = _read_int(setting.variable, raw, minimum, collected)
+        if parsed is None:
+            value, source = setting.default, "default"
+        else:
+            value, source = parsed, f"{setting.variable}={parsed}"
+    if value > setting.guard:
+        _warn(
+            collected,
+            "%s is above the built-in guard %s <= %d; capped to %d",
+            source,
+            setting.keyword,
+            setting.guard,
+            setting.guard,
+        )
+        value, source = setting.guard, f"{source} capped to guard {setting.guard}"
+    return value, source
+
+
+def resolve_limits(
+    guards: GuardConfig,
+    settings: LimitSettings | None = None,
+    *,
+    build_timeout_ms: int | None = None,
+    dispose_timeout_ms: int | None = None,
+    sweep_interval_ms: int | None = None,
+    refresh_ahead_ms: int | None = None,
+    stale_while_rebuilding: bool | None = None,
+) -> ResolvedLimits:
+    """Resolve every limit: keyword > environment (``settings``) > default, capped by a guard.
+
+    ``settings=None`` reads the variables from ``os.environ`` directly. Raises ValueError for
+    a bad keyword only; every other problem is a WARNING log, also collected in ``warnings``.
+    The result is logged at INFO with where each value came from.
     """
     collected: list[str] = []
+    if settings is None:
+        settings = _Environment.read()
     label = _guard_label(guards)
 
     max_entries = _read_int(MAX_ENTRIES_VAR, settings.max_entries, 1, collected)
@@ -261,12 +365,13 @@ def resolve_limits(guards: GuardConfig, settings: RuntimeCacheSettings) -> Resol
     elif max_entries > guards.max_entries:
         _warn(
             collected,
-            "%s=%d is above the guard %s=%d; capped to %d",
+            "%s=%d is above the guard %s=%d; capped to %d (%s)",
             MAX_ENTRIES_VAR,
             max_entries,
             _MAX_ENTRIES_KEY,
             guards.max_entries,
             guards.max_entries,
+            raise_guard_hint(_MAX_ENTRIES_KEY),
         )
         entries = guards.max_entries
         entries_source = f"{MAX_ENTRIES_VAR}={max_entries} capped to guard {guards.max_entries}"
@@ -298,24 +403,55 @@ def resolve_limits(guards: GuardConfig, settings: RuntimeCacheSettings) -> Resol
     elif ttl > guards.max_ttl_ms:
         _warn(
             collected,
-            "%s resolved to %d ms, above the guard %s=%d; capped to %d",
+            "%s resolved to %d ms, above the guard %s=%d; capped to %d (%s)",
             given,
             ttl,
             _MAX_TTL_KEY,
             guards.max_ttl_ms,
             guards.max_ttl_ms,
+            raise_guard_hint(_MAX_TTL_KEY),
         )
         ttl_ms, ttl_source = guards.max_ttl_ms, f"{given} capped to guard {guards.max_ttl_ms}"
     else:
         ttl_ms, ttl_source = ttl, given
 
-    return ResolvedLimits(
+    timings = [
+        resolve_ms(setting, keyword, raw, collected)
+        for setting, keyword, raw in (
+            (BUILD_TIMEOUT, build_timeout_ms, settings.build_timeout_ms),
+            (DISPOSE_TIMEOUT, dispose_timeout_ms, settings.dispose_timeout_ms),
+            (SWEEP_INTERVAL, sweep_interval_ms, settings.sweep_interval_ms),
+        )
+    ]
+    refresh = resolve_refresh_ahead_ms(
+        refresh_ahead_ms, settings.refresh_ahead_ms, ttl_ms, collected
+    )
+    stale = resolve_flag(
+        "stale_while_rebuilding",
+        STALE_WHILE_REBUILDING_VAR,
+        stale_while_rebuilding,
+        settings.stale_while_rebuilding,
+        collected,
+    )
+    limits = ResolvedLimits(
         max_entries=entries,
         default_ttl_ms=ttl_ms,
         max_entries_source=entries_source,
         default_ttl_source=ttl_source,
         warnings=tuple(collected),
+        build_timeout_ms=timings[0][0],
+        dispose_timeout_ms=timings[1][0],
+        sweep_interval_ms=timings[2][0],
+        build_timeout_source=timings[0][1],
+        dispose_timeout_source=timings[1][1],
+        sweep_interval_source=timings[2][1],
+        refresh_ahead_ms=refresh[0],
+        refresh_ahead_source=refresh[1],
+        stale_while_rebuilding=stale[0],
+        stale_while_rebuilding_source=stale[1],
     )
+    logger.info("snak_runtime limits: %s", limits.describe())
+    return limits
 
 
 def resolve_seed_ttl_ms(ttl_ms: int | None, default_ttl_ms: int, max_ttl_ms: int) -> int:
@@ -332,13 +468,16 @@ def resolve_seed_ttl_ms(ttl_ms: int | None, default_ttl_ms: int, max_ttl_ms: int
     return ttl_ms
 
 
-def resolve_refresh_ahead_ms(keyword: int | None, raw: str | None, default_ttl_ms: int) -> int:
-    """``refresh_ahead_ms``: keyword > ``AGENT_RUNTIME_CACHE_REFRESH_AHEAD_MS`` > 0 (off).
+def resolve_refresh_ahead_ms(
+    keyword: int | None, raw: str | None, default_ttl_ms: int, collected: list[str]
+) -> tuple[int, str]:
+    """``refresh_ahead_ms`` and its source: keyword > ``AGENT_RUNTIME_CACHE_REFRESH_AHEAD_MS``
+    > 0 (off).
 
-    The default TTL is its guard: a refresh window as long as the whole life of an entry
-    would refresh every entry on its first hit. A bad keyword (not an integer, negative, or
-    not below ``default_ttl_ms``) raises ValueError; a bad variable is a WARNING naming it
-    and its value, then 0.
+    The default TTL is its guard: a window as long as an entry's whole life would refresh
+    every entry on its first hit. A bad keyword (not an integer, negative, or not below
+    ``default_ttl_ms``) raises ValueError; a bad variable (the same rules) is a WARNING naming
+    it and its value, then 0.
     """
     if keyword is not None:
         if isinstance(keyword, bool) or not isinstance(keyword, int) or keyword < 0:
@@ -347,27 +486,37 @@ def resolve_refresh_ahead_ms(keyword: int | None, raw: str | None, default_ttl_m
             raise ValueError(
                 f"refresh_ahead_ms={keyword} must be below the default TTL ({default_ttl_ms} ms)"
             )
-        return keyword
-    return env_int(REFRESH_AHEAD_VAR, raw, 0, minimum=0, maximum=default_ttl_ms - 1)
+        return keyword, f"keyword refresh_ahead_ms={keyword}"
+    parsed = _read_int(REFRESH_AHEAD_VAR, raw, 0, collected, default_ttl_ms - 1)
+    if parsed is None:
+        return 0, "default"
+    return parsed, f"{REFRESH_AHEAD_VAR}={parsed}"
 
 
 _TRUE = frozenset(("1", "true", "yes", "on"))
 _FALSE = frozenset(("0", "false", "no", "off"))
 
 
-def resolve_flag(name: str, variable: str, keyword: bool | None, raw: str | None) -> bool:
-    """A boolean setting: keyword > variable > False. A keyword that is not a bool raises
-    ValueError; a variable that is not one of 1/0, true/false, yes/no, on/off (any case) is
-    a WARNING naming it and its value, then False."""
+def resolve_flag(
+    keyword_name: str,
+    variable: str,
+    keyword: bool | None,
+    raw: str | None,
+    collected: list[str],
+) -> tuple[bool, str]:
+    """A boolean setting and its source: keyword > variable > False. A keyword that is not a
+    bool raises ValueError; a variable that is not one of 1/0, true/false, yes/no, on/off (any
+    case, blanks around) is a WARNING naming it and its value, then False."""
     if keyword is not None:
         if not isinstance(keyword, bool):
-            raise ValueError(f"{name} must be True or False, got {keyword!r}")
-        return keyword
+            raise ValueError(f"{keyword_name} must be True or False, got {keyword!r}")
+        return keyword, f"keyword {keyword_name}={keyword}"
     if raw is None or not raw.strip():
-        return False
+        return False, "default"
     text = raw.strip().lower()
     if text in _TRUE:
-        return True
-    if text not in _FALSE:
-        logger.warning("%s=%r ignored: not a boolean (true/false)", variable, raw)
-    return False
+        return True, f"{variable}={raw.strip()}"
+    if text in _FALSE:
+        return False, f"{variable}={raw.strip()}"
+    _warn(collected, "%s=%r ignored: not a boolean (true/false)", variable, raw)
+    return False, "default"

@@ -17,15 +17,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar, final
 
 from ._clock import Clock, MonotonicClock
-from ._config import (
-    STALE_WHILE_REBUILDING_VAR,
-    GuardConfig,
-    ResolvedLimits,
-    RuntimeCacheSettings,
-    resolve_flag,
-    resolve_limits,
-    resolve_refresh_ahead_ms,
-)
+from ._config import GuardConfig, LimitSettings, ResolvedLimits, resolve_limits
 from ._core import RemovalListener
 from ._disposal import DefaultDisposer, Disposer, _Disposals
 from ._keyed import _KeyedTurns
@@ -62,27 +54,27 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self,
         *,
         guards: GuardConfig | None = None,
-        settings: RuntimeCacheSettings | None = None,
+        settings: LimitSettings | None = None,
         clock: Clock | None = None,
         disposer: Disposer | None = None,
         logger: logging.Logger | None = None,
-        build_timeout_ms: int = 30_000,
-        sweep_interval_ms: int = 1_000,
-        dispose_timeout_ms: int = 10_000,
+        build_timeout_ms: int | None = None,
+        sweep_interval_ms: int | None = None,
+        dispose_timeout_ms: int | None = None,
         refresh_ahead_ms: int | None = None,
         stale_while_rebuilding: bool | None = None,
     ) -> None:
-        for name, value in (
-            ("build_timeout_ms", build_timeout_ms),
-            ("sweep_interval_ms", sweep_interval_ms),
-            ("dispose_timeout_ms", dispose_timeout_ms),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self._guards = guards if guards is not None else GuardConfig()
-        if settings is None:
-            settings = RuntimeCacheSettings()
-        self._limits = resolve_limits(self._guards, settings)
+        # Keyword > environment (settings, else os.environ) > default; a guard caps each.
+        self._limits = resolve_limits(
+            self._guards,
+            settings,
+            build_timeout_ms=build_timeout_ms,
+            sweep_interval_ms=sweep_interval_ms,
+            dispose_timeout_ms=dispose_timeout_ms,
+            refresh_ahead_ms=refresh_ahead_ms,
+            stale_while_rebuilding=stale_while_rebuilding,
+        )
         self._max_entries = self._limits.max_entries
         self._default_ttl_ms = self._limits.default_ttl_ms
         self._clock: Clock = clock if clock is not None else MonotonicClock()
@@ -95,19 +87,11 @@ class AgentRuntimeManager(_SlowReads[R, A]):
             self._now, self._ticks_per_ms = self._clock.now_ms, 1
         self._disposer: Disposer = disposer if disposer is not None else DefaultDisposer()
         self._log = logger if logger is not None else logging.getLogger(__name__)
-        self._build_timeout_s = build_timeout_ms / 1000
-        self._sweep_interval_s = sweep_interval_ms / 1000
-        self._dispose_timeout_s = dispose_timeout_ms / 1000
-        # Keyword > environment > off; the default TTL caps the refresh window.
-        self._refresh_ahead_ms = resolve_refresh_ahead_ms(
-            refresh_ahead_ms, settings.refresh_ahead_ms, self._default_ttl_ms
-        )
-        self._stale_while_rebuilding = resolve_flag(
-            "stale_while_rebuilding",
-            STALE_WHILE_REBUILDING_VAR,
-            stale_while_rebuilding,
-            settings.stale_while_rebuilding,
-        )
+        self._build_timeout_s = self._limits.build_timeout_ms / 1000
+        self._sweep_interval_s = self._limits.sweep_interval_ms / 1000
+        self._dispose_timeout_s = self._limits.dispose_timeout_ms / 1000
+        self._refresh_ahead_ms = self._limits.refresh_ahead_ms  # 0: off
+        self._stale_while_rebuilding = self._limits.stale_while_rebuilding
 
         self._store: _Store[R, A] = _Store(
             self._removed, self._orphaned, make_policy("lru", self._max_entries)

@@ -23,9 +23,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, final
 
-from ._config import GuardConfig, RuntimeCacheSettings
+from ._config import GuardConfig
 from ._manager import AgentRuntimeManager
 from ._seed import RuntimeSeed
+from ._settings import RuntimeCacheSettings
 from ._simulate_params import DEFAULT_BUILD_TIMEOUT_MS, PARAMETERS, validate
 
 ProgressCallback = Callable[[int, int], None]

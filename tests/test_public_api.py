@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import subprocess
+import sys
 
 import pytest
 
@@ -24,8 +26,9 @@ CONTRACT_NAMES = {
     "Disposer",
     "DefaultDisposer",
 }
-# Exported beyond §1: the removal causes (§9 names their strings) and the version.
-EXTRA_NAMES = {"RemovalCause", "__version__"}
+# Exported beyond §1: the removal causes (§9 names their strings), the guard file's error
+# (the README names it), and the version.
+EXTRA_NAMES = {"RemovalCause", "GuardConfigError", "__version__"}
 
 
 def test_contract_import_statement() -> None:
@@ -37,6 +40,7 @@ def test_contract_import_statement() -> None:
         DefaultDisposer,
         Disposer,
         GuardConfig,
+        GuardConfigError,
         MonotonicClock,
         RuntimeCacheSettings,
         RuntimeLease,
@@ -46,6 +50,7 @@ def test_contract_import_statement() -> None:
     )
     from snak_runtime.testing import FakeClock
 
+    assert issubclass(GuardConfigError, ValueError)
     clock = FakeClock()
     clock.advance(5)
     assert clock.now_ms() == 5
@@ -54,10 +59,12 @@ def test_contract_import_statement() -> None:
 def test_all_matches_public_exports() -> None:
     assert set(snak_runtime.__all__) == CONTRACT_NAMES | EXTRA_NAMES
     assert len(snak_runtime.__all__) == len(set(snak_runtime.__all__))
-    public = {name for name in vars(snak_runtime) if not name.startswith("_")}
-    assert public - {m for m in public if inspect.ismodule(getattr(snak_runtime, m))} == (
-        CONTRACT_NAMES | {"RemovalCause"}
-    )
+    public = {name for name in dir(snak_runtime) if not name.startswith("_")}
+    modules = {m for m in public if inspect.ismodule(getattr(snak_runtime, m))}
+    assert public - modules == CONTRACT_NAMES | {
+        "RemovalCause",
+        "GuardConfigError",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(CONTRACT_NAMES | EXTRA_NAMES))
@@ -87,9 +94,10 @@ def test_constructor_is_keyword_only_with_contract_defaults() -> None:
     } == {
         "settings": None,
         "logger": None,
-        "build_timeout_ms": 30_000,
-        "sweep_interval_ms": 1_000,
-        "dispose_timeout_ms": 10_000,
+        # None = not given: the environment variable, then the default applies (README table).
+        "build_timeout_ms": None,
+        "sweep_interval_ms": None,
+        "dispose_timeout_ms": None,
     }
     assert set(defaults) >= {"guards", "clock", "disposer"}
 
@@ -97,3 +105,16 @@ def test_constructor_is_keyword_only_with_contract_defaults() -> None:
 def test_manager_docstring_says_not_thread_safe() -> None:
     doc = snak_runtime.AgentRuntimeManager.__doc__ or ""
     assert "thread-safe" in doc.lower()
+
+
+def test_import_does_not_load_pydantic_settings() -> None:
+    """pydantic-settings is most of the import time: it loads with RuntimeCacheSettings only."""
+    code = (
+        "import sys, snak_runtime\n"
+        "m = snak_runtime.AgentRuntimeManager()\n"
+        "assert 'pydantic_settings' not in sys.modules, 'loaded by import or manager'\n"
+        "from snak_runtime import RuntimeCacheSettings\n"
+        "assert 'pydantic_settings' in sys.modules\n"
+        "assert RuntimeCacheSettings.__name__ == 'RuntimeCacheSettings'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

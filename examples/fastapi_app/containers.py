@@ -6,7 +6,7 @@ from dependency_injector import providers
 from dependency_injector.containers import DeclarativeContainer
 from prometheus_client import CollectorRegistry
 
-from containers import RuntimeContainer
+from snak_runtime.containers import RuntimeContainer
 
 from .services import AgentDirectory, ChatService, ConfigService, close_versions, make_versions
 

@@ -17,6 +17,7 @@ async def run_invalidation(
     manager: InvalidationTarget,
     settings: InvalidationSettings | None = None,
     version_source: VersionSource | None = None,
+    backoff_cap_ms: int | None = None,
 ) -> AsyncIterator[InvalidationSubscriber | None]:
     """The container's ``invalidation`` Resource: a running subscriber, or ``None``.
 
@@ -30,7 +31,9 @@ async def run_invalidation(
         logger.debug("invalidation subscriber not started: no REDIS_* variable set")
         yield None
         return
-    subscriber = InvalidationSubscriber(manager, settings, version_source=version_source)
+    subscriber = InvalidationSubscriber(
+        manager, settings, version_source=version_source, backoff_cap_ms=backoff_cap_ms
+    )
     await subscriber.start()
     try:
         yield subscriber

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .._config import env_int
+from .._config import BACKOFF_CAP_VAR, env_int
 
 DEFAULT_CHANNEL: Final = "agent_cfg_invalidate"
 _DEFAULT_HOST: Final = "localhost"
@@ -64,6 +64,7 @@ class InvalidationSettings(BaseSettings):
         default=None, validation_alias=VERSION_SOURCE_TIMEOUT_VAR
     )
     reconcile_interval_ms: str | None = Field(default=None, validation_alias=RECONCILE_INTERVAL_VAR)
+    backoff_cap_ms: str | None = Field(default=None, validation_alias=BACKOFF_CAP_VAR)
 
     @classmethod
     def for_url(cls, url: str, *, channel: str | None = None) -> InvalidationSettings:

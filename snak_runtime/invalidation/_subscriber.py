@@ -10,6 +10,7 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any, Final, final
 
+from .._config import BACKOFF_CAP, BACKOFF_CAP_VAR, environment_value, resolve_ms
 from .._errors import RuntimeManagerClosed
 from .._stats import RemovalCause
 from ._client import close_quietly, make_client, redis_errors, require_redis
@@ -83,7 +84,7 @@ class InvalidationSubscriber:
         *,
         channel: str | None = None,
         backoff_base_ms: int = 100,
-        backoff_cap_ms: int = 5_000,
+        backoff_cap_ms: int | None = None,
         connect_timeout_ms: int = 2_000,
         health_check_interval_s: float = 10.0,
         rng: Callable[[], float] = random.random,
@@ -99,6 +100,12 @@ class InvalidationSubscriber:
             settings = source
         self._endpoint = settings.endpoint()
         self._channel = channel or settings.channel
+        # Keyword > AGENT_CFG_BACKOFF_CAP_MS (settings, else the environment: for_url settings
+        # skip it) > default, under a built-in guard, never below the base.
+        raw_cap = settings.backoff_cap_ms or environment_value(BACKOFF_CAP_VAR)
+        backoff_cap_ms, _ = resolve_ms(
+            BACKOFF_CAP, backoff_cap_ms, raw_cap, [], minimum=backoff_base_ms
+        )
         backoff_ms(0, base_ms=backoff_base_ms, cap_ms=backoff_cap_ms)  # validates both
         self._backoff_base_ms = backoff_base_ms
         self._backoff_cap_ms = backoff_cap_ms

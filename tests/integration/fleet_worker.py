@@ -30,8 +30,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from containers import RuntimeContainer
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeSeed
+from snak_runtime.containers import RuntimeContainer
 from snak_runtime.invalidation import InvalidationSubscriber
 
 Manager = AgentRuntimeManager[str, object]

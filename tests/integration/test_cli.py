@@ -15,7 +15,7 @@ from snak_runtime._cli import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parents[2]
 # The machine's own cache, guard and Redis settings must not reach the CLI under test.
-_OURS = ("AGENT_RUNTIME_CACHE_", "GUARDS_CONFIG_PATH", "REDIS_", "AGENT_CFG_INVALIDATE_CHANNEL")
+_OURS = ("AGENT_RUNTIME_", "GUARDS_CONFIG_PATH", "REDIS_", "AGENT_CFG_")
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -105,7 +105,7 @@ def test_config_defaults() -> None:
     assert lines[1].split() == ["max_entries", "64", "from", "guard", "(defaults)"]
     assert lines[2].split() == ["default_ttl_ms", "300000", "from", "guard", "(defaults)"]
     assert "built-in defaults (GUARDS_CONFIG_PATH unset)" in result.stdout
-    assert "AGENT_RUNTIME_CACHE_TTL_MS       (unset)" in result.stdout
+    assert "AGENT_RUNTIME_CACHE_TTL_MS        (unset)" in result.stdout
     assert lines[-1] == "warnings: 0"
 
 
@@ -122,7 +122,7 @@ def test_config_shows_sources_from_the_environment_and_guard_file(tmp_path: Path
     assert "max_entries              5   from AGENT_RUNTIME_CACHE_MAX_ENTRIES=5" in out
     assert "default_ttl_ms       30000   from AGENT_RUNTIME_CACHE_TTL_SECONDS=30" in out
     assert f"guard ceilings: file {path} (GUARDS_CONFIG_PATH)" in out
-    assert "AGENT_RUNTIME_CACHE_MAX_ENTRIES  '5'" in out
+    assert "AGENT_RUNTIME_CACHE_MAX_ENTRIES   '5'" in out
     assert out.splitlines()[-1] == "warnings: 0"
 
 
@@ -312,3 +312,37 @@ def test_simulate_draws_the_progress_bar_on_a_terminal(
     assert main(["simulate", *_QUICK]) == 0
     err = capsys.readouterr().err
     assert err.startswith("\r[") and err.endswith("200/200 requests\n")
+# ---------------------------------------------------------------------------- every setting
+
+
+def test_config_shows_every_setting_and_how_to_raise_the_guard() -> None:
+    result = run_cli(
+        "config",
+        AGENT_RUNTIME_CACHE_MAX_ENTRIES="500",
+        AGENT_RUNTIME_BUILD_TIMEOUT_MS="5000",
+        AGENT_RUNTIME_SWEEP_INTERVAL_MS="nope",
+        AGENT_CFG_BACKOFF_CAP_MS="99999999",
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    rows = {line.split()[0]: line.split(maxsplit=3)[1:] for line in out.splitlines()[1:7]}
+    assert rows["build_timeout_ms"] == ["5000", "from", "AGENT_RUNTIME_BUILD_TIMEOUT_MS=5000"]
+    assert rows["dispose_timeout_ms"] == ["10000", "from", "default"]
+    assert rows["sweep_interval_ms"] == ["1000", "from", "default"]
+    assert rows["backoff_cap_ms"] == [
+        "300000", "from", "AGENT_CFG_BACKOFF_CAP_MS=99999999 capped to guard 300000"
+    ]  # fmt: skip
+    hint = "set agent_runtime.cache.max_entries in the guards JSON file named by GUARDS_CONFIG_PATH"
+    assert "guards JSON file named by GUARDS_CONFIG_PATH" in out  # the ceilings section says how
+    warnings = [line for line in out.splitlines() if line.startswith("  - ")]
+    assert len(warnings) == 3
+    assert "AGENT_RUNTIME_CACHE_MAX_ENTRIES=500" in warnings[0] and hint in warnings[0]
+    assert "AGENT_RUNTIME_SWEEP_INTERVAL_MS='nope' ignored" in warnings[1]
+    assert "AGENT_CFG_BACKOFF_CAP_MS=99999999" in warnings[2]
+    for variable in (
+        "AGENT_RUNTIME_BUILD_TIMEOUT_MS",
+        "AGENT_RUNTIME_DISPOSE_TIMEOUT_MS",
+        "AGENT_RUNTIME_SWEEP_INTERVAL_MS",
+        "AGENT_CFG_BACKOFF_CAP_MS",
+    ):
+        assert f"  {variable} " in out

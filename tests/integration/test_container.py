@@ -14,7 +14,6 @@ from dependency_injector import providers
 from dependency_injector.containers import DeclarativeContainer
 from dependency_injector.wiring import Provide, inject
 
-from containers import RuntimeContainer
 from snak_runtime import (
     AgentRuntimeManager,
     DefaultDisposer,
@@ -25,6 +24,7 @@ from snak_runtime import (
     RuntimeSeed,
 )
 from snak_runtime._config import GuardConfigError
+from snak_runtime.containers import RuntimeContainer
 from snak_runtime.testing import FakeClock, RecordingDisposer
 
 Manager = AgentRuntimeManager[str, object]
@@ -211,6 +211,27 @@ async def test_reset_singletons_after_shutdown_gives_a_fresh_manager(
     assert first.closed and not second.closed
     await _resources(container.shutdown_resources())
     assert second.closed
+
+
+async def test_shutdown_then_init_gives_a_fresh_working_manager(
+    container: RuntimeContainer,
+) -> None:
+    """A Resource comes back fresh on the next init: no reset_singletons() needed."""
+    disposer = RecordingDisposer()
+    container.disposer.override(disposer)
+    for round_ in range(3):
+        await _resources(container.init_resources())
+        manager: Manager = container.manager()
+        assert not manager.closed
+        assert await container.lifespan() is manager
+        agent = object()
+        await manager.shadow_seed(_seed("a", agent=agent, version=round_ + 1))
+        async with manager.lease("a", user_id="u1") as lease:
+            assert lease.runtime == f"runtime:a:v{round_ + 1}"
+        await _resources(container.shutdown_resources())
+        assert manager.closed
+        assert disposer.count(agent) == 1
+        assert container.manager() is not manager
 
 
 # ---------------------------------------------------------------------------- guard file

@@ -9,6 +9,7 @@ import importlib
 import inspect
 import logging
 import os
+import socket
 import sys
 import time
 import warnings
@@ -39,6 +40,9 @@ with warnings.catch_warnings():
     # Recent Starlette deprecates driving its test client with `httpx` in favour of `httpx2`;
     # either works for this test, so the import-time notice is not an error here.
     warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient`")
+    # The oldest declared FastAPI (.ci/floors.txt) brings a Starlette whose test client names
+    # an alias newer anyio releases deprecate: the floor test run imports it too.
+    warnings.filterwarnings("ignore", message=r"The anyio\.abc\.BlockingPortal alias")
     from fastapi.testclient import TestClient
 
 from fastapi.routing import APIRoute  # noqa: E402
@@ -328,3 +332,52 @@ async def test_versioned_resync_example_repairs_only_what_changed(
     assert sub_stats.version_source_failures == 0 and sub_stats.reconnects == 0
     out = capsys.readouterr().out
     assert "repaired by reconciliation" in out
+
+
+def test_the_same_app_runs_under_two_test_clients(container: AppContainer) -> None:
+    """``with TestClient(app)`` twice in one process: the second gets a fresh manager."""
+    app = create_app(container)
+    managers = []
+    for _ in range(2):
+        with TestClient(app) as client:
+            assert _chat(client, "support-bot", "alice").status_code == 200
+            assert _stats(client)["loads"] == 1  # a fresh cache each time
+            managers.append(container.runtime.manager())
+    first, second = managers
+    assert first is not second
+    assert first.closed and second.closed
+    directory: AgentDirectory = container.directory()
+    assert (directory.builds, directory.open_agents) == (2, 0)
+
+
+async def test_the_readme_uvicorn_command_serves_the_app() -> None:
+    """``uvicorn examples.fastapi_app.main:app``: the ``examples`` extra installs uvicorn."""
+    import httpx
+    import uvicorn
+
+    container = AppContainer()
+    server = uvicorn.Server(uvicorn.Config(create_app(container), log_level="warning"))
+    listening = _loopback_socket()
+    serving = asyncio.create_task(server.serve(sockets=[listening]))
+    try:
+        while not server.started:
+            assert not serving.done(), "uvicorn stopped before it started"
+            await asyncio.sleep(0.01)
+        (port,) = {s.getsockname()[1] for srv in server.servers for s in srv.sockets}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            reply = await http.post(
+                "/agents/support-bot/chat", json={"text": "hi"}, headers={"X-User-Id": "alice"}
+            )
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["reply"] == "support-bot (v1) heard: hi"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=30)
+        listening.close()
+
+
+def _loopback_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock

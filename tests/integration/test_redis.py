@@ -23,8 +23,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis_server import HOST, RedisServer, free_port
 
-from containers import RuntimeContainer
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings, RuntimeSeed
+from snak_runtime.containers import RuntimeContainer
 from snak_runtime.invalidation import (
     MAX_PAYLOAD_BYTES,
     DropReason,

@@ -266,7 +266,7 @@ async def test_a_failing_source_is_retried_then_falls_back_and_serves_nothing_st
 
 
 async def test_the_container_takes_a_version_source(redis_server: RedisServer) -> None:
-    from containers import RuntimeContainer
+    from snak_runtime.containers import RuntimeContainer
     from snak_runtime.invalidation import InvalidationSettings
 
     store = ConfigStore()

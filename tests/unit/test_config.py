@@ -14,11 +14,11 @@ from snak_runtime._config import (
     GuardConfig,
     GuardConfigError,
     ResolvedLimits,
-    RuntimeCacheSettings,
     load_guards,
     resolve_limits,
     resolve_seed_ttl_ms,
 )
+from snak_runtime._settings import RuntimeCacheSettings
 
 SEED_GUARDS = Path("/work/shared/seed/default.guards.json")
 MAX_VAR = "AGENT_RUNTIME_CACHE_MAX_ENTRIES"

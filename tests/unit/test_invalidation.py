@@ -532,7 +532,7 @@ def test_malformed_port_warns_and_falls_back_never_raises(
 async def test_container_starts_with_a_malformed_port(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from containers import RuntimeContainer
+    from snak_runtime.containers import RuntimeContainer
 
     monkeypatch.setenv("REDIS_HOST", "127.0.0.1")
     monkeypatch.setenv("REDIS_PORT", "--6379")

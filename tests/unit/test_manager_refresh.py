@@ -682,3 +682,22 @@ async def test_both_options_a_stale_hit_does_not_start_a_refresh(
     m.release("a")
     assert m.stats().refreshes == 0
     assert m.stats().removals[RemovalCause.REFRESHED.value] == 0
+
+
+def test_without_settings_the_options_are_read_from_os_environ(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The settings rule's start-up line says where each came from."""
+    monkeypatch.setenv("AGENT_RUNTIME_CACHE_REFRESH_AHEAD_MS", "1500")
+    monkeypatch.setenv("AGENT_RUNTIME_CACHE_STALE_WHILE_REBUILDING", "on")
+    with caplog.at_level(logging.INFO, logger="snak_runtime._config"):
+        m: Manager = AgentRuntimeManager()
+    assert (m.refresh_ahead_ms, m.stale_while_rebuilding) == (1500, True)
+    assert m.limits.refresh_ahead_source == "AGENT_RUNTIME_CACHE_REFRESH_AHEAD_MS=1500"
+    assert m.limits.stale_while_rebuilding_source == "AGENT_RUNTIME_CACHE_STALE_WHILE_REBUILDING=on"
+    line = next(r.getMessage() for r in caplog.records if "snak_runtime limits" in r.getMessage())
+    assert "refresh_ahead_ms=1500 (AGENT_RUNTIME_CACHE_REFRESH_AHEAD_MS=1500)" in line
+    assert "stale_while_rebuilding=True" in line
+    keyword: Manager = AgentRuntimeManager(refresh_ahead_ms=0, stale_while_rebuilding=False)
+    assert keyword.limits.refresh_ahead_source == "keyword refresh_ahead_ms=0"
+    assert (keyword.refresh_ahead_ms, keyword.stale_while_rebuilding) == (0, False)

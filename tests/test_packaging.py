@@ -1,0 +1,63 @@
+"""What pyproject.toml declares is what CI tests: every floor is in .ci/floors.txt."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_REQUIREMENT = re.compile(r"^([A-Za-z0-9_.\\-]+)(?:\[[^\]]*\])?\s*>=\s*([0-9][^,;\s]*)")
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _release(version: str) -> str:
+    """PEP 440 pads releases with zeros: 1.24 == 1.24.0."""
+    parts = version.split(".")
+    while len(parts) > 1 and parts[-1] == "0":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _declared_floors() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    floors: dict[str, str] = {}
+    requirements = [
+        *project["build-system"]["requires"],
+        *project["project"]["dependencies"],
+        *(r for extra in project["project"]["optional-dependencies"].values() for r in extra),
+    ]
+    for requirement in requirements:
+        match = _REQUIREMENT.match(requirement)
+        if match is None:
+            assert requirement.startswith("snak-runtime["), requirement  # the extras' alias
+            continue
+        name, version = _normal(match.group(1)), _release(match.group(2))
+        assert floors.setdefault(name, version) == version, f"{name}: two floors"
+    return floors
+
+
+def _pinned_floors() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in (ROOT / ".ci" / "floors.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[_normal(name)] = _release(version)
+    return pins
+
+
+def test_floors_file_pins_every_declared_floor() -> None:
+    declared = _declared_floors()
+    assert {"dependency-injector", "pydantic-settings", "redis", "uvicorn"} <= set(declared)
+    bench_only = {"matplotlib"}  # the bench extra is not installed by the floors run
+    assert _pinned_floors() == {k: v for k, v in declared.items() if k not in bench_only}
+
+
+def test_ci_runs_the_suite_against_the_floors() -> None:
+    script = (ROOT / ".ci" / "run").read_text()
+    assert "-c .ci/floors.txt" in script
+    assert script.count("-m pytest") >= 2
