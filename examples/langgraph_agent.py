@@ -17,6 +17,7 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
+from urllib.parse import unquote_plus, urlsplit
 
 import httpx
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
@@ -64,9 +65,11 @@ class ToolServer:
         try:
             while True:  # keep-alive: one connection serves a client's requests in turn
                 head = await reader.readuntil(b"\r\n\r\n")
-                target = head.split(b" ", 2)[1].decode()
+                target = urlsplit(head.split(b" ", 2)[1].decode())
                 self.requests += 1
-                body = json.dumps({"context": f"docs for {target}"}).encode()
+                # decoded: httpx releases differ in how they encode a space (+ or %20)
+                query = unquote_plus(target.query)
+                body = json.dumps({"context": f"docs for {target.path}?{query}"}).encode()
                 writer.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body)

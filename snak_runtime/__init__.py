@@ -10,6 +10,7 @@ from ._disposal import DefaultDisposer as DefaultDisposer
 from ._disposal import Disposer as Disposer
 from ._errors import RuntimeManagerClosed as RuntimeManagerClosed
 from ._errors import RuntimeNotCached as RuntimeNotCached
+from ._info import EntryInfo as EntryInfo
 from ._manager import AgentRuntimeManager as AgentRuntimeManager
 from ._seed import AcquiredRuntime as AcquiredRuntime
 from ._seed import RuntimeLease as RuntimeLease
@@ -29,6 +30,7 @@ __all__ = (
     "Clock",
     "DefaultDisposer",
     "Disposer",
+    "EntryInfo",
     "GuardConfig",
     "GuardConfigError",
     "MonotonicClock",

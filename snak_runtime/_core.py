@@ -120,6 +120,7 @@ class _ManagerCore(Generic[R, A]):
             # departure: the original left owner checks to its callers.
             self._stats.denied += 1
             raise _Denied
+        gen.hits += 1  # EntryInfo.hits: hits since install
         self._stats.hits += 1
         return gen
 
@@ -163,8 +164,14 @@ class _ManagerCore(Generic[R, A]):
                 self._drained.set()
 
     def _install(
-        self, seed: RuntimeSeed[R, A], cause: RemovalCause | None, now: int | None = None
+        self,
+        seed: RuntimeSeed[R, A],
+        cause: RemovalCause | None,
+        now: int | None = None,
+        *,
+        build_ms: float | None = None,
     ) -> _Generation[R, A]:
+        """Install ``seed`` (``build_ms``: how long its build or rebuild took, if it had one)."""
         if now is None:
             now = self._now()
         ttl_ms = seed.ttl_ms
@@ -183,6 +190,8 @@ class _ManagerCore(Generic[R, A]):
             now + ttl_ms * self._ticks_per_ms,
             cause,
             in_order=ttl_ms == self._default_ttl_ms,
+            installed_at=now,
+            build_ms=build_ms,
         )
         if self._refresh_ahead_ms:
             # The window: refresh_ahead_ms before expiry, at most the second half of this
@@ -218,6 +227,9 @@ class _ManagerCore(Generic[R, A]):
                 return
             store.detach(victim, RemovalCause.CAPACITY)
 
-    def _learn_cost(self, agent_id: str, started_ms: int) -> None:
-        """A build or rebuild begun at ``started_ms`` (the injected clock) just ended."""
-        self._store.policy.learn_cost(agent_id, self._clock.now_ms() - started_ms)
+    def _learn_cost(self, agent_id: str, started_ms: int) -> float:
+        """A build or rebuild begun at ``started_ms`` (the injected clock) just ended:
+        tell the policy, and return the duration (``EntryInfo.last_build_ms``)."""
+        cost_ms = float(self._clock.now_ms() - started_ms)
+        self._store.policy.learn_cost(agent_id, cost_ms)
+        return cost_ms

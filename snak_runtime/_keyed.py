@@ -20,7 +20,7 @@ from typing import Any, final
 class _Turn:
     """One operation's place in a key's queue."""
 
-    __slots__ = ("owner", "readers", "ready", "stale_ok")
+    __slots__ = ("discards", "owner", "readers", "ready", "stale_ok")
 
     def __init__(self, ready: asyncio.Future[None] | None, stale_ok: bool = False) -> None:
         self.ready = ready  # None: the turn was free on arrival
@@ -29,6 +29,9 @@ class _Turn:
         # readers may be served what is cached instead of waiting for this turn
         # (an invalidation under stale_while_rebuilding)
         self.stale_ok = stale_ok
+        # users evicted (evict_user) while this operation was in flight: a seed of theirs
+        # made before that must not be installed
+        self.discards: set[str] | None = None
 
 
 @final

@@ -16,6 +16,7 @@ from typing import Generic, TypeVar, final
 
 from ._errors import RuntimeManagerClosed, RuntimeNotCached
 from ._keyed import _Turn
+from ._operators import discarded
 from ._refresh import _Refreshes
 from ._seed import Build, RuntimeSeed
 from ._stats import RemovalCause
@@ -33,7 +34,7 @@ class _Load(Generic[R, A]):
     tail of that id's queue is the one a newcomer joins.
     """
 
-    __slots__ = ("abandoned", "agent_id", "build", "task", "turn", "waiters")
+    __slots__ = ("abandoned", "agent_id", "build", "build_ms", "task", "turn", "waiters")
 
     def __init__(self, agent_id: str, build: Build[R, A], turn: _Turn) -> None:
         self.abandoned = False  # its last waiter left and cancelled it: nobody may join it
@@ -42,6 +43,7 @@ class _Load(Generic[R, A]):
         self.turn = turn
         self.waiters: list[tuple[str | None, asyncio.Future[_Generation[R, A]]]] = []
         self.task: asyncio.Task[None] | None = None
+        self.build_ms: float | None = None  # how long the build took, once it ended
 
 
 class _Loads(_Refreshes[R, A]):
@@ -99,9 +101,14 @@ class _Loads(_Refreshes[R, A]):
                 raise RuntimeManagerClosed("the runtime manager is closed")
             gen = self._live(agent_id)
             if gen is None:
+                turn.discards = None  # only an evict_user from now on concerns this build
                 seed = await self._call_build(load)
+                if discarded(turn, seed):
+                    # evict_user ran for its user meanwhile: made with what that revoked
+                    self._discard_seed(agent_id, seed)
+                    raise RuntimeNotCached(agent_id, "its user's runtimes were evicted meanwhile")
                 # what is left under this id, if anything, is an expired pinned entry
-                gen = self._install(seed, RemovalCause.EXPIRED)
+                gen = self._install(seed, RemovalCause.EXPIRED, build_ms=load.build_ms)
             self._resolve_waiters(load, gen)
         except BaseException as exc:
             failure = (
@@ -141,7 +148,7 @@ class _Loads(_Refreshes[R, A]):
             raise
         finally:
             self._stats.record_load_time((time.perf_counter() - started) * 1000)
-            self._learn_cost(agent_id, started_ms)
+            load.build_ms = self._learn_cost(agent_id, started_ms)
         if seed is None:
             self._stats.load_failures += 1
             raise RuntimeNotCached(agent_id, "the builder returned None")

@@ -16,10 +16,12 @@ from threading import get_ident
 from types import TracebackType
 from typing import Any, Generic, TypeVar, final
 
+from . import _operators
 from ._clock import Clock, MonotonicClock
 from ._config import GuardConfig, LimitSettings, ResolvedLimits, resolve_limits
 from ._core import RemovalListener
 from ._disposal import DefaultDisposer, Disposer, _Disposals
+from ._info import EntryInfo
 from ._keyed import _KeyedTurns
 from ._lifecycle import _UNBOUND
 from ._policies import make_policy
@@ -181,6 +183,22 @@ class AgentRuntimeManager(_SlowReads[R, A]):
             return None
         return gen._cfg_version
 
+    def peek(self, agent_id: str) -> EntryInfo | None:
+        """The live entry of ``agent_id`` as a frozen ``EntryInfo``, or None.
+
+        Does not pin, reorder or count a hit (an expired entry is left for the sweeper).
+        Empty or non-string ids raise ``ValueError`` / ``TypeError``.
+        """
+        return _operators.peek(self, agent_id)
+
+    def snapshot(self) -> list[EntryInfo]:
+        """Every live entry as a frozen ``EntryInfo``, next to be evicted first.
+
+        Does not pin, reorder or count a hit. Visits every entry (O(n)): meant for
+        operators and metrics scrapes, never for a request path.
+        """
+        return _operators.snapshot(self)
+
     # departure: the original promised hit/miss metrics in a comment and recorded none.
     def stats(self) -> CacheStats:
         return self._stats.snapshot(size=len(self._current), pinned=self._pinned())
@@ -220,6 +238,7 @@ class AgentRuntimeManager(_SlowReads[R, A]):
             gen = await self._acquire_slow(agent_id, user_id)
             return None if gen is None else gen._runtime
         gen.loose_pins += 1  # the plain hit, inline
+        gen.hits += 1
         self._stats.hits += 1
         return gen._runtime
 
@@ -238,6 +257,7 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         ):
             return await self._acquire_slow(agent_id, user_id)
         gen.loose_pins += 1  # the plain hit, inline
+        gen.hits += 1
         self._stats.hits += 1
         return gen
 
@@ -319,6 +339,7 @@ class _LeaseContext(Generic[R, A]):
             gen = await m._lease_enter(agent_id, self._user_id, self._build)
         else:
             gen.lease_pins += 1  # the plain hit, inline
+            gen.hits += 1
             m._stats.hits += 1
         self._gen = gen
         return gen

@@ -28,13 +28,14 @@ A = TypeVar("A")
 class _Refresh(Generic[R, A]):
     """One refresh in flight: the generation it refreshes, its task, the reads waiting."""
 
-    __slots__ = ("gen", "superseded", "task", "waiters")
+    __slots__ = ("discards", "gen", "superseded", "task", "waiters")
 
     def __init__(self, gen: _Generation[R, A]) -> None:
         self.gen = gen
         self.superseded = False  # a write on the id arrived: the result will be discarded
         self.task: asyncio.Task[None] | None = None
         self.waiters: list[asyncio.Future[None]] = []  # reads that found the entry expired
+        self.discards: set[str] = set()  # users evicted meanwhile (evict_user)
 
 
 class _Refreshes(_Writes[R, A]):
@@ -65,6 +66,7 @@ class _Refreshes(_Writes[R, A]):
         seed: object = None
         try:
             started_ms = self._clock.now_ms()
+            cost_ms: float | None = None
             try:
                 seed = await self._bounded(gen.rebuild)
                 if seed is not None:
@@ -82,10 +84,10 @@ class _Refreshes(_Writes[R, A]):
                 self._stats.refresh_failures += 1
                 raise
             finally:
-                self._learn_cost(agent_id, started_ms)
+                cost_ms = self._learn_cost(agent_id, started_ms)
             assert seed is None or isinstance(seed, RuntimeSeed)
             if agent_id not in self._queues:  # nothing in flight: install at once
-                self._refreshed(refresh, seed)
+                self._refreshed(refresh, seed, cost_ms)
                 return
             # Something is in flight for the id: install in its order, after it.
             turn = self._turns.enqueue(agent_id, self._running_loop())
@@ -95,7 +97,7 @@ class _Refreshes(_Writes[R, A]):
                 self._discard_seed(agent_id, seed)
                 raise
             try:
-                self._refreshed(refresh, seed)
+                self._refreshed(refresh, seed, cost_ms)
             finally:
                 self._turns.leave(agent_id, turn)
         finally:
@@ -106,7 +108,9 @@ class _Refreshes(_Writes[R, A]):
                     waiter.set_result(None)
             refresh.waiters.clear()
 
-    def _refreshed(self, refresh: _Refresh[R, A], seed: RuntimeSeed[R, A] | None) -> None:
+    def _refreshed(
+        self, refresh: _Refresh[R, A], seed: RuntimeSeed[R, A] | None, cost_ms: float | None
+    ) -> None:
         """Install (or discard) a refresh's outcome; called in the id's turn."""
         gen = refresh.gen
         agent_id = gen._agent_id
@@ -115,9 +119,11 @@ class _Refreshes(_Writes[R, A]):
             refresh.superseded
             or self._closed
             or (current is not gen and (current is not None or not refresh.waiters))
+            or (seed is not None and seed.user_id in refresh.discards)
         ):
-            # A write came meanwhile, or the entry left the map (capacity, expiry) and no
-            # read is waiting for it: what is cached now was decided after this refresh.
+            # A write or removal came meanwhile, or the entry left the map (capacity,
+            # expiry) and no read is waiting for it, or its user was evicted: what is
+            # cached now was decided after this refresh.
             self._log.debug("refresh of agent %r discarded: superseded", agent_id)
             self._discard_seed(agent_id, seed)
             return
@@ -144,7 +150,7 @@ class _Refreshes(_Writes[R, A]):
             cause = RemovalCause.REFRESHED
         else:
             cause = RemovalCause.EXPIRED  # still in the map only because it is pinned
-        self._install(seed, cause, now)
+        self._install(seed, cause, now, build_ms=cost_ms)
 
     async def _join_refresh(self, agent_id: str) -> bool:
         """A read that finds ``agent_id``'s entry expired or gone while its refresh runs

@@ -8,9 +8,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from . import _operators
 from ._errors import RuntimeManagerClosed
 from ._keyed import _Turn
 from ._lifecycle import _Lifecycle
+from ._operators import Predicate, check_id, discarded
 from ._seed import RuntimeSeed
 from ._stats import RemovalCause
 from ._store import _Generation
@@ -34,6 +36,11 @@ class _Writes(_Lifecycle[R, A]):
         agent_id = seed.agent_id
         turn = await self._enter(agent_id)
         try:
+            if turn is not None and discarded(turn, seed):
+                # evict_user ran for its user while it waited: nothing made before that call
+                # is handed out, and nobody else holds this agent for the caller
+                self._discard_seed(agent_id, seed)
+                return
             now = self._now()
             old = self._current.get(agent_id)
             if old is None:
@@ -98,8 +105,10 @@ class _Writes(_Lifecycle[R, A]):
     async def _rebuild(self, gen: _Generation[R, A], cfg_version: int, turn: _Turn) -> None:
         agent_id = gen.agent_id
         self._stats.rebuilds += 1
+        turn.discards = None  # only an evict_user from now on concerns this rebuild
         started = time.perf_counter()
         started_ms = self._clock.now_ms()
+        cost_ms: float | None = None
         task = self._running_loop().create_task(self._bounded(gen.rebuild))
         self._rebuilds.add(task)
         turn.owner = task
@@ -131,7 +140,7 @@ class _Writes(_Lifecycle[R, A]):
             raise
         finally:
             self._stats.record_rebuild_time((time.perf_counter() - started) * 1000)
-            self._learn_cost(agent_id, started_ms)
+            cost_ms = self._learn_cost(agent_id, started_ms)
             self._rebuilds.discard(task)
             turn.owner = None
         if seed is None:
@@ -154,7 +163,13 @@ class _Writes(_Lifecycle[R, A]):
                     "rebuilt_version": seed.cfg_version,
                 },
             )
-        self._install(seed, RemovalCause.INVALIDATED)
+        if discarded(turn, seed):
+            # evict_user ran for the seed's user meanwhile: made with what that revoked
+            self._discard_seed(agent_id, seed)
+            if gen.current:
+                self._store.detach(gen, RemovalCause.INVALIDATED)
+            return
+        self._install(seed, RemovalCause.INVALIDATED, build_ms=cost_ms)
 
     async def _bounded(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run a build or rebuild bounded by ``build_timeout_ms``."""
@@ -209,6 +224,31 @@ class _Writes(_Lifecycle[R, A]):
         }
         view.update(dict.fromkeys(self._loads))
         return view
+
+    async def evict_user(self, user_id: str) -> int:
+        """Remove every entry of ``user_id`` (cause ``explicit``); return how many left.
+
+        Pinned ones are disposed at their last release, as ``evict`` does. From the return
+        on, nothing built before the call is handed out to anyone: a build or rebuild in
+        flight that yields a runtime of this user is discarded and its agent disposed
+        (the user's credentials may have been rotated). Costs that user's entries, not
+        a scan of the cache.
+        """
+        check_id("user_id", user_id)
+        self._check_loop()
+        return _operators.evict_user(self, user_id)
+
+    async def evict_where(self, predicate: Predicate) -> int:
+        """Remove every live entry whose ``EntryInfo`` satisfies ``predicate`` (a plain
+        function); cause ``explicit``; return how many left.
+
+        The predicate runs over a whole ``snapshot()`` first: if it raises, nothing is
+        removed and the error propagates. Visits every entry (O(n)).
+        """
+        if not callable(predicate):
+            raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
+        self._check_loop()
+        return _operators.evict_where(self, predicate)
 
     async def _enter(
         self, agent_id: str, *, always_queue: bool = False, stale_ok: bool = False

@@ -27,8 +27,8 @@ CONTRACT_NAMES = {
     "DefaultDisposer",
 }
 # Exported beyond §1: the removal causes (§9 names their strings), the guard file's error
-# (the README names it), and the version.
-EXTRA_NAMES = {"RemovalCause", "GuardConfigError", "__version__"}
+# (the README names it), the operator's entry record (issue 18) and the version.
+EXTRA_NAMES = {"RemovalCause", "GuardConfigError", "EntryInfo", "__version__"}
 
 
 def test_contract_import_statement() -> None:
@@ -64,6 +64,7 @@ def test_all_matches_public_exports() -> None:
     assert public - modules == CONTRACT_NAMES | {
         "RemovalCause",
         "GuardConfigError",
+        "EntryInfo",
     }
 
 
@@ -118,3 +119,27 @@ def test_import_does_not_load_pydantic_settings() -> None:
         "assert RuntimeCacheSettings.__name__ == 'RuntimeCacheSettings'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_entry_info_is_a_frozen_slotted_typed_record() -> None:
+    import dataclasses
+
+    info = snak_runtime.EntryInfo(
+        agent_id="a", user_id="u", cfg_version=1, age_ms=0, expires_in_ms=5, pins=0,
+        detached_pins=0, hits=0, last_build_ms=None,
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.pins = 1  # type: ignore[misc]
+    assert not hasattr(info, "__dict__")
+    hints = {f.name: f.type for f in dataclasses.fields(snak_runtime.EntryInfo)}
+    assert hints == {
+        "agent_id": "str",
+        "user_id": "str",
+        "cfg_version": "int",
+        "age_ms": "int",
+        "expires_in_ms": "int",
+        "pins": "int",
+        "detached_pins": "int",
+        "hits": "int",
+        "last_build_ms": "float | None",
+    }

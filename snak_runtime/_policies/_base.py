@@ -3,8 +3,9 @@
 The store owns one policy and tells it about every change of the map; the manager never
 reorders anything itself. Every hook is synchronous and O(1) amortized, never awaits and
 never disposes: the store decides, the manager disposes. The hit path makes no call at
-all: a hit is not reported to the policy (a per-generation hit counter cost the hot path
-2-4% more, past its 1.05x budget, so there is none yet).
+all: a hit is not reported to the policy. It only counts ``gen.hits += 1`` on the
+generation (``EntryInfo.hits``, issue 18: measured 0-4% on the hit path), which a policy
+may read lazily.
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ async def test_langgraph_agent_runs_its_scenario(
     stats = result.stats
     assert (stats.hits, stats.misses, stats.loads, stats.rebuilds) == (2, 1, 1, 1)
     assert (stats.disposals, stats.dispose_failures, stats.size, stats.pinned) == (2, 0, 0, 0)
-    assert "context: 'docs for /search?q=what+is+snak%3F'" in capsys.readouterr().out
+    assert "context: 'docs for /search?q=what is snak?'" in capsys.readouterr().out
 
 
 async def test_langgraph_agent_disposal_closes_its_http_client(langgraph_example: Any) -> None:

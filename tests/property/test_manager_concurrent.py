@@ -27,6 +27,7 @@ from hypothesis.stateful import (
 
 from snak_runtime import (
     AgentRuntimeManager,
+    EntryInfo,
     GuardConfig,
     RemovalCause,
     RuntimeCacheSettings,
@@ -42,8 +43,10 @@ EXPECTED = (RuntimeNotCached, RuntimeManagerClosed, TimeoutError, LookupError, V
 
 
 class Agent:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, user: str, born: int) -> None:
         self.name = name
+        self.user = user
+        self.born = born  # when the operation that made it for the manager started
 
     def __repr__(self) -> str:
         return f"Agent({self.name})"
@@ -59,8 +62,9 @@ class ConcurrentMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.clock = FakeClock()
         self.serial = itertools.count()
-        # Every agent the manager took over: those a build or rebuild made for it, and the
-        # shadow-seeded ones it installed (an ignored stale seed stays the caller's).
+        # Every agent the manager took over: those a build or rebuild made for it, the
+        # shadow-seeded ones it installed or discarded for an evicted user (an ignored stale
+        # seed stays the caller's).
         self.accepted: dict[int, Agent] = {}
         self.disposed: list[Agent] = []
         self.held: Counter[int] = Counter()  # agents held by tasks right now (id -> count)
@@ -73,6 +77,10 @@ class ConcurrentMachine(RuleBasedStateMachine):
         self.violations: list[Agent] = []  # disposed while a task held them
         self.closed = False
         self.slow = asyncio.Event()  # slow builds and rebuilds wait on this
+        # evict_user(user) at serial n: no agent of that user made by an operation that
+        # started before n may be installed (and so handed out) after the call
+        self.revoked: dict[str, int] = {}
+        self.revoked_installs: list[Agent] = []
         # Agents an on_invalidate that returned or raised left behind: cached (or pinned)
         # when it ended, older than its version. A read begun afterwards never gets one.
         self.stale: set[int] = set()
@@ -111,14 +119,30 @@ class ConcurrentMachine(RuleBasedStateMachine):
         def spy(seed: RuntimeSeed[str, Agent], *args: Any, **kwargs: Any) -> Any:
             if seed.agent is not None:
                 self.accepted[id(seed.agent)] = seed.agent
+                if seed.agent.born < self.revoked.get(seed.user_id, -1):
+                    self.revoked_installs.append(seed.agent)
             return install(seed, *args, **kwargs)
 
         self.manager._install = spy  # type: ignore[method-assign]
+        discard = self.manager._discard_seed
+
+        def discard_spy(agent_id: str, seed: object) -> None:
+            # a seed discarded because its user was evicted: the manager disposes its agent
+            # (a shadow-seeded one included: its caller handed it over)
+            agent = getattr(seed, "agent", None)
+            if isinstance(agent, Agent):
+                self.accepted[id(agent)] = agent
+            discard(agent_id, seed)
+
+        self.manager._discard_seed = discard_spy  # type: ignore[method-assign]
 
     # ----------------------------------------------------------------- helpers
 
-    def seed(self, agent_id: str, version: int, user: str) -> RuntimeSeed[str, Agent]:
-        agent = Agent(f"{agent_id}{version}#{next(self.serial)}")
+    def seed(
+        self, agent_id: str, version: int, user: str, born: int | None = None
+    ) -> RuntimeSeed[str, Agent]:
+        n = next(self.serial)
+        agent = Agent(f"{agent_id}{version}#{n}", user, n if born is None else born)
 
         async def rebuild() -> RuntimeSeed[str, Agent] | None:
             return await self.produce(agent_id, version + 1, user, self.rebuild_outcome)
@@ -128,6 +152,7 @@ class ConcurrentMachine(RuleBasedStateMachine):
     async def produce(
         self, agent_id: str, version: int, user: str, outcome: str
     ) -> RuntimeSeed[str, Agent] | None:
+        born = next(self.serial)
         await asyncio.sleep(0)
         if outcome == "raise":
             raise Boom(agent_id)
@@ -135,7 +160,7 @@ class ConcurrentMachine(RuleBasedStateMachine):
             return None
         if outcome == "slow":
             await self.slow.wait()
-        made = self.seed(agent_id, version, user)
+        made = self.seed(agent_id, version, user, born)
         assert made.agent is not None
         self.accepted[id(made.agent)] = made.agent  # made for the manager: its to dispose
         return made
@@ -237,6 +262,8 @@ class ConcurrentMachine(RuleBasedStateMachine):
         seed = self.seed(agent_id, version, user)
 
         async def write() -> None:
+            assert seed.agent is not None
+            seed.agent.born = next(self.serial)  # handed over now, not when made
             with contextlib.suppress(*EXPECTED):
                 await self.manager.shadow_seed(seed)
 
@@ -246,14 +273,17 @@ class ConcurrentMachine(RuleBasedStateMachine):
     @rule(agent_id=AGENT_IDS, version=st.integers(1, 6))
     def invalidate(self, agent_id: str, version: int) -> None:
         async def event() -> None:
+            started = next(self.serial)
             try:
                 await self.manager.on_invalidate(agent_id, version)
             except (*EXPECTED, Boom):
                 pass
             m = self.manager
             left = [m._current.get(agent_id), *m._detached.get(agent_id, ())]
-            self.stale.update(
-                id(g.agent) for g in left if g is not None and g.cfg_version < version
+            self.stale.update(  # (an older runtime its own rebuild made may be served)
+                id(g.agent) for g in left
+                if g is not None and g.agent is not None and g.cfg_version < version
+                and g.agent.born < started
             )
 
         self.spawn(event())
@@ -273,6 +303,39 @@ class ConcurrentMachine(RuleBasedStateMachine):
     def check_fresh(self, agent: Agent, stale: frozenset[int]) -> None:
         if id(agent) in stale:  # (an assert here would end in the task, unseen)
             self.stale_reads.append(agent)
+
+    @precondition(lambda self: not self.closed)
+    @rule(user=st.sampled_from(["u1", "u2"]), delay=st.integers(0, 3))
+    def evict_user(self, user: str, delay: int) -> None:
+        async def revoke() -> None:
+            for _ in range(delay):  # land anywhere in the builds and writes in flight
+                await asyncio.sleep(0)
+            # no suspension between this mark and the call's return
+            self.revoked[user] = next(self.serial)
+            try:
+                await self.manager.evict_user(user)
+            except EXPECTED:
+                return
+            current = self.manager._store.current.values()
+            assert all(gen.user_id != user for gen in current)
+
+        self.spawn(revoke())
+
+    @precondition(lambda self: not self.closed)
+    @rule(kind=st.sampled_from(["u1", "u2", "in-use", "raises"]))
+    def evict_where(self, kind: str) -> None:
+        def predicate(info: EntryInfo) -> bool:
+            if kind == "raises":
+                raise Boom(info.agent_id)
+            if kind == "in-use":
+                return info.pins > 0
+            return info.user_id == kind
+
+        async def drop() -> None:
+            with contextlib.suppress(*EXPECTED, Boom):
+                await self.manager.evict_where(predicate)
+
+        self.spawn(drop())
 
     @rule(n=st.integers(1, 6))
     def step(self, n: int) -> None:
@@ -354,6 +417,7 @@ class ConcurrentMachine(RuleBasedStateMachine):
         counts = Counter(id(a) for a in self.disposed)
         assert all(n == 1 for n in counts.values()), "an agent was disposed twice"
         assert not self.violations, f"disposed while held: {self.violations}"
+        assert not self.revoked_installs, f"installed after evict_user: {self.revoked_installs}"
         assert self.manager.stats().dispose_failures == 0
 
     def check_all_disposed_once(self) -> None:

@@ -30,6 +30,7 @@ from hypothesis.stateful import (
 import snak_runtime._core as manager_module
 from snak_runtime import (
     AgentRuntimeManager,
+    EntryInfo,
     GuardConfig,
     RemovalCause,
     RuntimeCacheSettings,
@@ -46,6 +47,8 @@ USERS = st.sampled_from(["u1", "u2"])
 TTLS = st.sampled_from([None, 10, 50, 0, -5, 250])
 VERSIONS = st.integers(min_value=1, max_value=6)
 REFRESH_AHEAD = st.sampled_from([0, 20, 60, 99])  # issue 15: 0 is off, all below the TTL
+# evict_where's predicates: each a plain function of one EntryInfo, by name
+PREDICATES = st.sampled_from(["old-config", "in-use", "u1", "all", "none", "raises-on-a"])
 
 
 class Agent:
@@ -70,6 +73,9 @@ class MGen:
     runtime: str
     agent: Agent | None
     expires_at: int
+    installed_at: int = 0
+    last_build_ms: float | None = None
+    hits: int = 0
     refresh_at: int = 0  # refresh-ahead: when its window opens (0: none, or tried)
     loose: int = 0
     leased: int = 0
@@ -121,7 +127,11 @@ class Model:
                 del self.holders[id(gen.agent)]
                 self.orphaned.append(gen.agent)
 
-    def install(self, seed: RuntimeSeed[str, Agent], cause: str | None) -> MGen:
+    def install(
+        self, seed: RuntimeSeed[str, Agent], cause: str | None, build_ms: float | None = None
+    ) -> MGen:
+        """``build_ms``: the build's duration (0.0: the fake clock stands still in builds);
+        None for a shadow seed, which keeps the id's last known duration."""
         old = self.current.get(seed.agent_id)
         if old is not None and cause not in (None, "invalidated") and self.expired(old):
             cause = "expired"
@@ -133,6 +143,8 @@ class Model:
             seed.runtime,
             seed.agent,
             self.now + ttl,
+            self.now,
+            build_ms if build_ms is not None or old is None else old.last_build_ms,
         )
         window = min(self.refresh_ahead_ms, ttl // 2)
         if window > 0:
@@ -159,9 +171,12 @@ class Model:
                 return
             self.detach(self.current[head], "capacity")
 
-    def pin(self, gen: MGen, *, leased: bool) -> None:
+    def pin(self, gen: MGen, *, leased: bool, hit: bool = True) -> None:
+        """``hit``: False for a load waiter's pin (counted as a miss, not a hit)."""
         if gen.pins == 0:
             del self.idle[gen.agent_id]
+        if hit:
+            gen.hits += 1
         if leased:
             gen.leased += 1
         else:
@@ -199,6 +214,10 @@ class Model:
     def pinned(self) -> int:
         gens = list(self.current.values()) + self.detached
         return sum(g.pins for g in gens)
+
+    def live_entries(self) -> dict[str, MGen]:
+        """What peek and snapshot see: current and not expired (nothing is removed)."""
+        return {k: g for k, g in self.current.items() if not self.expired(g)}
 
 
 @dataclass(eq=False)
@@ -311,7 +330,7 @@ class ManagerMachine(RuleBasedStateMachine):
             assert seed.agent is not None
             m.orphaned.append(seed.agent)  # never installed: disposed
             return
-        m.install(seed, "refreshed")
+        m.install(seed, "refreshed", 0.0)  # a rebuild: its duration on the still fake clock
 
     # ----------------------------------------------------------------- rules
 
@@ -423,14 +442,14 @@ class ManagerMachine(RuleBasedStateMachine):
                 assert isinstance(outcome, RuntimeNotCached)
                 return None
             assert len(built) == 1
-            gen = m.install(built[0], "replaced")
+            gen = m.install(built[0], "replaced", build_ms=0.0)
             if user is not None and user != gen.user_id:
                 assert isinstance(outcome, RuntimeNotCached)
                 return None
         assert isinstance(outcome, RuntimeLease), outcome
         assert outcome.runtime == gen.runtime
         assert outcome.cfg_version == gen.version
-        m.pin(gen, leased=True)
+        m.pin(gen, leased=True, hit=not built)
         opened = OpenLease(context, outcome, gen)
         self.open_leases.append(opened)
         return opened
@@ -502,7 +521,7 @@ class ManagerMachine(RuleBasedStateMachine):
             m.detach(gen, "invalidated")
         else:
             assert raised is None and len(rebuilt) == 1
-            m.install(rebuilt[0], "invalidated")
+            m.install(rebuilt[0], "invalidated", build_ms=0.0)
 
     @precondition(lambda self: not self.closed)
     @rule(agent_id=AGENT_IDS, resync=st.booleans())
@@ -517,6 +536,57 @@ class ManagerMachine(RuleBasedStateMachine):
         assert removed == (gen is not None)
         if gen is not None:
             self.model.detach(gen, cause.value)
+
+    @precondition(lambda self: not self.closed)
+    @rule(user=USERS)
+    def evict_user(self, user: str) -> None:
+        removed = self.run(self.manager.evict_user(user))
+        m = self.model
+        theirs = [g for g in m.current.values() if g.user_id == user]
+        assert removed == len(theirs)
+        for gen in theirs:  # expired ones not yet swept included, as evict
+            m.detach(gen, "explicit")
+        assert all(g.user_id != user for g in m.current.values())
+
+    @precondition(lambda self: not self.closed)
+    @rule(kind=PREDICATES, version=VERSIONS)
+    def evict_where(self, kind: str, version: int) -> None:
+        seen: list[str] = []
+
+        def predicate(info: EntryInfo) -> bool:
+            seen.append(info.agent_id)
+            if kind == "old-config":
+                return info.cfg_version < version
+            if kind == "in-use":
+                return info.pins + info.detached_pins > 0
+            if kind == "u1":
+                return info.user_id == "u1"
+            if kind == "raises-on-a" and info.agent_id == "a":
+                raise Boom("a")
+            return kind != "none"
+
+        raised: Boom | None = None
+        try:
+            removed = self.run(self.manager.evict_where(predicate))
+        except Boom as exc:
+            raised = exc
+        m = self.model
+        live = m.live_entries()
+        if kind == "raises-on-a" and "a" in live:
+            assert raised is not None and seen[-1] == "a"  # and nothing was removed
+            return
+        assert sorted(seen) == sorted(live)  # over a snapshot: every live entry once
+        chosen = [
+            g for g in live.values()
+            if kind in ("all", "raises-on-a")
+            or (kind == "old-config" and g.version < version)
+            or (kind == "in-use" and (g.pins or any(d.agent_id == g.agent_id and d.pins
+                                                    for d in m.detached)))
+            or (kind == "u1" and g.user_id == "u1")
+        ]
+        assert raised is None and removed == len(chosen)
+        for gen in chosen:
+            m.detach(gen, "explicit")
 
     @rule(ms=st.sampled_from([1, 9, 10, 40, 100]))
     def advance(self, ms: int) -> None:
@@ -600,6 +670,45 @@ class ManagerMachine(RuleBasedStateMachine):
         idle = [k for k in store.recency if not store.current[k].pins]
         assert idle == list(m.idle), "recency order differs"
         assert Counter(self.removals) == Counter(m.removals)
+
+    @invariant()
+    def operators_see_the_model_quietly(self) -> None:
+        """snapshot() and peek() list exactly the live entries, idle ones in eviction order
+        first, with the model's numbers; and they pin, reorder and count nothing."""
+        m = self.model
+        before = self.manager.stats()
+        infos = self.manager.snapshot()
+        live = m.live_entries()
+        assert [i.agent_id for i in infos if i.pins == 0] == [k for k in m.idle if k in live]
+        pins = [i.pins for i in infos]
+        assert pins == sorted(pins, key=bool), "a pinned entry listed before an idle one"
+        assert {i.agent_id for i in infos} == set(live)
+        for info in infos:
+            gen = live[info.agent_id]
+            assert info == EntryInfo(
+                agent_id=gen.agent_id,
+                user_id=gen.user_id,
+                cfg_version=gen.version,
+                age_ms=m.now - gen.installed_at,
+                expires_in_ms=gen.expires_at - m.now,
+                pins=gen.pins,
+                detached_pins=sum(d.pins for d in m.detached if d.agent_id == gen.agent_id),
+                hits=gen.hits,
+                last_build_ms=gen.last_build_ms,
+            )
+        for agent_id in ("a", "b", "c", "d"):
+            peeked = self.manager.peek(agent_id)
+            assert peeked == next((i for i in infos if i.agent_id == agent_id), None)
+        assert self.manager.stats() == before
+
+    @invariant()
+    def user_index_is_exact_once_built(self) -> None:
+        index = self.manager._store.by_user
+        if index is not None:
+            expected: dict[str, set[str]] = {}
+            for agent_id, gen in self.model.current.items():
+                expected.setdefault(gen.user_id, set()).add(agent_id)
+            assert index == expected
 
     @invariant()
     def resync_view_is_the_live_versions(self) -> None:

@@ -701,3 +701,47 @@ def test_without_settings_the_options_are_read_from_os_environ(
     keyword: Manager = AgentRuntimeManager(refresh_ahead_ms=0, stale_while_rebuilding=False)
     assert keyword.limits.refresh_ahead_source == "keyword refresh_ahead_ms=0"
     assert (keyword.refresh_ahead_ms, keyword.stale_while_rebuilding) == (0, False)
+
+
+async def test_operators_see_an_entry_in_its_refresh_window_as_live(
+    make_manager: MakeManager, make_seed: MakeSeed, fake_clock: FakeClock
+) -> None:
+    m = refreshing(make_manager)
+    await m.shadow_seed(make_seed("a", 1, rebuild=Gate(make_seed("a", 1), held=True)))
+    fake_clock.advance(TTL - WINDOW + 10)
+    info = m.peek("a")
+    assert info is not None and info.expires_in_ms == WINDOW - 10
+    assert [i.agent_id for i in m.snapshot()] == ["a"]
+    assert m.version_of("a") == 1 and "a" in m
+
+
+@pytest.mark.parametrize("operator", ["evict_user", "evict_where"])
+async def test_an_operator_eviction_meanwhile_supersedes_the_refresh(
+    make_manager: MakeManager,
+    make_seed: MakeSeed,
+    fake_clock: FakeClock,
+    disposer: RecordingDisposer,
+    operator: str,
+) -> None:
+    """Even a read that then finds nothing and waits for the refresh does not bring back
+    what an operator removed (nor a runtime of an evicted user built before the call)."""
+    m = refreshing(make_manager)
+    from_refresh = make_seed("a", 2)
+    gate = Gate(from_refresh, held=True)
+    await m.shadow_seed(make_seed("a", 1, rebuild=gate))
+    fake_clock.advance(TTL - WINDOW)
+    await m.acquire("a")
+    m.release("a")
+    await settle()
+    if operator == "evict_user":
+        assert await m.evict_user("u1") == 1
+    else:
+        assert await m.evict_where(lambda info: info.agent_id == "a") == 1
+    reading = asyncio.ensure_future(m.acquire("a"))
+    await settle()
+    gate.open.set()
+    assert await reading is None
+    await settle()
+    await m.wait_for_disposals()
+    assert await m.acquire("a") is None
+    assert disposer.count(from_refresh.agent) == 1
