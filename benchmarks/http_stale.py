@@ -230,15 +230,19 @@ def main() -> None:
     print(f"\nchat throughput, median of {args.rounds} interleaved rounds ({args.seconds:g} s "
           f"per run; 4 hot agents, {BUILD_S * 1000:.0f} ms builds and rebuilds; server on core "
           f"{args.server_core}, wrk on core {args.wrk_core}):")
-    print("| connections | run | chat req/s | invalidations/s | vs quiet |")
-    print("|---|---|---:|---:|---:|")
+    print("| connections | run | chat req/s | invalidations/s | vs quiet (medians) "
+          "| vs quiet (median of per-round ratios) |")
+    print("|---|---|---:|---:|---:|---:|")
     for connections in args.connections:
-        quiet = statistics.median(rates[(connections, "quiet")])
+        quiets = rates[(connections, "quiet")]
+        quiet = statistics.median(quiets)
         for name in runs:
-            median = statistics.median(rates[(connections, name)])
+            values = rates[(connections, name)]
+            median = statistics.median(values)
+            paired = statistics.median(v / q for v, q in zip(values, quiets, strict=True))
             print(f"| {connections} | {name} | {median:.0f} | "
                   f"{statistics.median(injected[(connections, name)]):.1f} | "
-                  f"{median / quiet:.3f}x |")
+                  f"{median / quiet:.3f}x | {paired:.3f}x |")
     print(f"failed requests (non-2xx, socket errors; not counted above): {failures or 'none'}")
 
 
