@@ -100,11 +100,21 @@ async def _no_rebuild() -> None:
     return None
 
 
+AGENTS_PER_USER = 4
+"""Agents ``...-0``..``-3`` belong to one user, the next four to the next (as snak's 2,000
+agents of 500 users), so a per-user quota of 4 or more evicts nothing in a benchmark."""
+
+
+def user_of(agent_id: str) -> str:
+    _, _, number = agent_id.rpartition("-")
+    return f"user-{int(number) // AGENTS_PER_USER}" if number.isdigit() else "user"
+
+
 def make_seed(agent_id: str, runtime: object, agent: object | None = None,
               version: int = 1) -> RuntimeSeed[Any, Any]:
     from snak_runtime import RuntimeSeed
 
-    return RuntimeSeed(agent_id=agent_id, user_id="user", cfg_version=version,
+    return RuntimeSeed(agent_id=agent_id, user_id=user_of(agent_id), cfg_version=version,
                        runtime=runtime, rebuild=_no_rebuild, agent=agent)
 
 

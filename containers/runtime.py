@@ -33,6 +33,13 @@ class RuntimeContainer(DeclarativeContainer):
     # Issue 15's options, the same way (README "Hot agents never wait").
     refresh_ahead_ms: providers.Object[int | None] = providers.Object(None)
     stale_while_rebuilding: providers.Object[bool | None] = providers.Object(None)
+    # Expiry options, the same way: None leaves each to its variable, then its default (off).
+    idle_ttl_ms: providers.Object[int | None] = providers.Object(None)
+    ttl_jitter: providers.Object[float | None] = providers.Object(None)
+    # The eviction policy's name: None reads AGENT_RUNTIME_CACHE_EVICTION, else the default.
+    eviction: providers.Object[str | None] = providers.Object(None)
+    # Per-user quota: None leaves it to AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER, then none.
+    max_entries_per_user: providers.Object[int | None] = providers.Object(None)
     manager: providers.Singleton[AgentRuntimeManager[Any, Any]] = providers.Singleton(
         AgentRuntimeManager,
         guards=guards,
@@ -44,6 +51,10 @@ class RuntimeContainer(DeclarativeContainer):
         sweep_interval_ms=sweep_interval_ms,
         refresh_ahead_ms=refresh_ahead_ms,
         stale_while_rebuilding=stale_while_rebuilding,
+        idle_ttl_ms=idle_ttl_ms,
+        ttl_jitter=ttl_jitter,
+        eviction=eviction,
+        max_entries_per_user=max_entries_per_user,
     )
     lifespan = providers.Resource(run_manager, manager=manager, provider=manager.provider)
 

@@ -12,17 +12,20 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from ._config import (
     _MAX_ENTRIES_KEY,
     _MAX_TTL_KEY,
     BACKOFF_CAP,
     GUARDS_PATH_VAR,
+    IDLE_TTL_MS_VAR,
+    MAX_ENTRIES_PER_USER_VAR,
     MAX_ENTRIES_VAR,
     MS_SETTINGS,
     REFRESH_AHEAD_VAR,
     STALE_WHILE_REBUILDING_VAR,
+    TTL_JITTER_VAR,
     TTL_MS_VAR,
     TTL_SECONDS_VAR,
     GuardConfigError,
@@ -33,11 +36,16 @@ from ._config import (
 )
 from ._errors import RuntimeNotCached
 from ._manager import AgentRuntimeManager
+from ._policies import POLICY_NAMES
 from ._seed import RuntimeSeed
 from ._simulate_params import PARAMETERS, Parameter, SimulationConfigError
 from ._stats import CacheStats
+from ._trace import TraceError, read_trace
 from .containers import RuntimeContainer
 from .testing import FakeClock
+
+if TYPE_CHECKING:
+    from ._simulate import SimulationConfig, SimulationResult
 
 EXIT_OK = 0
 EXIT_CONFIG_ERROR = 2
@@ -107,12 +115,18 @@ def _run_config(args: argparse.Namespace) -> int:
         ("refresh_ahead_ms", limits.refresh_ahead_ms, limits.refresh_ahead_source),
         ("stale_while_rebuilding", str(limits.stale_while_rebuilding).lower(),
          limits.stale_while_rebuilding_source),
+        ("idle_ttl_ms", limits.idle_ttl_ms, limits.idle_ttl_source),
+        ("ttl_jitter", limits.ttl_jitter, limits.ttl_jitter_source),
     )
     for name, value, source in timings:
         print(f"  {name:<18}{value:>8}   from {source}")
+    quota = "none" if limits.max_entries_per_user is None else limits.max_entries_per_user
+    print(f"  max_entries_per_user {quota:>5}   from {limits.max_entries_per_user_source}")
     print(f"guard ceilings: {guard_origin}")
     print(f"  max_entries     {guards.max_entries:>10}")
     print(f"  max_ttl_ms      {guards.max_ttl_ms:>10}")
+    if guards.max_entries_per_user is not None:
+        print(f"  max_entries_per_user {guards.max_entries_per_user:>5}")
     print(f"  {raise_guard_hint(f'{_MAX_ENTRIES_KEY} / {_MAX_TTL_KEY}')}")
     print(
         "  built-in guards: "
@@ -124,7 +138,10 @@ def _run_config(args: argparse.Namespace) -> int:
         (TTL_MS_VAR, settings.ttl_ms),
         (TTL_SECONDS_VAR, settings.ttl_seconds),
         (GUARDS_PATH_VAR, settings.guards_config_path),
+        (MAX_ENTRIES_PER_USER_VAR, settings.max_entries_per_user),
         *((s.variable, environment_value(s.variable)) for s in MS_SETTINGS),
+        (IDLE_TTL_MS_VAR, settings.idle_ttl_ms),
+        (TTL_JITTER_VAR, settings.ttl_jitter),
     )
     width = max(len(name) for name, _ in raw_values)
     raw_values += (  # issue 15's options (longer names: not widening the column above)
@@ -195,8 +212,8 @@ class _DemoBackend:
 _COUNTER_NOTES = (
     "which counter counts what:",
     "  removals   every entry that left the cache, by cause: explicit = evict(),",
-    "             invalidated = replaced by a rebuild, expired = TTL, capacity, replaced,",
-    "             shutdown",
+    "             invalidated = replaced by a rebuild, expired = TTL, idle = unused for",
+    "             idle_ttl_ms, capacity, replaced, shutdown, resync",
     "  evictions  capacity removals only (more than max_entries cached): {evictions} here;",
     "             evict() is counted in removals as explicit, never in evictions",
     "  loads      builds a lease ran on a miss; rebuilds: those on_invalidate() ran",
@@ -356,6 +373,35 @@ def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
         )
     parser.add_argument("--stale-while-rebuilding", action="store_true",
                         help="the manager's stale_while_rebuilding (off unless given)")
+    parser.add_argument(
+        "--policy", action="append", dest="policies", choices=POLICY_NAMES, metavar="NAME",
+        help=f"eviction policy ({', '.join(POLICY_NAMES)}); repeat to compare them side by "
+        "side (default: as configured)",
+    )
+    parser.add_argument(
+        "--trace", metavar="FILE", default=None,
+        help="replay requests from FILE instead of the Zipf workload, one a line: "
+        "agent_id[,user_id[,timestamp_ms]]",
+    )
+    parser.add_argument(
+        "--sizes", type=_sizes, default=None, metavar="N,N,...",
+        help="print the miss-ratio curve over these cache sizes (max_entries)",
+    )
+
+
+def _sizes(text: str) -> list[int]:
+    """``16,64,256``: each a valid --max-entries, at most 32 of them."""
+    parameter = PARAMETERS["max_entries"]
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts or len(parts) > _MAX_SIZES:
+        raise argparse.ArgumentTypeError(f"1 to {_MAX_SIZES} sizes, got {text!r}")
+    try:
+        return sorted({int(parameter.parse(part)) for part in parts})
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_MAX_SIZES = 32
 
 
 def _progress_bar(done: int, total: int) -> None:
@@ -370,27 +416,56 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
     guards = _container().guards()  # as `config` reads it: a bad GUARDS_CONFIG_PATH exits 2
     try:
+        trace = read_trace(args.trace) if args.trace is not None else None
+    except TraceError as exc:
+        print(f"snak-runtime simulate: error: --trace: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    try:
         config = SimulationConfig(
-            **{name: getattr(args, name) for name in PARAMETERS}, guards=guards,
+            **{name: getattr(args, name) for name in PARAMETERS}, guards=guards, trace=trace,
             stale_while_rebuilding=args.stale_while_rebuilding,
         )
     except SimulationConfigError as exc:  # bounds on the run as a whole (span, events)
         print(f"snak-runtime simulate: error: {exc.cli_message}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    policies: list[str | None] = list(args.policies or [None])
+    if len(policies) > 1 or args.sizes is not None:
+        with _library_logs_muted():
+            _compare_policies(config, policies, args.sizes or [config.max_entries], simulate)
+        return EXIT_OK
+    config = dataclasses.replace(config, eviction=policies[0])
     # A progress bar is for a person watching: not for a pipe or a log file. Failed builds
     # are counted in the summary, not logged one by one.
     with _library_logs_muted():
         r = simulate(config, _progress_bar if sys.stderr.isatty() else None)
-    print(f"simulated {r.requests:,} requests for {config.agents:,} agents (Zipf {config.zipf_s})"
-          f" over {r.virtual_s:,.0f} s of virtual time, in {r.wall_s:.1f} s")
+    print(f"simulated {_workload(config)} over {r.virtual_s:,.0f} s of virtual time,"
+          f" in {r.wall_s:.1f} s")
     print(f"  cache           max_entries={r.max_entries}  ttl_ms={r.ttl_ms}"
-          f"  peak size={r.peak_size}")
+          f"  idle_ttl_ms={r.idle_ttl_ms or 'off'}  ttl_jitter={r.ttl_jitter:g}"
+          f"  eviction={r.eviction}  peak size={r.peak_size}  mean size={r.mean_size:.1f}")
     print(f"  hit rate        {r.hit_rate:.1%}  ({r.hits:,} hits, {r.misses:,} misses)")
+    if config.one_time_share:
+        print(f"  returning       hit rate {r.returning_hit_rate:.1%}"
+              f"  ({r.returning_hits:,} of {r.returning_requests:,} requests for the"
+              f" {config.agents:,} returning agents; the rest were one-time agents)")
     print(f"  builds          {r.builds:,}  (failures {r.build_failures:,};"
           f" build_timeout_ms={r.build_timeout_ms})")
     print(f"  failed requests {r.failed_requests:,}  (their build failed)")
+    print(f"  peak builds/s   {r.peak_builds_per_s:,}  (in second {r.peak_builds_second:,};"
+          f" loads and rebuilds started; {config.deploy:,} agents deployed at 0 s)")
+    if config.trace is not None:
+        print(f"  denied          {r.denied:,}  (another user's agent was cached)")
     print(f"  evictions       {r.evictions:,}  (capacity)")
-    print(f"  expirations     {r.expirations:,}")
+    print(f"  expirations     {r.expirations:,}  (idle: {r.idle_expirations:,})")
+    if r.max_entries_per_user is not None or config.burst_agents:
+        print(f"  quota           max_entries_per_user={r.max_entries_per_user}"
+              f"  quota evictions {r.quota_evictions:,}")
+    if config.burst_agents or config.users > 1:
+        print(f"  other users     hit rate {r.other_hit_rate:.1%}  ({r.other_requests:,}"
+              f" requests; the burst of {config.burst_agents:,} agents is not counted)")
+    if config.burst_agents or config.users > 1:
+        print(f"  mid-run window  hit rate {r.window_hit_rate:.1%}  ({r.window_requests:,}"
+              " requests of the other users from the middle on, where a burst starts)")
     print(f"  invalidations   {r.invalidations:,}  (rebuilds {r.rebuilds:,},"
           f" failures {r.rebuild_failures:,})")
     print(f"  lease latency   p50 {r.p50_ms:.1f} ms  p99 {r.p99_ms:.1f} ms  max {r.max_ms:.1f} ms"
@@ -402,6 +477,34 @@ def _run_simulate(args: argparse.Namespace) -> int:
               f"{config.hot_window_ms or config.refresh_ahead_ms} ms: {r.hot_waited:,} of their "
               f"{r.hot_requests:,} later requests waited")
     return EXIT_OK
+
+
+def _workload(config: SimulationConfig) -> str:
+    if config.trace is not None:
+        agents = len({request.agent_id for request in config.trace})
+        return f"{len(config.trace):,} trace requests for {agents:,} agents"
+    return f"{config.requests:,} requests for {config.agents:,} agents (Zipf {config.zipf_s})"
+
+
+def _compare_policies(
+    config: SimulationConfig, policies: list[str | None], sizes: list[int | None],
+    simulate: Callable[[SimulationConfig], SimulationResult],
+) -> None:
+    """One run per (size, policy) on the same workload; miss ratio (and builds) a cell."""
+    results = {
+        (size, policy): simulate(
+            dataclasses.replace(config, max_entries=size, eviction=policy)
+        )
+        for size in sizes
+        for policy in policies
+    }
+    names = [results[(sizes[0], policy)].eviction for policy in policies]
+    print(f"miss ratio (builds) by cache size and eviction policy: {_workload(config)}")
+    print(f"  {'max_entries':>11}" + "".join(f"  {name:>20}" for name in names))
+    for size in sizes:
+        row = [results[(size, policy)] for policy in policies]
+        print(f"  {row[0].max_entries:>11}" + "".join(
+            f"  {1 - r.hit_rate:>9.1%} ({r.builds:>7,})" for r in row))
 
 
 register("simulate", Command(

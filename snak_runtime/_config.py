@@ -7,7 +7,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, overload
 
 logger = logging.getLogger(__name__)
 
@@ -15,15 +15,21 @@ MAX_ENTRIES_VAR = "AGENT_RUNTIME_CACHE_MAX_ENTRIES"
 TTL_MS_VAR = "AGENT_RUNTIME_CACHE_TTL_MS"
 TTL_SECONDS_VAR = "AGENT_RUNTIME_CACHE_TTL_SECONDS"
 GUARDS_PATH_VAR = "GUARDS_CONFIG_PATH"
+EVICTION_VAR = "AGENT_RUNTIME_CACHE_EVICTION"
 BUILD_TIMEOUT_VAR = "AGENT_RUNTIME_BUILD_TIMEOUT_MS"
 DISPOSE_TIMEOUT_VAR = "AGENT_RUNTIME_DISPOSE_TIMEOUT_MS"
 SWEEP_INTERVAL_VAR = "AGENT_RUNTIME_SWEEP_INTERVAL_MS"
 BACKOFF_CAP_VAR = "AGENT_CFG_BACKOFF_CAP_MS"
 REFRESH_AHEAD_VAR = "AGENT_RUNTIME_CACHE_REFRESH_AHEAD_MS"
 STALE_WHILE_REBUILDING_VAR = "AGENT_RUNTIME_CACHE_STALE_WHILE_REBUILDING"
+IDLE_TTL_MS_VAR = "AGENT_RUNTIME_CACHE_IDLE_TTL_MS"
+TTL_JITTER_VAR = "AGENT_RUNTIME_CACHE_TTL_JITTER"
+MAX_ENTRIES_PER_USER_VAR = "AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER"
 
 _MAX_ENTRIES_KEY = "agent_runtime.cache.max_entries"
 _MAX_TTL_KEY = "agent_runtime.cache.max_ttl_ms"
+# Optional: a guards file without it (every snak guards file so far) sets no per-user ceiling.
+_MAX_PER_USER_KEY = "agent_runtime.cache.max_entries_per_user"
 _CACHE_SECTION = "agent_runtime.cache"
 
 # Optional sign and ASCII decimal digits, blanks around: int() alone would also take "4_2" and "٤٢".
@@ -44,6 +50,8 @@ class GuardConfig:
 
     max_entries: int = 64
     max_ttl_ms: int = 300_000
+    # Ceiling of the per-user quota (``max_entries_per_user``); None: no ceiling.
+    max_entries_per_user: int | None = None
     # Where the values came from, for log and source text only: not part of equality or hash.
     source: str | None = field(default=None, kw_only=True, compare=False, repr=False)
 
@@ -52,13 +60,20 @@ class GuardConfig:
             value = getattr(self, name)
             if not _is_positive_int(value):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        per_user = self.max_entries_per_user
+        if per_user is not None and not _is_positive_int(per_user):
+            raise ValueError(
+                f"max_entries_per_user must be a positive integer or None, got {per_user!r}"
+            )
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> GuardConfig:
-        """Read the two cache limits from a whole snak guards JSON file.
+        """Read the cache limits from a whole snak guards JSON file.
 
-        Other sections are ignored. Any problem raises GuardConfigError whose message
-        contains the file path and the dotted key that could not be read.
+        ``max_entries`` and ``max_ttl_ms`` are required, ``max_entries_per_user`` is
+        optional (absent: no per-user ceiling). Other sections are ignored. Any problem
+        raises GuardConfigError whose message contains the file path and the dotted key
+        that could not be read.
         """
         shown = os.fspath(path)
         try:
@@ -82,7 +97,13 @@ class GuardConfig:
             ) from exc
         max_entries = _positive_int_at(document, _MAX_ENTRIES_KEY, shown)
         max_ttl_ms = _positive_int_at(document, _MAX_TTL_KEY, shown)
-        return cls(max_entries=max_entries, max_ttl_ms=max_ttl_ms, source=f"file {shown}")
+        per_user = _positive_int_at(document, _MAX_PER_USER_KEY, shown, optional=True)
+        return cls(
+            max_entries=max_entries,
+            max_ttl_ms=max_ttl_ms,
+            max_entries_per_user=per_user,
+            source=f"file {shown}",
+        )
 
 
 def _json_text(value: object) -> str:
@@ -102,7 +123,18 @@ def _json_kind(value: object) -> str:
     return _json_text(value)
 
 
-def _positive_int_at(document: Any, key: str, shown: str) -> int:
+@overload
+def _positive_int_at(document: Any, key: str, shown: str) -> int: ...
+
+
+@overload
+def _positive_int_at(document: Any, key: str, shown: str, *, optional: bool) -> int | None: ...
+
+
+def _positive_int_at(
+    document: Any, key: str, shown: str, *, optional: bool = False
+) -> int | None:
+    """The positive integer at dotted ``key``; an ``optional`` key may be absent (None)."""
     node: Any = document
     walked: list[str] = []
     for part in key.split("."):
@@ -113,6 +145,8 @@ def _positive_int_at(document: Any, key: str, shown: str) -> int:
             )
         walked.append(part)
         if part not in node:
+            if optional:
+                return None
             raise GuardConfigError(f"guards file {shown}: {key} is missing")
         node = node[part]
     if not _is_positive_int(node):
@@ -147,6 +181,12 @@ class LimitSettings(Protocol):
     def refresh_ahead_ms(self) -> str | None: ...
     @property
     def stale_while_rebuilding(self) -> str | None: ...
+    @property
+    def idle_ttl_ms(self) -> str | None: ...
+    @property
+    def ttl_jitter(self) -> str | None: ...
+    @property
+    def max_entries_per_user(self) -> str | None: ...
 
 
 def environment_value(name: str) -> str | None:
@@ -167,6 +207,9 @@ class _Environment:
     sweep_interval_ms: str | None
     refresh_ahead_ms: str | None
     stale_while_rebuilding: str | None
+    idle_ttl_ms: str | None
+    ttl_jitter: str | None
+    max_entries_per_user: str | None
 
     @classmethod
     def read(cls) -> _Environment:
@@ -182,6 +225,9 @@ class _Environment:
                     SWEEP_INTERVAL_VAR,
                     REFRESH_AHEAD_VAR,
                     STALE_WHILE_REBUILDING_VAR,
+                    IDLE_TTL_MS_VAR,
+                    TTL_JITTER_VAR,
+                    MAX_ENTRIES_PER_USER_VAR,
                 )
             )
         )
@@ -223,6 +269,12 @@ class ResolvedLimits:
     refresh_ahead_source: str = "default"
     stale_while_rebuilding: bool = False
     stale_while_rebuilding_source: str = "default"
+    idle_ttl_ms: int = 0  # 0: idle expiry off
+    idle_ttl_source: str = "default (off)"
+    ttl_jitter: float = 0.0
+    ttl_jitter_source: str = "default (off)"
+    max_entries_per_user: int | None = None  # the per-user quota; None: none
+    max_entries_per_user_source: str = "default (no quota)"
 
     def describe(self) -> str:
         """One line for the start-up log: each effective value and where it came from."""
@@ -234,7 +286,11 @@ class ResolvedLimits:
             f"sweep_interval_ms={self.sweep_interval_ms} ({self.sweep_interval_source}), "
             f"refresh_ahead_ms={self.refresh_ahead_ms} ({self.refresh_ahead_source}), "
             f"stale_while_rebuilding={self.stale_while_rebuilding} "
-            f"({self.stale_while_rebuilding_source})"
+            f"({self.stale_while_rebuilding_source}), "
+            f"idle_ttl_ms={self.idle_ttl_ms} ({self.idle_ttl_source}), "
+            f"ttl_jitter={self.ttl_jitter} ({self.ttl_jitter_source}), "
+            f"max_entries_per_user={self.max_entries_per_user}"
+            f" ({self.max_entries_per_user_source})"
         )
 
 
@@ -347,6 +403,9 @@ def resolve_limits(
     sweep_interval_ms: int | None = None,
     refresh_ahead_ms: int | None = None,
     stale_while_rebuilding: bool | None = None,
+    idle_ttl_ms: int | None = None,
+    ttl_jitter: float | None = None,
+    max_entries_per_user: int | None = None,
 ) -> ResolvedLimits:
     """Resolve every limit: keyword > environment (``settings``) > default, capped by a guard.
 
@@ -433,6 +492,13 @@ def resolve_limits(
         settings.stale_while_rebuilding,
         collected,
     )
+    from ._expiry_options import resolve_idle_ttl_ms, resolve_ttl_jitter  # (imports this)
+
+    idle = resolve_idle_ttl_ms(idle_ttl_ms, settings.idle_ttl_ms, guards, collected)
+    jitter = resolve_ttl_jitter(ttl_jitter, settings.ttl_jitter, collected)
+    quota, quota_source = resolve_max_entries_per_user(
+        max_entries_per_user, settings.max_entries_per_user, guards, collected
+    )
     limits = ResolvedLimits(
         max_entries=entries,
         default_ttl_ms=ttl_ms,
@@ -449,9 +515,48 @@ def resolve_limits(
         refresh_ahead_source=refresh[1],
         stale_while_rebuilding=stale[0],
         stale_while_rebuilding_source=stale[1],
+        idle_ttl_ms=idle[0],
+        idle_ttl_source=idle[1],
+        ttl_jitter=jitter[0],
+        ttl_jitter_source=jitter[1],
+        max_entries_per_user=quota,
+        max_entries_per_user_source=quota_source,
     )
     logger.info("snak_runtime limits: %s", limits.describe())
     return limits
+
+
+def resolve_max_entries_per_user(
+    keyword: int | None, raw: str | None, guards: GuardConfig, collected: list[str]
+) -> tuple[int | None, str]:
+    """The per-user quota (None: no quota) and where it came from.
+
+    Keyword > ``AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER`` > no quota, then the guard's
+    optional ``max_entries_per_user`` caps it with a WARNING; with a guard ceiling, "no
+    quota" is capped to the ceiling too. A bad keyword (0, negative, not an integer) raises
+    ValueError; a bad variable is ignored with a WARNING naming it, then falls through.
+    """
+    ceiling = guards.max_entries_per_user
+    value: int | None
+    if keyword is not None:
+        if not _is_positive_int(keyword):
+            raise ValueError(f"max_entries_per_user must be a positive integer, got {keyword!r}")
+        value, given = keyword, f"keyword max_entries_per_user={keyword}"
+    else:
+        value = _read_int(MAX_ENTRIES_PER_USER_VAR, raw, 1, collected)
+        given = f"{MAX_ENTRIES_PER_USER_VAR}={value}"
+    if ceiling is None:
+        return value, ("default (no quota)" if value is None else given)
+    if value is None:
+        return ceiling, _guard_label(guards)
+    if value > ceiling:
+        _warn(
+            collected,
+            "%s is above the guard %s=%d; capped to %d (%s)",
+            given, _MAX_PER_USER_KEY, ceiling, ceiling, raise_guard_hint(_MAX_PER_USER_KEY),
+        )
+        return ceiling, f"{given} capped to guard {ceiling}"
+    return value, given
 
 
 def resolve_seed_ttl_ms(ttl_ms: int | None, default_ttl_ms: int, max_ttl_ms: int) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from random import Random
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._clock import Clock
@@ -21,7 +22,7 @@ from ._disposal import Disposer, _Disposals
 from ._keyed import _KeyedTurns
 from ._seed import RuntimeSeed
 from ._stats import RemovalCause, _StatsCounter
-from ._store import _Generation, _Store
+from ._store import _Generation, _IdleGeneration, _Store
 
 if TYPE_CHECKING:  # a runtime import would be circular
     from ._loads import _Load
@@ -58,6 +59,10 @@ class _ManagerCore(Generic[R, A]):
     _dispose_timeout_s: float
     _refresh_ahead_ms: int  # 0: refresh-ahead off
     _stale_while_rebuilding: bool
+    _idle_ttl_ms: int  # 0: idle expiry off
+    _idle_ticks: int  # the same in clock ticks
+    _ttl_jitter: float  # 0.0: off
+    _jitter_random: Random
     # data (the store decides what leaves; these are hot-path aliases of its fields)
     _store: _Store[R, A]
     _current: dict[str, _Generation[R, A]]
@@ -65,6 +70,10 @@ class _ManagerCore(Generic[R, A]):
     _idle: Callable[[_Generation[R, A]], None]  # the eviction policy's last-release hook
     _touch: Callable[[str], object]  # its fast form by agent id (KeyError: call _idle)
     _over_capacity: bool  # pins kept the map above max_entries after a trim
+    _slow_release: bool  # last releases take _last_pin_gone: over capacity or a user over its
+    # quota (pins held them), or idle expiry on
+    _max_entries_per_user: int | None  # the per-user quota; None: none
+    _over_quota: set[str]  # users that pins keep above the quota (shrunk at last releases)
     # order: per-id turns, the single-flight loads and the rebuilds in flight
     _turns: _KeyedTurns
     _queues: dict[str, Any]
@@ -125,22 +134,30 @@ class _ManagerCore(Generic[R, A]):
         return gen
 
     def _live(self, agent_id: str) -> _Generation[R, A] | None:
-        """The live current generation (an expired idle one is removed on the way)."""
+        """The live current generation (an expired unpinned one is removed on the way)."""
         gen = self._current.get(agent_id)
         if gen is None:
             return None
-        if self._now() >= gen.deadline:
+        now = self._now()
+        if now >= gen.expires_at:
+            cause = self._store.cause(gen, now)
+            if cause is None:  # an idle bound or the refresh window, not the TTL, had passed
+                return gen
             if gen.pins == 0:
-                self._store.detach(gen, RemovalCause.EXPIRED)
+                self._store.detach(gen, cause)
             return None
         return gen
+
+    def _is_live(self, gen: _Generation[R, A], now: int) -> bool:
+        """Whether the current ``gen`` is live at ``now`` (nothing removed, nothing bumped)."""
+        return now < gen.expires_at or self._store.cause(gen, now) is None
 
     def _unpinned(self, gen: _Generation[R, A]) -> None:
         """One pin of ``gen`` was just given back (the caller decremented its counter)."""
         self._unpins += 1
         if gen.loose_pins or gen.lease_pins:
             return
-        if gen.current and self._now() < gen.expires_at and not self._over_capacity:
+        if gen.current and self._now() < gen.expires_at and not self._slow_release:
             try:  # in use until now: the policy hears it went idle
                 self._touch(gen._agent_id)
             except KeyError:
@@ -150,13 +167,34 @@ class _ManagerCore(Generic[R, A]):
 
     def _last_pin_gone(self, gen: _Generation[R, A]) -> None:
         """The slow cases of a last unpin (release and _unpinned handle the common one): the
-        map is over capacity, the refresh window is open, the entry expired or is detached."""
-        if gen.current and self._now() < gen.deadline:
-            self._idle(gen)  # in use until now
+        map is over capacity or a quota, idle expiry is on, the refresh window is open, the entry
+        expired, or it is detached."""
+        now = self._now()
+        if gen.current:
+            if type(gen) is _IdleGeneration:
+                live = now < gen.deadline  # in use until now, so never idle: only the TTL
+                if live:
+                    # its idle time starts here, and the hot path's bound moves with it
+                    gen.last_used = now
+                    idle_at = now + self._idle_ticks
+                    upper = gen.refresh_at or gen.deadline  # an open refresh window stays
+                    gen.expires_at = idle_at if idle_at < upper else upper
+            else:
+                live = now < gen.deadline  # (``expires_at`` may be refresh-ahead's threshold)
+            if not live:
+                self._store.detach(gen, RemovalCause.EXPIRED)
+                return
+            try:  # in use until now: the policy hears it went idle
+                self._touch(gen._agent_id)
+            except KeyError:
+                self._idle(gen)
+            if self._over_quota:
+                for user_id in list(self._over_quota):
+                    self._trim_user(user_id, keep=None, warn=False)
+                if not self._over_quota and not self._over_capacity:
+                    self._slow_release = self._idle_ttl_ms > 0  # the common release again
             if self._over_capacity:
                 self._trim(keep=None, warn=False)
-        elif gen.current:
-            self._store.detach(gen, RemovalCause.EXPIRED)
         else:
             self._store.drop_detached(gen)
             # closing detached every entry, so draining ends on this branch
@@ -185,11 +223,15 @@ class _ManagerCore(Generic[R, A]):
                     ttl_ms, seed.agent_id, resolved, extra={"agent_id": seed.agent_id},
                 )
             ttl_ms = resolved
+        jitter = self._ttl_jitter
+        if jitter:
+            # spread a batch installed together: each TTL shortened by up to this fraction
+            ttl_ms -= int(ttl_ms * jitter * self._jitter_random.random())
         gen = self._store.install(
             seed,
             now + ttl_ms * self._ticks_per_ms,
             cause,
-            in_order=ttl_ms == self._default_ttl_ms,
+            in_order=ttl_ms == self._default_ttl_ms and not jitter,
             installed_at=now,
             build_ms=build_ms,
         )
@@ -198,8 +240,13 @@ class _ManagerCore(Generic[R, A]):
             # entry's life (a shorter TTL of its own must not refresh on its first hit).
             window_ms = min(self._refresh_ahead_ms, ttl_ms // 2)
             if window_ms > 0:
-                gen.refresh_at = gen.expires_at = gen.deadline - window_ms * self._ticks_per_ms
+                refresh_at = gen.deadline - window_ms * self._ticks_per_ms
+                gen.refresh_at = refresh_at
+                if refresh_at < gen.expires_at:  # (idle expiry may have set an earlier bound)
+                    gen.expires_at = refresh_at
         self._store.pop_expired(now, _EXPIRE_BATCH)
+        if self._max_entries_per_user is not None:  # before capacity: the user pays first
+            self._trim_user(gen._user_id, keep=gen, warn=True)
         self._trim(keep=gen, warn=True)
         return gen
 
@@ -208,10 +255,11 @@ class _ManagerCore(Generic[R, A]):
         # departure: the original could evict the entry its own install had just put in.
         store = self._store
         self._over_capacity = False
+        self._slow_release = self._idle_ttl_ms > 0 or bool(self._over_quota)
         while len(self._current) > self._max_entries:
             victim = store.victim(keep)
             if victim is None:
-                self._over_capacity = True
+                self._over_capacity = self._slow_release = True
                 if warn:
                     keep_id = None if keep is None else keep._agent_id
                     self._log.warning(
@@ -226,6 +274,32 @@ class _ManagerCore(Generic[R, A]):
                     )
                 return
             store.detach(victim, RemovalCause.CAPACITY)
+
+    def _trim_user(self, user_id: str, *, keep: _Generation[R, A] | None, warn: bool) -> None:
+        """Evict ``user_id``'s least valued entries while it holds more than the quota,
+        never ``keep`` and never another user's; O(that user's entries) per eviction."""
+        quota = self._max_entries_per_user
+        assert quota is not None
+        store = self._store
+        by_user = store.index_users()
+        held = by_user.get(user_id)
+        while held is not None and len(held) > quota:
+            victim = store.user_victim(user_id, keep)
+            if victim is None:
+                self._over_quota.add(user_id)
+                self._slow_release = True
+                if warn:
+                    keep_id = None if keep is None else keep._agent_id
+                    self._log.warning(
+                        "user %r holds %d agent runtimes, above max_entries_per_user=%d, "
+                        "due to pinned entries after installing agent %r",
+                        user_id, len(held), quota, keep_id,
+                        extra={"user_id": user_id, "agent_id": keep_id, "held": len(held)},
+                    )
+                return
+            store.detach(victim, RemovalCause.QUOTA)
+            held = by_user.get(user_id)
+        self._over_quota.discard(user_id)
 
     def _learn_cost(self, agent_id: str, started_ms: int) -> float:
         """A build or rebuild begun at ``started_ms`` (the injected clock) just ended:

@@ -12,19 +12,27 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from random import Random
 from threading import get_ident
 from types import TracebackType
 from typing import Any, Generic, TypeVar, final
 
 from . import _operators
 from ._clock import Clock, MonotonicClock
-from ._config import GuardConfig, LimitSettings, ResolvedLimits, resolve_limits
+from ._config import (
+    EVICTION_VAR,
+    GuardConfig,
+    LimitSettings,
+    ResolvedLimits,
+    environment_value,
+    resolve_limits,
+)
 from ._core import RemovalListener
 from ._disposal import DefaultDisposer, Disposer, _Disposals
 from ._info import EntryInfo
 from ._keyed import _KeyedTurns
 from ._lifecycle import _UNBOUND
-from ._policies import make_policy
+from ._policies import make_policy, resolve_eviction
 from ._reads import _SlowReads
 from ._seed import AcquiredRuntime, Build, RuntimeLease
 from ._stats import CacheStats, _StatsCounter
@@ -44,7 +52,8 @@ class AgentRuntimeManager(_SlowReads[R, A]):
     """An in-process cache of live agent runtimes (``R``) and their agents (``A``).
 
     Entries are pinned while in use (``acquire``/``release`` or ``lease``), expire a fixed
-    time after they were installed, are rebuilt on configuration invalidation and are
+    time after they were installed (shortened at random with ``ttl_jitter``, and earlier when
+    unused for ``idle_ttl_ms``), are rebuilt on configuration invalidation and are
     disposed exactly once, never while pinned. Operations on one agent id run one at a
     time in arrival order; reads with nothing in flight never suspend.
 
@@ -65,6 +74,11 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         dispose_timeout_ms: int | None = None,
         refresh_ahead_ms: int | None = None,
         stale_while_rebuilding: bool | None = None,
+        idle_ttl_ms: int | None = None,
+        ttl_jitter: float | None = None,
+        ttl_jitter_random: Random | None = None,
+        eviction: str | None = None,
+        max_entries_per_user: int | None = None,
     ) -> None:
         self._guards = guards if guards is not None else GuardConfig()
         # Keyword > environment (settings, else os.environ) > default; a guard caps each.
@@ -76,7 +90,23 @@ class AgentRuntimeManager(_SlowReads[R, A]):
             dispose_timeout_ms=dispose_timeout_ms,
             refresh_ahead_ms=refresh_ahead_ms,
             stale_while_rebuilding=stale_while_rebuilding,
+            idle_ttl_ms=idle_ttl_ms,
+            ttl_jitter=ttl_jitter,
+            max_entries_per_user=max_entries_per_user,
         )
+        self._idle_ttl_ms = self._limits.idle_ttl_ms
+        self._ttl_jitter = self._limits.ttl_jitter
+        self._jitter_random = ttl_jitter_random if ttl_jitter_random is not None else Random()
+        self._eviction = resolve_eviction(
+            eviction,
+            EVICTION_VAR,
+            environment_value(EVICTION_VAR)
+            if settings is None
+            else getattr(settings, "eviction", None),
+        )
+        # The per-user quota (None: none), checked at install only: never on a read.
+        self._max_entries_per_user = self._limits.max_entries_per_user
+        self._over_quota: set[str] = set()
         self._max_entries = self._limits.max_entries
         self._default_ttl_ms = self._limits.default_ttl_ms
         self._clock: Clock = clock if clock is not None else MonotonicClock()
@@ -96,14 +126,24 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self._stale_while_rebuilding = self._limits.stale_while_rebuilding
 
         self._store: _Store[R, A] = _Store(
-            self._removed, self._orphaned, make_policy("lru", self._max_entries)
+            self._removed,
+            self._orphaned,
+            make_policy(self._eviction, self._max_entries),
+            idle_ticks=self._idle_ttl_ms * self._ticks_per_ms,
         )
+        self._idle_ticks = self._store.idle_ticks
         self._current = self._store.current  # hot path aliases
         self._recency = self._store.recency  # the policy's order, for tests: never written here
         policy = self._store.policy
+        if self._max_entries_per_user is not None:
+            policy.keep_ranks()  # before reading its touch: ranking may change it
+            self._store.index_users()  # the quota reads it at every install
         self._idle = policy.idle if policy.wants_idle else _ignore
         self._touch = policy.touch if policy.wants_idle else _ignore
         self._over_capacity = False  # pins kept the map above max_entries after a trim
+        # The release path's one test for "not the common case": over capacity, or idle
+        # expiry is on (the slow path records the release time: the hot path stays as it was).
+        self._slow_release = self._idle_ttl_ms > 0
         self._detached = self._store.detached
         self._turns = _KeyedTurns()
         self._queues = self._turns.queues
@@ -141,6 +181,28 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         return self._default_ttl_ms
 
     @property
+    def max_entries_per_user(self) -> int | None:
+        """The per-user quota: at most this many entries per user, beyond what pins hold
+        (None: no quota)."""
+        return self._max_entries_per_user
+
+    @property
+    def idle_ttl_ms(self) -> int:
+        """Idle expiry: an unpinned entry unused this long expires (0: off)."""
+        return self._idle_ttl_ms
+
+    @property
+    def ttl_jitter(self) -> float:
+        """The largest fraction by which an install's TTL is shortened at random (0: off)."""
+        return self._ttl_jitter
+
+    @property
+    def eviction(self) -> str:
+        """The eviction policy's name (keyword, else AGENT_RUNTIME_CACHE_EVICTION, else the
+        default: ``"cost-aware"``; ``"lru"`` is the original's order)."""
+        return self._eviction
+
+    @property
     def guards(self) -> GuardConfig:
         return self._guards
 
@@ -174,12 +236,12 @@ class AgentRuntimeManager(_SlowReads[R, A]):
     def __contains__(self, agent_id: object) -> bool:
         """True for a live (unexpired) entry. Does not pin or reorder."""
         gen = self._current.get(agent_id) if isinstance(agent_id, str) else None
-        return gen is not None and self._now() < gen.deadline
+        return gen is not None and self._is_live(gen, self._now())
 
     def version_of(self, agent_id: str) -> int | None:
         """The live entry's ``cfg_version``, or None. Does not pin or reorder."""
         gen = self._current.get(agent_id)
-        if gen is None or self._now() >= gen.deadline:
+        if gen is None or not self._is_live(gen, self._now()):
             return None
         return gen._cfg_version
 
@@ -276,7 +338,7 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self._unpins += 1
         if gen.loose_pins or gen.lease_pins:
             return
-        if self._now() < gen.expires_at and not self._over_capacity:
+        if self._now() < gen.expires_at and not self._slow_release:
             try:  # in use until now: the policy hears it went idle
                 self._touch(agent_id)
             except KeyError:

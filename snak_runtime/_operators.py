@@ -15,7 +15,7 @@ from ._info import EntryInfo, _fast_entry_info
 from ._keyed import _Turn
 from ._seed import RuntimeSeed
 from ._stats import RemovalCause
-from ._store import _Generation, _Store
+from ._store import _Generation, _IdleGeneration, _Store
 
 if TYPE_CHECKING:
     from ._core import _ManagerCore as AgentRuntimeManager  # any layer of the manager
@@ -43,13 +43,20 @@ def _infos(
     """Each live generation of ``gens`` with its ``EntryInfo``; one loop with everything
     in locals, since ``snapshot()`` runs it over every entry."""
     per_ms = manager._ticks_per_ms
-    detached = manager._store.detached
+    store = manager._store
+    detached = store.detached
+    idle = store.idle_ticks
     make = _fast_entry_info
     out = []
     for gen in gens:
-        expires_at = gen.deadline  # not the hot path's threshold (refresh-ahead)
-        if now >= expires_at:
-            continue
+        if now >= gen.expires_at and store.cause(gen, now) is not None:
+            continue  # expired (or idle: issue 16)
+        # ``expires_at`` is the hot path's early bound (idle expiry, refresh-ahead): when the
+        # entry itself expires is its TTL, or while unused the earlier of that and its idle
+        # deadline
+        expires_at = gen.deadline
+        if idle and isinstance(gen, _IdleGeneration) and not (gen.loose_pins or gen.lease_pins):
+            expires_at = min(expires_at, gen.last_used + idle)
         older = detached.get(gen._agent_id) if detached else None
         out.append((gen, make(
             gen._agent_id,

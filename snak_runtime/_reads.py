@@ -50,7 +50,7 @@ class _SlowReads(_Loads[R, A]):
         if not self._stale_while_rebuilding or not self._turns.readers_may_skip(agent_id):
             return True
         gen = self._current.get(agent_id)
-        return gen is None or self._now() >= gen.deadline
+        return gen is None or not self._is_live(gen, self._now())
 
     def _joined(self, agent_id: str, user_id: str | None) -> _Generation[R, A] | None:
         """What a read that waited for a refresh finds (the caller counts it as a miss, as

@@ -17,7 +17,7 @@ from typing import Generic, TypeVar, final
 from ._errors import RuntimeManagerClosed
 from ._seed import RuntimeSeed
 from ._stats import RemovalCause
-from ._store import _Generation
+from ._store import _Generation, _IdleGeneration
 from ._writes import _Writes
 
 R = TypeVar("R")
@@ -55,6 +55,8 @@ class _Refreshes(_Writes[R, A]):
             return
         gen.refresh_at = 0  # one attempt per generation
         gen.expires_at = gen.deadline  # its later hits are plain hits again
+        if type(gen) is _IdleGeneration:  # pinned: idle expiry's bound is while in use
+            self._store.cause(gen, self._now())
         refresh: _Refresh[R, A] = _Refresh(gen)
         self._refreshes[agent_id] = refresh
         self._stats.refreshes += 1
@@ -146,10 +148,9 @@ class _Refreshes(_Writes[R, A]):
             self._discard_seed(agent_id, seed)
             return
         now = self._now()
-        if current is None or now < gen.deadline:
-            cause = RemovalCause.REFRESHED
-        else:
-            cause = RemovalCause.EXPIRED  # still in the map only because it is pinned
+        ended = None if current is None else self._store.cause(gen, now)
+        # expired or idle: still in the map only because it is pinned
+        cause = RemovalCause.REFRESHED if ended is None else ended
         self._install(seed, cause, now, build_ms=cost_ms)
 
     async def _join_refresh(self, agent_id: str) -> bool:
@@ -159,7 +160,7 @@ class _Refreshes(_Writes[R, A]):
         if refresh is None or refresh.superseded:
             return False
         gen = self._current.get(agent_id)
-        if gen is not None and self._now() < gen.deadline:
+        if gen is not None and self._is_live(gen, self._now()):
             return False  # live: served as it is
         if refresh.task is asyncio.current_task(self._loop):
             raise RuntimeError(

@@ -17,11 +17,15 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from ._config import (
     BUILD_TIMEOUT_VAR,
     DISPOSE_TIMEOUT_VAR,
+    EVICTION_VAR,
     GUARDS_PATH_VAR,
+    IDLE_TTL_MS_VAR,
+    MAX_ENTRIES_PER_USER_VAR,
     MAX_ENTRIES_VAR,
     REFRESH_AHEAD_VAR,
     STALE_WHILE_REBUILDING_VAR,
     SWEEP_INTERVAL_VAR,
+    TTL_JITTER_VAR,
     TTL_MS_VAR,
     TTL_SECONDS_VAR,
 )
@@ -76,6 +80,12 @@ class RuntimeCacheSettings(BaseSettings):
     refresh_ahead_ms: str | None = Field(default=None, validation_alias=REFRESH_AHEAD_VAR)
     stale_while_rebuilding: str | None = Field(
         default=None, validation_alias=STALE_WHILE_REBUILDING_VAR
+    )
+    idle_ttl_ms: str | None = Field(default=None, validation_alias=IDLE_TTL_MS_VAR)
+    ttl_jitter: str | None = Field(default=None, validation_alias=TTL_JITTER_VAR)
+    eviction: str | None = Field(default=None, validation_alias=EVICTION_VAR)
+    max_entries_per_user: str | None = Field(
+        default=None, validation_alias=MAX_ENTRIES_PER_USER_VAR
     )
 
     @classmethod

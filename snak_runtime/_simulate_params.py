@@ -104,12 +104,31 @@ PARAMETERS: Mapping[str, Parameter] = {
                   "entry TTL (default: as configured)", optional=True),
         Parameter("build_timeout_ms", "--build-timeout-ms", int, 1, _DAY_MS,
                   "a slower build fails (default: the manager's 30000)", optional=True),
+        Parameter("users", "--users", int, 1, 1_000_000,
+                  "users owning the agents (agent i is user i mod users's)"),
+        Parameter("burst_agents", "--burst-agents", int, 0, 1_000_000,
+                  "distinct agents one more user opens in the middle of the run"),
+        Parameter("burst_rate_per_s", "--burst-rate", float, 0.001, 1_000_000,
+                  "requests per second of that burst"),
+        Parameter("max_entries_per_user", "--max-entries-per-user", int, 1, 10_000_000,
+                  "per-user quota (default: as configured)", optional=True),
         Parameter("seed", "--seed", int, -(2**63), 2**63 - 1, "random seed"),
         Parameter("refresh_ahead_ms", "--refresh-ahead-ms", int, 0, 365 * _DAY_MS,
                   "the manager's refresh_ahead_ms, below the TTL (0: off)"),
         Parameter("hot_window_ms", "--hot-window-ms", int, 0, 365 * _DAY_MS,
                   "count apart the agents requested at least once per this many ms "
                   "(default: --refresh-ahead-ms)", optional=True),
+        # issue 16: expiry options and the two workload shapes that show them
+        Parameter("idle_ttl_ms", "--idle-ttl-ms", int, 0, 365 * _DAY_MS,
+                  "idle expiry: an entry unused this long leaves, 0 off"
+                  " (default: as configured)", optional=True),
+        Parameter("ttl_jitter", "--ttl-jitter", float, 0, 0.5,
+                  "each TTL shortened at random by up to this fraction"
+                  " (default: as configured)", optional=True),
+        Parameter("deploy", "--deploy", int, 0, 1_000_000,
+                  "agents installed together at 0 s, a deploy warming the cache"),
+        Parameter("one_time_share", "--one-time", float, 0, 0.99,
+                  "share of requests for one-time agents, never requested again"),
     )
 }
 """Every numeric parameter, in ``--help`` order. Add a parameter here and to SimulationConfig."""
@@ -122,6 +141,9 @@ def expected_span_s(values: Mapping[str, Any]) -> float:
     timeout_ms = values["build_timeout_ms"] or DEFAULT_BUILD_TIMEOUT_MS
     build_ms = min(float(values["build_ms"]), float(timeout_ms))
     arrivals_s = values["requests"] / values["rate_per_s"]
+    # the burst starts halfway through the arrivals and may outlast them
+    burst_s = values["burst_agents"] / values["burst_rate_per_s"]
+    arrivals_s = max(arrivals_s, arrivals_s / 2 + burst_s)
     return float(arrivals_s + (build_ms + values["hold_ms"]) / 1000)
 
 
@@ -129,6 +151,11 @@ def validate(values: Mapping[str, Any]) -> None:
     """Check each parameter, then the bounds on the whole run (span, invalidations)."""
     for name, parameter in PARAMETERS.items():
         parameter.check(values[name])
+    if values["deploy"] > values["agents"]:
+        raise SimulationConfigError(
+            ("deploy", "agents"),
+            f"cannot deploy {values['deploy']:,} of {values['agents']:,} agents",
+        )
     span_s = expected_span_s(values)
     if span_s > MAX_SPAN_S:
         raise SimulationConfigError(

@@ -19,6 +19,7 @@ class RemovalCause(StrEnum):
     """Why a generation left the map; the values are the contract's strings."""
 
     EXPIRED = "expired"
+    IDLE = "idle"  # idle expiry: no use for ``idle_ttl_ms``
     CAPACITY = "capacity"
     INVALIDATED = "invalidated"
     REPLACED = "replaced"
@@ -28,13 +29,18 @@ class RemovalCause(StrEnum):
     # an unusable version), or, with no source answering after a reconnect, everything went.
     RESYNC = "resync"
     REFRESHED = "refreshed"  # refresh-ahead installed a new generation, or its rebuild gave None
+    # An install gave its user more entries than max_entries_per_user: that user's entry the
+    # eviction policy valued least left (never another user's, never the one installed).
+    QUOTA = "quota"
 
 
 @dataclass(frozen=True, slots=True)
 class CacheStats:
     """A point-in-time snapshot of the manager's counters.
 
-    ``evictions`` counts capacity removals only; ``removals`` counts every cause.
+    ``evictions`` counts capacity removals only, ``expirations`` TTL expiries only,
+    ``idle_expirations`` idle expiries (``idle_ttl_ms``) and ``quota_evictions`` the per-user
+    quota's (cause ``quota``); ``removals`` counts every cause.
     ``rebuilds`` counts the ``rebuild()`` calls of ``on_invalidate``; ``refreshes`` those of
     refresh-ahead (``refresh_ahead_ms``), and ``refresh_failures`` the refreshes that raised,
     timed out, were cancelled or returned a seed that could not be installed.
@@ -54,6 +60,8 @@ class CacheStats:
     refresh_failures: int = 0
     evictions: int = 0
     expirations: int = 0
+    idle_expirations: int = 0
+    quota_evictions: int = 0
     disposals: int = 0
     dispose_failures: int = 0
     size: int = 0
@@ -146,6 +154,8 @@ class _StatsCounter:
             refresh_failures=self.refresh_failures,
             evictions=removals[RemovalCause.CAPACITY],
             expirations=removals[RemovalCause.EXPIRED],
+            idle_expirations=removals[RemovalCause.IDLE],
+            quota_evictions=removals[RemovalCause.QUOTA],
             disposals=self.disposals,
             dispose_failures=self.dispose_failures,
             size=size,

@@ -24,7 +24,6 @@ A = TypeVar("A")
 _COMPACT_MIN_STALE = 64
 
 
-@final
 class _Generation(RuntimeLease[R, A]):
     """One installed seed: the read-only lease view users get, plus the cache's bookkeeping.
 
@@ -84,6 +83,22 @@ class _Generation(RuntimeLease[R, A]):
         )
 
 
+@final
+class _IdleGeneration(_Generation[R, A]):
+    """A generation of a cache with idle expiry on: ``expires_at`` is the earlier of its TTL
+    deadline (kept in ``deadline``) and a lower bound of its idle deadline.
+
+    A subclass, so that a cache without idle expiry keeps the smaller object (every
+    generation already has ``deadline`` and ``refresh_at``; ``last_used`` is idle's own).
+    """
+
+    __slots__ = ("last_used",)
+
+    def __init__(self, seed: RuntimeSeed[R, A], expires_at: int, installed_at: int) -> None:
+        super().__init__(seed, expires_at, installed_at)
+        self.last_used = installed_at  # install, or release of the last pin
+
+
 OnRemoved = Callable[[str, RemovalCause], None]
 OnOrphaned = Callable[[str, Any], None]
 
@@ -99,19 +114,32 @@ class _Store(Generic[R, A]):
     ``by_user`` indexes the current agent ids of each user, so ``evict_user`` touches only
     that user's entries. It is built by the first ``evict_user`` (one pass over the map)
     and kept from then on by install and removal, never by a read: a cache that never
-    evicts by user does not pay for it (keeping it costs an install about 15%).
+    evicts by user does not pay for it (keeping it costs an install about 15%). A manager
+    with a per-user quota builds it at once (``index_users``): the quota reads it at every
+    install.
 
     departure: the original kept one mutable entry per id (a release after a rebuild
     decremented the new entry's count) and scanned every entry on every call.
 
     Expiry: entries on the default TTL expire in install order, so a FIFO holds them (no
-    per-entry heap item); entries with a TTL of their own go to a heap. Both delete lazily.
+    per-entry heap item); entries with a TTL of their own (or a jittered one) go to a heap.
+    Both delete lazily.
+
+    Idle expiry (``idle_ticks`` > 0): every entry goes to the TTL heap, and a second heap
+    is keyed on a lower bound of each entry's idle deadline (``last_used + idle_ticks``).
+    ``last_used`` only moves forward, and a release moves it without touching the heap, so
+    a popped item is re-checked and, if the entry was used since, pushed again at its true
+    deadline: at most one item per entry and one push per pop, O(log n) each. An entry whose
+    idle deadline is not before its TTL deadline has no item (it cannot go idle first).
+    Items of removed entries are dropped when popped, or by a rebuild once they could
+    outnumber the entries.
     """
 
     __slots__ = (
         "_agents",
         "_fifo",
         "_heap",
+        "_idle_heap",
         "_on_orphaned",
         "_on_removed",
         "_seq",
@@ -119,6 +147,7 @@ class _Store(Generic[R, A]):
         "by_user",
         "current",
         "detached",
+        "idle_ticks",
         "policy",
     )
 
@@ -127,8 +156,12 @@ class _Store(Generic[R, A]):
         on_removed: OnRemoved,
         on_orphaned: OnOrphaned,
         policy: EvictionPolicy | None = None,
+        *,
+        idle_ticks: int = 0,
     ) -> None:
         self.current: dict[str, _Generation[R, A]] = {}
+        self.idle_ticks = idle_ticks  # 0: idle expiry off
+        self._idle_heap: list[tuple[int, int, _Generation[R, A]]] = []
         self.policy: EvictionPolicy = policy if policy is not None else LruPolicy(0)
         self.detached: dict[str, list[_Generation[R, A]]] = {}
         self.by_user: dict[str, set[str]] | None = None  # see user_agent_ids
@@ -154,6 +187,8 @@ class _Store(Generic[R, A]):
     ) -> _Generation[R, A]:
         """Make ``seed`` the current generation; the old one (if any) leaves with ``old_cause``.
 
+        ``expires_at`` is its TTL deadline; ``now`` starts its idle time (idle expiry only).
+
         ``old_cause=None`` is a same-version refresh: the old generation is superseded
         silently (no removal is reported), but still detached so its pins stay exact.
         ``in_order`` says the entry expires no earlier than every entry installed before it
@@ -163,7 +198,12 @@ class _Store(Generic[R, A]):
         """
         agent_id = seed.agent_id
         old = self.current.get(agent_id)
-        gen = _Generation(seed, expires_at, installed_at)
+        idle = self.idle_ticks
+        gen = (
+            _IdleGeneration(seed, expires_at, installed_at)
+            if idle
+            else _Generation(seed, expires_at, installed_at)
+        )
         agent = seed.agent
         if agent is not None:
             agents = self._agents
@@ -182,11 +222,57 @@ class _Store(Generic[R, A]):
             else:
                 ids.add(agent_id)
         self.policy.inserted(gen, old)
-        if in_order:
+        if in_order and not idle:  # (kept from idle: an idle entry always joins the heap)
             self._fifo.append(gen)
         else:
             heapq.heappush(self._heap, (expires_at, next(self._seq), gen))
+        if idle:
+            idle_at = installed_at + idle
+            if idle_at < expires_at:
+                gen.expires_at = idle_at
+                self._push_idle(idle_at, gen)
         return gen
+
+    def _push_idle(self, idle_at: int, gen: _Generation[R, A]) -> None:
+        heap = self._idle_heap
+        heapq.heappush(heap, (idle_at, next(self._seq), gen))
+        if len(heap) > 2 * len(self.current) + _COMPACT_MIN_STALE:
+            self._idle_heap = [item for item in heap if item[2].current]
+            heapq.heapify(self._idle_heap)
+
+    @staticmethod
+    def deadline(gen: _Generation[R, A]) -> int:
+        """``gen``'s TTL deadline (idle expiry and refresh-ahead may lower ``expires_at``:
+        read this, not ``expires_at``, to show when an entry expires)."""
+        return gen.deadline
+
+    def cause(self, gen: _Generation[R, A], now: int) -> RemovalCause | None:
+        """Why the current ``gen`` is no longer live at ``now``, or None if it still is.
+
+        Called once ``now >= gen.expires_at``: with idle expiry on, that may only be the
+        lower bound of its idle deadline, which is then moved to the true one. An entry in
+        use (pinned) never goes idle. When both deadlines have passed, the earlier one
+        names the cause (the TTL on a tie).
+        """
+        deadline = gen.deadline
+        if not isinstance(gen, _IdleGeneration):
+            # (before the deadline, ``expires_at`` was refresh-ahead's ``refresh_at``: kept)
+            return RemovalCause.EXPIRED if now >= deadline else None
+        # the hot path's bound never passes an open refresh-ahead window
+        upper = gen.refresh_at or deadline
+        idle = self.idle_ticks
+        if not gen.pins:
+            idle_at = gen.last_used + idle
+            if idle_at < deadline:
+                if now >= idle_at:
+                    return RemovalCause.IDLE
+                gen.expires_at = min(idle_at, upper)
+                return None
+        if now >= deadline:
+            return RemovalCause.EXPIRED
+        # pinned: not idle before its release, which is later than now
+        gen.expires_at = min(upper, now + idle)
+        return None
 
     def detach(self, gen: _Generation[R, A], cause: RemovalCause | None) -> None:
         """Take ``gen`` out of the map; its agent is orphaned now or at its last release."""
@@ -250,7 +336,16 @@ class _Store(Generic[R, A]):
         queued items were consumed (stale and pinned ones included)."""
         consumed = 0
         while consumed < limit:
-            fifo, heap = self._fifo, self._heap  # re-read: detach() may compact them
+            fifo, heap, idle = self._fifo, self._heap, self._idle_heap  # detach() may compact
+            if (
+                idle
+                and idle[0][0] <= now
+                and (not fifo or idle[0][0] < fifo[0].deadline)
+                and (not heap or idle[0][0] < heap[0][0])
+            ):
+                consumed += 1
+                self._pop_idle(now)
+                continue
             if fifo and (not heap or fifo[0].deadline <= heap[0][0]):
                 if fifo[0].deadline > now:
                     break
@@ -264,13 +359,43 @@ class _Store(Generic[R, A]):
             if not gen.current:
                 self._stale -= 1
             elif gen.pins == 0:
-                self.detach(gen, RemovalCause.EXPIRED)
+                # an idle entry whose idle item was not reached yet (the sweep's limit)
+                self.detach(gen, self.cause(gen, now) or RemovalCause.EXPIRED)
             # a pinned expired generation is removed at its last release
         return consumed
+
+    def _pop_idle(self, now: int) -> None:
+        """The idle heap's head is due: remove its entry if it really went idle, or queue
+        it again at its true idle deadline (it was used, or is in use, since queued)."""
+        gen = heapq.heappop(self._idle_heap)[2]
+        if not gen.current:
+            return
+        assert isinstance(gen, _IdleGeneration)
+        if gen.pins:
+            idle_at = now + self.idle_ticks  # its release, later than now, restarts it
+        else:
+            idle_at = gen.last_used + self.idle_ticks
+            if idle_at <= now:
+                cause = self.cause(gen, now)
+                if cause is not None:
+                    self.detach(gen, cause)
+                return
+        if idle_at < gen.deadline:
+            self._push_idle(idle_at, gen)
+        # else the TTL comes first: its own queue removes it
 
     def victim(self, keep: _Generation[R, A] | None) -> _Generation[R, A] | None:
         """The policy's next unpinned generation to evict, never ``keep``."""
         return self.policy.victim(keep)
+
+    def user_victim(
+        self, user_id: str, keep: _Generation[R, A] | None
+    ) -> _Generation[R, A] | None:
+        """The unpinned entry of ``user_id`` the policy values least, never ``keep``:
+        O(that user's entries)."""
+        current = self.current
+        candidates = [current[agent_id] for agent_id in self.index_users().get(user_id, ())]
+        return self.policy.victim_among(candidates, keep)
 
     def lru_victim(self, keep: str | None) -> _Generation[R, A] | None:
         """``victim`` with ``keep`` given by agent id."""
@@ -282,6 +407,7 @@ class _Store(Generic[R, A]):
         policy = self.policy
         if not isinstance(policy, LruPolicy):
             return {gen._agent_id: None for gen in policy.order()}
+        policy.drain()  # with ranks, releases wait in a ring until the next policy call
         return policy.recency
 
     @recency.setter
@@ -296,6 +422,10 @@ class _Store(Generic[R, A]):
     def user_agent_ids(self, user_id: str) -> list[str]:
         """The agent ids of ``user_id``'s current generations. The first call builds the
         index (one pass over the map); install and removal keep it from then on."""
+        return list(self.index_users().get(user_id, ()))
+
+    def index_users(self) -> dict[str, set[str]]:
+        """``by_user``, built now (one pass over the map) if it was not yet."""
         by_user = self.by_user
         if by_user is None:
             by_user = self.by_user = {}
@@ -305,7 +435,7 @@ class _Store(Generic[R, A]):
                     by_user[gen._user_id] = {agent_id}
                 else:
                     ids.add(agent_id)
-        return list(by_user.get(user_id, ()))
+        return by_user
 
     def _compact(self) -> None:
         for gen in self._fifo:
@@ -325,5 +455,5 @@ class _Store(Generic[R, A]):
 
     @property
     def queued_expiries(self) -> int:
-        """Items in the expiry FIFO and heap, stale ones included."""
-        return len(self._heap) + len(self._fifo)
+        """Items in the expiry FIFO and heaps, stale ones included."""
+        return len(self._heap) + len(self._fifo) + len(self._idle_heap)

@@ -45,8 +45,8 @@ class _Writes(_Lifecycle[R, A]):
             old = self._current.get(agent_id)
             if old is None:
                 cause: RemovalCause | None = RemovalCause.REPLACED
-            elif now >= old.deadline:
-                cause = RemovalCause.EXPIRED
+            elif now >= old.expires_at and (ended := self._store.cause(old, now)) is not None:
+                cause = ended  # expired, or idle
             elif seed.cfg_version == old.cfg_version:
                 # departure: the original dropped a replaced agent undisposed; the superseded
                 # generation is detached here, so its agent is disposed after its last pin.
@@ -87,9 +87,10 @@ class _Writes(_Lifecycle[R, A]):
             if gen is None:
                 self._log.debug("no cached runtime to invalidate for agent %r", agent_id)
                 return
-            if self._now() >= gen.deadline:
-                self._log.debug("cached runtime of agent %r already expired", agent_id)
-                self._store.detach(gen, RemovalCause.EXPIRED)
+            now = self._now()
+            if now >= gen.expires_at and (ended := self._store.cause(gen, now)) is not None:
+                self._log.debug("cached runtime of agent %r already %s", agent_id, ended)
+                self._store.detach(gen, ended)
                 return
             if gen.cfg_version >= cfg_version:
                 # departure: duplicate or late events do not trigger rebuild storms.
@@ -220,7 +221,7 @@ class _Writes(_Lifecycle[R, A]):
         ``None`` for an agent whose load is in flight (what it installs is not known yet)."""
         now = self._now()
         view: dict[str, int | None] = {
-            a: g.cfg_version for a, g in self._current.items() if now < g.deadline
+            a: g.cfg_version for a, g in self._current.items() if self._is_live(g, now)
         }
         view.update(dict.fromkeys(self._loads))
         return view

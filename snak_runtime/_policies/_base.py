@@ -11,7 +11,7 @@ may read lazily.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -64,6 +64,27 @@ class EvictionPolicy(ABC):
 
     def learn_cost(self, agent_id: str, ms: float) -> None:  # noqa: B027 - optional hook
         """A build or rebuild of ``agent_id`` took ``ms`` on the manager's clock."""
+
+    def keep_ranks(self) -> None:  # noqa: B027 - optional hook
+        """Called once by a manager with a per-user quota, before its first install: from
+        then on ``victim_among`` should cost O(len(candidates)). A policy may change
+        ``touch`` here (the manager reads it afterwards)."""
+
+    def victim_among(self, candidates: Sequence[Gen], keep: Gen | None) -> Gen | None:
+        """Of ``candidates`` (current generations: one user's entries), the one this policy
+        values least: never a pinned one and never ``keep``; None when no such entry.
+
+        The per-user quota evicts through this. The default walks ``order()``, O(entries):
+        a policy overrides it to cost O(len(candidates)) once ``keep_ranks`` was called.
+        """
+        wanted = {id(gen) for gen in candidates if gen is not keep and not gen.pins}
+        if not wanted:
+            return None
+        for gen in self.order():
+            if id(gen) in wanted:
+                return gen
+        # order() may leave out entries it is not tracking: any candidate then
+        return next(gen for gen in candidates if id(gen) in wanted)
 
 
 _NOTHING: dict[str, object] = {}

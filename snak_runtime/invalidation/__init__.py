@@ -5,6 +5,8 @@ package, building its settings or running the container's ``invalidation`` resou
 needs it. The modules, in the order a message travels:
 
 - ``_settings``: the Redis variables and the endpoint they resolve to;
+- ``_sentinel``: the Sentinel variables and their rules (pure), ``_sentinel_client``: the
+  master's client through redis-py's Sentinel (imported only when Sentinel connects);
 - ``_client``: the redis-py client (imported late, no hidden retries);
 - ``_wire``: the message format and the reconnect backoff (pure functions);
 - ``_dispatch``: the inbox (parse, count, log) and per-agent, in-order application;
@@ -18,6 +20,8 @@ from ._dispatch import InvalidationTarget as InvalidationTarget
 from ._publisher import InvalidationPublisher as InvalidationPublisher
 from ._publisher import publish_invalidation as publish_invalidation
 from ._resource import run_invalidation as run_invalidation
+from ._sentinel import RedisConfigError as RedisConfigError
+from ._sentinel import SentinelEndpoint as SentinelEndpoint
 from ._settings import DEFAULT_CHANNEL as DEFAULT_CHANNEL
 from ._settings import InvalidationSettings as InvalidationSettings
 from ._settings import RedisEndpoint as RedisEndpoint
@@ -47,7 +51,9 @@ __all__ = (
     "InvalidationStats",
     "InvalidationSubscriber",
     "InvalidationTarget",
+    "RedisConfigError",
     "RedisEndpoint",
+    "SentinelEndpoint",
     "VersionSource",
     "backoff_ms",
     "encode_message",

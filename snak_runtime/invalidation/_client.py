@@ -10,6 +10,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
+from ._sentinel import SentinelEndpoint
 from ._settings import RedisEndpoint
 
 if TYPE_CHECKING:
@@ -19,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 REDIS_EXTRA_HINT: Final = 'pip install "snak-runtime[redis]"'
 _CLOSE_TIMEOUT_S: Final = 2.0
+# Longer than a listener's own clean-up (two bounded closes), so a re-cancel never cuts it short.
+RECANCEL_AFTER_S: float = 5.0
 
 
 def require_redis() -> None:
@@ -38,7 +41,7 @@ def require_redis() -> None:
         ) from exc
 
 
-def make_client(endpoint: RedisEndpoint, *, timeout_s: float) -> Redis:
+def make_client(endpoint: RedisEndpoint | SentinelEndpoint, *, timeout_s: float) -> Redis:
     """A client that never retries or reconnects behind our back.
 
     redis-py's retry layer would reconnect a pub/sub connection and resubscribe silently, and
@@ -56,6 +59,10 @@ def make_client(endpoint: RedisEndpoint, *, timeout_s: float) -> Redis:
         "socket_keepalive": True,
         "retry": Retry(NoBackoff(), 0),
     }
+    if isinstance(endpoint, SentinelEndpoint):  # issue 17: the sentinels name the master
+        from ._sentinel_client import sentinel_master_client
+
+        return sentinel_master_client(endpoint, options)
     if endpoint.url is not None:
         client: Redis = Redis.from_url(endpoint.url, **options)
         return client
@@ -76,12 +83,43 @@ def redis_errors() -> tuple[type[BaseException], ...]:
 
 
 async def close_quietly(*resources: Any) -> None:
-    """``aclose()`` each, bounded; closing a dead connection may fail and that is fine."""
+    """``aclose()`` each, bounded; closing a dead connection may fail and that is fine.
+
+    A cancellation (``stop()``) does not cut the closing short: a close interrupted half-way
+    leaves sockets open, found later by the garbage collector. The closing finishes (each
+    close is bounded), then the cancellation propagates.
+    """
+    closing = asyncio.get_running_loop().create_task(_close_each(resources))
+    _closing.add(closing)
+    closing.add_done_callback(_closing.discard)
+    try:
+        await asyncio.shield(closing)
+    except asyncio.CancelledError:
+        await asyncio.wait({closing})
+        raise
+
+
+_closing: set[asyncio.Task[None]] = set()  # closings running on after their caller was cancelled
+
+
+async def _close_each(resources: tuple[Any, ...]) -> None:
     for resource in resources:
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT_S):
                 await resource.aclose()
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             logger.debug("invalidation: closing %r failed: %r", type(resource).__name__, exc)
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel a task that talks to redis-py and wait until it has ended, whatever it swallows.
+
+    On Python 3.11, ``asyncio.wait_for`` (which redis-py wraps around every socket write when
+    ``socket_timeout`` is set) returns normally when a cancellation lands just as the write
+    completes: the cancellation is lost and the task runs on (fixed in 3.12). A single
+    ``cancel()`` then leaves ``stop()`` waiting forever, so cancel again while it still runs.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=RECANCEL_AFTER_S)
+    await asyncio.gather(task, return_exceptions=True)  # retrieve its outcome

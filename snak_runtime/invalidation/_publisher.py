@@ -44,10 +44,11 @@ class InvalidationPublisher:
         settings = settings if settings is not None else InvalidationSettings()
         if not settings.configured:
             raise RuntimeError(
-                "Redis is not configured: set REDIS_URL or REDIS_HOST/REDIS_PORT to publish "
-                "invalidations (a single process calls manager.on_invalidate() directly)"
+                "Redis is not configured: set REDIS_URL, REDIS_HOST/REDIS_PORT or "
+                "REDIS_SENTINELS/REDIS_SENTINEL_MASTER to publish invalidations (a single "
+                "process calls manager.on_invalidate() directly)"
             )
-        client = make_client(settings.endpoint(), timeout_s=_PUBLISH_TIMEOUT_S)
+        client = make_client(settings.target(), timeout_s=_PUBLISH_TIMEOUT_S)
         return cls(client, channel or settings.channel, owns_client=True)
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, final
 from urllib.parse import urlsplit, urlunsplit
@@ -10,6 +11,16 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .._config import BACKOFF_CAP_VAR, env_int
+from ._sentinel import (
+    DIRECT_VARS,
+    SENTINEL_MASTER_VAR,
+    SENTINELS_VAR,
+    SentinelAddress,
+    SentinelEndpoint,
+    master_from_keyword,
+    sentinel_endpoint_from_env,
+    sentinels_from_keyword,
+)
 
 DEFAULT_CHANNEL: Final = "agent_cfg_invalidate"
 _DEFAULT_HOST: Final = "localhost"
@@ -47,8 +58,10 @@ class InvalidationSettings(BaseSettings):
     """Redis connection and channel, from snak's environment variables.
 
     ``REDIS_URL`` wins over ``REDIS_HOST``/``REDIS_PORT``/``REDIS_PASSWORD``/``REDIS_DB``.
-    With none of them set, ``configured`` is false and nothing connects. Fields hold raw text:
-    a bad port or db is ignored with a WARNING when the endpoint is resolved (never at load).
+    ``REDIS_SENTINELS``/``REDIS_SENTINEL_MASTER`` find the master through Sentinel instead
+    (``target()``). With none of them set, ``configured`` is false and nothing connects.
+    Fields hold raw text: a bad port or db is ignored with a WARNING when the endpoint is
+    resolved (never at load).
     """
 
     model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore")
@@ -58,6 +71,9 @@ class InvalidationSettings(BaseSettings):
     redis_port: str | None = Field(default=None, validation_alias="REDIS_PORT")
     redis_password: SecretStr | None = Field(default=None, validation_alias="REDIS_PASSWORD")
     redis_db: str | None = Field(default=None, validation_alias="REDIS_DB")
+    # Redis Sentinel (issue 17): the sentinels name the master; REDIS_PASSWORD/REDIS_DB apply to it.
+    redis_sentinels: str | None = Field(default=None, validation_alias=SENTINELS_VAR)
+    redis_sentinel_master: str | None = Field(default=None, validation_alias=SENTINEL_MASTER_VAR)
     channel: str = Field(default=DEFAULT_CHANNEL, validation_alias="AGENT_CFG_INVALIDATE_CHANNEL")
     # The version check (only with a version source); raw text, resolved by _versions.
     version_source_timeout_ms: str | None = Field(
@@ -69,7 +85,42 @@ class InvalidationSettings(BaseSettings):
     @classmethod
     def for_url(cls, url: str, *, channel: str | None = None) -> InvalidationSettings:
         """Settings for this URL; the channel from ``channel``, else the environment."""
-        values: dict[str, Any] = {"REDIS_URL": url}
+        # An explicit URL replaces Sentinel variables from the environment (keyword > environment).
+        values: dict[str, Any] = {"REDIS_URL": url, SENTINELS_VAR: None, SENTINEL_MASTER_VAR: None}
+        if channel is not None:
+            values["AGENT_CFG_INVALIDATE_CHANNEL"] = channel
+        return cls.model_validate(values)
+
+    @classmethod
+    def for_sentinels(
+        cls,
+        sentinels: str | Iterable[str | SentinelAddress],
+        master: str,
+        *,
+        password: str | None = None,
+        db: int | None = None,
+        channel: str | None = None,
+    ) -> InvalidationSettings:
+        """Settings that find the master through Redis Sentinel.
+
+        ``sentinels`` is ``"host:port,..."`` or an iterable of ``"host:port"`` / ``(host, port)``;
+        ``master`` is the service name the sentinels monitor; ``password``/``db`` are the
+        master's. A bad value is a ``ValueError``. These replace the environment's addresses
+        (``REDIS_URL``/``REDIS_HOST``/``REDIS_PORT`` are not read); what is left ``None``
+        (``password``, ``db``, ``channel``) comes from the environment.
+        """
+        found = sentinels_from_keyword(sentinels)
+        if db is not None and (isinstance(db, bool) or not isinstance(db, int) or db < 0):
+            raise ValueError(f"db must be an integer >= 0, got {db!r}")
+        values: dict[str, Any] = {
+            SENTINELS_VAR: ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in found),
+            SENTINEL_MASTER_VAR: master_from_keyword(master),
+            **dict.fromkeys(DIRECT_VARS),
+        }
+        if db is not None:
+            values["REDIS_DB"] = str(db)
+        if password is not None:
+            values["REDIS_PASSWORD"] = password
         if channel is not None:
             values["AGENT_CFG_INVALIDATE_CHANNEL"] = channel
         return cls.model_validate(values)
@@ -85,11 +136,31 @@ class InvalidationSettings(BaseSettings):
                 self.redis_port,
                 self.redis_password,
                 self.redis_db,
+                self.redis_sentinels,
+                self.redis_sentinel_master,
             )
         )
 
+    def target(self) -> RedisEndpoint | SentinelEndpoint:
+        """Where to connect: a ``SentinelEndpoint`` when ``REDIS_SENTINELS`` or
+        ``REDIS_SENTINEL_MASTER`` is set, else ``endpoint()``.
+
+        Sentinel beside ``REDIS_URL``/``REDIS_HOST``/``REDIS_PORT`` raises ``RedisConfigError``
+        (a start-up error saying which to drop); every other fault is a WARNING (issue 17).
+        """
+        password = self.redis_password
+        direct = (self.redis_url, self.redis_host, self.redis_port)
+        sentinel = sentinel_endpoint_from_env(
+            self.redis_sentinels,
+            self.redis_sentinel_master,
+            password=None if password is None else password.get_secret_value(),
+            db=env_int("REDIS_DB", self.redis_db, 0, minimum=0, maximum=1_000_000),
+            direct_vars=[n for n, raw in zip(DIRECT_VARS, direct, strict=True) if raw is not None],
+        )
+        return self.endpoint() if sentinel is None else sentinel
+
     def endpoint(self) -> RedisEndpoint:
-        """Resolve the connection target; unparseable port/db fall back with a WARNING."""
+        """Resolve the direct connection target; unparseable port/db fall back with a WARNING."""
         if self.redis_url is not None:
             return RedisEndpoint(url=self.redis_url.get_secret_value())
         password = self.redis_password

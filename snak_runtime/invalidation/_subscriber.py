@@ -13,8 +13,9 @@ from typing import Any, Final, final
 from .._config import BACKOFF_CAP, BACKOFF_CAP_VAR, environment_value, resolve_ms
 from .._errors import RuntimeManagerClosed
 from .._stats import RemovalCause
-from ._client import close_quietly, make_client, redis_errors, require_redis
+from ._client import cancel_and_wait, close_quietly, make_client, redis_errors, require_redis
 from ._dispatch import InvalidationTarget, _Dispatcher, _Inbox
+from ._sentinel import SentinelEndpoint
 from ._settings import InvalidationSettings, RedisEndpoint
 from ._stats import InvalidationStats
 from ._versions import (
@@ -98,7 +99,7 @@ class InvalidationSubscriber:
             settings = InvalidationSettings.for_url(source)
         else:
             settings = source
-        self._endpoint = settings.endpoint()
+        self._endpoint = settings.target()
         self._channel = channel or settings.channel
         # Keyword > AGENT_CFG_BACKOFF_CAP_MS (settings, else the environment: for_url settings
         # skip it) > default, under a built-in guard, never below the base.
@@ -149,7 +150,7 @@ class InvalidationSubscriber:
         return self._channel
 
     @property
-    def endpoint(self) -> RedisEndpoint:
+    def endpoint(self) -> RedisEndpoint | SentinelEndpoint:
         return self._endpoint
 
     @property
@@ -187,8 +188,7 @@ class InvalidationSubscriber:
             reconciler.cancel()
             await asyncio.gather(reconciler, return_exceptions=True)
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_and_wait(task)  # not task.cancel(): Python 3.11 can lose one
             self._resync_due = True  # deaf from now on: a later start() must resync
         self._connected.clear()
         await self._dispatcher.aclose()

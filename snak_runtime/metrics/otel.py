@@ -4,8 +4,8 @@ Instruments (meter ``snak_runtime``), every data point with a ``cache`` attribut
 
 - observable counters ``snak_runtime.hits``, ``.misses``, ``.denied``, ``.loads``,
   ``.load_failures``, ``.rebuilds``, ``.rebuild_failures``, ``.refreshes``,
-  ``.refresh_failures``, ``.invalidations``,
-  ``.disposals``, ``.dispose_failures``, and ``snak_runtime.removals`` (attribute ``cause``);
+  ``.refresh_failures``, ``.invalidations``, ``.disposals``, ``.dispose_failures``,
+  ``.quota_evictions``, and ``snak_runtime.removals`` (attribute ``cause``);
 - observable gauges ``snak_runtime.entries``, ``.pinned``, ``.max_entries`` and
   ``snak_runtime.default_ttl`` (seconds);
 - durations: OpenTelemetry has no observable histogram, so each duration is two observable
@@ -77,6 +77,8 @@ COUNTERS: tuple[tuple[str, str, str, str], ...] = (
     ("snak_runtime.disposals", "disposals", "{disposal}", "Disposer calls."),
     ("snak_runtime.dispose_failures", "dispose_failures", "{disposal}",
      "Disposer calls that raised or timed out."),
+    ("snak_runtime.quota_evictions", "quota_evictions", "{entry}",
+     "Entries evicted because their user held more than max_entries_per_user."),
 )
 """(instrument name, ``CacheStats`` field, unit, description) of each plain counter."""
 
@@ -144,7 +146,7 @@ class _Instruments:
             [self._callback(self._removals)],
             unit="{generation}",
             description="Generations that left the map, by cause "
-            "(capacity and expired are evictions).",
+            "(capacity, expired and idle are evictions).",
         )
         for i, (name, unit, doc) in enumerate(GAUGES):
             meter.create_observable_gauge(

@@ -60,6 +60,8 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("snak_runtime_disposals", "disposals", "Disposer calls."),
     ("snak_runtime_dispose_failures", "dispose_failures",
      "Disposer calls that raised or timed out."),
+    ("snak_runtime_quota_evictions", "quota_evictions",
+     "Entries evicted because their user held more than max_entries_per_user."),
 )
 """(metric name without ``_total``, ``CacheStats`` field, help text) of each plain counter."""
 
@@ -178,7 +180,7 @@ class RuntimeCacheCollector:
 
         removals = CounterMetricFamily(
             "snak_runtime_removals",
-            "Generations that left the map, by cause (capacity and expired are evictions).",
+            "Generations that left the map, by cause (capacity, expired and idle are evictions).",
             labels=("cache", "cause"),
         )
         for label, stats, _, _ in snapshots:

@@ -105,3 +105,27 @@ def test_refresh_ahead_benchmark_reports_both_runs(tmp_path: Path) -> None:
     row = next(line for line in table.splitlines() if "of which waited" in line)
     off, on = (cell.strip() for cell in row.strip("|").split("|")[1:])
     assert int(off.replace(",", "")) > 0 and on == "0"
+
+
+@pytest.mark.timeout(300)
+def test_quick_hit_ratio_benchmark_reports_every_family_and_policy(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "hit_ratio.py"), "--quick",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=290, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads((tmp_path / "hit_ratio.json").read_text())
+    families = data["families"]
+    assert set(families) == {"zipf-0.9", "zipf-1.1", "one-hit", "scans", "shifting", "sessions"}
+    for systems in families.values():
+        assert {"LRU", "SIEVE", "S3-FIFO", "ARC", "Bélády", "W-TinyLFU (ours)"} <= set(systems)
+        # our manager with eviction="lru" replays exactly as libCacheSim's LRU
+        assert systems["snak_runtime[lru]"]["miss_ratio"] == systems["LRU"]["miss_ratio"]
+        # nobody beats the clairvoyant bound on misses
+        assert all(r["miss_vs_belady"] >= 1.0 for r in systems.values())
+    for policy in data["meta"]["policies"]:
+        assert all(f"snak_runtime[{policy}]" in systems for systems in families.values())
+    table = (tmp_path / "hit_ratio.md").read_text()
+    assert "## Targets for `eviction=\"lru\"`" in table
+    assert "Miss ratio against cache size" in table

@@ -105,7 +105,7 @@ def test_config_defaults() -> None:
     assert lines[1].split() == ["max_entries", "64", "from", "guard", "(defaults)"]
     assert lines[2].split() == ["default_ttl_ms", "300000", "from", "guard", "(defaults)"]
     assert "built-in defaults (GUARDS_CONFIG_PATH unset)" in result.stdout
-    assert "AGENT_RUNTIME_CACHE_TTL_MS        (unset)" in result.stdout
+    assert "AGENT_RUNTIME_CACHE_TTL_MS                (unset)" in result.stdout
     assert lines[-1] == "warnings: 0"
 
 
@@ -122,8 +122,28 @@ def test_config_shows_sources_from_the_environment_and_guard_file(tmp_path: Path
     assert "max_entries              5   from AGENT_RUNTIME_CACHE_MAX_ENTRIES=5" in out
     assert "default_ttl_ms       30000   from AGENT_RUNTIME_CACHE_TTL_SECONDS=30" in out
     assert f"guard ceilings: file {path} (GUARDS_CONFIG_PATH)" in out
-    assert "AGENT_RUNTIME_CACHE_MAX_ENTRIES   '5'" in out
+    assert "AGENT_RUNTIME_CACHE_MAX_ENTRIES           '5'" in out
     assert out.splitlines()[-1] == "warnings: 0"
+
+
+def test_config_shows_the_per_user_quota_capped_by_its_optional_guard(tmp_path: Path) -> None:
+    path = _guards_file(tmp_path, max_entries=64, max_ttl_ms=60_000, max_entries_per_user=8)
+    result = run_cli(
+        "config", GUARDS_CONFIG_PATH=str(path), AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER="20"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "  max_entries_per_user     8   from AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER=20 " \
+        "capped to guard 8" in lines
+    assert "  max_entries_per_user     8" in lines  # the guard ceiling
+    assert "  AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER  '20'" in lines
+    assert lines[-2:] == [
+        "warnings: 1",
+        "  - AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER=20 is above the guard "
+        "agent_runtime.cache.max_entries_per_user=8; capped to 8 (to raise the guard, set "
+        "agent_runtime.cache.max_entries_per_user in the guards JSON file named by "
+        "GUARDS_CONFIG_PATH)",
+    ]
 
 
 def test_config_lists_every_warning_once_on_stdout() -> None:
@@ -256,6 +276,11 @@ def test_simulate_with_a_missing_guard_file_is_one_line_and_exit_2() -> None:
         (("--build-timeout-ms", "0"), "--build-timeout-ms"),
         (("--invalidations", "1e9"), "--invalidations"),
         (("--requests", "1000000", "--rate", "0.5"), "--requests / --rate"),
+        (("--policy", "fifo"), "--policy"),
+        (("--sizes", "16,0"), "--sizes"),
+        (("--sizes", ","), "--sizes"),
+        (("--sizes", "16,x"), "--sizes"),
+        (("--trace", "/nonexistent/trace.csv"), "--trace"),
     ],
 )
 def test_simulate_rejects_a_bad_flag_in_one_line(
@@ -312,6 +337,48 @@ def test_simulate_draws_the_progress_bar_on_a_terminal(
     assert main(["simulate", *_QUICK]) == 0
     err = capsys.readouterr().err
     assert err.startswith("\r[") and err.endswith("200/200 requests\n")
+
+
+def test_simulate_compares_policies_over_cache_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["simulate", *_QUICK, "--policy", "lru", "--policy", "cost-aware",
+                 "--sizes", "4,16"])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("miss ratio (builds) by cache size and eviction policy")
+    assert lines[1].split() == ["max_entries", "lru", "cost-aware"]
+    rows = [line.split() for line in lines[2:]]
+    assert [row[0] for row in rows] == ["4", "16"]
+    misses = {row[0]: [float(cell.rstrip("%")) for cell in row[1::3]] for row in rows}
+    assert all(big <= small for small, big in zip(misses["4"], misses["16"], strict=True))
+
+
+def test_simulate_replays_a_trace_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "requests.csv"
+    trace.write_text("# agent_id,user_id,timestamp_ms\n"
+                     "a,alice,0\nb,alice,100\na,alice,200\na,bob,300\n\nc\n")
+    code = main(["simulate", "--trace", str(trace), "--max-entries", "2", "--policy", "lru",
+                 "--invalidations", "0", "--build-ms", "10", "--hold-ms", "0"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("simulated 5 trace requests for 3 agents")
+    assert "eviction=lru" in out
+    assert "(1 hits, 3 misses)" in out  # "a" hit once; bob's request is denied
+    assert "denied          1" in out
+
+
+def test_simulate_rejects_a_bad_trace_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "requests.csv"
+    trace.write_text("a,alice,10\nb,alice,5\n")
+    assert main(["simulate", "--trace", str(trace)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"snak-runtime simulate: error: --trace: {trace} line 2: "
+                           "timestamp 5 goes back in time (previous 10)")
+
+
 # ---------------------------------------------------------------------------- every setting
 
 

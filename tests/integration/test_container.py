@@ -86,6 +86,29 @@ def test_environment_variables_reach_the_manager(monkeypatch: pytest.MonkeyPatch
     assert "AGENT_RUNTIME_CACHE_MAX_ENTRIES" in manager.limits.max_entries_source
 
 
+def test_expiry_options_from_the_environment_and_the_container_paths(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AGENT_RUNTIME_CACHE_IDLE_TTL_MS", "60000")
+    monkeypatch.setenv("AGENT_RUNTIME_CACHE_TTL_JITTER", "0.25")
+    manager: Manager = RuntimeContainer().manager()
+    assert (manager.idle_ttl_ms, manager.ttl_jitter) == (60_000, 0.25)
+    container = RuntimeContainer()
+    container.idle_ttl_ms.override(5_000)  # a container path is a keyword: beats the variable
+    container.ttl_jitter.override(0.0)
+    manager = container.manager()
+    assert (manager.idle_ttl_ms, manager.ttl_jitter) == (5_000, 0.0)
+def test_eviction_from_the_environment_or_the_container(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert RuntimeContainer().manager().eviction == "cost-aware"  # the default
+    monkeypatch.setenv("AGENT_RUNTIME_CACHE_EVICTION", "lru")
+    assert RuntimeContainer().manager().eviction == "lru"
+    container = RuntimeContainer()
+    container.eviction.override("cost-aware")  # the container path beats the variable
+    assert container.manager().eviction == "cost-aware"
+
+
 # ---------------------------------------------------------------------------- overrides
 
 
@@ -123,7 +146,7 @@ async def test_guards_override_caps_size(container: RuntimeContainer) -> None:
     for agent_id in ("a1", "a2", "a3"):
         await manager.shadow_seed(_seed(agent_id))
     assert manager.size == 2
-    assert "a1" not in manager  # the least recently used went
+    assert "a3" in manager  # never the one just installed
     assert manager.stats().evictions == 1
     await manager.aclose()
 

@@ -4,7 +4,8 @@ The sequential model (test_manager_model.py) checks every result exactly; this m
 checks the safety properties under interleaving, cancellation, slow builds and failures:
 an agent is never disposed while a task holds it, never twice, every accepted agent is
 disposed exactly once after close, the pin count equals the pins the tasks hold, and a
-task that the test did not cancel never ends in CancelledError (issue 9).
+task that the test did not cancel never ends in CancelledError (issue 9). Each run draws
+the expiry options of issue 16 (idle expiry, TTL jitter with a seeded random source).
 """
 
 from __future__ import annotations
@@ -12,18 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 from collections import Counter
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from snak_runtime import (
     AgentRuntimeManager,
@@ -57,6 +53,9 @@ class Boom(Exception):
 
 
 class ConcurrentMachine(RuleBasedStateMachine):
+    max_entries = 2
+    quota: int | None = None  # max_entries_per_user
+
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
@@ -85,16 +84,34 @@ class ConcurrentMachine(RuleBasedStateMachine):
         # when it ended, older than its version. A read begun afterwards never gets one.
         self.stale: set[int] = set()
         self.stale_reads: list[Agent] = []
+        # Quota evictions only ever take the entries of the user being trimmed.
+        self.trimming: list[str] = []
+        self.owner: dict[str, str] = {}  # agent id -> user of its current generation
+        self.quota_violations: list[str] = []
+        self.rebuild_outcome = "seed"
+        self.manager = self.make_manager(0, 0.0, 0, 0, False)
 
     @initialize(
+        idle_ttl=st.sampled_from([0, 0, 30, 60]),
+        jitter=st.sampled_from([0.0, 0.0, 0.5]),
+        seed=st.integers(0, 2**16),
         refresh_ahead=st.sampled_from([0, 30, 60, 99]),
         stale=st.booleans(),
         rebuild=OUTCOMES,
     )
-    def make_manager(self, refresh_ahead: int, stale: bool, rebuild: str) -> None:
-        """Issue 15's options in random combinations; ``rebuild`` is what the entries'
-        rebuild() (invalidations and refreshes) does."""
+    def options(
+        self, idle_ttl: int, jitter: float, seed: int, refresh_ahead: int, stale: bool,
+        rebuild: str,
+    ) -> None:
+        """This run's options (expiry, issue 15's) in random combinations, on a fresh manager
+        (the first one was never used); ``rebuild`` is what the entries' rebuild()
+        (invalidations and refreshes) does."""
         self.rebuild_outcome = rebuild
+        self.manager = self.make_manager(idle_ttl, jitter, seed, refresh_ahead, stale)
+
+    def make_manager(
+        self, idle_ttl: int, jitter: float, seed: int, refresh_ahead: int, stale: bool
+    ) -> AgentRuntimeManager[str, Agent]:
         machine = self
 
         class Disposer:
@@ -104,8 +121,8 @@ class ConcurrentMachine(RuleBasedStateMachine):
                     machine.violations.append(agent)
                 machine.disposed.append(agent)
 
-        self.manager: AgentRuntimeManager[str, Agent] = AgentRuntimeManager(
-            guards=GuardConfig(max_entries=2, max_ttl_ms=100),
+        manager: AgentRuntimeManager[str, Agent] = AgentRuntimeManager(
+            guards=GuardConfig(max_entries=self.max_entries, max_ttl_ms=100),
             settings=RuntimeCacheSettings(),
             clock=self.clock,
             disposer=Disposer(),
@@ -113,18 +130,49 @@ class ConcurrentMachine(RuleBasedStateMachine):
             dispose_timeout_ms=2_000,
             refresh_ahead_ms=refresh_ahead,
             stale_while_rebuilding=stale,
+            idle_ttl_ms=idle_ttl,
+            ttl_jitter=jitter,
+            ttl_jitter_random=random.Random(seed),
+            max_entries_per_user=self.quota,
         )
-        install = self.manager._install
+        trim_user = manager._trim_user
+        policy = manager._store.policy
+        victim_among = policy.victim_among
+
+        def trim_spy(user_id: str, **kwargs: Any) -> None:
+            self.trimming.append(user_id)
+            try:
+                trim_user(user_id, **kwargs)
+            finally:
+                self.trimming.pop()
+
+        def victim_spy(candidates: Any, keep: Any) -> Any:
+            victim = victim_among(candidates, keep)
+            if victim is not None and (not self.trimming or victim.user_id != self.trimming[-1]):
+                self.quota_violations.append(victim.agent_id)
+            return victim
+
+        def on_removal(agent_id: str, cause: RemovalCause) -> None:
+            if cause is RemovalCause.QUOTA and (
+                not self.trimming or self.owner[agent_id] != self.trimming[-1]
+            ):
+                self.quota_violations.append(agent_id)
+
+        manager._trim_user = trim_spy  # type: ignore[method-assign]
+        policy.victim_among = victim_spy  # type: ignore[method-assign]
+        manager.on_removal(on_removal)
+        install = manager._install
 
         def spy(seed: RuntimeSeed[str, Agent], *args: Any, **kwargs: Any) -> Any:
             if seed.agent is not None:
                 self.accepted[id(seed.agent)] = seed.agent
                 if seed.agent.born < self.revoked.get(seed.user_id, -1):
                     self.revoked_installs.append(seed.agent)
+            self.owner[seed.agent_id] = seed.user_id
             return install(seed, *args, **kwargs)
 
-        self.manager._install = spy  # type: ignore[method-assign]
-        discard = self.manager._discard_seed
+        manager._install = spy  # type: ignore[method-assign]
+        discard = manager._discard_seed
 
         def discard_spy(agent_id: str, seed: object) -> None:
             # a seed discarded because its user was evicted: the manager disposes its agent
@@ -134,7 +182,8 @@ class ConcurrentMachine(RuleBasedStateMachine):
                 self.accepted[id(agent)] = agent
             discard(agent_id, seed)
 
-        self.manager._discard_seed = discard_spy  # type: ignore[method-assign]
+        manager._discard_seed = discard_spy  # type: ignore[method-assign]
+        return manager
 
     # ----------------------------------------------------------------- helpers
 
@@ -380,11 +429,25 @@ class ConcurrentMachine(RuleBasedStateMachine):
     def advance(self, ms: int) -> None:
         self.clock.advance(ms)
 
+    @precondition(lambda self: not self.closed)
+    @rule()
+    def sweep(self) -> None:
+        """What the sweeper does: remove every expired or idle entry nobody holds."""
+        self.manager._store.pop_expired(self.clock.now_ms(), 10**6)
+        self.run_steps(2)
+
     @rule()
     def quiesce(self) -> None:
         """At rest, the manager's pin count is exactly what the tasks and we still hold."""
         self.settle()
         assert self.manager.stats().pinned == sum(self.held.values())
+        if self.quota is not None and not self.closed:
+            store = self.manager._store
+            for user_id, ids in store.index_users().items():
+                idle = [a for a in ids if not store.current[a].pins]
+                assert len(ids) <= self.quota or len(idle) <= 1, (
+                    f"user {user_id} above the quota with idle entries {idle}"
+                )
 
     @precondition(lambda self: not self.closed)
     @rule(now=st.integers(0, 5))
@@ -417,6 +480,7 @@ class ConcurrentMachine(RuleBasedStateMachine):
         counts = Counter(id(a) for a in self.disposed)
         assert all(n == 1 for n in counts.values()), "an agent was disposed twice"
         assert not self.violations, f"disposed while held: {self.violations}"
+        assert not self.quota_violations, f"quota took another user's: {self.quota_violations}"
         assert not self.revoked_installs, f"installed after evict_user: {self.revoked_installs}"
         assert self.manager.stats().dispose_failures == 0
 
@@ -449,3 +513,16 @@ ConcurrentMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestManagerConcurrent = ConcurrentMachine.TestCase
+
+
+class QuotaConcurrentMachine(ConcurrentMachine):
+    """The same interleavings with a per-user quota (issue 19)."""
+
+    max_entries = 3
+    quota = 1
+
+
+QuotaConcurrentMachine.TestCase.settings = settings(
+    ConcurrentMachine.TestCase.settings, max_examples=150
+)
+TestManagerConcurrentWithQuota = QuotaConcurrentMachine.TestCase

@@ -3,13 +3,22 @@
 The model follows the contract directly (a dict of current generations, a list of
 detached pinned ones, an ordered dict of idle ids for recency) and is compared with the
 manager after every step: what reads return, the idle LRU order, pins, removals with
+their causes, and exactly which agents were disposed. Each run draws the expiry options
+(issue 16): idle expiry (the model predicts it exactly from the fake clock) and TTL jitter
+(the model replays the manager's seeded random source, one draw per install).
 their causes, and exactly which agents were disposed.
+
+With ``eviction="lru"`` the model predicts every capacity victim (the least recently used
+idle entry). With any other policy it checks the capacity rules instead: each victim the
+manager reports was idle and not the entry just installed, the manager evicts exactly
+when the model is above capacity with such an entry left, and never otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +56,8 @@ USERS = st.sampled_from(["u1", "u2"])
 TTLS = st.sampled_from([None, 10, 50, 0, -5, 250])
 VERSIONS = st.integers(min_value=1, max_value=6)
 REFRESH_AHEAD = st.sampled_from([0, 20, 60, 99])  # issue 15: 0 is off, all below the TTL
+IDLE_TTLS = st.sampled_from([0, 0, 10, 30, 60, MAX_TTL_MS])  # 0: off; the guard: never first
+JITTERS = st.sampled_from([0.0, 0.0, 0.25, 0.5])
 # evict_where's predicates: each a plain function of one EntryInfo, by name
 PREDICATES = st.sampled_from(["old-config", "in-use", "u1", "all", "none", "raises-on-a"])
 
@@ -72,11 +83,12 @@ class MGen:
     version: int
     runtime: str
     agent: Agent | None
-    expires_at: int
+    deadline: int  # the TTL's
     installed_at: int = 0
     last_build_ms: float | None = None
     hits: int = 0
     refresh_at: int = 0  # refresh-ahead: when its window opens (0: none, or tried)
+    last_used: int = 0  # install, or release of the last pin (set by install)
     loose: int = 0
     leased: int = 0
     current: bool = True
@@ -97,14 +109,39 @@ class Model:
     orphaned: list[Agent] = field(default_factory=list)
     removals: list[tuple[str, str]] = field(default_factory=list)
     refresh_ahead_ms: int = 0
+    idle_ttl: int = 0  # 0: off
+    jitter: float = 0.0
+    rng: random.Random = field(default_factory=random.Random)  # replays the manager's draws
+    # None: LRU, the model picks victims. Else the manager's capacity victims, in order,
+    # not yet matched by the model (which checks each one against the rules).
+    victims: list[str] | None = None
+    max_entries: int = MAX_ENTRIES
+    quota: int | None = None  # max_entries_per_user
+    over_quota: set[str] = field(default_factory=set)  # users pins keep above the quota
 
     def expired(self, gen: MGen) -> bool:
-        return self.now >= gen.expires_at
+        """Not live: past its TTL, or (unpinned) unused for ``idle_ttl``."""
+        return self.now >= gen.deadline or self.cause(gen) == "idle"
+
+    def expires_at(self, gen: MGen) -> int:
+        """When a live entry expires: its TTL while in use, else the earlier of the TTL and
+        its idle deadline."""
+        if self.idle_ttl and gen.pins == 0:
+            return min(gen.deadline, gen.last_used + self.idle_ttl)
+        return gen.deadline
+
+    def cause(self, gen: MGen) -> str:
+        """Why an entry that is not live left: the earlier deadline (the TTL on a tie)."""
+        idle_at = gen.last_used + self.idle_ttl
+        if self.idle_ttl and gen.pins == 0 and idle_at < gen.deadline and self.now >= idle_at:
+            return "idle"
+        return "expired"
 
     def ttl(self, ttl_ms: int | None) -> int:
-        if ttl_ms is None:
-            return MAX_TTL_MS
-        return MAX_TTL_MS if ttl_ms <= 0 or ttl_ms > MAX_TTL_MS else ttl_ms
+        ttl = MAX_TTL_MS if ttl_ms is None or ttl_ms <= 0 or ttl_ms > MAX_TTL_MS else ttl_ms
+        if self.jitter:
+            ttl -= int(ttl * self.jitter * self.rng.random())
+        return ttl
 
     def detach(self, gen: MGen, cause: str | None) -> None:
         del self.current[gen.agent_id]
@@ -134,7 +171,7 @@ class Model:
         None for a shadow seed, which keeps the id's last known duration."""
         old = self.current.get(seed.agent_id)
         if old is not None and cause not in (None, "invalidated") and self.expired(old):
-            cause = "expired"
+            cause = self.cause(old)
         ttl = self.ttl(seed.ttl_ms)
         gen = MGen(
             seed.agent_id,
@@ -146,9 +183,10 @@ class Model:
             self.now,
             build_ms if build_ms is not None or old is None else old.last_build_ms,
         )
+        gen.last_used = self.now
         window = min(self.refresh_ahead_ms, ttl // 2)
         if window > 0:
-            gen.refresh_at = gen.expires_at - window
+            gen.refresh_at = gen.deadline - window
         if seed.agent is not None:
             self.holders[id(seed.agent)] += 1
         if old is not None:
@@ -156,20 +194,48 @@ class Model:
         self.current[seed.agent_id] = gen
         self.idle[seed.agent_id] = None
         self.prune()
+        if self.quota is not None:
+            self.trim_user(seed.user_id, keep=seed.agent_id)
         self.trim(keep=seed.agent_id)
         return gen
+
+    def held(self, user_id: str) -> list[MGen]:
+        return [g for g in self.current.values() if g.user_id == user_id]
+
+    def trim_user(self, user_id: str, keep: str | None) -> None:
+        """The quota: the user's least recently used idle entry goes, never ``keep``."""
+        assert self.quota is not None
+        while len(self.held(user_id)) > self.quota:
+            victim = next(
+                (a for a in self.idle if a != keep and self.current[a].user_id == user_id), None
+            )
+            if victim is None:
+                self.over_quota.add(user_id)
+                return
+            assert self.current[victim].user_id == user_id  # never another user's
+            self.detach(self.current[victim], "quota")
+        self.over_quota.discard(user_id)
 
     def prune(self) -> None:
         for gen in list(self.current.values()):
             if gen.pins == 0 and self.expired(gen):
-                self.detach(gen, "expired")
+                self.detach(gen, self.cause(gen))
 
     def trim(self, keep: str | None) -> None:
-        while len(self.current) > MAX_ENTRIES:
-            head = next(iter(self.idle), None)
-            if head is None or head == keep:
+        while len(self.current) > self.max_entries:
+            if self.victims is None:
+                head = next(iter(self.idle), None)
+                if head is None or head == keep:
+                    return
+                self.detach(self.current[head], "capacity")
+                continue
+            candidates = [k for k in self.idle if k != keep]
+            if not candidates:
                 return
-            self.detach(self.current[head], "capacity")
+            assert self.victims, "the manager stayed above capacity with idle entries left"
+            victim = self.victims.pop(0)
+            assert victim in candidates, f"{victim!r} evicted: pinned or just installed"
+            self.detach(self.current[victim], "capacity")
 
     def pin(self, gen: MGen, *, leased: bool, hit: bool = True) -> None:
         """``hit``: False for a load waiter's pin (counted as a miss, not a hit)."""
@@ -190,10 +256,13 @@ class Model:
         if gen.pins:
             return
         if gen.current:
-            if self.expired(gen):
+            if self.now >= gen.deadline:  # in use until now: never idle, only its TTL ends it
                 self.detach(gen, "expired")
             else:
+                gen.last_used = self.now
                 self.idle[gen.agent_id] = None
+                for user_id in list(self.over_quota):
+                    self.trim_user(user_id, keep=None)
                 self.trim(keep=None)
         else:
             self.detached.remove(gen)
@@ -206,7 +275,7 @@ class Model:
             return None
         if self.expired(gen):
             if gen.pins == 0:
-                self.detach(gen, "expired")
+                self.detach(gen, self.cause(gen))
             return None
         return gen
 
@@ -230,6 +299,9 @@ class OpenLease:
 
 class ManagerMachine(RuleBasedStateMachine):
     leases = Bundle("leases")
+    eviction = "lru"
+    max_entries = MAX_ENTRIES
+    quota: int | None = None  # max_entries_per_user
 
     def __init__(self) -> None:
         super().__init__()
@@ -237,19 +309,17 @@ class ManagerMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.disposed: list[Agent] = []
         self.removals: list[tuple[str, str]] = []
-        self.model = Model()
+        self.model = Model(
+            victims=None if self.eviction == "lru" else [],
+            max_entries=self.max_entries,
+            quota=self.quota,
+        )
         self.serial = itertools.count()
         self.closed = False
         self.rebuild_plan: tuple[Any, ...] = ("none",)
         self.open_leases: list[OpenLease] = []
         self.made: list[RuntimeSeed[str, Agent]] = []  # seeds the rebuilds returned
-
-    @initialize(refresh_ahead=REFRESH_AHEAD, stale=st.booleans())
-    def make_manager(self, refresh_ahead: int, stale: bool) -> None:
-        """Issue 15's options in random combinations (sequential steps: the refresh of a hit
-        runs to its end within the step; stale serving needs the concurrent machine)."""
         machine = self
-        self.model.refresh_ahead_ms = refresh_ahead
 
         class Disposer:
             async def dispose(self, agent: object) -> None:
@@ -257,16 +327,52 @@ class ManagerMachine(RuleBasedStateMachine):
                 machine.disposed.append(agent)
 
         self.manager: AgentRuntimeManager[str, Agent] = AgentRuntimeManager(
-            guards=GuardConfig(max_entries=MAX_ENTRIES, max_ttl_ms=MAX_TTL_MS),
+            guards=GuardConfig(max_entries=self.max_entries, max_ttl_ms=MAX_TTL_MS),
             settings=RuntimeCacheSettings(),
             clock=self.clock,
             disposer=Disposer(),
+            eviction=self.eviction,
+            max_entries_per_user=self.quota,
+        )
+        self.manager.on_removal(self.on_removal)
+
+    @initialize(
+        idle_ttl=IDLE_TTLS,
+        jitter=JITTERS,
+        seed=st.integers(0, 2**16),
+        refresh_ahead=REFRESH_AHEAD,
+        stale=st.booleans(),
+    )
+    def options(
+        self, idle_ttl: int, jitter: float, seed: int, refresh_ahead: int, stale: bool
+    ) -> None:
+        """Rebuild the (still unused) manager with this run's expiry options and issue 15's,
+        in random combinations (sequential steps: the refresh of a hit runs to its end within
+        the step; stale serving needs the concurrent machine)."""
+        self.manager = AgentRuntimeManager(
+            guards=GuardConfig(max_entries=self.max_entries, max_ttl_ms=MAX_TTL_MS),
+            settings=RuntimeCacheSettings(),
+            clock=self.clock,
+            disposer=self.manager._disposer,
+            idle_ttl_ms=idle_ttl,
+            ttl_jitter=jitter,
+            ttl_jitter_random=random.Random(seed),
+            eviction=self.eviction,
+            max_entries_per_user=self.quota,
             refresh_ahead_ms=refresh_ahead,
             stale_while_rebuilding=stale,
         )
-        self.manager.on_removal(lambda agent_id, cause: self.removals.append((agent_id, cause)))
+        self.manager.on_removal(self.on_removal)
+        self.model.refresh_ahead_ms = refresh_ahead
+        self.model.idle_ttl, self.model.jitter = idle_ttl, jitter
+        self.model.rng = random.Random(seed)
 
     # ----------------------------------------------------------------- helpers
+
+    def on_removal(self, agent_id: str, cause: str) -> None:
+        self.removals.append((agent_id, cause))
+        if cause == "capacity" and self.model.victims is not None:
+            self.model.victims.append(agent_id)
 
     def run(self, coro: Any) -> Any:
         try:
@@ -352,7 +458,7 @@ class ManagerMachine(RuleBasedStateMachine):
         if old is None:
             m.install(seed, "replaced")
         elif m.expired(old):
-            m.install(seed, "expired")
+            m.install(seed, m.cause(old))
         elif version == old.version:
             m.install(seed, None)
         elif version > old.version:
@@ -508,7 +614,7 @@ class ManagerMachine(RuleBasedStateMachine):
             return
         if m.expired(gen):
             assert raised is None and not rebuilt
-            m.detach(gen, "expired")
+            m.detach(gen, m.cause(gen))
             return
         if gen.version >= event_version:
             assert raised is None and not rebuilt
@@ -668,8 +774,17 @@ class ManagerMachine(RuleBasedStateMachine):
         assert stats.pinned == m.pinned >= 0
         store = self.manager._store
         idle = [k for k in store.recency if not store.current[k].pins]
-        assert idle == list(m.idle), "recency order differs"
+        if m.victims is None:
+            assert idle == list(m.idle), "recency order differs"
+        else:
+            assert sorted(idle) == sorted(m.idle), "idle entries differ"
+            assert m.victims == [], f"evicted {m.victims} while not above capacity"
         assert Counter(self.removals) == Counter(m.removals)
+        if not self.closed:  # liveness as the model predicts it (looking changes nothing)
+            for agent_id, gen in m.current.items():
+                live = not m.expired(gen)
+                assert (agent_id in self.manager) == live, agent_id
+                assert self.manager.version_of(agent_id) == (gen.version if live else None)
 
     @invariant()
     def operators_see_the_model_quietly(self) -> None:
@@ -679,7 +794,11 @@ class ManagerMachine(RuleBasedStateMachine):
         before = self.manager.stats()
         infos = self.manager.snapshot()
         live = m.live_entries()
-        assert [i.agent_id for i in infos if i.pins == 0] == [k for k in m.idle if k in live]
+        idle = [i.agent_id for i in infos if i.pins == 0]
+        if m.victims is None:  # LRU: the model knows the order
+            assert idle == [k for k in m.idle if k in live]
+        else:
+            assert sorted(idle) == sorted(k for k in m.idle if k in live)
         pins = [i.pins for i in infos]
         assert pins == sorted(pins, key=bool), "a pinned entry listed before an idle one"
         assert {i.agent_id for i in infos} == set(live)
@@ -690,7 +809,7 @@ class ManagerMachine(RuleBasedStateMachine):
                 user_id=gen.user_id,
                 cfg_version=gen.version,
                 age_ms=m.now - gen.installed_at,
-                expires_in_ms=gen.expires_at - m.now,
+                expires_in_ms=m.expires_at(gen) - m.now,
                 pins=gen.pins,
                 detached_pins=sum(d.pins for d in m.detached if d.agent_id == gen.agent_id),
                 hits=gen.hits,
@@ -730,9 +849,25 @@ class ManagerMachine(RuleBasedStateMachine):
     @invariant()
     def capacity(self) -> None:
         m = self.model
-        if len(m.current) > MAX_ENTRIES:
+        if len(m.current) > m.max_entries:
             idle_live = [k for k in m.idle]
             assert len(idle_live) <= 1, "above capacity with idle entries left"
+
+    @invariant()
+    def within_quota(self) -> None:
+        """No user holds more than the quota except through pins (plus, until the next
+        last release, the one entry just installed), in the manager as in the model."""
+        m = self.model
+        if m.quota is None or self.closed:
+            return
+        by_user = self.manager._store.index_users()
+        for user_id in {g.user_id for g in m.current.values()}:
+            gens = m.held(user_id)
+            assert by_user.get(user_id, set()) == {g.agent_id for g in gens}
+            if len(gens) > m.quota:
+                idle = [g for g in gens if not g.pins]
+                assert len(idle) <= 1, f"user {user_id} above the quota with idle entries"
+                assert user_id in self.manager._over_quota
 
     def teardown(self) -> None:
         try:
@@ -758,3 +893,32 @@ ManagerMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestManagerModel = ManagerMachine.TestCase
+
+
+class CostAwareMachine(ManagerMachine):
+    """The same operations with the cost-aware policy: the capacity rules, not an order."""
+
+    eviction = "cost-aware"
+
+
+CostAwareMachine.TestCase.settings = settings(
+    max_examples=500,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestManagerModelCostAware = CostAwareMachine.TestCase
+
+
+class QuotaMachine(ManagerMachine):
+    """The same machine with a per-user quota (issue 19) under a roomier capacity, so that
+    both the quota and the capacity rule are reached."""
+
+    max_entries = 3
+    quota = 1
+
+
+QuotaMachine.TestCase.settings = settings(
+    ManagerMachine.TestCase.settings, max_examples=400
+)
+TestManagerModelWithQuota = QuotaMachine.TestCase

@@ -126,3 +126,16 @@ async def run_subscriber_scenario(manager: Manager) -> InvalidationSubscriber:
     sub.submit("{not json")
     await sub.drain()
     return sub
+
+
+async def run_quota_scenario() -> Manager:
+    """Issue 19: a quota of 1, two agents of one user installed: one quota eviction."""
+    manager: Manager = AgentRuntimeManager(
+        guards=GuardConfig(max_entries=4, max_ttl_ms=TTL_MS),
+        settings=RuntimeCacheSettings(),
+        clock=FakeClock(),
+        max_entries_per_user=1,
+    )
+    await manager.shadow_seed(seed("q1"))
+    await manager.shadow_seed(seed("q2"))
+    return manager

@@ -542,7 +542,7 @@ async def test_container_starts_with_a_malformed_port(
     try:
         sub = await container.invalidation()  # type: ignore[misc]
         assert isinstance(sub, InvalidationSubscriber)
-        assert sub.endpoint.port == 6379
+        assert isinstance(sub.endpoint, RedisEndpoint) and sub.endpoint.port == 6379
         assert any("REDIS_PORT='--6379'" in r.getMessage() for r in caplog.records)
     finally:
         await container.shutdown_resources()  # type: ignore[misc]

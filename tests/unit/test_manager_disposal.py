@@ -110,7 +110,8 @@ async def test_each_agent_is_disposed_exactly_once(
     cause: str,
 ) -> None:
     disposer = PinAwareDisposer()
-    m = make_manager(disposer=disposer, sweep_interval_ms=10)
+    # "capacity" evicts "a" as the least recently used entry
+    m = make_manager(disposer=disposer, sweep_interval_ms=10, eviction="lru")
     seed = make_seed("a", 1, rebuild=rebuild_for(cause, make_seed))
     await m.shadow_seed(seed)
     await remove_by(cause, m, make_seed, fake_clock)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings, RuntimeSeed
+from snak_runtime._policies import POLICY_NAMES
 from snak_runtime.testing import FakeClock, RecordingDisposer
 
 Manager = AgentRuntimeManager[str, object]
@@ -403,19 +404,22 @@ class _CountingOrderedDict(OrderedDict[str, None]):
             yield key
 
 
-async def test_operations_do_not_scan_the_cache(make_seed: MakeSeed) -> None:
+@pytest.mark.parametrize("eviction", POLICY_NAMES)
+async def test_operations_do_not_scan_the_cache(make_seed: MakeSeed, eviction: str) -> None:
     """Structural, not timed: a mix of every operation on 20 000 entries visits O(1)
-    elements of the entry map and the recency order per operation."""
+    elements of the entry map (and of LRU's recency order) per operation."""
     n = 20_000
     m: Manager = AgentRuntimeManager(
         guards=GuardConfig(max_entries=n, max_ttl_ms=10**9),
         settings=RuntimeCacheSettings(),
         clock=FakeClock(),
         disposer=RecordingDisposer(),
+        eviction=eviction,
     )
     store = m._store
     store.current = m._current = _CountingDict()
-    store.recency = m._recency = _CountingOrderedDict()
+    if eviction == "lru":
+        store.recency = m._recency = _CountingOrderedDict()
     for i in range(n):
         await m.shadow_seed(make_seed(f"k{i}", agent=None, ttl_ms=10**9 - i))
 

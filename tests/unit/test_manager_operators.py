@@ -124,7 +124,7 @@ async def test_hits_count_this_generations_hits(
 async def test_peek_and_snapshot_pin_reorder_and_count_nothing(
     make_manager: MakeManager, make_seed: MakeSeed, assert_stats: AssertStats
 ) -> None:
-    m = make_manager()  # max_entries=3
+    m = make_manager(eviction="lru")  # max_entries=3; the order under test is LRU's
     for agent_id in "abc":
         await m.shadow_seed(make_seed(agent_id))
     before = m.stats()
@@ -213,7 +213,7 @@ async def test_last_build_ms_comes_from_builds_and_rebuilds(
 async def test_snapshot_lists_the_next_victim_first(
     make_manager: MakeManager, make_seed: MakeSeed
 ) -> None:
-    m = make_manager(guards=GuardConfig(max_entries=4, max_ttl_ms=1_000))
+    m = make_manager(guards=GuardConfig(max_entries=4, max_ttl_ms=1_000), eviction="lru")
     for agent_id in "abcd":
         await m.shadow_seed(make_seed(agent_id))
     assert await m.acquire("b") is not None

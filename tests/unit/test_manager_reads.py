@@ -257,7 +257,7 @@ async def test_hit_marks_most_recently_used(
 async def test_denied_read_does_not_mark_used(
     make_manager: MakeManager, make_seed: MakeSeed, kind: str
 ) -> None:
-    m = make_manager()
+    m = make_manager(eviction="lru")  # the order under test is LRU's
     for agent_id in "abc":
         await m.shadow_seed(make_seed(agent_id, user_id="owner"))
     assert not await _hit(m, "a", kind, user_id="intruder")
@@ -285,7 +285,7 @@ async def test_contains_is_live_only_and_does_not_pin_or_bump(
     fake_clock: FakeClock,
     assert_stats: AssertStats,
 ) -> None:
-    m = make_manager()
+    m = make_manager(eviction="lru")  # the order under test is LRU's
     for agent_id in "abc":
         await m.shadow_seed(make_seed(agent_id))
     assert "a" in m

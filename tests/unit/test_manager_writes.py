@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from snak_runtime import AgentRuntimeManager, GuardConfig, RemovalCause, RuntimeSeed
+from snak_runtime._policies import POLICY_NAMES
 from snak_runtime.testing import FakeClock, RecordingDisposer
 
 Manager = AgentRuntimeManager[str, object]
@@ -158,7 +159,7 @@ async def test_same_version_refresh_of_pinned_entry_defers_disposal_and_keeps_pi
 async def test_refresh_marks_most_recently_used(
     make_manager: MakeManager, make_seed: MakeSeed
 ) -> None:
-    m = make_manager()  # max_entries=3
+    m = make_manager(eviction="lru")  # the order under test is LRU's  # max_entries=3
     for agent_id in "abc":
         await m.shadow_seed(make_seed(agent_id))
     await m.shadow_seed(make_seed("a"))
@@ -509,7 +510,7 @@ async def test_capacity_evicts_least_recently_used_idle_entry(
     disposer: RecordingDisposer,
     assert_stats: AssertStats,
 ) -> None:
-    m = make_manager()  # max_entries=3
+    m = make_manager(eviction="lru")  # the order under test is LRU's  # max_entries=3
     removed = listen(m)
     seeds = {k: make_seed(k) for k in "abcde"}
     for k in "abcd":
@@ -524,7 +525,7 @@ async def test_capacity_evicts_least_recently_used_idle_entry(
 async def test_capacity_skips_pinned_entries(
     make_manager: MakeManager, make_seed: MakeSeed, assert_stats: AssertStats
 ) -> None:
-    m = make_manager()
+    m = make_manager(eviction="lru")  # the order under test is LRU's
     for k in "abc":
         await m.shadow_seed(make_seed(k))
     await m.acquire("a")
@@ -533,13 +534,47 @@ async def test_capacity_skips_pinned_entries(
     assert_stats(m, evictions=1, size=3)
 
 
+@pytest.mark.parametrize("eviction", POLICY_NAMES)
+@pytest.mark.parametrize("by_lease", [False, True])
+async def test_every_policy_passes_over_pinned_entries_and_takes_them_after_release(
+    make_manager: MakeManager, make_seed: MakeSeed, assert_stats: AssertStats,
+    eviction: str, by_lease: bool,
+) -> None:
+    """Whatever the policy: a pinned entry is never the victim; once released it is a
+    candidate again, and the cache holds max_entries entries throughout."""
+    m = make_manager(eviction=eviction)
+    for k in "abc":
+        await m.shadow_seed(make_seed(k))
+    lease = m.lease("a")
+    if by_lease:
+        await lease.__aenter__()
+    else:
+        await m.acquire("a")
+    for k in "defg":
+        await m.shadow_seed(make_seed(k))
+        assert "a" in m and k in m and m.size == 3
+    if by_lease:
+        await lease.__aexit__(None, None, None)
+    else:
+        m.release("a")
+    removed = listen(m)
+    for i in range(10):  # "a" is not requested again, others are: sooner or later it goes
+        await m.shadow_seed(make_seed(f"x{i}"))
+        assert m.size == 3
+        for _ in range(2):
+            await m.acquire(f"x{i}")
+            m.release(f"x{i}")
+    assert ("a", "capacity") in removed
+    assert_stats(m, evictions=14, size=3, pinned=0)
+
+
 @pytest.mark.parametrize("by_lease", [False, True])
 async def test_entry_skipped_by_eviction_while_pinned_is_most_recent_after_release(
     make_manager: MakeManager, make_seed: MakeSeed, assert_stats: AssertStats, by_lease: bool
 ) -> None:
     """A pinned entry at the head of the recency order is passed over by eviction; its
     release makes it the most recently used, so the next eviction takes another."""
-    m = make_manager()
+    m = make_manager(eviction="lru")  # the order under test is LRU's
     for k in "abc":
         await m.shadow_seed(make_seed(k))
     lease = m.lease("a")
@@ -557,13 +592,15 @@ async def test_entry_skipped_by_eviction_while_pinned_is_most_recent_after_relea
     assert_stats(m, evictions=2, size=3, pinned=0)
 
 
+@pytest.mark.parametrize("eviction", POLICY_NAMES)
 async def test_capacity_never_evicts_the_entry_just_installed(
     make_manager: MakeManager,
     make_seed: MakeSeed,
     caplog: pytest.LogCaptureFixture,
     assert_stats: AssertStats,
+    eviction: str,
 ) -> None:
-    m = make_manager()
+    m = make_manager(eviction=eviction)
     for k in "abc":
         await m.shadow_seed(make_seed(k))
         await m.acquire(k)
@@ -579,10 +616,11 @@ async def test_capacity_never_evicts_the_entry_just_installed(
     assert ("b" in m, "d" in m) == (True, False)
 
 
+@pytest.mark.parametrize("eviction", POLICY_NAMES)
 async def test_capacity_with_max_entries_one_keeps_the_new_entry(
-    make_manager: MakeManager, make_seed: MakeSeed, assert_stats: AssertStats
+    make_manager: MakeManager, make_seed: MakeSeed, assert_stats: AssertStats, eviction: str
 ) -> None:
-    m = make_manager(guards=GuardConfig(max_entries=1, max_ttl_ms=1_000))
+    m = make_manager(guards=GuardConfig(max_entries=1, max_ttl_ms=1_000), eviction=eviction)
     await m.shadow_seed(make_seed("a"))
     await m.shadow_seed(make_seed("b"))
     assert ("a" in m, "b" in m) == (False, True)
@@ -592,7 +630,7 @@ async def test_capacity_with_max_entries_one_keeps_the_new_entry(
 async def test_capacity_applies_to_builds_and_rebuilds(
     make_manager: MakeManager, make_seed: MakeSeed, assert_stats: AssertStats
 ) -> None:
-    m = make_manager()
+    m = make_manager(eviction="lru")  # the order under test is LRU's
     for k in "abc":
         await m.shadow_seed(make_seed(k, rebuild=rebuild_to(make_seed(k, 2))))
 

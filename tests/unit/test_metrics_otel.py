@@ -13,6 +13,7 @@ from tests.unit.metrics_scenario import (
     SUBSCRIBER_EXPECTED,
     TTL_MS,
     make_manager,
+    run_quota_scenario,
     run_scenario,
     run_subscriber_scenario,
     seed,
@@ -37,8 +38,8 @@ EXPECTED: dict[str, float] = {
     "snak_runtime.default_ttl": TTL_MS / 1000,
 }
 EXPECTED_REMOVALS = {
-    "expired": 1, "capacity": 1, "invalidated": 1, "replaced": 0, "explicit": 0, "shutdown": 0,
-    "resync": 0,
+    "expired": 1, "idle": 0, "capacity": 1, "invalidated": 1, "replaced": 0, "explicit": 0,
+    "shutdown": 0, "resync": 0, "quota": 0,
 }
 GAUGES = {"snak_runtime.entries", "snak_runtime.pinned", "snak_runtime.max_entries",
           "snak_runtime.default_ttl"}
@@ -163,3 +164,17 @@ async def test_the_invalidation_subscriber_is_reported_under_the_same_cache() ->
     assert value(points, "snak_runtime.removals", cache="agents", cause="resync") == 1
     handle.close()
     assert reader.get_metrics_data() is None  # neither the manager nor its subscriber is left
+
+
+async def test_quota_evictions_are_a_counter_and_a_removal_cause() -> None:
+    manager = await run_quota_scenario()
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    instrument(manager, meter_provider=provider, cache="tenants")
+    points, kinds = read(reader)
+    assert value(points, "snak_runtime.quota_evictions", cache="tenants") == 1
+    assert kinds["snak_runtime.quota_evictions"] == "counter {entry}"
+    assert value(points, "snak_runtime.removals", cache="tenants", cause="quota") == 1
+    assert value(points, "snak_runtime.removals", cache="tenants", cause="capacity") == 0
+    await manager.aclose()
+    provider.shutdown()

@@ -17,6 +17,7 @@ from tests.unit.metrics_scenario import (
     SUBSCRIBER_EXPECTED,
     TTL_MS,
     make_manager,
+    run_quota_scenario,
     run_scenario,
     run_subscriber_scenario,
     seed,
@@ -43,8 +44,8 @@ EXPECTED: dict[str, float] = {
     "snak_runtime_rebuild_duration_seconds_count": 1,
 }
 EXPECTED_REMOVALS = {
-    "expired": 1, "capacity": 1, "invalidated": 1, "replaced": 0, "explicit": 0, "shutdown": 0,
-    "resync": 0,
+    "expired": 1, "idle": 0, "capacity": 1, "invalidated": 1, "replaced": 0, "explicit": 0,
+    "shutdown": 0, "resync": 0, "quota": 0,
 }
 
 
@@ -243,3 +244,15 @@ async def test_a_manager_without_subscriber_exports_no_invalidation_samples() ->
     samples, types = scrape(registry)
     assert types["snak_runtime_invalidation_received"] == "counter"
     assert not any(name.startswith("snak_runtime_invalidation_") for name, _ in samples)
+
+
+async def test_quota_evictions_are_a_counter_and_a_removal_cause() -> None:
+    manager = await run_quota_scenario()
+    registry = CollectorRegistry()
+    register(manager, registry=registry, cache="tenants")
+    samples, types = scrape(registry)
+    assert value(samples, "snak_runtime_quota_evictions_total", cache="tenants") == 1
+    assert types["snak_runtime_quota_evictions"] == "counter"
+    assert value(samples, "snak_runtime_removals_total", cache="tenants", cause="quota") == 1
+    assert value(samples, "snak_runtime_removals_total", cache="tenants", cause="capacity") == 0
+    await manager.aclose()

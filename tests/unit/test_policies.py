@@ -3,13 +3,23 @@ manager tells a policy (the build and rebuild durations on its injected clock)."
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from snak_runtime import AgentRuntimeManager, RuntimeSeed
-from snak_runtime._policies import POLICY_NAMES, EvictionPolicy, LruPolicy, make_policy
+from snak_runtime import AgentRuntimeManager, RuntimeCacheSettings, RuntimeSeed
+from snak_runtime._config import EVICTION_VAR
+from snak_runtime._policies import (
+    DEFAULT_POLICY,
+    POLICY_NAMES,
+    CostAwarePolicy,
+    EvictionPolicy,
+    LruPolicy,
+    make_policy,
+    resolve_eviction,
+)
 from snak_runtime._stats import RemovalCause
 from snak_runtime._store import _Generation, _Store
 from snak_runtime.testing import FakeClock
@@ -29,10 +39,10 @@ def gen(agent_id: str) -> Gen:
 
 
 def test_registry_names_lru_and_refuses_unknown_names() -> None:
-    assert POLICY_NAMES == ("lru",)
+    assert POLICY_NAMES == ("lru", "cost-aware")
     policy = make_policy("lru", 8)
     assert isinstance(policy, LruPolicy) and policy.capacity == 8
-    with pytest.raises(ValueError, match="unknown eviction policy 'lfu'; known: lru"):
+    with pytest.raises(ValueError, match="unknown eviction policy 'lfu'; known: lru, cost-aware"):
         make_policy("lfu", 8)
 
 
@@ -108,3 +118,59 @@ async def test_manager_times_builds_and_rebuilds_on_its_clock_for_the_policy(
         pass
     await m.on_invalidate("a", 2)
     assert learned == [("a", 70), ("a", 30)]
+
+
+# ------------------------------------------------- choosing the policy (issue 13)
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_eviction_keyword_picks_the_policy(make_manager: MakeManager, name: str) -> None:
+    m = make_manager(eviction=name)
+    assert m.eviction == name
+    assert m._store.policy.name == name
+
+
+def test_default_policy_is_cost_aware(make_manager: MakeManager) -> None:
+    assert DEFAULT_POLICY == "cost-aware"
+    assert make_manager().eviction == "cost-aware"
+    assert isinstance(make_manager()._store.policy, CostAwarePolicy)
+
+
+@pytest.mark.parametrize("bad", ["lfu", "LRU", "", " lru"])
+def test_unknown_eviction_keyword_is_a_value_error_listing_the_names(
+    make_manager: MakeManager, bad: str
+) -> None:
+    message = f"unknown eviction policy {bad!r}; known: lru, cost-aware"
+    with pytest.raises(ValueError, match=message):
+        make_manager(eviction=bad)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("lru", "lru"), (" LRU ", "lru"),
+                                                ("cost-aware", "cost-aware"), ("", "cost-aware")])
+def test_eviction_environment_variable(
+    make_manager: MakeManager, monkeypatch: pytest.MonkeyPatch, raw: str, expected: str
+) -> None:
+    monkeypatch.setenv(EVICTION_VAR, raw)
+    assert make_manager(settings=RuntimeCacheSettings()).eviction == expected
+    assert make_manager(settings=None).eviction == expected  # read from the environment now
+
+
+def test_bad_eviction_variable_warns_naming_it_and_falls_back_to_the_default(
+    make_manager: MakeManager, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(EVICTION_VAR, "fifo")
+    with caplog.at_level(logging.WARNING, logger="snak_runtime"):
+        m = make_manager(settings=RuntimeCacheSettings())
+    assert m.eviction == DEFAULT_POLICY
+    assert any(
+        r.levelno == logging.WARNING and EVICTION_VAR in r.getMessage()
+        and "'fifo'" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_eviction_keyword_beats_the_environment(
+    make_manager: MakeManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(EVICTION_VAR, "cost-aware")
+    assert make_manager(eviction="lru", settings=RuntimeCacheSettings()).eviction == "lru"
+    assert resolve_eviction(None, EVICTION_VAR, "lru") == "lru"

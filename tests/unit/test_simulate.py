@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from snak_runtime._simulate_params import (
     SimulationConfigError,
     expected_span_s,
 )
+from snak_runtime._trace import TraceError, TraceRequest, read_trace
 
 SMALL = SimulationConfig(agents=50, requests=2_000, rate_per_s=100.0, build_ms=50.0,
                          hold_ms=20.0, invalidations_per_s=2.0, max_entries=16, ttl_ms=5_000)
@@ -109,10 +112,8 @@ def test_guards_are_the_ceiling_as_in_the_container(monkeypatch: pytest.MonkeyPa
 
 
 def test_every_numeric_field_has_one_parameter() -> None:
-    numeric = {
-        f.name for f in dataclasses.fields(SimulationConfig)
-        if f.name not in ("guards", "stale_while_rebuilding")
-    }
+    numeric = {f.name for f in dataclasses.fields(SimulationConfig)
+               if f.name not in ("guards", "eviction", "trace", "stale_while_rebuilding")}
     assert set(PARAMETERS) == numeric
     assert len({p.flag for p in PARAMETERS.values()}) == len(PARAMETERS)
 
@@ -192,3 +193,121 @@ def test_refresh_options_are_validated() -> None:
         SimulationConfig(refresh_ahead_ms=-1)
     with pytest.raises(ValueError, match="hot_window_ms"):
         SimulationConfig(hot_window_ms=True)
+# ---------------------------------------------------------------- issue 16: deploy, one-time agents
+
+DEPLOY = SimulationConfig(agents=100, zipf_s=0.0, requests=5_000, rate_per_s=200.0,
+                          build_ms=50.0, hold_ms=10.0, invalidations_per_s=0.0,
+                          max_entries=100, ttl_ms=20_000, deploy=100)
+
+
+def test_a_deploy_without_jitter_rebuilds_in_a_storm_and_jitter_spreads_it() -> None:
+    together = simulate(DEPLOY)
+    spread = simulate(dataclasses.replace(DEPLOY, ttl_jitter=0.5))
+    assert (together.ttl_jitter, spread.ttl_jitter) == (0.0, 0.5)
+    # every deployed agent expires at 20 s: its next request rebuilds it within ~0.5 s
+    assert together.peak_builds_second == 20
+    assert together.peak_builds_per_s > 50
+    assert spread.peak_builds_per_s * 3 < together.peak_builds_per_s
+    assert together.expirations == 100 <= spread.expirations  # (jittered: some twice)
+
+
+def test_one_time_agents_and_idle_expiry() -> None:
+    # room for the one-time agents to linger: idle expiry removes them before capacity does
+    config = dataclasses.replace(SMALL, one_time_share=0.3, invalidations_per_s=0.0,
+                                 max_entries=200)
+    plain = simulate(config)
+    idle = simulate(dataclasses.replace(config, idle_ttl_ms=500))
+    for r in (plain, idle):
+        assert 0.6 * 2_000 < r.returning_requests < 0.8 * 2_000
+        assert 0 < r.returning_hits < r.returning_requests
+        assert r.returning_hit_rate == r.returning_hits / r.returning_requests
+    assert (plain.idle_ttl_ms, plain.idle_expirations) == (0, 0)
+    assert idle.idle_ttl_ms == 500 and idle.idle_expirations > 0
+    assert idle.mean_size < plain.mean_size  # unused agents left early
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"deploy": 51}, {"deploy": -1}, {"one_time_share": 1.0}, {"one_time_share": -0.1},
+     {"ttl_jitter": 0.6}, {"idle_ttl_ms": -1}, {"idle_ttl_ms": 1.5}],
+)
+def test_invalid_issue_16_options(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        dataclasses.replace(SMALL, **bad)  # type: ignore[arg-type]
+# ------------------------------------------------------- policies and traces (issue 13)
+
+
+def test_eviction_policy_is_chosen_per_run() -> None:
+    lru = simulate(dataclasses.replace(SMALL, eviction="lru", invalidations_per_s=0.0))
+    cost = simulate(dataclasses.replace(SMALL, eviction="cost-aware", invalidations_per_s=0.0))
+    assert (lru.eviction, cost.eviction) == ("lru", "cost-aware")
+    assert lru.hits + lru.misses == cost.hits + cost.misses == SMALL.requests
+    assert cost.misses < lru.misses  # Zipf traffic: frequency beats recency
+
+
+def test_unknown_eviction_policy_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="eviction: unknown eviction policy 'fifo'"):
+        dataclasses.replace(SMALL, eviction="fifo")
+
+
+def test_a_trace_is_replayed_at_its_timestamps() -> None:
+    trace = (TraceRequest("a", "alice", 1_000), TraceRequest("b", None, 1_500),
+             TraceRequest("a", "alice", 61_000), TraceRequest("a", "bob", 61_100))
+    result = simulate(dataclasses.replace(SMALL, trace=trace, invalidations_per_s=0.0,
+                                          max_entries=4, ttl_ms=600_000))
+    assert result.requests == 4
+    assert (result.hits, result.misses, result.denied) == (1, 2, 1)
+    assert 60 <= result.virtual_s < 62  # the last arrival is 60.1 s after the first
+
+
+def test_trace_file_lines_and_errors(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("# header\n a , u1 , 5 \nb\n\nc,,7\n")
+    assert read_trace(path) == (TraceRequest("a", "u1", 5), TraceRequest("b", None, None),
+                                TraceRequest("c", None, 7))
+    for text, message in [
+        ("", "no requests"),
+        ("a,u,1,2\n", "line 1: expected agent_id[,user_id[,timestamp_ms]], got 4 fields"),
+        (",u\n", "line 1: empty agent_id"),
+        ("a,u,-1\n", "line 1: timestamp_ms must be >= 0, got -1"),
+        ("a,u,1.5\n", "line 1: timestamp_ms must be an integer, got '1.5'"),
+        ("a,u,9\nb,u,3\n", "line 2: timestamp 3 goes back in time (previous 9)"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(TraceError, match=re.escape(f"{path}") + ".*" + re.escape(message)):
+            read_trace(path)
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(TraceError, match="not UTF-8"):
+        read_trace(path)
+    with pytest.raises(TraceError, match="cannot read"):
+        read_trace(tmp_path / "missing.csv")
+
+
+# ------------------------------------------------------------ per-user quota (issue 19)
+
+TENANTS = dataclasses.replace(
+    SMALL, agents=200, users=50, invalidations_per_s=0.0, ttl_ms=None, requests=3_000,
+    eviction="lru",
+)
+
+
+def test_a_burst_costs_the_other_users_hits_and_the_quota_gives_them_back() -> None:
+    calm = simulate(TENANTS)
+    burst = simulate(dataclasses.replace(TENANTS, burst_agents=80))
+    capped = simulate(dataclasses.replace(TENANTS, burst_agents=80, max_entries_per_user=4))
+    assert calm.other_requests == burst.other_requests == capped.other_requests == 3_000
+    assert calm.window_requests == burst.window_requests == capped.window_requests == 1_000
+    assert (burst.quota_evictions, burst.max_entries_per_user) == (0, None)
+    assert capped.max_entries_per_user == 4
+    assert capped.quota_evictions >= 40  # most of the burst (capacity takes some first)
+    assert capped.removals["quota"] == capped.quota_evictions
+    assert burst.window_hit_rate < calm.window_hit_rate
+    assert capped.window_hit_rate > burst.window_hit_rate
+    # every agent built is disposed by the end, the burst's included
+    assert capped.disposals == capped.builds + capped.rebuilds
+
+
+def test_the_burst_user_is_not_counted_with_the_others() -> None:
+    burst = simulate(dataclasses.replace(TENANTS, burst_agents=80))
+    assert burst.hits + burst.misses == 3_000 + 80
+    assert burst.other_hits <= burst.hits

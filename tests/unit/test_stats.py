@@ -40,8 +40,8 @@ def test_hit_rate_and_requests(hits: int, misses: int, rate: float) -> None:
 
 def test_removal_causes_are_the_contract_strings() -> None:
     assert sorted(c.value for c in RemovalCause) == sorted(
-        ["expired", "capacity", "invalidated", "replaced", "explicit", "shutdown", "resync",
-         "refreshed"]
+        ["expired", "idle", "capacity", "invalidated", "replaced", "explicit", "shutdown",
+         "resync", "refreshed", "quota"]
     )
 
 
@@ -49,14 +49,15 @@ def test_counter_snapshot_maps_removals_to_evictions_and_expirations() -> None:
     counter = _StatsCounter()
     counter.hits, counter.misses, counter.denied = 4, 3, 2
     for cause in (RemovalCause.CAPACITY, RemovalCause.CAPACITY, RemovalCause.EXPIRED,
-                  RemovalCause.EXPLICIT, RemovalCause.RESYNC):
+                  RemovalCause.EXPLICIT, RemovalCause.RESYNC, RemovalCause.IDLE,
+                  RemovalCause.IDLE, RemovalCause.IDLE):
         counter.record_removal(cause)
     stats = counter.snapshot(size=5, pinned=6)
     assert (stats.hits, stats.misses, stats.denied, stats.size, stats.pinned) == (4, 3, 2, 5, 6)
-    assert (stats.evictions, stats.expirations) == (2, 1)
+    assert (stats.evictions, stats.expirations, stats.idle_expirations) == (2, 1, 3)
     assert dict(stats.removals) == {
-        "expired": 1, "capacity": 2, "invalidated": 0, "replaced": 0, "explicit": 1,
-        "shutdown": 0, "resync": 1, "refreshed": 0,
+        "expired": 1, "idle": 3, "capacity": 2, "invalidated": 0, "replaced": 0, "explicit": 1,
+        "shutdown": 0, "resync": 1, "refreshed": 0, "quota": 0,
     }
 
 
