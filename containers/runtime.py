@@ -30,6 +30,9 @@ class RuntimeContainer(DeclarativeContainer):
     build_timeout_ms: providers.Object[int | None] = providers.Object(None)
     dispose_timeout_ms: providers.Object[int | None] = providers.Object(None)
     sweep_interval_ms: providers.Object[int | None] = providers.Object(None)
+    # Issue 15's options, the same way (README "Hot agents never wait").
+    refresh_ahead_ms: providers.Object[int | None] = providers.Object(None)
+    stale_while_rebuilding: providers.Object[bool | None] = providers.Object(None)
     # Expiry options, the same way: None leaves each to its variable, then its default (off).
     idle_ttl_ms: providers.Object[int | None] = providers.Object(None)
     ttl_jitter: providers.Object[float | None] = providers.Object(None)
@@ -46,6 +49,8 @@ class RuntimeContainer(DeclarativeContainer):
         build_timeout_ms=build_timeout_ms,
         dispose_timeout_ms=dispose_timeout_ms,
         sweep_interval_ms=sweep_interval_ms,
+        refresh_ahead_ms=refresh_ahead_ms,
+        stale_while_rebuilding=stale_while_rebuilding,
         idle_ttl_ms=idle_ttl_ms,
         ttl_jitter=ttl_jitter,
         eviction=eviction,

@@ -23,6 +23,8 @@ from ._config import (
     MAX_ENTRIES_PER_USER_VAR,
     MAX_ENTRIES_VAR,
     MS_SETTINGS,
+    REFRESH_AHEAD_VAR,
+    STALE_WHILE_REBUILDING_VAR,
     TTL_JITTER_VAR,
     TTL_MS_VAR,
     TTL_SECONDS_VAR,
@@ -110,6 +112,9 @@ def _run_config(args: argparse.Namespace) -> int:
         ("dispose_timeout_ms", limits.dispose_timeout_ms, limits.dispose_timeout_source),
         ("sweep_interval_ms", limits.sweep_interval_ms, limits.sweep_interval_source),
         ("backoff_cap_ms", *backoff_cap),
+        ("refresh_ahead_ms", limits.refresh_ahead_ms, limits.refresh_ahead_source),
+        ("stale_while_rebuilding", str(limits.stale_while_rebuilding).lower(),
+         limits.stale_while_rebuilding_source),
         ("idle_ttl_ms", limits.idle_ttl_ms, limits.idle_ttl_source),
         ("ttl_jitter", limits.ttl_jitter, limits.ttl_jitter_source),
     )
@@ -139,6 +144,10 @@ def _run_config(args: argparse.Namespace) -> int:
         (TTL_JITTER_VAR, settings.ttl_jitter),
     )
     width = max(len(name) for name, _ in raw_values)
+    raw_values += (  # issue 15's options (longer names: not widening the column above)
+        (REFRESH_AHEAD_VAR, environment_value(REFRESH_AHEAD_VAR)),
+        (STALE_WHILE_REBUILDING_VAR, environment_value(STALE_WHILE_REBUILDING_VAR)),
+    )
     for name, raw in raw_values:
         shown = "(unset)" if raw is None else repr(raw)
         print(f"  {name:<{width}}  {shown}")
@@ -362,6 +371,8 @@ def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
             metavar=parameter.kind.__name__.upper(),
             help=parameter.help if default is None else f"{parameter.help} (%(default)s)",
         )
+    parser.add_argument("--stale-while-rebuilding", action="store_true",
+                        help="the manager's stale_while_rebuilding (off unless given)")
     parser.add_argument(
         "--policy", action="append", dest="policies", choices=POLICY_NAMES, metavar="NAME",
         help=f"eviction policy ({', '.join(POLICY_NAMES)}); repeat to compare them side by "
@@ -411,7 +422,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
         return EXIT_CONFIG_ERROR
     try:
         config = SimulationConfig(
-            **{name: getattr(args, name) for name in PARAMETERS}, guards=guards, trace=trace
+            **{name: getattr(args, name) for name in PARAMETERS}, guards=guards, trace=trace,
+            stale_while_rebuilding=args.stale_while_rebuilding,
         )
     except SimulationConfigError as exc:  # bounds on the run as a whole (span, events)
         print(f"snak-runtime simulate: error: {exc.cli_message}", file=sys.stderr)
@@ -458,6 +470,12 @@ def _run_simulate(args: argparse.Namespace) -> int:
           f" failures {r.rebuild_failures:,})")
     print(f"  lease latency   p50 {r.p50_ms:.1f} ms  p99 {r.p99_ms:.1f} ms  max {r.max_ms:.1f} ms"
           "  (virtual: waiting for builds)")
+    print(f"  waited          {r.waited:,} requests waited for a build"
+          f"  (refreshes {r.refreshes:,}, failed {r.refresh_failures:,})")
+    if r.hot_agents:
+        print(f"  hot agents      {r.hot_agents:,} requested at least once per "
+              f"{config.hot_window_ms or config.refresh_ahead_ms} ms: {r.hot_waited:,} of their "
+              f"{r.hot_requests:,} later requests waited")
     return EXIT_OK
 
 

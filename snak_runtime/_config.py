@@ -20,6 +20,8 @@ BUILD_TIMEOUT_VAR = "AGENT_RUNTIME_BUILD_TIMEOUT_MS"
 DISPOSE_TIMEOUT_VAR = "AGENT_RUNTIME_DISPOSE_TIMEOUT_MS"
 SWEEP_INTERVAL_VAR = "AGENT_RUNTIME_SWEEP_INTERVAL_MS"
 BACKOFF_CAP_VAR = "AGENT_CFG_BACKOFF_CAP_MS"
+REFRESH_AHEAD_VAR = "AGENT_RUNTIME_CACHE_REFRESH_AHEAD_MS"
+STALE_WHILE_REBUILDING_VAR = "AGENT_RUNTIME_CACHE_STALE_WHILE_REBUILDING"
 IDLE_TTL_MS_VAR = "AGENT_RUNTIME_CACHE_IDLE_TTL_MS"
 TTL_JITTER_VAR = "AGENT_RUNTIME_CACHE_TTL_JITTER"
 MAX_ENTRIES_PER_USER_VAR = "AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER"
@@ -176,6 +178,10 @@ class LimitSettings(Protocol):
     @property
     def sweep_interval_ms(self) -> str | None: ...
     @property
+    def refresh_ahead_ms(self) -> str | None: ...
+    @property
+    def stale_while_rebuilding(self) -> str | None: ...
+    @property
     def idle_ttl_ms(self) -> str | None: ...
     @property
     def ttl_jitter(self) -> str | None: ...
@@ -199,6 +205,8 @@ class _Environment:
     build_timeout_ms: str | None
     dispose_timeout_ms: str | None
     sweep_interval_ms: str | None
+    refresh_ahead_ms: str | None
+    stale_while_rebuilding: str | None
     idle_ttl_ms: str | None
     ttl_jitter: str | None
     max_entries_per_user: str | None
@@ -215,6 +223,8 @@ class _Environment:
                     BUILD_TIMEOUT_VAR,
                     DISPOSE_TIMEOUT_VAR,
                     SWEEP_INTERVAL_VAR,
+                    REFRESH_AHEAD_VAR,
+                    STALE_WHILE_REBUILDING_VAR,
                     IDLE_TTL_MS_VAR,
                     TTL_JITTER_VAR,
                     MAX_ENTRIES_PER_USER_VAR,
@@ -255,6 +265,10 @@ class ResolvedLimits:
     build_timeout_source: str = "default"
     dispose_timeout_source: str = "default"
     sweep_interval_source: str = "default"
+    refresh_ahead_ms: int = 0  # 0: refresh-ahead off
+    refresh_ahead_source: str = "default"
+    stale_while_rebuilding: bool = False
+    stale_while_rebuilding_source: str = "default"
     idle_ttl_ms: int = 0  # 0: idle expiry off
     idle_ttl_source: str = "default (off)"
     ttl_jitter: float = 0.0
@@ -270,6 +284,9 @@ class ResolvedLimits:
             f"build_timeout_ms={self.build_timeout_ms} ({self.build_timeout_source}), "
             f"dispose_timeout_ms={self.dispose_timeout_ms} ({self.dispose_timeout_source}), "
             f"sweep_interval_ms={self.sweep_interval_ms} ({self.sweep_interval_source}), "
+            f"refresh_ahead_ms={self.refresh_ahead_ms} ({self.refresh_ahead_source}), "
+            f"stale_while_rebuilding={self.stale_while_rebuilding} "
+            f"({self.stale_while_rebuilding_source}), "
             f"idle_ttl_ms={self.idle_ttl_ms} ({self.idle_ttl_source}), "
             f"ttl_jitter={self.ttl_jitter} ({self.ttl_jitter_source}), "
             f"max_entries_per_user={self.max_entries_per_user}"
@@ -384,6 +401,8 @@ def resolve_limits(
     build_timeout_ms: int | None = None,
     dispose_timeout_ms: int | None = None,
     sweep_interval_ms: int | None = None,
+    refresh_ahead_ms: int | None = None,
+    stale_while_rebuilding: bool | None = None,
     idle_ttl_ms: int | None = None,
     ttl_jitter: float | None = None,
     max_entries_per_user: int | None = None,
@@ -463,6 +482,16 @@ def resolve_limits(
             (SWEEP_INTERVAL, sweep_interval_ms, settings.sweep_interval_ms),
         )
     ]
+    refresh = resolve_refresh_ahead_ms(
+        refresh_ahead_ms, settings.refresh_ahead_ms, ttl_ms, collected
+    )
+    stale = resolve_flag(
+        "stale_while_rebuilding",
+        STALE_WHILE_REBUILDING_VAR,
+        stale_while_rebuilding,
+        settings.stale_while_rebuilding,
+        collected,
+    )
     from ._expiry_options import resolve_idle_ttl_ms, resolve_ttl_jitter  # (imports this)
 
     idle = resolve_idle_ttl_ms(idle_ttl_ms, settings.idle_ttl_ms, guards, collected)
@@ -482,6 +511,10 @@ def resolve_limits(
         build_timeout_source=timings[0][1],
         dispose_timeout_source=timings[1][1],
         sweep_interval_source=timings[2][1],
+        refresh_ahead_ms=refresh[0],
+        refresh_ahead_source=refresh[1],
+        stale_while_rebuilding=stale[0],
+        stale_while_rebuilding_source=stale[1],
         idle_ttl_ms=idle[0],
         idle_ttl_source=idle[1],
         ttl_jitter=jitter[0],
@@ -538,3 +571,57 @@ def resolve_seed_ttl_ms(ttl_ms: int | None, default_ttl_ms: int, max_ttl_ms: int
     if ttl_ms <= 0 or ttl_ms > max_ttl_ms:
         return max_ttl_ms
     return ttl_ms
+
+
+def resolve_refresh_ahead_ms(
+    keyword: int | None, raw: str | None, default_ttl_ms: int, collected: list[str]
+) -> tuple[int, str]:
+    """``refresh_ahead_ms`` and its source: keyword > ``AGENT_RUNTIME_CACHE_REFRESH_AHEAD_MS``
+    > 0 (off).
+
+    The default TTL is its guard: a window as long as an entry's whole life would refresh
+    every entry on its first hit. A bad keyword (not an integer, negative, or not below
+    ``default_ttl_ms``) raises ValueError; a bad variable (the same rules) is a WARNING naming
+    it and its value, then 0.
+    """
+    if keyword is not None:
+        if isinstance(keyword, bool) or not isinstance(keyword, int) or keyword < 0:
+            raise ValueError(f"refresh_ahead_ms must be an integer >= 0, got {keyword!r}")
+        if keyword >= default_ttl_ms:
+            raise ValueError(
+                f"refresh_ahead_ms={keyword} must be below the default TTL ({default_ttl_ms} ms)"
+            )
+        return keyword, f"keyword refresh_ahead_ms={keyword}"
+    parsed = _read_int(REFRESH_AHEAD_VAR, raw, 0, collected, default_ttl_ms - 1)
+    if parsed is None:
+        return 0, "default"
+    return parsed, f"{REFRESH_AHEAD_VAR}={parsed}"
+
+
+_TRUE = frozenset(("1", "true", "yes", "on"))
+_FALSE = frozenset(("0", "false", "no", "off"))
+
+
+def resolve_flag(
+    keyword_name: str,
+    variable: str,
+    keyword: bool | None,
+    raw: str | None,
+    collected: list[str],
+) -> tuple[bool, str]:
+    """A boolean setting and its source: keyword > variable > False. A keyword that is not a
+    bool raises ValueError; a variable that is not one of 1/0, true/false, yes/no, on/off (any
+    case, blanks around) is a WARNING naming it and its value, then False."""
+    if keyword is not None:
+        if not isinstance(keyword, bool):
+            raise ValueError(f"{keyword_name} must be True or False, got {keyword!r}")
+        return keyword, f"keyword {keyword_name}={keyword}"
+    if raw is None or not raw.strip():
+        return False, "default"
+    text = raw.strip().lower()
+    if text in _TRUE:
+        return True, f"{variable}={raw.strip()}"
+    if text in _FALSE:
+        return False, f"{variable}={raw.strip()}"
+    _warn(collected, "%s=%r ignored: not a boolean (true/false)", variable, raw)
+    return False, "default"

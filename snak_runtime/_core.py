@@ -26,6 +26,7 @@ from ._store import _Generation, _IdleGeneration, _Store
 
 if TYPE_CHECKING:  # a runtime import would be circular
     from ._loads import _Load
+    from ._refresh import _Refresh
 
 R = TypeVar("R")
 A = TypeVar("A")
@@ -56,6 +57,8 @@ class _ManagerCore(Generic[R, A]):
     _build_timeout_s: float
     _sweep_interval_s: float
     _dispose_timeout_s: float
+    _refresh_ahead_ms: int  # 0: refresh-ahead off
+    _stale_while_rebuilding: bool
     _idle_ttl_ms: int  # 0: idle expiry off
     _idle_ticks: int  # the same in clock ticks
     _ttl_jitter: float  # 0.0: off
@@ -76,6 +79,7 @@ class _ManagerCore(Generic[R, A]):
     _queues: dict[str, Any]
     _loads: dict[str, _Load[R, A]]
     _rebuilds: set[asyncio.Task[Any]]
+    _refreshes: dict[str, _Refresh[R, A]]  # refresh-ahead in flight, by agent id
     # counters: outstanding pins = hits + waiter pins - unpins (see _pinned)
     _stats: _StatsCounter
     _waiter_pins: int
@@ -98,9 +102,13 @@ class _ManagerCore(Generic[R, A]):
         pin path goes through ``_hit`` or ``_pin_waiter``, or it breaks this sum."""
         return self._stats.hits + self._waiter_pins - self._unpins
 
-    def _pin_waiter(self, gen: _Generation[R, A]) -> None:
-        """Pin ``gen`` for a waiter of a load (the one pin path that is not a hit)."""
-        gen.lease_pins += 1
+    def _pin_waiter(self, gen: _Generation[R, A], *, loose: bool = False) -> None:
+        """Pin ``gen`` for a waiter of a load or of a refresh (the one pin path that is not
+        a hit); ``loose`` for an ``acquire``, whose pin ``release(agent_id)`` gives back."""
+        if loose:
+            gen.loose_pins += 1
+        else:
+            gen.lease_pins += 1
         self._waiter_pins += 1
 
     def _hit(self, agent_id: str, user_id: str | None) -> _Generation[R, A] | None:
@@ -133,7 +141,7 @@ class _ManagerCore(Generic[R, A]):
         now = self._now()
         if now >= gen.expires_at:
             cause = self._store.cause(gen, now)
-            if cause is None:  # only the lower bound of its idle deadline had passed
+            if cause is None:  # an idle bound or the refresh window, not the TTL, had passed
                 return gen
             if gen.pins == 0:
                 self._store.detach(gen, cause)
@@ -159,7 +167,8 @@ class _ManagerCore(Generic[R, A]):
 
     def _last_pin_gone(self, gen: _Generation[R, A]) -> None:
         """The slow cases of a last unpin (release and _unpinned handle the common one): the
-        map is over capacity, idle expiry is on, the entry expired, or it is detached."""
+        map is over capacity or a quota, idle expiry is on, the refresh window is open, the entry
+        expired, or it is detached."""
         now = self._now()
         if gen.current:
             if type(gen) is _IdleGeneration:
@@ -168,9 +177,10 @@ class _ManagerCore(Generic[R, A]):
                     # its idle time starts here, and the hot path's bound moves with it
                     gen.last_used = now
                     idle_at = now + self._idle_ticks
-                    gen.expires_at = idle_at if idle_at < gen.deadline else gen.deadline
+                    upper = gen.refresh_at or gen.deadline  # an open refresh window stays
+                    gen.expires_at = idle_at if idle_at < upper else upper
             else:
-                live = now < gen.expires_at
+                live = now < gen.deadline  # (``expires_at`` may be refresh-ahead's threshold)
             if not live:
                 self._store.detach(gen, RemovalCause.EXPIRED)
                 return
@@ -225,6 +235,15 @@ class _ManagerCore(Generic[R, A]):
             installed_at=now,
             build_ms=build_ms,
         )
+        if self._refresh_ahead_ms:
+            # The window: refresh_ahead_ms before expiry, at most the second half of this
+            # entry's life (a shorter TTL of its own must not refresh on its first hit).
+            window_ms = min(self._refresh_ahead_ms, ttl_ms // 2)
+            if window_ms > 0:
+                refresh_at = gen.deadline - window_ms * self._ticks_per_ms
+                gen.refresh_at = refresh_at
+                if refresh_at < gen.expires_at:  # (idle expiry may have set an earlier bound)
+                    gen.expires_at = refresh_at
         self._store.pop_expired(now, _EXPIRE_BATCH)
         if self._max_entries_per_user is not None:  # before capacity: the user pays first
             self._trim_user(gen._user_id, keep=gen, warn=True)

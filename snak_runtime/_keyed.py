@@ -20,12 +20,15 @@ from typing import Any, final
 class _Turn:
     """One operation's place in a key's queue."""
 
-    __slots__ = ("discards", "owner", "readers", "ready")
+    __slots__ = ("discards", "owner", "readers", "ready", "stale_ok")
 
-    def __init__(self, ready: asyncio.Future[None] | None) -> None:
+    def __init__(self, ready: asyncio.Future[None] | None, stale_ok: bool = False) -> None:
         self.ready = ready  # None: the turn was free on arrival
         self.readers: list[asyncio.Future[None]] = []
         self.owner: asyncio.Task[Any] | None = None  # the task running user code (build)
+        # readers may be served what is cached instead of waiting for this turn
+        # (an invalidation under stale_while_rebuilding)
+        self.stale_ok = stale_ok
         # users evicted (evict_user) while this operation was in flight: a seed of theirs
         # made before that must not be installed
         self.discards: set[str] | None = None
@@ -35,21 +38,40 @@ class _Turn:
 class _KeyedTurns:
     """The queues of every busy key."""
 
-    __slots__ = ("queues",)
+    __slots__ = ("blocking", "queues")
 
     def __init__(self) -> None:
         self.queues: dict[str, deque[_Turn]] = {}
+        # key -> how many of its queued turns readers must wait for (those not ``stale_ok``);
+        # a key whose turns are all ``stale_ok`` has no entry
+        self.blocking: dict[str, int] = {}
 
-    def enqueue(self, key: str, loop: asyncio.AbstractEventLoop) -> _Turn:
+    def enqueue(
+        self, key: str, loop: asyncio.AbstractEventLoop, *, stale_ok: bool = False
+    ) -> _Turn:
         """Join ``key``'s queue now (arrival order is fixed here, synchronously)."""
         queue = self.queues.get(key)
         if queue is None:
-            turn = _Turn(None)
+            turn = _Turn(None, stale_ok)
             self.queues[key] = deque((turn,))
         else:
-            turn = _Turn(loop.create_future())
+            turn = _Turn(loop.create_future(), stale_ok)
             queue.append(turn)
+        if not stale_ok:
+            self.blocking[key] = self.blocking.get(key, 0) + 1
         return turn
+
+    def readers_may_skip(self, key: str) -> bool:
+        """Whether every turn queued for ``key`` lets readers be served without waiting."""
+        return key not in self.blocking
+
+    def _popped(self, key: str, turn: _Turn) -> None:
+        if not turn.stale_ok:
+            left = self.blocking[key] - 1
+            if left:
+                self.blocking[key] = left
+            else:
+                del self.blocking[key]
 
     async def wait_turn(self, key: str, turn: _Turn) -> None:
         """Wait until ``turn`` heads the queue. On cancellation the place is given up."""
@@ -69,12 +91,14 @@ class _KeyedTurns:
         queue = self.queues[key]
         head = queue.popleft()
         assert head is turn, "only the head of a key's queue may leave it"
+        self._popped(key, turn)
         _wake(turn.readers)
         while queue:
             nxt = queue[0]
             assert nxt.ready is not None
             if nxt.ready.cancelled():
                 queue.popleft()
+                self._popped(key, nxt)
                 _wake(nxt.readers)
                 continue
             nxt.ready.set_result(None)

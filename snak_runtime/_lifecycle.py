@@ -19,6 +19,11 @@ A = TypeVar("A")
 _SWEEP_BATCH = 1024
 
 
+# Removals after which a refresh in flight may still install: expiry (reads that find the
+# entry expired wait for the refresh), capacity (only for reads that wait), and its own.
+_KEEPS_REFRESH = frozenset((RemovalCause.EXPIRED, RemovalCause.CAPACITY, RemovalCause.REFRESHED))
+
+
 class _Unbound:
     _thread_id = None
 
@@ -87,6 +92,10 @@ class _Lifecycle(_ManagerCore[R, A]):
 
     def _removed(self, agent_id: str, cause: RemovalCause) -> None:
         self._stats.record_removal(cause)
+        if self._refreshes and cause not in _KEEPS_REFRESH:
+            refresh = self._refreshes.get(agent_id)
+            if refresh is not None:  # removed on purpose: the refresh must not bring it back
+                refresh.superseded = True
         if not self._listeners:
             return
         for listener in tuple(self._listeners):
@@ -148,6 +157,7 @@ class _Lifecycle(_ManagerCore[R, A]):
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
         in_flight: list[asyncio.Task[Any]] = list(self._rebuilds)
+        in_flight.extend(r.task for r in self._refreshes.values() if r.task is not None)
         for load in list(self._loads.values()):
             if load.task is not None:
                 in_flight.append(load.task)

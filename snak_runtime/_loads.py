@@ -17,10 +17,10 @@ from typing import Generic, TypeVar, final
 from ._errors import RuntimeManagerClosed, RuntimeNotCached
 from ._keyed import _Turn
 from ._operators import discarded
+from ._refresh import _Refreshes
 from ._seed import Build, RuntimeSeed
 from ._stats import RemovalCause
 from ._store import _Generation
-from ._writes import _Writes
 
 R = TypeVar("R")
 A = TypeVar("A")
@@ -46,7 +46,7 @@ class _Load(Generic[R, A]):
         self.build_ms: float | None = None  # how long the build took, once it ended
 
 
-class _Loads(_Writes[R, A]):
+class _Loads(_Refreshes[R, A]):
     """Starting, joining and running single-flight loads."""
 
     # departure: the original had no loader; every caller that missed built its own runtime.

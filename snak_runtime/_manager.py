@@ -72,6 +72,8 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         build_timeout_ms: int | None = None,
         sweep_interval_ms: int | None = None,
         dispose_timeout_ms: int | None = None,
+        refresh_ahead_ms: int | None = None,
+        stale_while_rebuilding: bool | None = None,
         idle_ttl_ms: int | None = None,
         ttl_jitter: float | None = None,
         ttl_jitter_random: Random | None = None,
@@ -86,6 +88,8 @@ class AgentRuntimeManager(_SlowReads[R, A]):
             build_timeout_ms=build_timeout_ms,
             sweep_interval_ms=sweep_interval_ms,
             dispose_timeout_ms=dispose_timeout_ms,
+            refresh_ahead_ms=refresh_ahead_ms,
+            stale_while_rebuilding=stale_while_rebuilding,
             idle_ttl_ms=idle_ttl_ms,
             ttl_jitter=ttl_jitter,
             max_entries_per_user=max_entries_per_user,
@@ -118,6 +122,8 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self._build_timeout_s = self._limits.build_timeout_ms / 1000
         self._sweep_interval_s = self._limits.sweep_interval_ms / 1000
         self._dispose_timeout_s = self._limits.dispose_timeout_ms / 1000
+        self._refresh_ahead_ms = self._limits.refresh_ahead_ms  # 0: off
+        self._stale_while_rebuilding = self._limits.stale_while_rebuilding
 
         self._store: _Store[R, A] = _Store(
             self._removed,
@@ -143,6 +149,7 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self._queues = self._turns.queues
         self._loads = {}
         self._rebuilds: set[asyncio.Task[Any]] = set()  # their turns hold the ids
+        self._refreshes = {}  # refresh-ahead in flight: no turn held while rebuilding
         self._stats = _StatsCounter()
         # Outstanding pins = hits + pins given to load waiters - pins released; kept as
         # counters so a hit updates one number, not two.
@@ -203,6 +210,16 @@ class AgentRuntimeManager(_SlowReads[R, A]):
     def limits(self) -> ResolvedLimits:
         """The resolved limits with where each came from and the warnings on the way."""
         return self._limits
+
+    @property
+    def refresh_ahead_ms(self) -> int:
+        """The resolved refresh window (0: refresh-ahead off)."""
+        return self._refresh_ahead_ms
+
+    @property
+    def stale_while_rebuilding(self) -> bool:
+        """Whether reads are served the cached generation while an invalidation rebuilds."""
+        return self._stale_while_rebuilding
 
     @property
     def closed(self) -> bool:

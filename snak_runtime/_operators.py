@@ -49,15 +49,14 @@ def _infos(
     make = _fast_entry_info
     out = []
     for gen in gens:
-        expires_at = gen.expires_at
-        if now >= expires_at and store.cause(gen, now) is not None:
+        if now >= gen.expires_at and store.cause(gen, now) is not None:
             continue  # expired (or idle: issue 16)
-        if idle and isinstance(gen, _IdleGeneration):
-            # ``expires_at`` is the hot path's early bound: when the entry itself expires is
-            # its TTL while in use, else the earlier of the TTL and its idle deadline
-            expires_at = gen.deadline
-            if not (gen.loose_pins or gen.lease_pins):
-                expires_at = min(expires_at, gen.last_used + idle)
+        # ``expires_at`` is the hot path's early bound (idle expiry, refresh-ahead): when the
+        # entry itself expires is its TTL, or while unused the earlier of that and its idle
+        # deadline
+        expires_at = gen.deadline
+        if idle and isinstance(gen, _IdleGeneration) and not (gen.loose_pins or gen.lease_pins):
+            expires_at = min(expires_at, gen.last_used + idle)
         older = detached.get(gen._agent_id) if detached else None
         out.append((gen, make(
             gen._agent_id,
@@ -128,6 +127,8 @@ def evict_user(manager: AgentRuntimeManager[Any, Any], user_id: str) -> int:
                 turn.discards = {user_id}
             else:
                 turn.discards.add(user_id)
+    for refresh in manager._refreshes.values():  # refresh-ahead rebuilds in flight, likewise
+        refresh.discards.add(user_id)
     manager._log.info(
         "evicted %d cached runtime(s) of user %r", removed, user_id,
         extra={"user_id": user_id, "removed": removed},

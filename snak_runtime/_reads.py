@@ -19,15 +19,46 @@ class _SlowReads(_Loads[R, A]):
     """Everything of acquire, release and lease that the inline hot path hands over."""
 
     async def _acquire_slow(self, agent_id: str, user_id: str | None) -> _Generation[R, A] | None:
-        """An acquire that is not a plain hit: wait in line, count the miss or denial."""
-        if agent_id in self._queues:
+        """An acquire that is not a plain hit: wait in line (or join a refresh), count the
+        hit, miss or denial, and start a refresh if the hit is in its window."""
+        if agent_id in self._queues and self._must_wait(agent_id):
             await self._wait_in_line(agent_id)
+        if self._refreshes and await self._join_refresh(agent_id):
+            if agent_id in self._queues:  # something else started meanwhile: as any read
+                return await self._acquire_slow(agent_id, user_id)
+            try:
+                gen = self._joined(agent_id, user_id)
+            except _Denied:
+                return None
+            self._stats.misses += 1
+            if gen is not None:
+                self._pin_waiter(gen, loose=True)
+            return gen
         try:
             gen = self._hit(agent_id, user_id)
         except _Denied:
             return None
         if gen is not None:
             gen.loose_pins += 1
+            self._maybe_refresh(gen)
+        return gen
+
+    def _must_wait(self, agent_id: str) -> bool:
+        """Whether a read must wait for what is in flight for ``agent_id``: always, unless
+        ``stale_while_rebuilding`` and only invalidations are in flight and the entry is
+        live (it is then the generation current when their rebuild started)."""
+        if not self._stale_while_rebuilding or not self._turns.readers_may_skip(agent_id):
+            return True
+        gen = self._current.get(agent_id)
+        return gen is None or not self._is_live(gen, self._now())
+
+    def _joined(self, agent_id: str, user_id: str | None) -> _Generation[R, A] | None:
+        """What a read that waited for a refresh finds (the caller counts it as a miss, as
+        a load's waiter is, and pins it); another user's entry is counted as a denial."""
+        gen = self._live(agent_id)
+        if gen is not None and user_id is not None and user_id != gen._user_id:
+            self._stats.denied += 1
+            raise _Denied
         return gen
 
     def _release_slow(self, agent_id: str) -> None:
@@ -48,34 +79,38 @@ class _SlowReads(_Loads[R, A]):
     ) -> _Generation[R, A]:
         """Everything but the plain hit (which ``_LeaseContext.__aenter__`` does inline)."""
         self._check_loop()
-        if agent_id not in self._queues:
-            try:
-                gen = self._lookup(agent_id, user_id)
-            except _Denied:
-                raise RuntimeNotCached(agent_id) from None
-            if gen is not None:
-                gen.lease_pins += 1
-                return gen
-            return await self._lease_miss(agent_id, user_id, build)
-        # Something is in flight for this id: join a load at the tail, or wait in line.
-        self._check_reentry(agent_id)
-        tail = self._turns.tail(agent_id)
-        load = self._loads.get(agent_id)
-        if build is not None and load is not None and load.turn is tail:
-            return await self._join_load(self._joinable(load, build), user_id)
-        await self._turns.wait_for_tail(agent_id, self._running_loop())
-        if self._closed:
-            raise RuntimeManagerClosed("the runtime manager is closed")
-        load = self._loads.get(agent_id)
-        if load is not None and build is not None:
-            return await self._join_load(self._joinable(load, build), user_id)
+        if agent_id in self._queues and self._must_wait(agent_id):
+            # Something is in flight for this id: join a load at the tail, or wait in line.
+            self._check_reentry(agent_id)
+            tail = self._turns.tail(agent_id)
+            load = self._loads.get(agent_id)
+            if build is not None and load is not None and load.turn is tail:
+                return await self._join_load(self._joinable(load, build), user_id)
+            await self._turns.wait_for_tail(agent_id, self._running_loop())
+            if self._closed:
+                raise RuntimeManagerClosed("the runtime manager is closed")
+            load = self._loads.get(agent_id)
+            if load is not None and build is not None:
+                return await self._join_load(self._joinable(load, build), user_id)
         try:
             gen = self._lookup(agent_id, user_id)
         except _Denied:
             raise RuntimeNotCached(agent_id) from None
         if gen is not None:
             gen.lease_pins += 1
+            self._maybe_refresh(gen)
             return gen
+        if self._refreshes and await self._join_refresh(agent_id):
+            if agent_id in self._queues:  # something else started meanwhile: as any read
+                return await self._lease_enter(agent_id, user_id, build)
+            try:
+                gen = self._joined(agent_id, user_id)
+            except _Denied:
+                raise RuntimeNotCached(agent_id) from None
+            if gen is not None:
+                self._stats.misses += 1
+                self._pin_waiter(gen)
+                return gen
         return await self._lease_miss(agent_id, user_id, build)
 
     async def _lease_miss(

@@ -22,6 +22,8 @@ from ._config import (
     IDLE_TTL_MS_VAR,
     MAX_ENTRIES_PER_USER_VAR,
     MAX_ENTRIES_VAR,
+    REFRESH_AHEAD_VAR,
+    STALE_WHILE_REBUILDING_VAR,
     SWEEP_INTERVAL_VAR,
     TTL_JITTER_VAR,
     TTL_MS_VAR,
@@ -75,6 +77,10 @@ class RuntimeCacheSettings(BaseSettings):
     build_timeout_ms: str | None = Field(default=None, validation_alias=BUILD_TIMEOUT_VAR)
     dispose_timeout_ms: str | None = Field(default=None, validation_alias=DISPOSE_TIMEOUT_VAR)
     sweep_interval_ms: str | None = Field(default=None, validation_alias=SWEEP_INTERVAL_VAR)
+    refresh_ahead_ms: str | None = Field(default=None, validation_alias=REFRESH_AHEAD_VAR)
+    stale_while_rebuilding: str | None = Field(
+        default=None, validation_alias=STALE_WHILE_REBUILDING_VAR
+    )
     idle_ttl_ms: str | None = Field(default=None, validation_alias=IDLE_TTL_MS_VAR)
     ttl_jitter: str | None = Field(default=None, validation_alias=TTL_JITTER_VAR)
     eviction: str | None = Field(default=None, validation_alias=EVICTION_VAR)

@@ -84,6 +84,11 @@ class SimulationConfig:
     ttl_ms: int | None = None
     build_timeout_ms: int | None = None
     seed: int = 1
+    refresh_ahead_ms: int = 0  # the manager's option (0: off)
+    # Requests for agents whose every gap between requests is at most this are counted
+    # apart (``hot_waited``); None: ``refresh_ahead_ms`` (0: no agent is counted apart).
+    hot_window_ms: int | None = None
+    stale_while_rebuilding: bool = False  # the manager's option (not a numeric parameter)
     guards: GuardConfig | None = None
     idle_ttl_ms: int | None = None
     ttl_jitter: float | None = None
@@ -148,6 +153,15 @@ class SimulationResult:
     virtual_s: float
     wall_s: float
     removals: Mapping[str, int] = field(default_factory=dict)
+    waited: int = 0  # requests whose lease waited for a build (latency above 0)
+    refreshes: int = 0
+    refresh_failures: int = 0
+    # agents requested at least once in every ``hot_window_ms`` (each gap between two of
+    # their requests at most that), their requests after the first build (cold start)
+    # ended, and how many of those waited for a build
+    hot_agents: int = 0
+    hot_requests: int = 0
+    hot_waited: int = 0
     idle_ttl_ms: int = 0
     ttl_jitter: float = 0.0
     idle_expirations: int = 0
@@ -289,7 +303,10 @@ def _make_manager(
         "ttl_jitter_random": random.Random(config.seed),
         "eviction": config.eviction,
         "max_entries_per_user": config.max_entries_per_user,
+        "stale_while_rebuilding": config.stale_while_rebuilding,
     }
+    if config.refresh_ahead_ms:
+        options["refresh_ahead_ms"] = config.refresh_ahead_ms
     quota = config.max_entries_per_user
     if quota is not None and base.max_entries_per_user is not None:
         # An explicit value is what the operator wants to try: raise the guard to allow it.
@@ -359,6 +376,7 @@ async def _run(
 
     manager = _make_manager(config, clock)
     latencies: list[float] = []
+    arrivals: dict[str, list[tuple[float, float]]] = {}  # per agent: (arrived s, granted s)
     done = 0
     failed = 0
     denied = 0
@@ -397,6 +415,7 @@ async def _run(
         try:
             async with manager.lease(agent_id, user_id=user_id, build=build_for(user_id)):
                 latencies.append((clock.now_s - arrived) * 1000)
+                arrivals.setdefault(agent_id, []).append((arrived, clock.now_s))
                 peak = max(peak, manager.size)
                 await asyncio.sleep(hold_s)
         except TimeoutError:
@@ -464,6 +483,8 @@ async def _run(
     await manager.aclose()
     disposals = manager.stats().disposals
     latencies.sort()
+    hot = _hot(arrivals, config.hot_window_ms if config.hot_window_ms is not None
+               else config.refresh_ahead_ms)
     peak_second, peak_builds = max(builds_per_s.items(), key=lambda kv: kv[1], default=(0, 0))
     return SimulationResult(
         config=config,
@@ -489,6 +510,12 @@ async def _run(
         virtual_s=virtual_s,
         wall_s=time.perf_counter() - wall,
         removals=dict(stats.removals),
+        waited=sum(1 for ms in latencies if ms > 0),  # a hit costs 0 virtual ms
+        refreshes=stats.refreshes,
+        refresh_failures=stats.refresh_failures,
+        hot_agents=hot[0],
+        hot_requests=hot[1],
+        hot_waited=hot[2],
         idle_ttl_ms=manager.idle_ttl_ms,
         ttl_jitter=manager.ttl_jitter,
         idle_expirations=stats.idle_expirations,
@@ -506,6 +533,30 @@ async def _run(
         denied=denied,
         eviction=manager.eviction,
     )
+
+
+def _hot(
+    arrivals: Mapping[str, list[tuple[float, float]]], window_ms: int
+) -> tuple[int, int, int]:
+    """(agents requested at least once per ``window_ms``, their requests that arrived after
+    the agent's first build ended, how many of those waited). The requests that arrive
+    while an agent's first build runs always wait for it (cold start)."""
+    if window_ms <= 0:
+        return 0, 0, 0
+    agents = requests = waited = 0
+    window_s = window_ms / 1000
+    for seen in arrivals.values():
+        seen = sorted(seen)
+        if len(seen) < 2 or any(
+            b[0] - a[0] > window_s for a, b in itertools.pairwise(seen)
+        ):
+            continue
+        agents += 1
+        warm = seen[0][1]  # the first request was granted when the first build ended
+        later = [(arrived, granted) for arrived, granted in seen if arrived >= warm]
+        requests += len(later)
+        waited += sum(1 for arrived, granted in later if granted > arrived)
+    return agents, requests, waited
 
 
 async def _arrivals(

@@ -113,6 +113,11 @@ PARAMETERS: Mapping[str, Parameter] = {
         Parameter("max_entries_per_user", "--max-entries-per-user", int, 1, 10_000_000,
                   "per-user quota (default: as configured)", optional=True),
         Parameter("seed", "--seed", int, -(2**63), 2**63 - 1, "random seed"),
+        Parameter("refresh_ahead_ms", "--refresh-ahead-ms", int, 0, 365 * _DAY_MS,
+                  "the manager's refresh_ahead_ms, below the TTL (0: off)"),
+        Parameter("hot_window_ms", "--hot-window-ms", int, 0, 365 * _DAY_MS,
+                  "count apart the agents requested at least once per this many ms "
+                  "(default: --refresh-ahead-ms)", optional=True),
         # issue 16: expiry options and the two workload shapes that show them
         Parameter("idle_ttl_ms", "--idle-ttl-ms", int, 0, 365 * _DAY_MS,
                   "idle expiry: an entry unused this long leaves, 0 off"

@@ -28,6 +28,7 @@ class RemovalCause(StrEnum):
     # The invalidation subscriber's resync: its version source said the agent is gone (or gave
     # an unusable version), or, with no source answering after a reconnect, everything went.
     RESYNC = "resync"
+    REFRESHED = "refreshed"  # refresh-ahead installed a new generation, or its rebuild gave None
     # An install gave its user more entries than max_entries_per_user: that user's entry the
     # eviction policy valued least left (never another user's, never the one installed).
     QUOTA = "quota"
@@ -40,6 +41,9 @@ class CacheStats:
     ``evictions`` counts capacity removals only, ``expirations`` TTL expiries only,
     ``idle_expirations`` idle expiries (``idle_ttl_ms``) and ``quota_evictions`` the per-user
     quota's (cause ``quota``); ``removals`` counts every cause.
+    ``rebuilds`` counts the ``rebuild()`` calls of ``on_invalidate``; ``refreshes`` those of
+    refresh-ahead (``refresh_ahead_ms``), and ``refresh_failures`` the refreshes that raised,
+    timed out, were cancelled or returned a seed that could not be installed.
     ``load_time_ms`` / ``rebuild_time_ms`` are the total wall time spent in ``build`` /
     ``rebuild()`` calls (successful or not), so ``load_time_ms / loads`` is the mean cost.
     """
@@ -52,6 +56,8 @@ class CacheStats:
     invalidations: int = 0
     rebuilds: int = 0
     rebuild_failures: int = 0
+    refreshes: int = 0
+    refresh_failures: int = 0
     evictions: int = 0
     expirations: int = 0
     idle_expirations: int = 0
@@ -98,6 +104,8 @@ class _StatsCounter:
         "rebuild_failures",
         "rebuild_time_ms",
         "rebuilds",
+        "refresh_failures",
+        "refreshes",
         "removals",
     )
 
@@ -110,6 +118,8 @@ class _StatsCounter:
         self.invalidations = 0
         self.rebuilds = 0
         self.rebuild_failures = 0
+        self.refreshes = 0
+        self.refresh_failures = 0
         self.disposals = 0
         self.dispose_failures = 0
         self.load_time_ms = 0.0
@@ -140,6 +150,8 @@ class _StatsCounter:
             invalidations=self.invalidations,
             rebuilds=self.rebuilds,
             rebuild_failures=self.rebuild_failures,
+            refreshes=self.refreshes,
+            refresh_failures=self.refresh_failures,
             evictions=removals[RemovalCause.CAPACITY],
             expirations=removals[RemovalCause.EXPIRED],
             idle_expirations=removals[RemovalCause.IDLE],

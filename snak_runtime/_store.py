@@ -33,6 +33,7 @@ class _Generation(RuntimeLease[R, A]):
 
     __slots__ = (
         "current",
+        "deadline",
         "expires_at",
         "finished",
         "hits",
@@ -42,6 +43,7 @@ class _Generation(RuntimeLease[R, A]):
         "lease_pins",
         "loose_pins",
         "rebuild",
+        "refresh_at",
     )
 
     def __init__(self, seed: RuntimeSeed[R, A], expires_at: int, installed_at: int = 0) -> None:
@@ -52,9 +54,11 @@ class _Generation(RuntimeLease[R, A]):
         self._runtime = seed.runtime
         self._agent = seed.agent
         self.rebuild: Rebuild[R, A] = seed.rebuild
-        # In the manager's clock ticks: the TTL's deadline, what the hot path compares (with
-        # idle expiry on, a lower bound of the idle deadline may replace it: _IdleGeneration).
-        self.expires_at = expires_at
+        # In the manager's clock ticks. ``deadline`` is the TTL's expiry; ``expires_at``,
+        # which the hot path compares, is the same unless refresh-ahead is on: then it is
+        # ``refresh_at`` until a refresh was tried, so only hits in the window leave it.
+        self.expires_at = self.deadline = expires_at
+        self.refresh_at = 0  # refresh-ahead: when its window opens; 0 = none (or tried)
         self.installed_at = installed_at  # same ticks; for EntryInfo.age_ms
         self.hits = 0  # hits since install (EntryInfo.hits)
         self.last_build_ms: float | None = None  # EntryInfo.last_build_ms
@@ -84,15 +88,14 @@ class _IdleGeneration(_Generation[R, A]):
     """A generation of a cache with idle expiry on: ``expires_at`` is the earlier of its TTL
     deadline (kept in ``deadline``) and a lower bound of its idle deadline.
 
-    A subclass, so that a cache without idle expiry keeps the smaller object (the two slots
-    would move every generation into the allocator's next size class).
+    A subclass, so that a cache without idle expiry keeps the smaller object (every
+    generation already has ``deadline`` and ``refresh_at``; ``last_used`` is idle's own).
     """
 
-    __slots__ = ("deadline", "last_used")
+    __slots__ = ("last_used",)
 
     def __init__(self, seed: RuntimeSeed[R, A], expires_at: int, installed_at: int) -> None:
         super().__init__(seed, expires_at, installed_at)
-        self.deadline = expires_at
         self.last_used = installed_at  # install, or release of the last pin
 
 
@@ -219,7 +222,7 @@ class _Store(Generic[R, A]):
             else:
                 ids.add(agent_id)
         self.policy.inserted(gen, old)
-        if in_order and not idle:  # (the FIFO reads ``expires_at`` as the TTL deadline)
+        if in_order and not idle:  # (kept from idle: an idle entry always joins the heap)
             self._fifo.append(gen)
         else:
             heapq.heappush(self._heap, (expires_at, next(self._seq), gen))
@@ -239,9 +242,9 @@ class _Store(Generic[R, A]):
 
     @staticmethod
     def deadline(gen: _Generation[R, A]) -> int:
-        """``gen``'s TTL deadline (``expires_at``, unless idle expiry lowered that: read this,
-        not ``expires_at``, to show when an entry expires)."""
-        return gen.deadline if isinstance(gen, _IdleGeneration) else gen.expires_at
+        """``gen``'s TTL deadline (idle expiry and refresh-ahead may lower ``expires_at``:
+        read this, not ``expires_at``, to show when an entry expires)."""
+        return gen.deadline
 
     def cause(self, gen: _Generation[R, A], now: int) -> RemovalCause | None:
         """Why the current ``gen`` is no longer live at ``now``, or None if it still is.
@@ -251,21 +254,24 @@ class _Store(Generic[R, A]):
         use (pinned) never goes idle. When both deadlines have passed, the earlier one
         names the cause (the TTL on a tie).
         """
-        if not isinstance(gen, _IdleGeneration):
-            return RemovalCause.EXPIRED if now >= gen.expires_at else None
         deadline = gen.deadline
+        if not isinstance(gen, _IdleGeneration):
+            # (before the deadline, ``expires_at`` was refresh-ahead's ``refresh_at``: kept)
+            return RemovalCause.EXPIRED if now >= deadline else None
+        # the hot path's bound never passes an open refresh-ahead window
+        upper = gen.refresh_at or deadline
         idle = self.idle_ticks
         if not gen.pins:
             idle_at = gen.last_used + idle
             if idle_at < deadline:
                 if now >= idle_at:
                     return RemovalCause.IDLE
-                gen.expires_at = idle_at
+                gen.expires_at = min(idle_at, upper)
                 return None
         if now >= deadline:
             return RemovalCause.EXPIRED
         # pinned: not idle before its release, which is later than now
-        gen.expires_at = min(deadline, now + idle)
+        gen.expires_at = min(upper, now + idle)
         return None
 
     def detach(self, gen: _Generation[R, A], cause: RemovalCause | None) -> None:
@@ -334,14 +340,14 @@ class _Store(Generic[R, A]):
             if (
                 idle
                 and idle[0][0] <= now
-                and (not fifo or idle[0][0] < fifo[0].expires_at)
+                and (not fifo or idle[0][0] < fifo[0].deadline)
                 and (not heap or idle[0][0] < heap[0][0])
             ):
                 consumed += 1
                 self._pop_idle(now)
                 continue
-            if fifo and (not heap or fifo[0].expires_at <= heap[0][0]):
-                if fifo[0].expires_at > now:
+            if fifo and (not heap or fifo[0].deadline <= heap[0][0]):
+                if fifo[0].deadline > now:
                     break
                 gen = fifo.popleft()
             elif heap and heap[0][0] <= now:

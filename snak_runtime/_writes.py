@@ -77,7 +77,10 @@ class _Writes(_Lifecycle[R, A]):
             raise TypeError(f"cfg_version must be an integer, got {cfg_version!r}")
         self._check_loop()
         self._stats.invalidations += 1
-        turn = await self._enter(agent_id, always_queue=True)
+        # stale_while_rebuilding: reads are served the current generation meanwhile
+        turn = await self._enter(
+            agent_id, always_queue=True, stale_ok=self._stale_while_rebuilding
+        )
         assert turn is not None
         try:
             gen = self._current.get(agent_id)
@@ -206,6 +209,7 @@ class _Writes(_Lifecycle[R, A]):
             if agent_id in self._queues:
                 queued.append(agent_id)
             elif agent_id in self._current:
+                self._supersede_refresh(agent_id)
                 self._store.detach(self._current[agent_id], cause)
                 removed += 1
         queued.extend(k for k in list(self._queues) if k not in queued)
@@ -247,19 +251,29 @@ class _Writes(_Lifecycle[R, A]):
         self._check_loop()
         return _operators.evict_where(self, predicate)
 
-    async def _enter(self, agent_id: str, *, always_queue: bool = False) -> _Turn | None:
+    async def _enter(
+        self, agent_id: str, *, always_queue: bool = False, stale_ok: bool = False
+    ) -> _Turn | None:
         """Take ``agent_id``'s turn for a write. Returns None when the write is synchronous
         and nothing was in flight (no queue needed)."""
         self._check_loop()
+        if self._refreshes:
+            self._supersede_refresh(agent_id)
         if agent_id not in self._queues and not always_queue:
             return None
         self._check_reentry(agent_id)
-        turn = self._turns.enqueue(agent_id, self._running_loop())
+        turn = self._turns.enqueue(agent_id, self._running_loop(), stale_ok=stale_ok)
         await self._turns.wait_turn(agent_id, turn)
         if self._closed:
             self._turns.leave(agent_id, turn)
             raise RuntimeManagerClosed("the runtime manager is closed")
         return turn
+
+    def _supersede_refresh(self, agent_id: str) -> None:
+        """A write on ``agent_id`` arrived: a refresh in flight for it must not install."""
+        refresh = self._refreshes.get(agent_id)
+        if refresh is not None:
+            refresh.superseded = True
 
     def _exit(self, agent_id: str, turn: _Turn | None) -> None:
         if turn is not None:

@@ -3,9 +3,9 @@
 Instruments (meter ``snak_runtime``), every data point with a ``cache`` attribute:
 
 - observable counters ``snak_runtime.hits``, ``.misses``, ``.denied``, ``.loads``,
-  ``.load_failures``, ``.rebuilds``, ``.rebuild_failures``, ``.invalidations``,
-  ``.disposals``, ``.dispose_failures``, ``.quota_evictions``, and
-  ``snak_runtime.removals`` (attribute ``cause``);
+  ``.load_failures``, ``.rebuilds``, ``.rebuild_failures``, ``.refreshes``,
+  ``.refresh_failures``, ``.invalidations``, ``.disposals``, ``.dispose_failures``,
+  ``.quota_evictions``, and ``snak_runtime.removals`` (attribute ``cause``);
 - observable gauges ``snak_runtime.entries``, ``.pinned``, ``.max_entries`` and
   ``snak_runtime.default_ttl`` (seconds);
 - durations: OpenTelemetry has no observable histogram, so each duration is two observable
@@ -68,6 +68,10 @@ COUNTERS: tuple[tuple[str, str, str, str], ...] = (
      "Calls of an entry's rebuild() on invalidation."),
     ("snak_runtime.rebuild_failures", "rebuild_failures", "{rebuild}",
      "rebuild() calls that raised, timed out or were cancelled."),
+    ("snak_runtime.refreshes", "refreshes", "{refresh}",
+     "Calls of an entry's rebuild() by refresh-ahead, before the entry expires."),
+    ("snak_runtime.refresh_failures", "refresh_failures", "{refresh}",
+     "Refreshes that raised, timed out, were cancelled or gave a seed not installed."),
     ("snak_runtime.invalidations", "invalidations", "{invalidation}",
      "Calls of on_invalidate()."),
     ("snak_runtime.disposals", "disposals", "{disposal}", "Disposer calls."),

@@ -92,6 +92,21 @@ def test_side_by_side_refuses_a_bad_ref_and_a_bad_keyword(tmp_path: Path) -> Non
     assert not (tmp_path / "compare.json").exists()
 
 
+@pytest.mark.timeout(180)
+def test_refresh_ahead_benchmark_reports_both_runs(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "refresh_ahead.py"), "--quick",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=170, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = (tmp_path / "refresh_ahead.md").read_text()
+    assert "| refresh-ahead off | refresh_ahead_ms=12000 |" in table
+    row = next(line for line in table.splitlines() if "of which waited" in line)
+    off, on = (cell.strip() for cell in row.strip("|").split("|")[1:])
+    assert int(off.replace(",", "")) > 0 and on == "0"
+
+
 @pytest.mark.timeout(300)
 def test_quick_hit_ratio_benchmark_reports_every_family_and_policy(tmp_path: Path) -> None:
     done = subprocess.run(

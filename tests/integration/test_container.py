@@ -395,3 +395,16 @@ async def test_embedded_providers_can_be_overridden(host: HostContainer) -> None
     clock.advance(100)
     assert await wired_handler("a2") is None
     await _resources(host.shutdown_resources())
+
+
+def test_refresh_options_reach_the_manager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15: environment, and the container paths as explicit keywords beating it."""
+    monkeypatch.setenv("AGENT_RUNTIME_CACHE_REFRESH_AHEAD_MS", "30000")
+    monkeypatch.setenv("AGENT_RUNTIME_CACHE_STALE_WHILE_REBUILDING", "true")
+    from_env: Manager = RuntimeContainer().manager()
+    assert (from_env.refresh_ahead_ms, from_env.stale_while_rebuilding) == (30_000, True)
+    container = RuntimeContainer()
+    container.refresh_ahead_ms.override(5_000)
+    container.stale_while_rebuilding.override(False)
+    overridden: Manager = container.manager()
+    assert (overridden.refresh_ahead_ms, overridden.stale_while_rebuilding) == (5_000, False)

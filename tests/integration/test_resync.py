@@ -116,7 +116,8 @@ async def test_fleet_outage_rebuilds_only_what_changed(
             assert cache["rebuilds"] == n_changed and later["cache"]["rebuilds"] == n_changed
             assert cache["removals"] == {
                 "expired": 0, "idle": 0, "capacity": 0, "invalidated": n_changed,
-                "replaced": 0, "explicit": 0, "shutdown": 0, "resync": n_deleted, "quota": 0,
+                "replaced": 0, "explicit": 0, "shutdown": 0, "resync": n_deleted, "refreshed": 0,
+                "quota": 0,
             }
             assert (sub["version_checked"], sub["version_repaired"]) == (n_agents, 25)
             assert (sub["resync_evictions"], sub["version_source_failures"]) == (n_deleted, 0)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -55,6 +55,7 @@ AGENT_IDS = st.sampled_from(["a", "b", "c", "d"])
 USERS = st.sampled_from(["u1", "u2"])
 TTLS = st.sampled_from([None, 10, 50, 0, -5, 250])
 VERSIONS = st.integers(min_value=1, max_value=6)
+REFRESH_AHEAD = st.sampled_from([0, 20, 60, 99])  # issue 15: 0 is off, all below the TTL
 IDLE_TTLS = st.sampled_from([0, 0, 10, 30, 60, MAX_TTL_MS])  # 0: off; the guard: never first
 JITTERS = st.sampled_from([0.0, 0.0, 0.25, 0.5])
 # evict_where's predicates: each a plain function of one EntryInfo, by name
@@ -86,6 +87,7 @@ class MGen:
     installed_at: int = 0
     last_build_ms: float | None = None
     hits: int = 0
+    refresh_at: int = 0  # refresh-ahead: when its window opens (0: none, or tried)
     last_used: int = 0  # install, or release of the last pin (set by install)
     loose: int = 0
     leased: int = 0
@@ -106,6 +108,7 @@ class Model:
     holders: Counter[int] = field(default_factory=Counter)  # id(agent) -> unfinished gens
     orphaned: list[Agent] = field(default_factory=list)
     removals: list[tuple[str, str]] = field(default_factory=list)
+    refresh_ahead_ms: int = 0
     idle_ttl: int = 0  # 0: off
     jitter: float = 0.0
     rng: random.Random = field(default_factory=random.Random)  # replays the manager's draws
@@ -169,17 +172,21 @@ class Model:
         old = self.current.get(seed.agent_id)
         if old is not None and cause not in (None, "invalidated") and self.expired(old):
             cause = self.cause(old)
+        ttl = self.ttl(seed.ttl_ms)
         gen = MGen(
             seed.agent_id,
             seed.user_id,
             seed.cfg_version,
             seed.runtime,
             seed.agent,
-            self.now + self.ttl(seed.ttl_ms),
+            self.now + ttl,
             self.now,
             build_ms if build_ms is not None or old is None else old.last_build_ms,
         )
         gen.last_used = self.now
+        window = min(self.refresh_ahead_ms, ttl // 2)
+        if window > 0:
+            gen.refresh_at = gen.deadline - window
         if seed.agent is not None:
             self.holders[id(seed.agent)] += 1
         if old is not None:
@@ -311,7 +318,7 @@ class ManagerMachine(RuleBasedStateMachine):
         self.closed = False
         self.rebuild_plan: tuple[Any, ...] = ("none",)
         self.open_leases: list[OpenLease] = []
-
+        self.made: list[RuntimeSeed[str, Agent]] = []  # seeds the rebuilds returned
         machine = self
 
         class Disposer:
@@ -329,9 +336,19 @@ class ManagerMachine(RuleBasedStateMachine):
         )
         self.manager.on_removal(self.on_removal)
 
-    @initialize(idle_ttl=IDLE_TTLS, jitter=JITTERS, seed=st.integers(0, 2**16))
-    def options(self, idle_ttl: int, jitter: float, seed: int) -> None:
-        """Rebuild the (still unused) manager with this run's expiry options."""
+    @initialize(
+        idle_ttl=IDLE_TTLS,
+        jitter=JITTERS,
+        seed=st.integers(0, 2**16),
+        refresh_ahead=REFRESH_AHEAD,
+        stale=st.booleans(),
+    )
+    def options(
+        self, idle_ttl: int, jitter: float, seed: int, refresh_ahead: int, stale: bool
+    ) -> None:
+        """Rebuild the (still unused) manager with this run's expiry options and issue 15's,
+        in random combinations (sequential steps: the refresh of a hit runs to its end within
+        the step; stale serving needs the concurrent machine)."""
         self.manager = AgentRuntimeManager(
             guards=GuardConfig(max_entries=self.max_entries, max_ttl_ms=MAX_TTL_MS),
             settings=RuntimeCacheSettings(),
@@ -342,8 +359,11 @@ class ManagerMachine(RuleBasedStateMachine):
             ttl_jitter_random=random.Random(seed),
             eviction=self.eviction,
             max_entries_per_user=self.quota,
+            refresh_ahead_ms=refresh_ahead,
+            stale_while_rebuilding=stale,
         )
         self.manager.on_removal(self.on_removal)
+        self.model.refresh_ahead_ms = refresh_ahead
         self.model.idle_ttl, self.model.jitter = idle_ttl, jitter
         self.model.rng = random.Random(seed)
 
@@ -391,9 +411,32 @@ class ManagerMachine(RuleBasedStateMachine):
             if plan[0] == "none":
                 return None
             _, version, user, ttl = plan
-            return self.seed(agent_id, version, user, ttl, False)
+            made = self.seed(agent_id, version, user, ttl, False)
+            self.made.append(made)
+            return made
 
         return rebuild
+
+    def hit(self, gen: MGen, *, leased: bool) -> None:
+        """A read pinned ``gen``; in its refresh window, its refresh ran right after."""
+        m = self.model
+        m.pin(gen, leased=leased)
+        if not gen.refresh_at or m.now < gen.refresh_at:
+            return
+        gen.refresh_at = 0
+        plan = self.rebuild_plan
+        event(f"refresh: {plan[0]}")
+        if plan[0] == "raise":
+            return  # kept until it expires
+        if plan[0] == "none":
+            m.detach(gen, "refreshed")
+            return
+        seed = self.made[-1]
+        if seed.cfg_version < gen.version:
+            assert seed.agent is not None
+            m.orphaned.append(seed.agent)  # never installed: disposed
+            return
+        m.install(seed, "refreshed", 0.0)  # a rebuild: its duration on the still fake clock
 
     # ----------------------------------------------------------------- rules
 
@@ -437,7 +480,7 @@ class ManagerMachine(RuleBasedStateMachine):
         assert runtime == gen.runtime, "a superseded or expired runtime was handed out"
         if with_agent:
             assert got is not None and got.agent is gen.agent
-        self.model.pin(gen, leased=False)
+        self.hit(gen, leased=False)
 
     @rule(agent_id=AGENT_IDS)
     def release(self, agent_id: str) -> None:
@@ -488,6 +531,12 @@ class ManagerMachine(RuleBasedStateMachine):
             if user is not None and user != gen.user_id:
                 assert isinstance(outcome, RuntimeNotCached)
                 return None
+            assert isinstance(outcome, RuntimeLease), outcome
+            assert outcome.runtime == gen.runtime
+            self.hit(gen, leased=True)
+            opened = OpenLease(context, outcome, gen)
+            self.open_leases.append(opened)
+            return opened
         else:
             if build == "none":
                 assert isinstance(outcome, RuntimeNotCached)
@@ -649,6 +698,20 @@ class ManagerMachine(RuleBasedStateMachine):
     def advance(self, ms: int) -> None:
         self.clock.advance(ms)
         self.model.now += ms
+
+    @precondition(lambda self: not self.closed)
+    @rule(agent_id=AGENT_IDS, into=st.sampled_from([0, 1, 5]), keep=st.booleans())
+    def read_in_window(self, agent_id: str, into: int, keep: bool) -> None:
+        """Move to ``into`` ms after the refresh window of ``agent_id``'s entry opens and
+        read it there (keeping the pin, or giving it back at once)."""
+        gen = self.model.current.get(agent_id)
+        if gen is None or not gen.refresh_at:
+            return
+        if gen.refresh_at + into > self.model.now:
+            self.advance(gen.refresh_at + into - self.model.now)
+        self.acquire(agent_id, None, False)
+        if not keep:
+            self.release(agent_id)
 
     @precondition(lambda self: not self.closed)
     @rule()

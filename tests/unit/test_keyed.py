@@ -154,3 +154,33 @@ async def test_readers_of_a_skipped_turn_are_woken(turns: _KeyedTurns) -> None:
     turns.leave("a", first)
     await asyncio.wait_for(r, 1)
     assert turns.queues == {}
+
+
+async def test_readers_may_skip_only_while_every_queued_turn_is_stale_ok(
+    turns: _KeyedTurns,
+) -> None:
+    """Issue 15 (stale_while_rebuilding): readers are let through while only ``stale_ok``
+    turns are queued; a blocking turn, even one cancelled while queued, holds them until
+    it leaves the queue."""
+    loop = asyncio.get_running_loop()
+    assert turns.readers_may_skip("a")
+    first = turns.enqueue("a", loop, stale_ok=True)
+    assert turns.readers_may_skip("a")
+    blocking = turns.enqueue("a", loop)
+    cancelled = turns.enqueue("a", loop)
+    last = turns.enqueue("a", loop, stale_ok=True)
+    assert not turns.readers_may_skip("a")
+    waiting = asyncio.ensure_future(turns.wait_turn("a", cancelled))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    turns.leave("a", first)
+    assert not turns.readers_may_skip("a")  # the blocking turn now holds the key
+    await turns.wait_turn("a", blocking)
+    turns.leave("a", blocking)  # the cancelled one is skipped on the way
+    assert turns.holder("a") is last
+    assert turns.readers_may_skip("a")
+    await turns.wait_turn("a", last)
+    turns.leave("a", last)
+    assert (turns.queues, turns.blocking) == ({}, {})

@@ -113,7 +113,7 @@ def test_guards_are_the_ceiling_as_in_the_container(monkeypatch: pytest.MonkeyPa
 
 def test_every_numeric_field_has_one_parameter() -> None:
     numeric = {f.name for f in dataclasses.fields(SimulationConfig)
-               if f.name not in ("guards", "eviction", "trace")}
+               if f.name not in ("guards", "eviction", "trace", "stale_while_rebuilding")}
     assert set(PARAMETERS) == numeric
     assert len({p.flag for p in PARAMETERS.values()}) == len(PARAMETERS)
 
@@ -171,6 +171,28 @@ def test_every_accepted_extreme_is_bounded() -> None:
     assert result.failed_requests == 1  # a build as slow as its timeout fails
 
 
+def test_refresh_ahead_keeps_hot_agents_from_waiting() -> None:
+    """Issue 15: with builds shorter than the window, no request for an agent requested at
+    least once per window waits (after its cold start); without it, some do at expiry."""
+    steady = SimulationConfig(agents=20, requests=6_000, rate_per_s=40.0, build_ms=100.0,
+                              hold_ms=10.0, invalidations_per_s=0.0, max_entries=32,
+                              ttl_ms=10_000, hot_window_ms=3_000)
+    without = simulate(steady)
+    with_refresh = simulate(dataclasses.replace(steady, refresh_ahead_ms=3_000))
+    assert without.hot_agents == with_refresh.hot_agents > 0
+    assert without.hot_waited > 0 and without.refreshes == 0
+    assert with_refresh.hot_waited == 0
+    assert with_refresh.refreshes > 0 and with_refresh.refresh_failures == 0
+    assert with_refresh.removals["refreshed"] > 0
+    assert with_refresh.waited < without.waited
+    assert with_refresh.p99_ms == 0.0 < without.max_ms
+
+
+def test_refresh_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="refresh_ahead_ms"):
+        SimulationConfig(refresh_ahead_ms=-1)
+    with pytest.raises(ValueError, match="hot_window_ms"):
+        SimulationConfig(hot_window_ms=True)
 # ---------------------------------------------------------------- issue 16: deploy, one-time agents
 
 DEPLOY = SimulationConfig(agents=100, zipf_s=0.0, requests=5_000, rate_per_s=200.0,

@@ -41,7 +41,7 @@ def test_hit_rate_and_requests(hits: int, misses: int, rate: float) -> None:
 def test_removal_causes_are_the_contract_strings() -> None:
     assert sorted(c.value for c in RemovalCause) == sorted(
         ["expired", "idle", "capacity", "invalidated", "replaced", "explicit", "shutdown",
-         "resync", "quota"]
+         "resync", "refreshed", "quota"]
     )
 
 
@@ -57,7 +57,7 @@ def test_counter_snapshot_maps_removals_to_evictions_and_expirations() -> None:
     assert (stats.evictions, stats.expirations, stats.idle_expirations) == (2, 1, 3)
     assert dict(stats.removals) == {
         "expired": 1, "idle": 3, "capacity": 2, "invalidated": 0, "replaced": 0, "explicit": 1,
-        "shutdown": 0, "resync": 1, "quota": 0,
+        "shutdown": 0, "resync": 1, "refreshed": 0, "quota": 0,
     }
 
 
