@@ -29,7 +29,13 @@ class _SentinelMaster(Redis):
         finally:
             sentinel = getattr(self.connection_pool, "sentinel_manager", None)
             if isinstance(sentinel, Sentinel):
-                await sentinel.aclose()
+                # Sentinel.aclose() exists from redis 8 on; before, close each sentinel client
+                closer = getattr(sentinel, "aclose", None)
+                if closer is not None:
+                    await closer()
+                else:
+                    for node in sentinel.sentinels:
+                        await node.aclose()
 
 
 @final
