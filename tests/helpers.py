@@ -1,0 +1,35 @@
+"""Shared test helpers: type aliases, loop settling, removal listening (one place for all tests).
+
+Import from here (``from tests.helpers import settle, listen, Manager``), never redefine them
+in a test module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from snak_runtime import AgentRuntimeManager, RuntimeSeed
+
+Manager = AgentRuntimeManager[str, object]
+MakeManager = Callable[..., Manager]
+Seed = RuntimeSeed[str, object]
+MakeSeed = Callable[..., Seed]
+Rebuild = Callable[[], Awaitable[Seed | None]]
+AssertStats = Callable[..., None]
+
+
+async def settle(n: int = 10) -> None:
+    """Let the event loop run ``n`` rounds, so tasks scheduled just now take their steps.
+
+    Orders concurrent steps without a wall clock (tests never sleep on time)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def listen(m: AgentRuntimeManager[Any, Any]) -> list[tuple[str, str]]:
+    """Record every removal of ``m`` as ``(agent_id, cause)``, in order."""
+    removed: list[tuple[str, str]] = []
+    m.on_removal(lambda agent_id, cause: removed.append((agent_id, str(cause))))
+    return removed
