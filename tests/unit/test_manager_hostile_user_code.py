@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from snak_runtime import RuntimeManagerClosed, RuntimeSeed
+from snak_runtime import RuntimeManagerClosed
 from snak_runtime.testing import FakeClock, RecordingDisposer
 from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, Seed, settle
 

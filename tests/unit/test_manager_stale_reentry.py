@@ -5,7 +5,7 @@ the runtime it is replacing; reads from other tasks are served the stale entry a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -42,7 +42,7 @@ async def read_lease_with_build(m: Manager) -> Any:
         return lease.runtime
 
 
-READS: dict[str, Callable[[Manager], Awaitable[Any]]] = {
+READS: dict[str, Callable[[Manager], Coroutine[Any, Any, Any]]] = {
     "acquire": read_acquire,
     "acquire_with_agent": read_acquire_with_agent,
     "lease": read_lease,

@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 
 from snak_runtime.testing import FakeClock
-from tests.helpers import AssertStats, MakeManager, MakeSeed, Seed
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Rebuild, Seed
 
 BOGUS = 2**63 - 1
 
 
-def counting_rebuild(make_seed: MakeSeed, version: int) -> tuple[list[int], object]:
+def counting_rebuild(make_seed: MakeSeed, version: int) -> tuple[list[int], Rebuild]:
     """A rebuild that always returns ``version`` (a replica that lags, say); counts calls."""
     calls: list[int] = []
 
@@ -29,7 +29,7 @@ async def test_a_bogus_version_repeated_200_times_rebuilds_once(
 ) -> None:
     m = make_manager()
     calls, rebuild = counting_rebuild(make_seed, 5)
-    await m.shadow_seed(make_seed("a", 5, rebuild=rebuild))  # type: ignore[arg-type]
+    await m.shadow_seed(make_seed("a", 5, rebuild=rebuild))
     for _ in range(200):
         await m.on_invalidate("a", BOGUS)
     assert len(calls) == 1
@@ -42,7 +42,7 @@ async def test_concurrent_duplicates_rebuild_once(
 ) -> None:
     m = make_manager()
     calls, rebuild = counting_rebuild(make_seed, 5)
-    await m.shadow_seed(make_seed("a", 5, rebuild=rebuild))  # type: ignore[arg-type]
+    await m.shadow_seed(make_seed("a", 5, rebuild=rebuild))
     await asyncio.gather(*(m.on_invalidate("a", BOGUS) for _ in range(200)))
     assert len(calls) == 1
 
@@ -52,7 +52,7 @@ async def test_a_newer_version_than_the_ceiling_still_rebuilds(
 ) -> None:
     m = make_manager()
     calls, rebuild = counting_rebuild(make_seed, 5)
-    await m.shadow_seed(make_seed("a", 5, rebuild=rebuild))  # type: ignore[arg-type]
+    await m.shadow_seed(make_seed("a", 5, rebuild=rebuild))
     await m.on_invalidate("a", 7)
     await m.on_invalidate("a", 7)
     await m.on_invalidate("a", 6)
@@ -66,18 +66,18 @@ async def test_the_ceiling_is_forgotten_when_the_entry_leaves(
 ) -> None:
     m = make_manager()
     calls, rebuild = counting_rebuild(make_seed, 5)
-    await m.shadow_seed(make_seed("a", 5, rebuild=rebuild))  # type: ignore[arg-type]
+    await m.shadow_seed(make_seed("a", 5, rebuild=rebuild))
     await m.on_invalidate("a", BOGUS)
     await m.on_invalidate("a", BOGUS)
     assert len(calls) == 1
     # evicted: the next entry starts without it
     assert await m.evict("a") is True
-    await m.shadow_seed(make_seed("a", 5, rebuild=rebuild))  # type: ignore[arg-type]
+    await m.shadow_seed(make_seed("a", 5, rebuild=rebuild))
     await m.on_invalidate("a", BOGUS)
     assert len(calls) == 2
     # expired: likewise, so a bogus version silences an agent for at most one TTL
     fake_clock.advance(10_000)
-    await m.shadow_seed(make_seed("a", 5, rebuild=rebuild))  # type: ignore[arg-type]
+    await m.shadow_seed(make_seed("a", 5, rebuild=rebuild))
     await m.on_invalidate("a", BOGUS)
     assert len(calls) == 3
 
@@ -87,8 +87,8 @@ async def test_a_same_version_refresh_keeps_the_ceiling(
 ) -> None:
     m = make_manager()
     calls, rebuild = counting_rebuild(make_seed, 5)
-    await m.shadow_seed(make_seed("a", 5, rebuild=rebuild))  # type: ignore[arg-type]
+    await m.shadow_seed(make_seed("a", 5, rebuild=rebuild))
     await m.on_invalidate("a", 9)
-    await m.shadow_seed(make_seed("a", 5, rebuild=rebuild))  # type: ignore[arg-type]
+    await m.shadow_seed(make_seed("a", 5, rebuild=rebuild))
     await m.on_invalidate("a", 9)
     assert len(calls) == 1
