@@ -3,7 +3,7 @@ their cooperation.
 
 ``asyncio.timeout`` cancels the code it bounds and then waits for it to end: a build that
 swallows ``CancelledError`` would hold its agent id forever (issue 23, finding 5). Here each
-call runs in a task of its own that the caller waits for: past ``build_timeout_ms`` (or
+call runs in a task of its own that the caller waits for: past its timeout (or
 when the caller is cancelled) the call is cancelled and given a short grace to end, and
 one that is still running after that is abandoned. An abandoned call stays referenced
 until it ends; a seed it returns then is handed to ``on_late_seed`` (the manager disposes
