@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Generic, Literal, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 from .._stats import DURATION_BUCKETS_MS, CacheStats, RemovalCause
 from ..invalidation._stats import InvalidationStats
@@ -36,6 +36,12 @@ Kind = Literal["counter", "gauge"]
 BUCKET_BOUNDS = (*(repr(ms / 1000) for ms in DURATION_BUCKETS_MS), "+Inf")
 """Each duration bucket's upper bound in seconds, as ``prometheus_client`` writes ``le``
 (``repr``: "0.001", "1.0"), then "+Inf"."""
+
+
+class Subscriber(Protocol):
+    """What the exporters read of an ``InvalidationSubscriber``."""
+
+    def stats(self) -> InvalidationStats: ...
 
 
 @dataclass(frozen=True, slots=True)

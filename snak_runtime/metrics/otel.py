@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, TypeVar, final
+from typing import Any, TypeVar, final
 
 from opentelemetry.metrics import (
     CallbackOptions,
@@ -51,6 +51,7 @@ from ._catalog import (
     Labelled,
     Metric,
     Scalar,
+    Subscriber,
     cumulative,
 )
 
@@ -60,12 +61,6 @@ Manager = AgentRuntimeManager[Any, Any]
 S = TypeVar("S")
 _Points = Iterable[tuple[float, dict[str, str]]]
 _Callback = Callable[[CallbackOptions], Iterable[Observation]]
-
-
-class Subscriber(Protocol):
-    """What is read of an ``InvalidationSubscriber``."""
-
-    def stats(self) -> InvalidationStats: ...
 
 
 COUNTERS: tuple[tuple[str, str, str, str], ...] = tuple(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator
-from typing import Any, Protocol, TypeVar, final
+from typing import Any, TypeVar, final
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import (
@@ -23,7 +23,6 @@ from prometheus_client.metrics_core import (
 from prometheus_client.metrics_core import Metric as Family
 
 from .._manager import AgentRuntimeManager
-from ..invalidation._stats import InvalidationStats
 from ._catalog import (
     CACHE_METRICS,
     INVALIDATION_METRICS,
@@ -32,6 +31,7 @@ from ._catalog import (
     Labelled,
     Metric,
     Scalar,
+    Subscriber,
     cumulative,
 )
 
@@ -45,12 +45,6 @@ __all__ = (
 
 Manager = AgentRuntimeManager[Any, Any]
 S = TypeVar("S")
-
-
-class Subscriber(Protocol):
-    """What is read of an ``InvalidationSubscriber``."""
-
-    def stats(self) -> InvalidationStats: ...
 
 
 def metric_name(metric: Metric[Any]) -> str:
