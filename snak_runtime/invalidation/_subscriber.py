@@ -23,7 +23,7 @@ from ._versions import (
     VersionSource,
     VersionSourceFailed,
     resolve_timings,
-    resync_hooks,
+    resync_target,
 )
 from ._wire import Dropped, InvalidationMessage, backoff_ms
 
@@ -125,7 +125,7 @@ class InvalidationSubscriber:
             reconcile_interval_ms=reconcile_interval_ms,
         )
         self._reconcile_s = timings.reconcile_interval_ms / 1000
-        self._hooks = resync_hooks(manager)
+        self._hooks = resync_target(manager)
         self._check: VersionCheck | None = None
         if version_source is not None:
             if self._hooks is None:
@@ -336,7 +336,7 @@ class InvalidationSubscriber:
                 "stale after the reconnect; evicting them all (cause resync)"
             )
         if self._hooks is not None:
-            removed = await self._hooks._evict_all(RemovalCause.RESYNC)
+            removed = await self._hooks.evict_all(cause=RemovalCause.RESYNC)
         else:  # a target of the user's own: its evict_all() is all we know
             removed = await self._manager.evict_all()
         self._resync_evictions += removed
