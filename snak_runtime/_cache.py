@@ -1,6 +1,6 @@
 """The cache part: the map of current generations (a store with its eviction policy inside),
-pins, liveness and hits, install, capacity trim, the per-user quota, the last release, and
-the removal notifications.
+pins, liveness and hits, install (then the capacity and quota trims of ``_capacity``), the
+last release, and the removal notifications.
 
 Every other part reaches cached entries through this one: ``current`` and ``detached`` are
 the store's dicts (read-only outside this module; the facade's hot path aliases them), and
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from random import Random
 from typing import Generic, TypeVar, final
 
+from ._capacity import _Capacity
 from ._config import resolve_seed_ttl_ms
 from ._generation import _Generation, _IdleGeneration
 from ._policies import EvictionPolicy
@@ -95,11 +96,10 @@ class _Cache(Generic[R, A]):
             policy.idle if policy.wants_idle else _ignore
         )
         self.touch: Callable[[str], object] = policy.touch if policy.wants_idle else _ignore
-        self._over_capacity = False  # pins kept the map above max_entries after a trim
-        self._over_quota: set[str] = set()  # users pins keep above the quota
-        # The release path's one test for "not the common case": over capacity or a quota,
-        # or idle expiry on (the slow path records the release time).
-        self.slow_release = rules.idle_ms > 0
+        # capacity and quota trims; the release path's test ``capacity.slow_release``
+        self.capacity = _Capacity(
+            self._store, rules.max_entries, rules.user_quota, idle_on=rules.idle_ms > 0, log=log
+        )
         self._listeners: list[RemovalListener] = []  # the public on_removal callbacks
         self._observers: list[RemovalListener] = []  # parts reacting to removals
         self._drained: asyncio.Event | None = None  # set while closing, when pins reach 0
@@ -142,7 +142,8 @@ class _Cache(Generic[R, A]):
 
     def over_limits(self) -> tuple[bool, frozenset[str]]:
         """(pins keep the map above capacity, the users pins keep above the quota)."""
-        return self._over_capacity, frozenset(self._over_quota)
+        capacity = self.capacity
+        return capacity.over_capacity, frozenset(capacity.over_quota)
 
     def eviction_order(self) -> list[_Generation[R, A]]:
         """Every current generation, next capacity victim first: the policy's order of the
@@ -329,7 +330,7 @@ class _Cache(Generic[R, A]):
         self._stats.unpins += 1
         if gen.loose_pins or gen.lease_pins:
             return
-        if gen.current and self._now() < gen.expires_at and not self.slow_release:
+        if gen.current and self._now() < gen.expires_at and not self.capacity.slow_release:
             try:  # in use until now: the policy hears it went idle
                 self.touch(gen._agent_id)
             except KeyError:
@@ -363,15 +364,9 @@ class _Cache(Generic[R, A]):
             self.touch(gen._agent_id)
         except KeyError:
             self.idle(gen)
-        if self._over_quota:
-            for user_id in list(self._over_quota):
-                self.trim_user(user_id, keep=None, warn=False)
-            if not self._over_quota and not self._over_capacity:
-                self.slow_release = self._rules.idle_ms > 0  # the common release again
-        if self._over_capacity:
-            self._trim(keep=None, warn=False)
+        self.capacity.released()
 
-    # ------------------------------------------------------------------ install and trim
+    # ------------------------------------------------------------------ install
 
     def install(
         self,
@@ -419,62 +414,8 @@ class _Cache(Generic[R, A]):
                 if refresh_at < gen.expires_at:  # (idle expiry may have set an earlier bound)
                     gen.expires_at = refresh_at
         self._store.pop_expired(now, _EXPIRE_BATCH)
-        if rules.user_quota is not None:  # before capacity: the user pays first
-            self.trim_user(gen._user_id, keep=gen, warn=True)
-        self._trim(keep=gen, warn=True)
+        self.capacity.installed(gen)
         return gen
-
-    def _trim(self, *, keep: _Generation[R, A] | None, warn: bool) -> None:
-        """Evict the policy's victims while above capacity, never ``keep`` (just installed)."""
-        # departure: the original could evict the entry its own install had just put in.
-        store = self._store
-        max_entries = self._rules.max_entries
-        self._over_capacity = False
-        self.slow_release = self._rules.idle_ms > 0 or bool(self._over_quota)
-        while len(self.current) > max_entries:
-            victim = store.victim(keep)
-            if victim is None:
-                self._over_capacity = self.slow_release = True
-                if warn:
-                    keep_id = None if keep is None else keep._agent_id
-                    self._log.warning(
-                        "agent runtime cache still above capacity (%d/%d) due to pinned entries "
-                        "after installing agent %r",
-                        len(self.current), max_entries, keep_id,
-                        extra={
-                            "agent_id": keep_id,
-                            "size": len(self.current),
-                            "max_entries": max_entries,
-                        },
-                    )
-                return
-            store.detach(victim, RemovalCause.CAPACITY)
-
-    def trim_user(self, user_id: str, *, keep: _Generation[R, A] | None, warn: bool) -> None:
-        """Evict ``user_id``'s least valued entries while it holds more than the quota,
-        never ``keep`` and never another user's; O(that user's entries) per eviction."""
-        quota = self._rules.user_quota
-        assert quota is not None
-        store = self._store
-        by_user = store.index_users()
-        held = by_user.get(user_id)
-        while held is not None and len(held) > quota:
-            victim = store.user_victim(user_id, keep)
-            if victim is None:
-                self._over_quota.add(user_id)
-                self.slow_release = True
-                if warn:
-                    keep_id = None if keep is None else keep._agent_id
-                    self._log.warning(
-                        "user %r holds %d agent runtimes, above max_entries_per_user=%d, "
-                        "due to pinned entries after installing agent %r",
-                        user_id, len(held), quota, keep_id,
-                        extra={"user_id": user_id, "agent_id": keep_id, "held": len(held)},
-                    )
-                return
-            store.detach(victim, RemovalCause.QUOTA)
-            held = by_user.get(user_id)
-        self._over_quota.discard(user_id)
 
     def learn_cost(self, agent_id: str, started_ms: int) -> float:
         """A build or rebuild begun at ``started_ms`` (the injected clock) just ended:

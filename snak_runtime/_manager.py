@@ -1,12 +1,6 @@
-"""AgentRuntimeManager: the public facade over the parts, and the hot path in one marked
-section.
-
-The manager holds parts that each own their state (see the README's "How it works"):
-``_binding`` (the event loop, closed or not), ``_cache`` (the map, pins, install, trim,
-quota, removals), ``_loads`` (single-flight builds), ``_refreshes`` (refresh-ahead),
-``_writes`` (per-agent turns: shadow_seed, on_invalidate, evict), ``_reads`` (the slow read
-path), ``_lifecycle`` (sweeper, close, drain) and ``_disposals``. The facade wires them
-at construction and forwards each public method to one of them.
+"""AgentRuntimeManager: the public facade over the parts (``_parts``: each owns its state,
+see the README's "How it works"), and the hot path in one marked section. Each public
+method forwards to one part.
 
 The hot path (``acquire``, ``acquire_with_agent``, ``release``, ``lease`` and its context)
 is written inline, without helper calls, because each call measurably slows it; it reads
@@ -18,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from random import Random
 from threading import get_ident
@@ -26,9 +19,7 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, final
 
 from . import _operators
-from ._binding import _Binding, part_logger
-from ._cache import RemovalListener, _Cache, _CacheRules
-from ._calls import _UserCalls
+from ._cache import RemovalListener, _CacheRules
 from ._clock import Clock, MonotonicClock
 from ._config import (
     EVICTION_VAR,
@@ -38,26 +29,18 @@ from ._config import (
     environment_value,
     resolve_limits,
 )
-from ._disposal import DefaultDisposer, Disposer, _Disposals
+from ._disposal import DefaultDisposer, Disposer
 from ._generation import _Generation
 from ._info import EntryInfo
-from ._keyed import _KeyedTurns
-from ._lifecycle import _Lifecycle
-from ._loads import _Loads
 from ._operators import Predicate, check_id
+from ._parts import _Parts, _Timings, ticks_per_ms
 from ._policies import make_policy, resolve_eviction
-from ._reads import _SlowReads
-from ._refresh import _Refreshes
 from ._seed import AcquiredRuntime, Build, RuntimeLease, RuntimeSeed
-from ._stats import CacheStats, RemovalCause, _StatsCounter
-from ._writes import _Writes
+from ._stats import CacheStats, RemovalCause
+from ._writes import evict_cause
 
 R = TypeVar("R")
 A = TypeVar("A")
-
-# The causes a caller may give evict and evict_all: its own, or the fleet's resync.
-_EVICT_CAUSES = frozenset((RemovalCause.EXPLICIT, RemovalCause.RESYNC))
-
 
 class AgentRuntimeManager(Generic[R, A]):
     """An in-process cache of live agent runtimes (``R``) and their agents (``A``).
@@ -109,13 +92,12 @@ class AgentRuntimeManager(Generic[R, A]):
             ttl_jitter=ttl_jitter,
             max_entries_per_user=max_entries_per_user,
         )
-        self._eviction = resolve_eviction(
-            eviction,
-            EVICTION_VAR,
+        from_env = (
             environment_value(EVICTION_VAR)
             if settings is None
-            else getattr(settings, "eviction", None),
+            else getattr(settings, "eviction", None)
         )
+        self._eviction = resolve_eviction(eviction, EVICTION_VAR, from_env)
         self._assemble(
             clock if clock is not None else MonotonicClock(),
             disposer if disposer is not None else DefaultDisposer(),
@@ -126,78 +108,40 @@ class AgentRuntimeManager(Generic[R, A]):
     def _assemble(
         self, clock: Clock, disposer: Disposer, logger: logging.Logger | None, rand: Random
     ) -> None:
-        """Make the parts from the resolved limits and wire them (observers included)."""
+        """Make the parts (``_parts``); keep them, and the hot path's aliases of their state."""
         limits = self._limits
-        self._clock = clock
-        # Expiry is kept in clock ticks: the default clock is read as raw monotonic_ns (one
-        # C call on the hot path), any other clock through its now_ms().
-        self._now: Callable[[], int]
-        if type(clock) is MonotonicClock:
-            self._now, ticks_per_ms = time.monotonic_ns, 1_000_000
-        else:
-            self._now, ticks_per_ms = clock.now_ms, 1
-        self._disposer = disposer
-        build_timeout_s = limits.build_timeout_ms / 1000
-        dispose_timeout_s = limits.dispose_timeout_ms / 1000
-        self._stats = stats = _StatsCounter()
-        self._binding = binding = _Binding()
-        self._loop_ref: Any = binding.ref  # the hot path's copy (see _gate)
-        self._disposals = disposals = _Disposals(
-            disposer, dispose_timeout_s, stats, part_logger(logger, "snak_runtime._disposal"),
-            lambda: binding.loop,
+        timings = _Timings(
+            build_timeout_s=limits.build_timeout_ms / 1000,
+            dispose_timeout_s=limits.dispose_timeout_ms / 1000,
+            sweep_interval_s=limits.sweep_interval_ms / 1000,
+            stale_reads=limits.stale_while_rebuilding,
         )
         rules = _CacheRules(
             max_entries=limits.max_entries,
             default_ttl_ms=limits.default_ttl_ms,
             max_ttl_ms=self._guards.max_ttl_ms,
-            ticks_per_ms=ticks_per_ms,
+            ticks_per_ms=ticks_per_ms(clock),
             idle_ms=limits.idle_ttl_ms,
             jitter=limits.ttl_jitter,
             refresh_window_ms=limits.refresh_ahead_ms,
             user_quota=limits.max_entries_per_user,
         )
-        self._cache: _Cache[R, A] = _Cache(
-            rules, make_policy(self._eviction, limits.max_entries), now=self._now,
-            now_ms=clock.now_ms, stats=stats, jitter_random=rand,
-            orphaned=disposals.orphaned, late=disposals.late,
-            log=part_logger(logger, "snak_runtime._cache"),
-        )
-        cache = self._cache
+        policy = make_policy(self._eviction, limits.max_entries)
+        parts: _Parts[R, A] = _Parts(timings, rules, policy, clock, disposer, logger, rand)
+        self._parts = parts  # every part; the facade's own references below
+        self._disposer = disposer
+        self._now = parts.now
+        self._stats = parts.stats
+        self._binding = parts.binding
+        self._loop_ref: Any = parts.binding.ref  # the hot path's copy (see _gate)
+        self._cache = cache = parts.cache
         # hot path aliases: part state that is never reassigned
-        self._current = cache.current
-        self._detached = cache.detached
-        self._idle = cache.idle
-        self._touch = cache.touch
-        self._turns = turns = _KeyedTurns()
-        self._queues = turns.queues
-        # Builds and rebuilds: bounded by build_timeout_ms; once cancelled, one may take up
-        # to dispose_timeout_ms (or build_timeout_ms, if shorter) to end before it is
-        # abandoned, so an evict waits at most build + dispose timeouts for one in flight.
-        calls = _UserCalls(
-            build_timeout_s, min(build_timeout_s, dispose_timeout_s),
-            part_logger(logger, "snak_runtime._calls"), cache.discard_late,
-        )
-        self._calls = calls
-        stale = limits.stale_while_rebuilding
-        self._refreshes: _Refreshes[R, A] = _Refreshes(
-            cache, turns, calls, binding, stats, part_logger(logger, "snak_runtime._refresh")
-        )
-        self._loads: _Loads[R, A] = _Loads(
-            cache, turns, calls, binding, stats, part_logger(logger, "snak_runtime._loads")
-        )
-        self._writes: _Writes[R, A] = _Writes(
-            cache, turns, calls, binding, stats, part_logger(logger, "snak_runtime._writes"),
-            stale_reads=stale, on_write=self._refreshes.supersede,
-            on_user_evicted=self._refreshes.discard_user,
-        )
-        self._reads: _SlowReads[R, A] = _SlowReads(
-            cache, turns, self._loads, self._refreshes, binding, stats, stale_reads=stale
-        )
-        self._lifecycle = _Lifecycle(
-            binding, cache, disposals, (self._writes, self._refreshes, self._loads),
-            sweep_interval_s=limits.sweep_interval_ms / 1000, cancel_bound_s=build_timeout_s,
-            log=part_logger(logger, "snak_runtime._lifecycle"),
-        )
+        self._current, self._detached = cache.current, cache.detached
+        self._idle, self._touch = cache.idle, cache.touch
+        self._capacity = cache.capacity  # its slow_release: the release path's one test
+        self._queues = parts.turns.queues
+        self._writes = parts.writes
+        self._reads = parts.reads
 
     # ------------------------------------------------------------------ properties
 
@@ -211,8 +155,7 @@ class AgentRuntimeManager(Generic[R, A]):
 
     @property
     def max_entries_per_user(self) -> int | None:
-        """The per-user quota: at most this many entries per user, beyond what pins hold
-        (None: no quota)."""
+        """At most this many entries per user, beyond what pins hold (None: no quota)."""
         return self._limits.max_entries_per_user
 
     @property
@@ -227,8 +170,7 @@ class AgentRuntimeManager(Generic[R, A]):
 
     @property
     def eviction(self) -> str:
-        """The eviction policy's name (keyword, else AGENT_RUNTIME_CACHE_EVICTION, else the
-        default: ``"cost-aware"``; ``"lru"`` is the original's order)."""
+        """The eviction policy's name (``"cost-aware"`` by default; ``"lru"``: the original)."""
         return self._eviction
 
     @property
@@ -237,7 +179,7 @@ class AgentRuntimeManager(Generic[R, A]):
 
     @property
     def limits(self) -> ResolvedLimits:
-        """The resolved limits with where each came from and the warnings on the way."""
+        """The resolved limits, where each came from, and the warnings on the way."""
         return self._limits
 
     @property
@@ -308,7 +250,7 @@ class AgentRuntimeManager(Generic[R, A]):
         A copy (changing it changes nothing); visits every entry (O(n)).
         """
         view: dict[str, int | None] = dict(self._cache.version_view())
-        view.update(dict.fromkeys(self._loads.agent_ids()))
+        view.update(dict.fromkeys(self._parts.loads.agent_ids()))
         return view
 
     # ------------------------------------------------------------------ writes
@@ -342,12 +284,12 @@ class AgentRuntimeManager(Generic[R, A]):
         """
         # departure: the original had no way to drop an entry (cfg_deleted carries the old
         # version, which the version rule of on_invalidate would ignore).
-        return await self._writes.evict(agent_id, _evict_cause(cause))
+        return await self._writes.evict(agent_id, evict_cause(cause))
 
     async def evict_all(self, *, cause: RemovalCause = RemovalCause.EXPLICIT) -> int:
         """Evict every entry (each after whatever is in flight for it); return how many.
         ``cause`` as for ``evict``."""
-        return await self._writes.evict_all(_evict_cause(cause))
+        return await self._writes.evict_all(evict_cause(cause))
 
     async def evict_user(self, user_id: str) -> int:
         """Remove every entry of ``user_id`` (cause ``explicit``); return how many left.
@@ -387,12 +329,12 @@ class AgentRuntimeManager(Generic[R, A]):
     async def start(self) -> None:
         """Start the sweeper that disposes expired idle entries with no traffic. Idempotent."""
         self._binding.check_loop()
-        self._lifecycle.start()
+        self._parts.lifecycle.start()
 
     async def aclose(self, grace_ms: int = 30_000) -> None:
         """Refuse new work, dispose what is idle, let pins drain for ``grace_ms``, then
         dispose the rest and wait for every disposal. Idempotent."""
-        closing = self._lifecycle.close(grace_ms)
+        closing = self._parts.lifecycle.close(grace_ms)
         self._loop_ref = self._binding.ref  # unbound by close: every read takes the gate
         await asyncio.shield(closing)
 
@@ -400,7 +342,7 @@ class AgentRuntimeManager(Generic[R, A]):
         """Wait until every disposal scheduled so far has ended or been abandoned (after
         ``dispose_timeout_ms``). Disposal never blocks a cache operation; tests and
         shutdown use this to see its outcome. Never raises what a disposer raised."""
-        await self._disposals.wait()
+        await self._parts.disposals.wait()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -474,7 +416,7 @@ class AgentRuntimeManager(Generic[R, A]):
         self._stats.unpins += 1
         if gen.loose_pins or gen.lease_pins:
             return
-        if self._now() < gen.expires_at and not self._cache.slow_release:
+        if self._now() < gen.expires_at and not self._capacity.slow_release:
             try:  # in use until now: the policy hears it went idle
                 self._touch(agent_id)
             except KeyError:
@@ -554,8 +496,3 @@ class _LeaseContext(Generic[R, A]):
             gen.lease_pins -= 1
             self._manager._cache.unpinned(gen)
 
-
-def _evict_cause(cause: RemovalCause) -> RemovalCause:
-    if cause not in _EVICT_CAUSES:
-        raise ValueError(f"cause must be 'explicit' or 'resync', got {cause!r}")
-    return RemovalCause(cause)

@@ -28,6 +28,16 @@ A = TypeVar("A")
 
 Observer = Callable[[str], None]
 
+# The causes a caller may give evict and evict_all: its own, or the fleet's resync.
+_EVICT_CAUSES = frozenset((RemovalCause.EXPLICIT, RemovalCause.RESYNC))
+
+
+def evict_cause(cause: object) -> RemovalCause:
+    """``cause`` as given to the public ``evict``/``evict_all`` (``explicit`` or ``resync``)."""
+    if cause not in _EVICT_CAUSES:
+        raise ValueError(f"cause must be 'explicit' or 'resync', got {cause!r}")
+    return RemovalCause(cause)  # type: ignore[arg-type]
+
 
 @final
 class _Writes(Generic[R, A]):

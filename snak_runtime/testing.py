@@ -63,8 +63,9 @@ class ManagerInternals:
     tests need not reach into private attributes one by one. ``internals(manager)`` makes
     one. Each attribute is the part itself, not a copy:
 
-    - ``cache``: the map, pins, install and trim (``cache.install``, ``cache.over_limits()``,
-      ``cache.slow_release``, ``cache.user_index()``, ``cache.pop_expired(limit)``);
+    - ``cache``: the map, pins and install (``cache.install``, ``cache.over_limits()``,
+      ``cache.user_index()``, ``cache.pop_expired(limit)``), and ``cache.capacity``, its
+      trims (``capacity.slow_release``: the release path's test);
     - ``store``: the cache's store (expiry queues, the user index, the policy);
     - ``policy``: the eviction policy inside the store;
     - ``turns``: the per-agent FIFO turns (``turns.queues``: ids with work in flight);
@@ -74,7 +75,7 @@ class ManagerInternals:
     - ``disposer``: the disposer the manager was given.
 
     A test may wrap a part's method by assigning the instance attribute (``cache.install``,
-    ``cache.discard``, ``cache.trim_user``): parts call each other through these names.
+    ``cache.discard``, ``cache.capacity.trim_user``): parts call each other through these names.
     """
 
     __slots__ = ("cache", "calls", "disposer", "loads", "policy", "refreshes", "store", "touch",
@@ -84,11 +85,12 @@ class ManagerInternals:
         self.cache = manager._cache
         self.store = manager._cache._store
         self.policy = self.store.policy
-        self.turns = manager._turns
-        self.calls = manager._calls
-        self.refreshes = manager._refreshes
-        self.loads = manager._loads
-        self.writes = manager._writes
+        parts = manager._parts
+        self.turns = parts.turns
+        self.calls = parts.calls
+        self.refreshes = parts.refreshes
+        self.loads = parts.loads
+        self.writes = parts.writes
         self.touch = manager._touch
         self.disposer = manager._disposer
 
@@ -150,8 +152,8 @@ def replace_maps(
 def _parts(manager: AgentRuntimeManager[Any, Any]) -> list[object]:
     cache = manager._cache
     return [
-        manager, cache, cache._store, manager._refreshes, manager._loads, manager._writes,
-        manager._reads,
+        manager, cache, cache._store, manager._parts.refreshes, manager._parts.loads,
+        manager._parts.writes, manager._parts.reads,
     ]
 
 

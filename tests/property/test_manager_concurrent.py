@@ -150,7 +150,7 @@ class ConcurrentMachine(RuleBasedStateMachine):
             max_entries_per_user=self.quota,
         )
         parts = internals(manager)
-        trim_user = parts.cache.trim_user
+        trim_user = parts.cache.capacity.trim_user
         policy = parts.policy
         victim_among = policy.victim_among
 
@@ -173,7 +173,7 @@ class ConcurrentMachine(RuleBasedStateMachine):
             ):
                 self.quota_violations.append(agent_id)
 
-        parts.cache.trim_user = trim_spy  # type: ignore[method-assign]
+        parts.cache.capacity.trim_user = trim_spy  # type: ignore[method-assign]
         policy.victim_among = victim_spy  # type: ignore[method-assign]
         manager.on_removal(on_removal)
         install = parts.cache.install

@@ -31,7 +31,7 @@ def _normalize(code: str) -> str:
     code = code.replace("self.ref._thread_id", "self._loop_ref._thread_id")
     # the cache part's own names for what the facade aliases (the same objects)
     code = code.replace("self.touch(", "self._touch(").replace("self.idle(", "self._idle(")
-    code = code.replace("self._cache.", "self.").replace("self.slow_release", "self._slow_release")
+    code = code.replace("self._cache.", "self.").replace("self._capacity.", "self.capacity.")
     code = code.replace("self.last_pin_gone(", "self._last_pin_gone(")
     code = code.replace("self._user_id", "user_id").replace("self._agent_id", "agent_id")
     return code.replace("lease_pins", "PINS").replace("loose_pins", "PINS")

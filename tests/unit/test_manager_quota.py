@@ -118,7 +118,7 @@ async def test_pins_keep_a_user_over_quota_with_a_warning_and_it_shrinks_at_rele
     m.release("a")  # alice's pin goes: she shrinks back to her quota (a is now most recent)
     assert removed == [("b", "quota")]
     assert held(m, "alice") == {"a"} and held(m, "bob") == {"x"}
-    assert not internals(m).cache.slow_release  # the common release is fast again
+    assert not internals(m).cache.capacity.slow_release  # the common release is fast again
     assert internals(m).cache.over_limits() == (False, frozenset())
     assert_stats(m, quota_evictions=1, evictions=0, pinned=0, size=2)
 
@@ -162,7 +162,7 @@ async def test_an_over_quota_user_whose_entries_leave_otherwise_is_forgotten(
     assert internals(m).cache.over_limits()[1] == {"u"}
     assert await m.evict("b")
     m.release("a")
-    assert not internals(m).cache.over_limits()[1] and not internals(m).cache.slow_release
+    assert not internals(m).cache.over_limits()[1] and not internals(m).cache.capacity.slow_release
     assert held(m, "u") == {"a"}
 
 
