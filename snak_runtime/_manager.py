@@ -32,7 +32,7 @@ from ._config import (
 from ._disposal import DefaultDisposer, Disposer
 from ._generation import _Generation
 from ._info import EntryInfo
-from ._operators import Predicate, check_id
+from ._operators import Predicate
 from ._parts import _Parts, _Timings, ticks_per_ms
 from ._policies import make_policy, resolve_eviction
 from ._seed import AcquiredRuntime, Build, RuntimeLease, RuntimeSeed
@@ -300,8 +300,6 @@ class AgentRuntimeManager(Generic[R, A]):
         (the user's credentials may have been rotated). Costs that user's entries, not
         a scan of the cache.
         """
-        check_id("user_id", user_id)
-        self._binding.check_loop()
         return self._writes.evict_user(user_id)
 
     async def evict_where(self, predicate: Predicate) -> int:
@@ -311,17 +309,12 @@ class AgentRuntimeManager(Generic[R, A]):
         The predicate runs over a whole ``snapshot()`` first: if it raises, nothing is
         removed and the error propagates. Visits every entry (O(n)).
         """
-        if not callable(predicate):
-            raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
-        self._binding.check_loop()
-        chosen = _operators.chosen(self._cache, predicate)
-        return self._cache.remove_each(chosen, RemovalCause.EXPLICIT)
+        return self._writes.evict_where(predicate)
 
     # ------------------------------------------------------------------ lifecycle
 
     def _gate(self) -> None:
-        """The hot path's slow branch of its loop check: refuse when closed, bind on first
-        use, raise on another loop; then refresh the hot path's copy of the binding."""
+        """The hot path's slow loop check (``_Binding.gate``), then refresh its copy."""
         binding = self._binding
         binding.gate()
         self._loop_ref = binding.ref
@@ -340,8 +333,8 @@ class AgentRuntimeManager(Generic[R, A]):
 
     async def wait_for_disposals(self) -> None:
         """Wait until every disposal scheduled so far has ended or been abandoned (after
-        ``dispose_timeout_ms``). Disposal never blocks a cache operation; tests and
-        shutdown use this to see its outcome. Never raises what a disposer raised."""
+        ``dispose_timeout_ms``); never raises what a disposer raised. Disposal never blocks
+        a cache operation: tests and shutdown use this to see its outcome."""
         await self._parts.disposals.wait()
 
     async def __aenter__(self) -> Self:

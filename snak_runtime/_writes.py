@@ -14,12 +14,14 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, final
 
+from . import _operators
 from ._binding import _Binding
 from ._cache import _Cache
 from ._calls import _UserCalls
 from ._errors import RuntimeManagerClosed
 from ._generation import _Generation
 from ._keyed import _KeyedTurns, _Turn, discarded
+from ._operators import Predicate, check_id
 from ._seed import RuntimeSeed, check_seed
 from ._stats import RemovalCause, _StatsCounter
 
@@ -278,12 +280,23 @@ class _Writes(Generic[R, A]):
         if turn is not None:
             self._turns.leave(agent_id, turn)
 
+    def evict_where(self, predicate: Predicate) -> int:
+        """Remove every live entry whose ``EntryInfo`` satisfies ``predicate`` (cause
+        ``explicit``), chosen over a whole snapshot first; return how many left."""
+        if not callable(predicate):
+            raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
+        self._binding.check_loop()
+        chosen = _operators.chosen(self._cache, predicate)
+        return self._cache.remove_each(chosen, RemovalCause.EXPLICIT)
+
     def evict_user(self, user_id: str) -> int:
         """Remove every entry of ``user_id`` now (cause ``explicit``; a pinned one's agent is
         disposed at its last release) and mark every operation in flight so that a seed of
         that user made before now is discarded, not installed. Returns how many entries
         left the map: that user's entries plus the operations in flight (the first call also
         builds the user index, one pass over the map, once per manager)."""
+        check_id("user_id", user_id)
+        self._binding.check_loop()
         removed = self._cache.remove_user(user_id)
         self._turns.discard_user(user_id)  # loads and writes hold turns
         self._on_user_evicted(user_id)  # refresh-ahead rebuilds in flight, likewise
