@@ -13,11 +13,14 @@ from typing import Any, Final, final
 from .._config import BACKOFF_CAP, BACKOFF_CAP_VAR, environment_value, resolve_ms
 from .._errors import RuntimeManagerClosed
 from .._stats import RemovalCause
-from ._client import cancel_and_wait, close_quietly, make_client, redis_errors, require_redis
+from ._bounded import finish_within
+from ._client import close_quietly, make_client, redis_errors, require_redis
 from ._dispatch import InvalidationTarget, _Dispatcher, _Inbox
+from ._ratelog import RateLimitedLog
 from ._sentinel import SentinelEndpoint
 from ._settings import InvalidationSettings, RedisEndpoint
 from ._stats import InvalidationStats
+from ._supervise import Run, supervise
 from ._versions import (
     VersionCheck,
     VersionSource,
@@ -31,6 +34,35 @@ logger = logging.getLogger(__name__)
 
 # The longest one get_message() waits before the loop checks its deadlines again.
 _POLL_S: Final = 1.0
+
+# The receive loop yields to the event loop after this many messages handled back to back, or
+# this much time, whichever comes first: redis-py returns buffered messages without suspending,
+# so a burst would otherwise run thousands of handlers without letting anything else run.
+YIELD_EVERY: Final = 64
+YIELD_AFTER_S: Final = 0.002
+
+DEFAULT_STOP_TIMEOUT_MS: Final = 5_000
+
+
+@final
+class _Breather:
+    """Counts work since the receive loop last let the event loop run; says when it must."""
+
+    __slots__ = ("_count", "_loop", "_until")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._count = 0
+        self._until = loop.time() + YIELD_AFTER_S
+
+    def rested(self) -> None:
+        """The loop just suspended (a wait for data, or a yield)."""
+        self._count, self._until = 0, self._loop.time() + YIELD_AFTER_S
+
+    def due(self) -> bool:
+        """One more message handled: is it time to yield?"""
+        self._count += 1
+        return self._count >= YIELD_EVERY or self._loop.time() >= self._until
 
 
 @final
@@ -92,6 +124,7 @@ class InvalidationSubscriber:
         version_source: VersionSource | None = None,
         version_source_timeout_ms: int | None = None,
         reconcile_interval_ms: int | None = None,
+        stop_timeout_ms: int = DEFAULT_STOP_TIMEOUT_MS,
     ) -> None:
         if source is None:
             settings = InvalidationSettings()
@@ -114,10 +147,16 @@ class InvalidationSubscriber:
         if health_check_interval_s <= 0:
             raise ValueError(f"health_check_interval_s must be > 0, got {health_check_interval_s}")
         self._health_s = health_check_interval_s
+        if isinstance(stop_timeout_ms, bool) or not isinstance(stop_timeout_ms, int) or (
+            stop_timeout_ms <= 0
+        ):
+            raise ValueError(f"stop_timeout_ms must be an integer > 0, got {stop_timeout_ms!r}")
+        self._stop_timeout_s = stop_timeout_ms / 1000
         self._rng = rng
         self._manager = manager
+        self._log = RateLimitedLog(logger)  # bad input: one line per reason per minute
         self._dispatcher = _Dispatcher(manager)
-        self._inbox = _Inbox(self._dispatcher)
+        self._inbox = _Inbox(self._dispatcher, self._log)
         timings = resolve_timings(
             settings,
             has_source=version_source is not None,
@@ -131,8 +170,14 @@ class InvalidationSubscriber:
             if self._hooks is None:
                 raise TypeError("version_source needs an AgentRuntimeManager as the target")
             self._check = VersionCheck(
-                self._hooks, version_source, timings.source_timeout_ms, self._dispatcher.submit_work
+                self._hooks,
+                version_source,
+                timings.source_timeout_ms,
+                self._dispatcher.submit_job,
+                self._log,
             )
+        self._run: Run | None = None
+        self._restarts = 0  # supervised restarts of the listener and the reconciler
         self._task: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()  # subscribed (and resynced) right now
@@ -166,13 +211,19 @@ class InvalidationSubscriber:
         if self._task is not None:
             return
         require_redis()  # a missing extra fails here, loudly, not in the background task
-        self._task = asyncio.get_running_loop().create_task(
-            self._listen(), name=f"snak-invalidation:{self._channel}"
+        run = self._run = Run()
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(
+            self._supervised("listener", lambda: self._listen(run), run, self._listener_restart),
+            name=f"snak-invalidation:{self._channel}",
         )
         self._task.add_done_callback(_log_if_died)
         if self._reconcile_s > 0:
-            self._reconciler = asyncio.get_running_loop().create_task(
-                self._reconcile_forever(), name=f"snak-invalidation-reconcile:{self._channel}"
+            self._reconciler = loop.create_task(
+                self._supervised(
+                    "reconciler", lambda: self._reconcile_forever(run), run, lambda: None
+                ),
+                name=f"snak-invalidation-reconcile:{self._channel}",
             )
             self._reconciler.add_done_callback(_log_if_died)
         # Bounded even if the server accepts connections but never answers.
@@ -181,19 +232,37 @@ class InvalidationSubscriber:
                 await self._settled.wait()
 
     async def stop(self) -> None:
-        """Stop listening, close the connection and cancel queued work. Idempotent."""
+        """Stop listening, close the connection and cancel queued work. Idempotent.
+
+        Returns within ``stop_timeout_ms`` (5 s by default) whatever the code it waits for
+        does: a task that has not ended by then (a manager call or a version source that
+        ignores its cancellation) is abandoned with a WARNING, and its loop stops at its next
+        turn. Cancellations are repeated meanwhile (Python 3.11's ``wait_for`` can lose one).
+        """
+        run, self._run = self._run, None
         task, self._task = self._task, None
         reconciler, self._reconciler = self._reconciler, None
-        if reconciler is not None:
-            reconciler.cancel()
-            await asyncio.gather(reconciler, return_exceptions=True)
+        if run is not None:
+            run.stopped = True
+        deadline = asyncio.get_running_loop().time() + self._stop_timeout_s
+        tasks = [t for t in (reconciler, task) if t is not None]
+        left = await finish_within(tasks, deadline, "the invalidation listener")
         if task is not None:
-            await cancel_and_wait(task)  # not task.cancel(): Python 3.11 can lose one
             self._resync_due = True  # deaf from now on: a later start() must resync
         self._connected.clear()
-        await self._dispatcher.aclose()
+        left += await finish_within(
+            self._dispatcher.cancel(), deadline, "an invalidation being applied"
+        )
+        if left:
+            logger.warning(
+                "invalidation subscriber: %d task(s) ignored their cancellation for %.1f s; "
+                "stop() abandoned them (they end by themselves, or never)",
+                len(left),
+                self._stop_timeout_s,
+            )
         if self._check is not None:
             self._check.forget_repairs()
+        self._log.flush()
 
     async def __aenter__(self) -> InvalidationSubscriber:
         await self.start()
@@ -228,7 +297,10 @@ class InvalidationSubscriber:
             version_repaired=check.repaired if check else 0,
             version_unusable=check.unusable if check else 0,
             version_source_failures=check.source_failures if check else 0,
+            version_source_abandoned=check.abandoned if check else 0,
             reconciliations=self._reconciliations,
+            coalesced=dispatcher.coalesced,
+            restarts=self._restarts,
             connected=self.connected,
             pending=dispatcher.pending,
             dropped=MappingProxyType(dict(inbox.dropped)),
@@ -236,23 +308,48 @@ class InvalidationSubscriber:
 
     # --- the connection loop -----------------------------------------------------------------
 
-    async def _listen(self) -> None:
+    async def _supervised(
+        self, name: str, body: Callable[[], Any], run: Run, on_restart: Callable[[], None]
+    ) -> None:
+        def restarted() -> None:
+            self._restarts += 1
+            on_restart()
+
+        await supervise(
+            name,
+            body,
+            run,
+            on_restart=restarted,
+            base_ms=self._backoff_base_ms,
+            cap_ms=self._backoff_cap_ms,
+            rng=self._rng,
+        )
+
+    def _listener_restart(self) -> None:
+        """The listener died unexpectedly: whatever it was doing, a resync is due."""
+        self._connected.clear()
+        self._resync_due = True
+        self._settled.set()  # start() must not wait for a listener that is backing off
+
+    async def _listen(self, run: Run | None = None) -> None:
         """Connect, subscribe, resync if due, receive until the connection fails; back off."""
+        run = run if run is not None else Run()
         errors = redis_errors()
         where = self._endpoint.describe()
         failed = 0  # attempts failed since the last subscription: the backoff exponent
-        while True:
+        while not run.stopped:
             client = make_client(self._endpoint, timeout_s=self._connect_timeout_s)
             pubsub = client.pubsub()
             try:
                 await self._subscribe(pubsub)
                 await self._on_subscribed(where, failed)
                 failed = 0
-                await self._receive(pubsub)
+                await self._receive(pubsub, run)
             except errors as exc:
                 self._on_lost(where, failed, exc)
             except Exception:
-                # A bug in a parser or client must not end invalidation for the process.
+                # A bug in the client must not end invalidation for the process. (A bad
+                # message cannot get here: the inbox never raises.)
                 self._on_lost(where, failed, None)
                 logger.exception("invalidation subscriber: unexpected error on %s", where)
             finally:
@@ -271,29 +368,44 @@ class InvalidationSubscriber:
             await pubsub.subscribe(self._channel)
         loop = asyncio.get_running_loop()
         confirm_by = loop.time() + limit_s
+        breather = _Breather(loop)
         while loop.time() <= confirm_by:
             message = await pubsub.get_message(timeout=min(_POLL_S, self._health_s))
             if message is None:
+                breather.rested()
                 continue
             if message["type"] == "subscribe":
                 return
             if message["type"] == "message":
                 self._inbox.accept(message["data"])
+            if breather.due():
+                await asyncio.sleep(0)
+                breather.rested()
         raise TimeoutError(f"no subscribe confirmation within {limit_s}s")
 
-    async def _receive(self, pubsub: Any) -> None:
-        """Hand messages to the inbox until the connection fails (raises) or is cancelled."""
+    async def _receive(self, pubsub: Any, run: Run | None = None) -> None:
+        """Hand messages to the inbox until the connection fails (raises) or is cancelled.
+
+        Yields to the event loop every ``YIELD_EVERY`` messages or ``YIELD_AFTER_S`` of work,
+        whichever comes first (issue 23: a 100,000-message burst held the loop for seconds).
+        """
+        run = run if run is not None else Run()
         loop = asyncio.get_running_loop()
         liveness = _Liveness(self._health_s, loop.time())
-        while True:
+        breather = _Breather(loop)
+        while not run.stopped:
             if liveness.ping_due(loop.time()):
                 await pubsub.ping()
             message = await pubsub.get_message(timeout=min(_POLL_S, self._health_s))
             if message is None:
+                breather.rested()  # it waited for data: the loop ran meanwhile
                 continue
             liveness.heard(loop.time())
             if message["type"] == "message":
                 self._inbox.accept(message["data"])
+            if breather.due():
+                await asyncio.sleep(0)
+                breather.rested()
 
     async def _on_subscribed(self, where: str, failed: int) -> None:
         # Subscribed before resyncing: anything published from here on is in our socket, so
@@ -343,15 +455,18 @@ class InvalidationSubscriber:
         self._resyncs += 1
         logger.info("invalidation subscriber: resync evicted %d runtime(s)", removed)
 
-    async def _reconcile_forever(self) -> None:
+    async def _reconcile_forever(self, run: Run | None = None) -> None:
         """While connected, repeat the version check: catches publishes that never happened.
 
         A failing source is counted and retried at the next interval; it never empties the
         cache (only a reconnect falls back to evicting everything).
         """
         assert self._check is not None
-        while True:
+        run = run if run is not None else Run()
+        while not run.stopped:
             await asyncio.sleep(self._reconcile_s)
+            if run.stopped:
+                return
             if not self.connected:
                 continue  # the reconnect's resync will do it
             try:
