@@ -17,7 +17,8 @@ Instruments (meter ``snak_runtime``), every data point with a ``cache`` attribut
 With ``instrument(..., subscriber=...)``, the manager's ``InvalidationSubscriber`` is reported
 under the same ``cache``: observable counters ``snak_runtime.invalidation.<field>`` for each
 counter of its ``stats()`` (``received``, ``applied``, ..., ``version_checked``,
-``version_repaired``, ``version_source_failures``, ``reconciliations``),
+``version_repaired``, ``version_source_failures``, ``reconciliations``,
+``version_source_abandoned``, ``coalesced``, ``restarts``),
 ``snak_runtime.invalidation.dropped`` (attribute ``reason``), and observable gauges
 ``snak_runtime.invalidation.connected`` and ``.pending``.
 
@@ -105,6 +106,12 @@ INVALIDATION_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("version_source_failures", "{call}",
      "Version source calls that raised, timed out or returned no mapping."),
     ("reconciliations", "{check}", "Periodic reconciliations completed."),
+    ("version_source_abandoned", "{call}",
+     "Version source calls abandoned at their timeout (ignoring cancellation, or still running)."),
+    ("coalesced", "{message}",
+     "Invalidation messages superseded by a newer one for the same agent before they ran."),
+    ("restarts", "{restart}",
+     "Unexpected exits of the listener or the reconciler, each followed by a restart."),
 )
 """(``InvalidationStats`` field, unit, description): ``snak_runtime.invalidation.<field>``."""
 

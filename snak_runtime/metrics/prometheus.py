@@ -88,6 +88,12 @@ INVALIDATION_COUNTERS: tuple[tuple[str, str, str], ...] = (
      "Version source calls that raised, timed out or returned no mapping."),
     ("snak_runtime_invalidation_reconciliations", "reconciliations",
      "Periodic reconciliations completed."),
+    ("snak_runtime_invalidation_version_source_abandoned", "version_source_abandoned",
+     "Version source calls abandoned at their timeout (ignoring cancellation, or still running)."),
+    ("snak_runtime_invalidation_coalesced", "coalesced",
+     "Invalidation messages superseded by a newer one for the same agent before they ran."),
+    ("snak_runtime_invalidation_restarts", "restarts",
+     "Unexpected exits of the listener or the reconciler, each followed by a restart."),
 )
 """(metric name without ``_total``, ``InvalidationStats`` field, help text) of each counter."""
 
