@@ -37,8 +37,10 @@ _POLL_S: Final = 1.0
 
 # The receive loop yields to the event loop after this many messages handled back to back, or
 # this much time, whichever comes first: redis-py returns buffered messages without suspending,
-# so a burst would otherwise run thousands of handlers without letting anything else run.
-YIELD_EVERY: Final = 64
+# so a burst would otherwise run thousands of handlers without letting anything else run. Each
+# message also starts its agent's job, run in the next loop round: 8 keeps a round near 1 ms of
+# work (benchmarks/flood.py; 32 and 64 let a 10 ms timer's p99 lag grow past 30 ms).
+YIELD_EVERY: Final = 8
 YIELD_AFTER_S: Final = 0.002
 
 DEFAULT_STOP_TIMEOUT_MS: Final = 5_000
