@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import gc
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,8 +38,12 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))  # the tests' server lau
 
 from redis_server import find_server_binary, start_server  # noqa: E402
 
-from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings  # noqa: E402
-from snak_runtime import RuntimeSeed  # noqa: E402
+from snak_runtime import (  # noqa: E402
+    AgentRuntimeManager,
+    GuardConfig,
+    RuntimeCacheSettings,
+    RuntimeSeed,
+)
 from snak_runtime.invalidation import InvalidationSubscriber  # noqa: E402
 
 PERIOD_S = 0.010
