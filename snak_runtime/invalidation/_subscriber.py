@@ -16,11 +16,12 @@ from .._stats import RemovalCause
 from ._bounded import finish_within
 from ._client import close_quietly, make_client, redis_errors, require_redis
 from ._dispatch import InvalidationTarget, _Dispatcher, _Inbox
+from ._pacing import Breather, Liveness
 from ._ratelog import RateLimitedLog
 from ._sentinel import SentinelEndpoint
 from ._settings import InvalidationSettings, RedisEndpoint
 from ._stats import InvalidationStats
-from ._supervise import Run, supervise
+from ._supervise import Run, Supervisor
 from ._versions import (
     VersionCheck,
     VersionSource,
@@ -35,65 +36,9 @@ logger = logging.getLogger(__name__)
 # The longest one get_message() waits before the loop checks its deadlines again.
 _POLL_S: Final = 1.0
 
-# The receive loop yields to the event loop after this many messages handled back to back, or
-# this much time, whichever comes first: redis-py returns buffered messages without suspending,
-# so a burst would otherwise run thousands of handlers without letting anything else run. Each
-# message also starts its agent's job, run in the next loop round: 8 keeps a round near 1 ms of
-# work (benchmarks/flood.py; 32 and 64 let a 10 ms timer's p99 lag grow past 30 ms).
-YIELD_EVERY: Final = 8
-YIELD_AFTER_S: Final = 0.002
 
 DEFAULT_STOP_TIMEOUT_MS: Final = 5_000
 
-
-@final
-class _Breather:
-    """Counts work since the receive loop last let the event loop run; says when it must."""
-
-    __slots__ = ("_count", "_loop", "_until")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._count = 0
-        self._until = loop.time() + YIELD_AFTER_S
-
-    def rested(self) -> None:
-        """The loop just suspended (a wait for data, or a yield)."""
-        self._count, self._until = 0, self._loop.time() + YIELD_AFTER_S
-
-    def due(self) -> bool:
-        """One more message handled: is it time to yield?"""
-        self._count += 1
-        return self._count >= YIELD_EVERY or self._loop.time() >= self._until
-
-
-@final
-class _Liveness:
-    """Our own liveness check: a silent server is PINGed, and must answer in time.
-
-    A server that stops answering (a frozen process, a half-open TCP connection) keeps the
-    connection open; without this the process would stay deaf without knowing.
-    """
-
-    def __init__(self, interval_s: float, now: float) -> None:
-        self._interval_s = interval_s
-        self._quiet_until = now + interval_s  # silence after this: PING
-        self._pong_by: float | None = None
-
-    def heard(self, now: float) -> None:
-        """Anything arrived: the server is alive."""
-        self._quiet_until, self._pong_by = now + self._interval_s, None
-
-    def ping_due(self, now: float) -> bool:
-        """Silent for a whole interval; raises ``TimeoutError`` if a PING went unanswered."""
-        if self._pong_by is not None:
-            if now > self._pong_by:
-                raise TimeoutError(f"no reply to PING within {self._interval_s}s")
-            return False
-        if now < self._quiet_until:
-            return False
-        self._pong_by = now + self._interval_s
-        return True
 
 
 # departure: the original's subscriber neither reconnected nor resynced after an outage.
@@ -179,7 +124,7 @@ class InvalidationSubscriber:
                 self._log,
             )
         self._run: Run | None = None
-        self._restarts = 0  # supervised restarts of the listener and the reconciler
+        self._supervisor = Supervisor(base_ms=backoff_base_ms, cap_ms=backoff_cap_ms, rng=rng)
         self._task: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()  # subscribed (and resynced) right now
@@ -216,15 +161,15 @@ class InvalidationSubscriber:
         run = self._run = Run()
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(
-            self._supervised("listener", lambda: self._listen(run), run, self._listener_restart),
+            self._supervisor.run(
+                "listener", lambda: self._listen(run), run, self._listener_restart
+            ),
             name=f"snak-invalidation:{self._channel}",
         )
         self._task.add_done_callback(_log_if_died)
         if self._reconcile_s > 0:
             self._reconciler = loop.create_task(
-                self._supervised(
-                    "reconciler", lambda: self._reconcile_forever(run), run, lambda: None
-                ),
+                self._supervisor.run("reconciler", lambda: self._reconcile_forever(run), run),
                 name=f"snak-invalidation-reconcile:{self._channel}",
             )
             self._reconciler.add_done_callback(_log_if_died)
@@ -302,30 +247,13 @@ class InvalidationSubscriber:
             version_source_abandoned=check.abandoned if check else 0,
             reconciliations=self._reconciliations,
             coalesced=dispatcher.coalesced,
-            restarts=self._restarts,
+            restarts=self._supervisor.restarts,
             connected=self.connected,
             pending=dispatcher.pending,
             dropped=MappingProxyType(dict(inbox.dropped)),
         )
 
     # --- the connection loop -----------------------------------------------------------------
-
-    async def _supervised(
-        self, name: str, body: Callable[[], Any], run: Run, on_restart: Callable[[], None]
-    ) -> None:
-        def restarted() -> None:
-            self._restarts += 1
-            on_restart()
-
-        await supervise(
-            name,
-            body,
-            run,
-            on_restart=restarted,
-            base_ms=self._backoff_base_ms,
-            cap_ms=self._backoff_cap_ms,
-            rng=self._rng,
-        )
 
     def _listener_restart(self) -> None:
         """The listener died unexpectedly: whatever it was doing, a resync is due."""
@@ -370,7 +298,7 @@ class InvalidationSubscriber:
             await pubsub.subscribe(self._channel)
         loop = asyncio.get_running_loop()
         confirm_by = loop.time() + limit_s
-        breather = _Breather(loop)
+        breather = Breather(loop)
         while loop.time() <= confirm_by:
             message = await pubsub.get_message(timeout=min(_POLL_S, self._health_s))
             if message is None:
@@ -393,8 +321,8 @@ class InvalidationSubscriber:
         """
         run = run if run is not None else Run()
         loop = asyncio.get_running_loop()
-        liveness = _Liveness(self._health_s, loop.time())
-        breather = _Breather(loop)
+        liveness = Liveness(self._health_s, loop.time())
+        breather = Breather(loop)
         while not run.stopped:
             if liveness.ping_due(loop.time()):
                 await pubsub.ping()

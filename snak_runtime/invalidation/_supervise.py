@@ -32,45 +32,56 @@ class Run:
         self.stopped = False
 
 
-async def supervise(
-    name: str,
-    body: Callable[[], Awaitable[None]],
-    run: Run,
-    *,
-    on_restart: Callable[[], None],
-    base_ms: int,
-    cap_ms: int,
-    rng: Callable[[], float] = random.random,
-) -> None:
-    """Run ``body`` until it returns, ``run`` stops or this task is cancelled; restart it
-    (``on_restart()``, ERROR, backoff) after any other exit."""
-    loop = asyncio.get_running_loop()
-    failures = 0
-    while not run.stopped:
-        started = loop.time()
-        try:
-            await body()
-            return
-        except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if run.stopped or task is None or task.cancelling():
-                raise  # ours: stop()
-            error: BaseException = exc
-            why = "a CancelledError that nobody sent (raised by code it called)"
-        except Exception as exc:
-            error, why = exc, shown_exc(exc)
-        if run.stopped:
-            return
-        if loop.time() - started > cap_ms / 1000:
-            failures = 0  # it ran well for a while: start the backoff over
-        delay = backoff_ms(failures, base_ms=base_ms, cap_ms=cap_ms, rng=rng)
-        failures += 1
-        on_restart()
-        logger.error(
-            "invalidation %s ended unexpectedly: %s; restarting it in %d ms",
-            name,
-            why,
-            delay,
-            exc_info=error,
-        )
-        await asyncio.sleep(delay / 1000)
+@final
+class Supervisor:
+    """Runs bodies under supervision with one backoff policy; counts the restarts."""
+
+    def __init__(
+        self, *, base_ms: int, cap_ms: int, rng: Callable[[], float] = random.random
+    ) -> None:
+        self._base_ms = base_ms
+        self._cap_ms = cap_ms
+        self._rng = rng
+        self.restarts = 0
+
+    async def run(
+        self,
+        name: str,
+        body: Callable[[], Awaitable[None]],
+        run: Run,
+        on_restart: Callable[[], None] | None = None,
+    ) -> None:
+        """Run ``body`` until it returns, ``run`` stops or this task is cancelled; restart it
+        (``on_restart()``, ERROR, backoff) after any other exit."""
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while not run.stopped:
+            started = loop.time()
+            try:
+                await body()
+                return
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if run.stopped or task is None or task.cancelling():
+                    raise  # ours: stop()
+                error: BaseException = exc
+                why = "a CancelledError that nobody sent (raised by code it called)"
+            except Exception as exc:
+                error, why = exc, shown_exc(exc)
+            if run.stopped:
+                return
+            if loop.time() - started > self._cap_ms / 1000:
+                failures = 0  # it ran well for a while: start the backoff over
+            delay = backoff_ms(failures, base_ms=self._base_ms, cap_ms=self._cap_ms, rng=self._rng)
+            failures += 1
+            self.restarts += 1
+            if on_restart is not None:
+                on_restart()
+            logger.error(
+                "invalidation %s ended unexpectedly: %s; restarting it in %d ms",
+                name,
+                why,
+                delay,
+                exc_info=error,
+            )
+            await asyncio.sleep(delay / 1000)

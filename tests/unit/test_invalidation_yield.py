@@ -12,7 +12,7 @@ import asyncio
 
 import pytest
 
-from snak_runtime.invalidation import InvalidationSubscriber, _subscriber, encode_message
+from snak_runtime.invalidation import InvalidationSubscriber, _pacing, _subscriber, encode_message
 from tests.unit.invalidation_fakes import FakeBus, RecordingTarget
 
 BURST = 2_000
@@ -46,5 +46,5 @@ async def test_other_tasks_run_between_the_messages_of_a_burst(
     during = sorted({n for n in seen if 0 < n < BURST})
     assert during, "the burst ran without letting any other task run"  # before: [0, 2000]
     steps = [b - a for a, b in zip([0, *during], [*during, BURST], strict=True)]
-    assert max(steps) <= _subscriber.YIELD_EVERY  # never more than that many back to back
+    assert max(steps) <= _pacing.YIELD_EVERY  # never more than that many back to back
     assert sub.stats().applied == BURST
