@@ -94,10 +94,13 @@ async def call_bounded(call: Callable[[], Awaitable[T]], timeout_s: float, what:
 
 
 async def finish_within(
-    tasks: Iterable[asyncio.Task[T]], deadline: float, what: str
+    tasks: Iterable[asyncio.Task[T]],
+    deadline: float,
+    what: str,
+    recancel_s: float = RECANCEL_EVERY_S,
 ) -> list[asyncio.Task[T]]:
-    """Cancel ``tasks`` and wait for them until ``deadline`` (loop time), cancelling again now
-    and then; abandon those still running then, and return them."""
+    """Cancel ``tasks`` and wait for them until ``deadline`` (loop time), cancelling again
+    every ``recancel_s``; abandon those still running then, and return them."""
     tasks = list(tasks)
     pending = {t for t in tasks if not t.done()}
     loop = asyncio.get_running_loop()
@@ -107,7 +110,7 @@ async def finish_within(
             break
         for task in pending:
             task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=min(left, RECANCEL_EVERY_S))
+        _, pending = await asyncio.wait(pending, timeout=min(left, recancel_s))
     for task in tasks:
         if task.done():
             _retrieve(task, what)

@@ -13,6 +13,7 @@ from typing import Any, Final, final
 from .._config import BACKOFF_CAP, BACKOFF_CAP_VAR, environment_value, resolve_ms
 from .._errors import RuntimeManagerClosed
 from .._stats import RemovalCause
+from . import _client
 from ._bounded import finish_within
 from ._client import close_quietly, make_client, redis_errors, require_redis
 from ._dispatch import InvalidationTarget, _Dispatcher, _Inbox
@@ -193,7 +194,10 @@ class InvalidationSubscriber:
             run.stopped = True
         deadline = asyncio.get_running_loop().time() + self._stop_timeout_s
         tasks = [t for t in (reconciler, task) if t is not None]
-        left = await finish_within(tasks, deadline, "the invalidation listener")
+        # Re-cancelled only after a listener's own bounded clean-up could have finished.
+        left = await finish_within(
+            tasks, deadline, "the invalidation listener", _client.RECANCEL_AFTER_S
+        )
         if task is not None:
             self._resync_due = True  # deaf from now on: a later start() must resync
         self._connected.clear()
