@@ -8,9 +8,10 @@ from typing import Final, final
 # The receive loop yields to the event loop after this many messages handled back to back, or
 # this much time, whichever comes first: redis-py returns buffered messages without suspending,
 # so a burst would otherwise run thousands of handlers without letting anything else run. Each
-# message also starts its agent's job, run in the next loop round: 8 keeps a round near 1 ms of
-# work (benchmarks/flood.py; 32 and 64 let a 10 ms timer's p99 lag grow past 30 ms).
-YIELD_EVERY: Final = 8
+# message also starts its agent's job, run in the next loop round: 4 keeps a round well under
+# 1 ms of work (benchmarks/flood.py: a 10 ms timer's p99 lag under a 100,000-message flood was
+# 17-22 ms with 4, 27-29 ms with 8, 34-68 ms with 32, on a loaded 2-core machine under nice 19).
+YIELD_EVERY: Final = 4
 YIELD_AFTER_S: Final = 0.002
 
 
