@@ -14,9 +14,10 @@ cached agents and an ``InvalidationSubscriber`` on that server, plus a probe: a 
   them, as long: the floor for a process kept busy (under ``nice`` on a shared machine, the
   OS's descheduling of a busy process shows here, and in the flood, whatever the code does);
 - ``flood``: a publisher process sends ``--messages`` invalidations as fast as the server takes
-  them (pipelined), round-robin over the cached agents with increasing versions, so every
-  message asks for a rebuild; the probe runs until the subscriber has received them all and
-  applied what they asked.
+  them (pipelined), round-robin over the cached agents with increasing versions: each message
+  is an ``on_invalidate`` of a cached agent and nothing coalesces (the first per agent rebuilds
+  it, to the newest version, the rest find it current); the probe runs until the subscriber
+  has received them all and applied them.
 
 Prints one table (lag p50/p99/max per phase) and the subscriber's counters. The target of
 issue 23: flood p99 <= control p99 + 20 ms. Before the fix, the receive loop handled up to
