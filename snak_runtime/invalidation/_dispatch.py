@@ -68,6 +68,8 @@ class Job:
             on_done()
 
 
+# departure: the original ran one onInvalidate per message, one after the other per agent, so a
+# burst of N versions queued N rebuilds behind each other; here at most one runs and one waits.
 def merge(pending: Job, new: Job) -> tuple[Job, Job]:
     """``(kept, superseded)`` for a ``new`` job arriving while ``pending`` waits (module doc)."""
     if pending.evicts:

@@ -184,8 +184,8 @@ class InvalidationSubscriber:
 
         Returns within ``stop_timeout_ms`` (5 s by default) whatever the code it waits for
         does: a task that has not ended by then (a manager call or a version source that
-        ignores its cancellation) is abandoned with a WARNING, and its loop stops at its next
-        turn. Cancellations are repeated meanwhile (Python 3.11's ``wait_for`` can lose one).
+        ignores its cancellation, or a listener whose cancellation Python 3.11's ``wait_for``
+        lost) is abandoned with a WARNING, and its loop stops at its next turn.
         """
         run, self._run = self._run, None
         task, self._task = self._task, None
