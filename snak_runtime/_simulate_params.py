@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._guards import MAX_GUARD_ENTRIES, MAX_GUARD_MS
+
 MAX_SPAN_S = 7 * 24 * 3600
 """Longest run, in virtual seconds (the sweeper wakes once a virtual second: ~15 s of wall)."""
 MAX_INVALIDATIONS = 1_000_000
@@ -98,9 +100,9 @@ PARAMETERS: Mapping[str, Parameter] = {
         Parameter("hold_ms", "--hold-ms", float, 0, _DAY_MS, "how long a lease is held"),
         Parameter("invalidations_per_s", "--invalidations", float, 0, 1_000,
                   "configuration changes per second"),
-        Parameter("max_entries", "--max-entries", int, 1, 10_000_000,
+        Parameter("max_entries", "--max-entries", int, 1, MAX_GUARD_ENTRIES,
                   "cache size (default: as configured)", optional=True),
-        Parameter("ttl_ms", "--ttl-ms", int, 1, 365 * _DAY_MS,
+        Parameter("ttl_ms", "--ttl-ms", int, 1, MAX_GUARD_MS,
                   "entry TTL (default: as configured)", optional=True),
         Parameter("build_timeout_ms", "--build-timeout-ms", int, 1, _DAY_MS,
                   "a slower build fails (default: the manager's 30000)", optional=True),
@@ -110,7 +112,7 @@ PARAMETERS: Mapping[str, Parameter] = {
                   "distinct agents one more user opens in the middle of the run"),
         Parameter("burst_rate_per_s", "--burst-rate", float, 0.001, 1_000_000,
                   "requests per second of that burst"),
-        Parameter("max_entries_per_user", "--max-entries-per-user", int, 1, 10_000_000,
+        Parameter("max_entries_per_user", "--max-entries-per-user", int, 1, MAX_GUARD_ENTRIES,
                   "per-user quota (default: as configured)", optional=True),
         Parameter("seed", "--seed", int, -(2**63), 2**63 - 1, "random seed"),
         Parameter("refresh_ahead_ms", "--refresh-ahead-ms", int, 0, 365 * _DAY_MS,
