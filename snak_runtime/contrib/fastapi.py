@@ -13,7 +13,6 @@ else is a 403. Needs the ``admin`` extra (``pip install 'snak-runtime[admin]'``)
 import asyncio
 import base64
 import binascii
-import heapq
 import inspect
 import itertools
 import logging
@@ -45,8 +44,8 @@ MAX_PAGE: Final = 1_000
 
 # How many ids one step of the listing looks at before it yields to the event loop, and how
 # many entries it describes per step: each step stays well under a millisecond.
-_IDS_PER_STEP: Final = 4_096
-_ENTRIES_PER_STEP: Final = 256
+_IDS_PER_STEP: Final = 2_048
+_ENTRIES_PER_STEP: Final = 128
 _MAX_CURSOR_CHARS: Final = 8_192
 _SHOWN_INPUT_CHARS: Final = 32  # of a rejected value, in a 422 body
 # Printable ids only: a control character in an id is a client bug or an attack on logs.
@@ -333,7 +332,7 @@ async def _page(
         step = ids[start:start + _IDS_PER_STEP]
         if after is not None:
             step = [agent_id for agent_id in step if agent_id > after]
-        best = heapq.nsmallest(limit + 1, itertools.chain(best, step))
+        best = sorted(itertools.chain(best, step))[: limit + 1]  # C speed, unlike nsmallest
     more = len(best) > limit
     chosen = best[:limit]
     entries: list[dict[str, Any]] = []
