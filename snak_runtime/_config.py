@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from ._guards import _MAX_ENTRIES_KEY as _MAX_ENTRIES_KEY
-from ._guards import _MAX_PER_USER_KEY as _MAX_PER_USER_KEY
+from ._guards import _MAX_PER_USER_KEY, _is_positive_int
 from ._guards import _MAX_TTL_KEY as _MAX_TTL_KEY
 from ._guards import GuardConfig as GuardConfig
 from ._guards import GuardConfigError as GuardConfigError
-from ._guards import _is_positive_int as _is_positive_int
 from ._guards import load_guards as load_guards
 
 logger = logging.getLogger(__name__)
@@ -189,12 +188,10 @@ def env_int(
     maximum: int | None = None,
     collected: list[str] | None = None,
 ) -> int:
-    """The one integer parser for every environment variable of the project (CONTRACT §2).
-
-    Unset or blank gives ``default``; a value that is not an optional sign and ASCII digits,
-    or lies outside ``minimum..maximum``, is ignored with a WARNING naming the variable and the
-    value, and gives ``default``. Never raises.
-    """
+    """The integer parser of the environment (CONTRACT §2): unset or blank gives ``default``;
+    a value that is not an optional sign and ASCII digits, or lies outside ``minimum..maximum``,
+    is ignored with a WARNING naming the variable and the value (the Redis variables, which
+    fail start-up instead, are read by ``invalidation._redis_config``). Never raises."""
     value = _read_int(name, raw, minimum, [] if collected is None else collected, maximum)
     return default if value is None else value
 

@@ -18,12 +18,11 @@ from typing import Any, final
 
 from .._clock import Clock
 from .._config import GuardConfig
+from .._guards import MAX_GUARD_ENTRIES, MAX_GUARD_MS
 from .._manager import AgentRuntimeManager
 from .._policies import POLICY_NAMES
 from .._settings import RuntimeCacheSettings
 from ._trace import TraceRequest
-
-from ._guards import MAX_GUARD_ENTRIES, MAX_GUARD_MS
 
 MAX_SPAN_S = 7 * 24 * 3600
 """Longest run, in virtual seconds (the sweeper wakes once a virtual second: ~15 s of wall)."""

@@ -30,8 +30,11 @@ from examples.fastapi_app.containers import AppContainer  # noqa: E402
 from examples.fastapi_app.main import create_app  # noqa: E402
 from snak_runtime.contrib.fastapi import AdminScope  # noqa: E402
 
-TOKENS = {"root-token": True, "alice-support": AdminScope(user_id="alice"),
-          "bob-support": AdminScope(user_id="bob")}  # fmt: skip
+TOKENS: dict[str, bool | AdminScope] = {
+    "root-token": True,
+    "alice-support": AdminScope(user_id="alice"),
+    "bob-support": AdminScope(user_id="bob"),
+}
 
 
 def _admin(token: str) -> dict[str, str]:
