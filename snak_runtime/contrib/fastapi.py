@@ -124,7 +124,7 @@ def admin_router(
     current = _manager_dependency(manager)
 
     async def authorized(verdict: Annotated[Any, Depends(authorize)]) -> AdminScope | None:
-        # departure (issue 23): anything but the literal False let a request through (None,
+        # issue 23: anything but the literal False let a request through (None,
         # 0, "", a JSONResponse(403)...); only an explicit grant does now.
         if verdict is True:
             return None
@@ -261,7 +261,7 @@ def _unprocessable(where: str, name: str, message: str, value: str) -> HTTPExcep
 
 
 def _checked_id(name: str, value: str) -> str:
-    # departure (issue 23): FastAPI's own 422 echoed the whole value (a 10 MB id came back).
+    # issue 23: FastAPI's own 422 echoed the whole value (a 10 MB id came back).
     if not value:
         raise _unprocessable("path", name, "must not be empty", value)
     if len(value) > MAX_ID_LENGTH:

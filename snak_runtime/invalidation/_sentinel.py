@@ -80,7 +80,7 @@ def sentinels_from_env(raw: str | None) -> tuple[SentinelAddress, ...]:
     or one that is not ``host``, ``host:port`` or ``[ipv6]:port`` raises ``RedisConfigError``
     naming the variable and the entry. An empty entry (a trailing comma) is skipped.
     """
-    # departure (issue 23): a bad entry was a WARNING and skipped; a list the operator
+    # issue 23: a bad entry was a WARNING and skipped; a list the operator
     # mistyped now fails start-up, as every malformed fleet setting does.
     if not raw:
         return ()

@@ -209,7 +209,7 @@ class InvalidationSettings(BaseSettings):
         """The direct connection target; a malformed ``REDIS_URL``, ``REDIS_HOST``,
         ``REDIS_PORT`` or ``REDIS_DB`` raises ``RedisConfigError`` naming it (each that is set
         is checked, even beside a ``REDIS_URL`` that wins over it)."""
-        # departure (issue 23): a bad port or db used to fall back to the default with a
+        # issue 23: a bad port or db used to fall back to the default with a
         # WARNING, and a bad URL failed only in the background task: each is now a start-up
         # error, since a process connected to the wrong Redis, or to none, hears nothing.
         url = None if self.redis_url is None else check_url(
