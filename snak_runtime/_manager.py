@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar, final
 
 from . import _operators
+from ._calls import _UserCalls
 from ._clock import Clock, MonotonicClock
 from ._config import (
     EVICTION_VAR,
@@ -158,6 +159,15 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self._listeners: list[RemovalListener] = []
         self._disposals = _Disposals(
             self._disposer, self._dispose_timeout_s, self._stats, self._log
+        )
+        # Builds and rebuilds: bounded by build_timeout_ms; once cancelled, one may take up
+        # to dispose_timeout_ms (or build_timeout_ms, if shorter) to end before it is
+        # abandoned, so an evict waits at most build + dispose timeouts for one in flight.
+        self._calls = _UserCalls(
+            self._build_timeout_s,
+            min(self._build_timeout_s, self._dispose_timeout_s),
+            self._log,
+            self._late_seed,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         # The hit path's loop check: the bound loop is running in this very thread (one
