@@ -15,6 +15,7 @@ from .._errors import RuntimeManagerClosed
 from .._stats import RemovalCause
 from ._client import cancel_and_wait, close_quietly, make_client, redis_errors, require_redis
 from ._dispatch import InvalidationTarget, _Dispatcher, _Inbox
+from ._redis_config import check_channel
 from ._sentinel import SentinelEndpoint
 from ._settings import InvalidationSettings, RedisEndpoint
 from ._stats import InvalidationStats
@@ -100,7 +101,7 @@ class InvalidationSubscriber:
         else:
             settings = source
         self._endpoint = settings.target()
-        self._channel = channel or settings.channel
+        self._channel = check_channel("channel", channel) if channel else settings.channel
         # Keyword > AGENT_CFG_BACKOFF_CAP_MS (settings, else the environment: for_url settings
         # skip it) > default, under a built-in guard, never below the base.
         raw_cap = settings.backoff_cap_ms or environment_value(BACKOFF_CAP_VAR)
