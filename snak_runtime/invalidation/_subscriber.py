@@ -19,6 +19,7 @@ from ._client import close_quietly, make_client, redis_errors, require_redis
 from ._dispatch import InvalidationTarget, _Dispatcher, _Inbox
 from ._pacing import Breather, Liveness
 from ._ratelog import RateLimitedLog
+from ._redis_config import check_channel
 from ._sentinel import SentinelEndpoint
 from ._settings import InvalidationSettings, RedisEndpoint
 from ._stats import InvalidationStats
@@ -81,7 +82,7 @@ class InvalidationSubscriber:
         else:
             settings = source
         self._endpoint = settings.target()
-        self._channel = channel or settings.channel
+        self._channel = check_channel("channel", channel) if channel else settings.channel
         # Keyword > AGENT_CFG_BACKOFF_CAP_MS (settings, else the environment: for_url settings
         # skip it) > default, under a built-in guard, never below the base.
         raw_cap = settings.backoff_cap_ms or environment_value(BACKOFF_CAP_VAR)

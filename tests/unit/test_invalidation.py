@@ -313,20 +313,7 @@ def test_host_port_password_db(monkeypatch: pytest.MonkeyPatch) -> None:
     assert endpoint.describe() == "redis://127.0.0.1:6390/3"
 
 
-@pytest.mark.parametrize(
-    ("name", "raw"),
-    [("REDIS_PORT", "abc"), ("REDIS_PORT", "0"), ("REDIS_PORT", "70000"), ("REDIS_DB", "-1")],
-)
-def test_bad_port_or_db_falls_back_with_warning(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, name: str, raw: str
-) -> None:
-    monkeypatch.setenv(name, raw)
-    with caplog.at_level(logging.WARNING, logger="snak_runtime.invalidation"):
-        endpoint = InvalidationSettings().endpoint()
-    assert (endpoint.port, endpoint.db) == (6379, 0)
-    assert [
-        r.getMessage() for r in caplog.records if name in r.getMessage() and raw in r.getMessage()
-    ]
+# A bad port or db: tests/unit/test_redis_settings_malformed.py (issue 23: a start-up error).
 
 
 def test_for_url() -> None:
@@ -516,58 +503,8 @@ async def test_run_invalidation_unconfigured_yields_none() -> None:
 # --- issue 9: a missing extra fails loudly; one integer parser for every variable --------------
 
 
-@pytest.mark.parametrize(
-    "raw", ["--6379", "+-6379", "6379.0", "0x18eb", "6_379", "\u0666\u0663\u0667\u0669", "9" * 5000]
-)
-def test_malformed_port_warns_and_falls_back_never_raises(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, raw: str
-) -> None:
-    monkeypatch.setenv("REDIS_HOST", "127.0.0.1")
-    monkeypatch.setenv("REDIS_PORT", raw)
-    with caplog.at_level(logging.WARNING):
-        endpoint = InvalidationSettings().endpoint()
-    assert (endpoint.host, endpoint.port) == ("127.0.0.1", 6379)
-    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warned) == 1 and "REDIS_PORT" in warned[0].getMessage()
-    assert repr(raw)[:40] in warned[0].getMessage() or len(raw) > 100
-
-
-async def test_container_starts_with_a_malformed_port(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    from snak_runtime.containers import RuntimeContainer
-
-    monkeypatch.setenv("REDIS_HOST", "127.0.0.1")
-    monkeypatch.setenv("REDIS_PORT", "--6379")
-    container = RuntimeContainer()  # reads the variables; a refused connection is retried
-    with caplog.at_level(logging.WARNING):
-        await container.init_resources()  # type: ignore[misc]
-    try:
-        sub = await container.invalidation()  # type: ignore[misc]
-        assert isinstance(sub, InvalidationSubscriber)
-        assert isinstance(sub.endpoint, RedisEndpoint) and sub.endpoint.port == 6379
-        assert any("REDIS_PORT='--6379'" in r.getMessage() for r in caplog.records)
-    finally:
-        await container.shutdown_resources()  # type: ignore[misc]
-
-
-@pytest.mark.parametrize("raw", ["--5", "5.0", "abc", "1e3"])
-def test_redis_and_cache_variables_share_one_parser(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, raw: str
-) -> None:
-    from snak_runtime import GuardConfig, RuntimeCacheSettings
-    from snak_runtime._config import resolve_limits
-
-    monkeypatch.setenv("REDIS_DB", raw)
-    monkeypatch.setenv("AGENT_RUNTIME_CACHE_MAX_ENTRIES", raw)
-    with caplog.at_level(logging.WARNING):
-        assert InvalidationSettings().endpoint().db == 0
-        assert resolve_limits(GuardConfig(), RuntimeCacheSettings()).max_entries == 64
-    # The same fault gets the same words: one parser reads every variable.
-    assert [r.getMessage() for r in caplog.records] == [
-        f"REDIS_DB={raw!r} ignored: not an integer",
-        f"AGENT_RUNTIME_CACHE_MAX_ENTRIES={raw!r} ignored: not an integer",
-    ]
+# Malformed REDIS_PORT/REDIS_DB: tests/unit/test_redis_settings_malformed.py (issue 23 replaced
+# the warn-and-fall-back of issue 9 with a start-up error).
 
 
 class _BlockRedis:
