@@ -42,7 +42,7 @@ from snak_runtime.testing import FakeClock
 
 HERE = Path(__file__).resolve().parent
 CAPACITY = 64  # the original's default max_entries
-NEVER_MS = 10**13  # a TTL longer than any trace
+NEVER_MS = 30 * 24 * 3_600_000  # the guard ceiling (30 days): longer than any trace here
 ONLINE = ("LRU", "SIEVE", "S3-FIFO", "ARC", "W-TinyLFU (ours)")
 BELADY = "Bélády"
 _NO_FUTURE = 2**63 - 1

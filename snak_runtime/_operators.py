@@ -42,6 +42,8 @@ class CacheView(Protocol):
 
     def eviction_order(self) -> list[_Generation[Any, Any]]: ...
 
+    def user_index(self) -> dict[str, set[str]]: ...
+
 
 def check_id(name: str, value: object) -> str:
     """An agent or user id given to an operator method: a non-empty string."""
@@ -106,6 +108,19 @@ def live_in_order(view: CacheView) -> list[tuple[_Generation[Any, Any], EntryInf
 def snapshot(view: CacheView) -> list[EntryInfo]:
     """Every live entry, next to be evicted first. Pins, reorders and counts nothing."""
     return [info for _, info in live_in_order(view)]
+
+
+def agent_ids(view: CacheView, user_id: str | None = None) -> list[str]:
+    """The agent ids in the map, unordered (expired entries the sweeper has not removed yet
+    included: ``peek`` tells which are live); with ``user_id``, that user's only.
+
+    A copy made at C speed (no per-entry Python work), so a caller can walk a large cache in
+    chunks without holding the event loop: the admin router's paged listing does. With
+    ``user_id`` it reads the user index, built on first use (one pass over the map, once per
+    manager, as ``evict_user``'s first call)."""
+    if user_id is None:
+        return list(view.current)
+    return list(view.user_index().get(check_id("user_id", user_id), ()))
 
 
 def chosen(view: CacheView, predicate: Predicate) -> list[_Generation[Any, Any]]:
