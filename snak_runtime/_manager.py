@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, final
 
 from . import _operators
-from ._cache import RemovalListener, _CacheRules
+from ._cache import RemovalListener
 from ._clock import Clock, MonotonicClock
 from ._config import (
     EVICTION_VAR,
@@ -33,8 +33,8 @@ from ._disposal import DefaultDisposer, Disposer
 from ._generation import _Generation
 from ._info import EntryInfo
 from ._operators import Predicate
-from ._parts import _Parts, _Timings, ticks_per_ms
-from ._policies import make_policy, resolve_eviction
+from ._parts import _Parts
+from ._policies import resolve_eviction
 from ._seed import AcquiredRuntime, Build, RuntimeLease, RuntimeSeed
 from ._stats import CacheStats, RemovalCause
 from ._writes import evict_cause
@@ -109,25 +109,9 @@ class AgentRuntimeManager(Generic[R, A]):
         self, clock: Clock, disposer: Disposer, logger: logging.Logger | None, rand: Random
     ) -> None:
         """Make the parts (``_parts``); keep them, and the hot path's aliases of their state."""
-        limits = self._limits
-        timings = _Timings(
-            build_timeout_s=limits.build_timeout_ms / 1000,
-            dispose_timeout_s=limits.dispose_timeout_ms / 1000,
-            sweep_interval_s=limits.sweep_interval_ms / 1000,
-            stale_reads=limits.stale_while_rebuilding,
+        parts: _Parts[R, A] = _Parts.of(
+            self._limits, self._guards, self._eviction, clock, disposer, logger, rand
         )
-        rules = _CacheRules(
-            max_entries=limits.max_entries,
-            default_ttl_ms=limits.default_ttl_ms,
-            max_ttl_ms=self._guards.max_ttl_ms,
-            ticks_per_ms=ticks_per_ms(clock),
-            idle_ms=limits.idle_ttl_ms,
-            jitter=limits.ttl_jitter,
-            refresh_window_ms=limits.refresh_ahead_ms,
-            user_quota=limits.max_entries_per_user,
-        )
-        policy = make_policy(self._eviction, limits.max_entries)
-        parts: _Parts[R, A] = _Parts(timings, rules, policy, clock, disposer, logger, rand)
         self._parts = parts  # every part; the facade's own references below
         self._disposer = disposer
         self._now = parts.now
