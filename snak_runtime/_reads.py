@@ -76,7 +76,7 @@ class _SlowReads(Generic[R, A]):
 
     def _must_wait(self, agent_id: str) -> bool:
         """Whether a read must wait for what is in flight for ``agent_id``: always, unless
-        ``stale_while_rebuilding`` and only invalidations are in flight and the entry is
+        stale reads are on and only invalidations are in flight and the entry is
         live (it is then the generation current when their rebuild started)."""
         if not self._stale_reads or not self._turns.readers_may_skip(agent_id):
             return True

@@ -1,4 +1,4 @@
-"""Refresh-ahead: a hit in the last ``refresh_ahead_ms`` of an entry's life rebuilds it in the
+"""Refresh-ahead: a hit in the refresh window at the end of an entry's life rebuilds it in the
 background, so that a busy agent is replaced before it expires instead of making a request
 wait for a build.
 

@@ -121,7 +121,7 @@ class _Writes(Generic[R, A]):
         """Rebuild ``agent_id``'s entry for configuration ``cfg_version``.
 
         No entry, an expired one, or one already at ``cfg_version`` or newer: nothing is
-        rebuilt. Otherwise the entry's ``rebuild()`` runs (bounded by ``build_timeout_ms``)
+        rebuilt. Otherwise the entry's ``rebuild()`` runs (bounded by the build timeout)
         and its seed replaces the entry; ``None`` evicts it; a failure, timeout or
         cancellation evicts it and is re-raised. Either way, once this returns or raises,
         no runtime older than ``cfg_version`` is handed out again.
@@ -130,7 +130,7 @@ class _Writes(Generic[R, A]):
             raise TypeError(f"cfg_version must be an integer, got {cfg_version!r}")
         self._binding.check_loop()
         self._stats.invalidations += 1
-        # stale_while_rebuilding: reads are served the current generation meanwhile
+        # stale reads: reads are served the current generation meanwhile
         turn = await self._enter(
             agent_id, always_queue=True, stale_ok=self._stale_reads
         )
