@@ -181,8 +181,9 @@ class _Cache(Generic[R, A]):
 
     def _removed(self, agent_id: str, cause: RemovalCause) -> None:
         self._stats.record_removal(cause)
-        for observer in self._observers:
-            observer(agent_id, cause)
+        if self._observers:
+            for observer in self._observers:
+                observer(agent_id, cause)
         if not self._listeners:
             return
         for listener in tuple(self._listeners):

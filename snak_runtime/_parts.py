@@ -68,6 +68,7 @@ class _Parts(Generic[R, A]):
         rand: Random,
     ) -> None:
         self.now = _ticks(clock)
+        self.rules = rules
         build_timeout_s = timings.build_timeout_s
         dispose_timeout_s = timings.dispose_timeout_s
         self.stats = stats = _StatsCounter()
@@ -92,15 +93,17 @@ class _Parts(Generic[R, A]):
             part_logger(logger, "snak_runtime._calls"), cache.discard_late,
         )
         stale = timings.stale_reads
+        refresh_on = rules.refresh_window_ms > 0
         self.refreshes: _Refreshes[R, A] = _Refreshes(
-            cache, turns, calls, binding, stats, part_logger(logger, "snak_runtime._refresh")
+            cache, turns, calls, binding, stats, part_logger(logger, "snak_runtime._refresh"),
+            enabled=refresh_on,
         )
         self.loads: _Loads[R, A] = _Loads(
             cache, turns, calls, binding, stats, part_logger(logger, "snak_runtime._loads")
         )
         self.writes: _Writes[R, A] = _Writes(
             cache, turns, calls, binding, stats, part_logger(logger, "snak_runtime._writes"),
-            stale_reads=stale, on_write=self.refreshes.supersede,
+            stale_reads=stale, on_write=self.refreshes.supersede if refresh_on else None,
             on_user_evicted=self.refreshes.discard_user,
         )
         self.reads: _SlowReads[R, A] = _SlowReads(

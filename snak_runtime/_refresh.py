@@ -58,6 +58,8 @@ class _Refreshes(Generic[R, A]):
         binding: _Binding,
         stats: _StatsCounter,
         log: logging.Logger,
+        *,
+        enabled: bool,
     ) -> None:
         self._cache = cache
         self._turns = turns
@@ -69,7 +71,8 @@ class _Refreshes(Generic[R, A]):
         self._now = cache.now
         self._current = cache.current
         self._in_flight: dict[str, _Refresh[R, A]] = {}  # by agent id
-        cache.observe_removals(self._removed)
+        if enabled:  # (off: no refresh ever starts, so no removal concerns one)
+            cache.observe_removals(self._removed)
 
     def __bool__(self) -> bool:
         """Whether any refresh is in flight (the read paths' one test before the rest)."""

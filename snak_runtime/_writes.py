@@ -3,7 +3,8 @@ each in its agent id's turn; owns the rebuilds in flight.
 
 Other parts hear of writes through observers registered at construction: a write on an id
 supersedes a refresh in flight for it (``on_write``), and ``evict_user`` marks every
-operation in flight (``on_user_evicted``), so no part is called from here by name.
+operation in flight (``on_user_evicted``), so no part is called from here by name
+(``on_write`` is None when no part needs it: refresh-ahead off).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ _EVICT_CAUSES = frozenset((RemovalCause.EXPLICIT, RemovalCause.RESYNC))
 
 def evict_cause(cause: object) -> RemovalCause:
     """``cause`` as given to the public ``evict``/``evict_all`` (``explicit`` or ``resync``)."""
+    if cause is RemovalCause.EXPLICIT or cause is RemovalCause.RESYNC:
+        return cause  # (the common case: no Enum call, which costs as much as an evict)
     if cause not in _EVICT_CAUSES:
         raise ValueError(f"cause must be 'explicit' or 'resync', got {cause!r}")
     return RemovalCause(cause)  # type: ignore[arg-type]
@@ -55,7 +58,7 @@ class _Writes(Generic[R, A]):
         log: logging.Logger,
         *,
         stale_reads: bool,
-        on_write: Observer,
+        on_write: Observer | None,
         on_user_evicted: Observer,
     ) -> None:
         self._cache = cache
@@ -252,7 +255,8 @@ class _Writes(Generic[R, A]):
             if agent_id in self._queues:
                 queued.append(agent_id)
             elif agent_id in self._current:
-                self._on_write(agent_id)
+                if self._on_write is not None:
+                    self._on_write(agent_id)
                 self._cache.detach(self._current[agent_id], cause)
                 removed += 1
         queued.extend(k for k in list(self._queues) if k not in queued)
@@ -265,7 +269,8 @@ class _Writes(Generic[R, A]):
         """Take ``agent_id``'s turn for a write. Returns None when the write is synchronous
         and nothing was in flight (no queue needed)."""
         self._binding.check_loop()
-        self._on_write(agent_id)
+        if self._on_write is not None:
+            self._on_write(agent_id)
         if agent_id not in self._queues and not always_queue:
             return None
         self._turns.check_reentry(agent_id, self._binding.loop)
