@@ -74,6 +74,7 @@ class _Cache(Generic[R, A]):
         orphaned: Orphaned,
         late: Orphaned,
         log: logging.Logger,
+        capacity_log: logging.Logger,
     ) -> None:
         self._rules = rules
         self._now = now
@@ -98,7 +99,8 @@ class _Cache(Generic[R, A]):
         self.touch: Callable[[str], object] = policy.touch if policy.wants_idle else _ignore
         # capacity and quota trims; the release path's test ``capacity.slow_release``
         self.capacity = _Capacity(
-            self._store, rules.max_entries, rules.user_quota, idle_on=rules.idle_ms > 0, log=log
+            self._store, rules.max_entries, rules.user_quota, idle_on=rules.idle_ms > 0,
+            log=capacity_log,
         )
         self._listeners: list[RemovalListener] = []  # the public on_removal callbacks
         self._observers: list[RemovalListener] = []  # parts reacting to removals

@@ -82,6 +82,7 @@ class _Parts(Generic[R, A]):
             now_ms=clock.now_ms, stats=stats, jitter_random=rand,
             orphaned=disposals.orphaned, late=disposals.late,
             log=part_logger(logger, "snak_runtime._cache"),
+            capacity_log=part_logger(logger, "snak_runtime._capacity"),
         )
         cache = self.cache
         self.turns = turns = _KeyedTurns()
