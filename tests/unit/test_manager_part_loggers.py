@@ -7,7 +7,6 @@ import logging
 
 import pytest
 
-from snak_runtime import RuntimeNotCached
 from tests.helpers import MakeManager, Seed
 
 
@@ -17,11 +16,11 @@ async def test_each_part_logs_under_its_module(
     m = make_manager()
 
     async def build(agent_id: str) -> Seed | None:
-        return None
+        raise LookupError(agent_id)  # the loads part logs the failed build
 
     with caplog.at_level(logging.DEBUG, logger="snak_runtime"):
         m.release("nothing")  # the cache part
-        with pytest.raises(RuntimeNotCached):
+        with pytest.raises(LookupError):
             async with m.lease("a", build=build):  # the loads part
                 pass
     names = {r.name for r in caplog.records}
@@ -36,11 +35,11 @@ async def test_an_injected_logger_receives_every_part(
     m = make_manager(logger=custom)
 
     async def build(agent_id: str) -> Seed | None:
-        return None
+        raise LookupError(agent_id)  # the loads part logs the failed build
 
     with caplog.at_level(logging.DEBUG):
         m.release("nothing")
-        with pytest.raises(RuntimeNotCached):
+        with pytest.raises(LookupError):
             async with m.lease("a", build=build):
                 pass
     assert {r.name for r in caplog.records} == {"host.parts"}
