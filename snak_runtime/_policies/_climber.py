@@ -1,0 +1,105 @@
+"""A hill climber over a few parameters, for the adaptive eviction policy.
+
+Caffeine's ``WindowClimber`` (Einziger, Eytan, Friedman and Manes, "Adaptive Software Cache
+Management", Middleware 2018) moves the window after each sample of 10 x capacity requests
+by a step of 6.25% that decays by 2% a sample. On agent traces (tens of thousands of requests,
+caches of up to a few thousand entries) that is too few samples to go from a 1% window to a
+90% one, so this climber differs in three ways:
+
+- it moves each parameter on a log scale (the window by its ratio to main, the memory by
+  its half-life), so a few samples cross the whole range: a first step doubles or halves;
+- it climbs several parameters in turn (one per sample, so the difference between two
+  samples is the effect of the one move between them): the window, the memory length and
+  the weight of cost against frequency;
+- a sample is at least ``capacity`` requests (so that a move has taken effect on a good part
+  of the cache) and at least 512 (so that its miss rate is not mostly noise), and the climb
+  restarts with big steps when the miss rate jumps (a shift in the traffic).
+
+Every parameter has its own step and direction: a move that made its sample worse than the
+one before reverses the direction; every move shrinks the step (to a floor, so it keeps
+following slow drifts).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import final
+
+GROW = 1.25  # a knob's step after a move that helped, x (to twice its first step)
+SHRINK = 0.5  # after a move that did not, x (to its floor)
+MIN_SAMPLE = 512  # requests
+SETTLE = False  # a sample after each move is not judged (the cache turns over)
+SURE = 1.0  # a move helped if its sample beat the one before by this many standard errors
+
+
+@final
+@dataclass(slots=True)
+class Knob:
+    """One parameter: its value, range, first and least step, and current step/direction."""
+
+    value: float
+    low: float
+    high: float
+    first_step: float
+    least_step: float
+    step: float = 0.0
+    direction: float = 1.0
+    by_cost: bool = False  # judged by the build time of the misses, not their number
+
+    def __post_init__(self) -> None:
+        self.step = self.first_step
+
+    def move(self) -> None:
+        self.value = min(self.high, max(self.low, self.value + self.direction * self.step))
+
+    def judge(self, better: bool) -> None:
+        """The sample after this knob's last move was ``better`` than the one before: go on
+        with a longer step; else turn back with a shorter one (Rprop's rule)."""
+        if better:
+            self.step = min(2.0 * self.first_step, self.step * GROW)
+        else:
+            self.direction = -self.direction
+            self.step = max(self.least_step, self.step * SHRINK)
+
+
+@final
+class Climber:
+    """Samples requests, misses and build time; after each sample moves one knob."""
+
+    __slots__ = ("_last", "_moved", "_settling", "_turn", "knobs", "sample")
+
+    def __init__(self, knobs: list[Knob], capacity: int) -> None:
+        self.knobs = knobs
+        self.sample = max(MIN_SAMPLE, capacity)
+        self._turn = 0
+        self._settling = False  # the running sample only lets the last move take effect
+        self._moved: Knob | None = None  # the knob moved before the running sample
+        self._last: tuple[float, float, float, float] | None = None  # the sample before
+
+    def end_sample(self, requests: int, misses: int, miss_ms: float, miss_ms2: float) -> bool:
+        """A sample ended (``miss_ms2``: the sum of the squared build times of its misses);
+        judge the last move and move the next knob. True when a knob's value changed."""
+        if requests <= 0:
+            return False
+        rate = misses / requests
+        cost_rate = miss_ms / requests
+        # the variance of one request's outcome: a miss (0/1), and its build time (0 or ms)
+        spread = (rate * (1.0 - rate), max(0.0, miss_ms2 / requests - cost_rate * cost_rate))
+        now = (rate, cost_rate, spread[0] / requests, spread[1] / requests)
+        if self._settling:  # the cache is still turning over after the last move
+            self._settling = False
+            return False
+        last, moved = self._last, self._moved
+        if last is not None and moved is not None:
+            i = 1 if moved.by_cost else 0
+            noise = math.sqrt(now[2 + i] + last[2 + i])
+            moved.judge(now[i] < last[i] - SURE * noise)
+        self._last = now
+        knob = self.knobs[self._turn % len(self.knobs)]
+        self._turn += 1
+        before = knob.value
+        knob.move()
+        self._moved = knob
+        self._settling = SETTLE
+        return knob.value != before
