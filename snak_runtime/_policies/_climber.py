@@ -4,7 +4,7 @@ Caffeine's ``WindowClimber`` (Einziger, Eytan, Friedman and Manes, "Adaptive Sof
 Management", Middleware 2018) moves the window after each sample of 10 x capacity requests
 by a step of 6.25% that decays by 2% a sample. On agent traces (tens of thousands of requests,
 caches of up to a few thousand entries) that is too few samples to go from a 1% window to a
-90% one, so this climber differs in three ways:
+90% one, so this climber differs in four ways:
 
 - it moves each parameter on a log scale (the window by its ratio to main, the memory by
   its half-life), so a few samples cross the whole range: a first step doubles or halves;
@@ -12,12 +12,11 @@ caches of up to a few thousand entries) that is too few samples to go from a 1% 
   samples is the effect of the one move between them): the window, the memory length and
   the weight of cost against frequency;
 - a sample is at least ``capacity`` requests (so that a move has taken effect on a good part
-  of the cache) and at least 512 (so that its miss rate is not mostly noise), and the climb
-  restarts with big steps when the miss rate jumps (a shift in the traffic).
-
-Every parameter has its own step and direction: a move that made its sample worse than the
-one before reverses the direction; every move shrinks the step (to a floor, so it keeps
-following slow drifts).
+  of the cache) and at least 512 (so that its miss rate is not mostly noise);
+- steps follow Rprop's rule instead of a fixed decay: a move whose sample beat the one
+  before by half a standard error (of a binomial miss rate, or of the build time per
+  request) is followed by a longer one in the same direction, any other by a shorter one
+  back; a floor keeps it following drifts and shifts.
 """
 
 from __future__ import annotations
@@ -29,8 +28,7 @@ from typing import final
 GROW = 1.25  # a knob's step after a move that helped, x (to twice its first step)
 SHRINK = 0.5  # after a move that did not, x (to its floor)
 MIN_SAMPLE = 512  # requests
-SETTLE = False  # a sample after each move is not judged (the cache turns over)
-SURE = 1.0  # a move helped if its sample beat the one before by this many standard errors
+SURE = 0.5  # a move helped if its sample beat the one before by this many standard errors
 
 
 @final
@@ -67,13 +65,12 @@ class Knob:
 class Climber:
     """Samples requests, misses and build time; after each sample moves one knob."""
 
-    __slots__ = ("_last", "_moved", "_settling", "_turn", "knobs", "sample")
+    __slots__ = ("_last", "_moved", "_turn", "knobs", "sample")
 
     def __init__(self, knobs: list[Knob], capacity: int) -> None:
         self.knobs = knobs
         self.sample = max(MIN_SAMPLE, capacity)
         self._turn = 0
-        self._settling = False  # the running sample only lets the last move take effect
         self._moved: Knob | None = None  # the knob moved before the running sample
         self._last: tuple[float, float, float, float] | None = None  # the sample before
 
@@ -87,9 +84,6 @@ class Climber:
         # the variance of one request's outcome: a miss (0/1), and its build time (0 or ms)
         spread = (rate * (1.0 - rate), max(0.0, miss_ms2 / requests - cost_rate * cost_rate))
         now = (rate, cost_rate, spread[0] / requests, spread[1] / requests)
-        if self._settling:  # the cache is still turning over after the last move
-            self._settling = False
-            return False
         last, moved = self._last, self._moved
         if last is not None and moved is not None:
             i = 1 if moved.by_cost else 0
@@ -101,5 +95,4 @@ class Climber:
         before = knob.value
         knob.move()
         self._moved = knob
-        self._settling = SETTLE
         return knob.value != before

@@ -7,7 +7,8 @@ cost-aware's value in main:
 - **Main**: a heap by value. The window's oldest entry joins main only when its value is
   above that of main's least valued entry (which then leaves); otherwise it is the one
   evicted. So one-off agents and scans pass through the window and leave, and a loop a bit
-  larger than the cache keeps most of its agents in main instead of missing on every one.
+  larger than the cache keeps most of its agents in main instead of missing on every one
+  (with a margin: see ``MARGIN``).
 - **Value**: log2(decayed request count) + weight x log2(build cost). Counts decay with
   forward decay on a clock that advances by 1 / half-life per install of a new agent, so
   the order of values never changes with time, only with new counts, even when the
@@ -51,6 +52,10 @@ if TYPE_CHECKING:
 
 MEMORY = 64  # agents remembered (counts, costs), x capacity
 RING = 8  # releases remembered between two installs, x capacity
+# log2: a window entry replaces main's least valued one only when worth 7% more. Decay makes
+# the most recent of two agents requested alike worth a little more: without a margin a
+# loop over a bit more agents than the cache holds would replace every entry (LRU's 0 hits).
+MARGIN = 0.1
 
 
 @final
@@ -142,7 +147,7 @@ class AdaptivePolicy(EvictionPolicy):
             candidate = self._window_candidate(keep)
             top = self._main_min(keep)
             if candidate is not None and top is not None:
-                if self._value(candidate._agent_id) > self._value(top._agent_id):
+                if self._value(candidate._agent_id) > self._value(top._agent_id) + MARGIN:
                     del self._main[top._agent_id], self._stamp[top._agent_id]
                     del self._window[candidate._agent_id]
                     self._join_main(candidate)
