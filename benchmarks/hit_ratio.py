@@ -88,7 +88,7 @@ PEERS: dict[str, Callable[..., Any]] = {
     "GDSF": lcs.GDSF,
     BELADY: lcs.Belady,
 }
-ONLINE = tuple(name for name in PEERS if name != BELADY) + ("W-TinyLFU (ours)",)
+ONLINE = (*tuple(name for name in PEERS if name != BELADY), "W-TinyLFU (ours)")
 
 
 # --------------------------------------------------------------------------- replays
@@ -351,7 +351,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
     for ax, family in zip(axes.flat, families, strict=False):
         by_size = data["cells"][family]
         sizes = [int(s) for s in by_size]
-        for name in ours + ["LRU", "S3-FIFO", "ARC", "LHD", BELADY]:
+        for name in [*ours, "LRU", "S3-FIFO", "ARC", "LHD", BELADY]:
             ratios = [by_size[str(s)]["lognormal"][name]["miss_ratio"] for s in sizes]
             mine = name in ours
             ax.plot(sizes, ratios, marker="o", linewidth=2.5 if mine else 1.0,

@@ -158,7 +158,7 @@ def conversations(
         concurrent = low
         for i in range(length):
             if i % phase == 0:
-                concurrent = int(round(math.exp(rng.uniform(math.log(low), math.log(high)))))
+                concurrent = round(math.exp(rng.uniform(math.log(low), math.log(high))))
             slot = int(picks[i] * concurrent)
             requests.append(active[slot])
             if ends[i]:

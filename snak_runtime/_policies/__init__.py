@@ -57,9 +57,9 @@ def resolve_eviction(keyword: str | None, variable: str, raw: str | None) -> str
 
 
 __all__ = (
-    "AdaptivePolicy",
     "DEFAULT_POLICY",
     "POLICY_NAMES",
+    "AdaptivePolicy",
     "CostAwarePolicy",
     "EvictionPolicy",
     "LruPolicy",

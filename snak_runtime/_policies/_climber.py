@@ -28,7 +28,10 @@ from typing import final
 GROW = 1.25  # a knob's step after a move that helped, x (to twice its first step)
 SHRINK = 0.5  # after a move that did not, x (to its floor)
 MIN_SAMPLE = 512  # requests
+PROBE_AFTER = 3  # moves of a knob that did not help before it probes
+PROBE_PATIENCE = 48  # at most this many after probes that failed
 SURE = 0.5  # a move helped if its sample beat the one before by this many standard errors
+PROBE_SURE = 2.0  # and a probe if by this many
 
 
 @final
@@ -41,22 +44,51 @@ class Knob:
     high: float
     first_step: float
     least_step: float
+    probe: float = 0.0  # the jump tried after PROBE_AFTER moves that did not help (0: none)
+    by_cost: bool = False  # judged by the build time of the misses, not their number
     step: float = 0.0
     direction: float = 1.0
-    by_cost: bool = False  # judged by the build time of the misses, not their number
+    quiet: int = 0  # moves since the last one that helped
+    patience: int = PROBE_AFTER  # quiet moves before a probe: doubles after each that failed
+    probed: float = 0.0  # the last move was a probe by this much (0: it was not)
 
     def __post_init__(self) -> None:
         self.step = self.first_step
 
     def move(self) -> None:
-        self.value = min(self.high, max(self.low, self.value + self.direction * self.step))
+        """One step; or, when the climb has settled, a probe: a jump toward the farther end
+        of the range (the plateaus a small step cannot see across, as a window too small
+        to hold the conversations under way, where twice the window is no better)."""
+        before = self.value
+        if self.probe and self.quiet >= self.patience:
+            toward = 1.0 if self.high - before > before - self.low else -1.0
+            self.value = min(self.high, max(self.low, before + toward * self.probe))
+            self.probed = self.value - before
+            self.quiet = 0
+            return
+        self.value = min(self.high, max(self.low, before + self.direction * self.step))
 
-    def judge(self, better: bool) -> None:
-        """The sample after this knob's last move was ``better`` than the one before: go on
-        with a longer step; else turn back with a shorter one (Rprop's rule)."""
+    def judge(self, gain: float) -> None:
+        """The sample after this knob's last move beat the one before by ``gain`` standard
+        errors. More than SURE: go on with a longer step; else turn back with a shorter one
+        (Rprop's rule). A probe that gained more than PROBE_SURE restarts the climb from
+        there, any other is undone."""
+        better = gain > SURE
+        if self.probed:
+            if gain > PROBE_SURE:
+                self.direction = 1.0 if self.probed > 0 else -1.0
+                self.step = self.first_step
+                self.patience = PROBE_AFTER
+            else:
+                self.value -= self.probed
+                self.patience = min(PROBE_PATIENCE, 2 * self.patience)
+            self.probed = 0.0
+            return
         if better:
+            self.quiet = 0
             self.step = min(2.0 * self.first_step, self.step * GROW)
         else:
+            self.quiet += 1
             self.direction = -self.direction
             self.step = max(self.least_step, self.step * SHRINK)
 
@@ -84,15 +116,15 @@ class Climber:
         # the variance of one request's outcome: a miss (0/1), and its build time (0 or ms)
         spread = (rate * (1.0 - rate), max(0.0, miss_ms2 / requests - cost_rate * cost_rate))
         now = (rate, cost_rate, spread[0] / requests, spread[1] / requests)
+        before = [knob.value for knob in self.knobs]
         last, moved = self._last, self._moved
         if last is not None and moved is not None:
             i = 1 if moved.by_cost else 0
             noise = math.sqrt(now[2 + i] + last[2 + i])
-            moved.judge(now[i] < last[i] - SURE * noise)
+            moved.judge((last[i] - now[i]) / noise if noise > 0 else 0.0)
         self._last = now
         knob = self.knobs[self._turn % len(self.knobs)]
         self._turn += 1
-        before = knob.value
         knob.move()
         self._moved = knob
-        return knob.value != before
+        return [knob.value for knob in self.knobs] != before

@@ -9,19 +9,21 @@ cost-aware's value in main:
   evicted. So one-off agents and scans pass through the window and leave, and a loop a bit
   larger than the cache keeps most of its agents in main instead of missing on every one
   (with a margin: see ``MARGIN``).
-- **Value**: log2(decayed request count) + weight x log2(build cost). Counts decay with
+- **Value**: log2(decayed request count) + 0.75 x log2(build cost). Counts decay with
   forward decay on a clock that advances by 1 / half-life per install of a new agent, so
   the order of values never changes with time, only with new counts, even when the
   half-life changes. Agents not cached keep their count (bounded: the table keeps the
   32 x capacity highest), so a returning agent is recognised. Cost is the agent's last
   build time (bounded memory); an agent never built counts the geometric mean of those seen.
 
-Three parameters adapt online (``_climber.py``), one per sample of at least max(capacity,
-512) requests, by hill climbing on what the samples measured: the window's share of the
-cache (from under 1% to over 95%: conversations want a large window, Zipf traffic and
-loops a small one), the half-life of the counts (1 to 64 x capacity installs: shifting
-popularity wants a short memory), and the cost weight (0 to 1, judged on the build time of
-the misses: when the popular agents are the cheap ones, cost must count less).
+Two parameters adapt online (``_climber.py``), one per sample of at least max(capacity,
+512) requests, by hill climbing on the samples' miss rates: the window's share of the cache
+(from under 1% to over 95%: conversations want a large window, Zipf traffic and loops a
+small one; it climbs two samples in three, in steps that grow while they help, with a
+probe x16 or / 16 when it has settled, to see across plateaus), and the half-life of the
+counts (1 to 64 x capacity installs, from 32: it only probes x4 or / 4 and keeps a probe
+that is clearly better, as shifting popularity may want a shorter memory). The cost weight
+is cost-aware's (see ``COST_WEIGHT``).
 
 The hit path calls nothing in Python: ``touch`` is a bounded ring's C-level ``append`` (an
 agent id per last release). The ring is read when an entry is installed or a victim
@@ -56,12 +58,19 @@ RING = 8  # releases remembered between two installs, x capacity
 # the most recent of two agents requested alike worth a little more: without a margin a
 # loop over a bit more agents than the cache holds would replace every entry (LRU's 0 hits).
 MARGIN = 0.1
+# Where the climb starts: log2(window / main) (4%), log2(half-life / capacity) (32x).
+START = (-4.5, 5.0)
+TURNS = ("window", "window", "memory")  # the knob moved after each sample, in turn
+# value = log2(count) + COST_WEIGHT x log2(cost), as cost-aware's: a climbed weight (judged
+# on the build time of the misses, far noisier than their number) cost 3-10% build-seconds
+# on lognormal costs and saved none where the popular agents are the cheap ones.
+COST_WEIGHT = 0.75
 
 
 @final
 class AdaptivePolicy(EvictionPolicy):
-    """Window (LRU) + main by decayed count x cost^weight, the window's share, the
-    half-life and the weight climbed online (see the module)."""
+    """Window (LRU) + main by decayed count x cost^0.75, the window's share and the
+    half-life climbed online (see the module)."""
 
     name = "adaptive"
 
@@ -77,15 +86,17 @@ class AdaptivePolicy(EvictionPolicy):
         self._dirty: set[str] = set()  # main ids counted since their heap item was made
         self._parked: dict[str, tuple[Gen, bool]] = {}  # pinned, set aside: (gen, in main)
         self._seq = itertools.count()
-        # the climbed parameters: log2(window / main), log2(half-life / capacity), weight
-        self._share = Knob(value=-3.0, low=-7.0, high=5.0, first_step=1.0, least_step=0.25)
-        self._memory_knob = Knob(value=5.0, low=0.0, high=6.0, first_step=1.0,
-                                 least_step=0.25)
-        self._weight_knob = Knob(value=0.75, low=0.0, high=1.0, first_step=0.25,
-                                 least_step=0.05, by_cost=True)
-        self._climber = Climber([self._share, self._memory_knob, self._weight_knob], capacity)
+        # the climbed parameters: log2(window / main), log2(half-life / capacity)
+        self._share = Knob(value=START[0], low=-7.0, high=5.0, first_step=1.0,
+                           least_step=0.25, probe=4.0)
+        # the memory only probes (x4 or / 4), kept when clearly better: small steps of it
+        # measured as noise, and cost build-seconds on Zipf traffic
+        self._memory_knob = Knob(value=START[1], low=0.0, high=6.0, first_step=0.0,
+                                 least_step=0.0, probe=2.0)
+        knobs = {"window": self._share, "memory": self._memory_knob}
+        self._climber = Climber([knobs[name] for name in TURNS], capacity)
         self._window_target = 1.0
-        self._weight = 0.0
+        self._weight = COST_WEIGHT
         self._rate = 0.0  # decay clock per install: 1 / half-life
         self._apply()
         self._decay_clock = 0.0  # advances by 1 / half-life per install of a new agent
@@ -197,7 +208,7 @@ class AdaptivePolicy(EvictionPolicy):
     @property
     def parameters(self) -> dict[str, float]:
         """What the climb has chosen so far: the window's share of the capacity, the
-        half-life in installs and the cost weight (for tests, snapshots and tuning)."""
+        half-life in installs, and the cost weight (fixed) for tests, snapshots and tuning."""
         return {
             "window": self._window_target / self.capacity,
             "half_life": 1.0 / self._rate,
@@ -212,10 +223,6 @@ class AdaptivePolicy(EvictionPolicy):
         self._window_target = min(max(1.0, self.capacity * ratio / (1.0 + ratio)),
                                   max(1.0, self.capacity - 1.0))
         self._rate = 1.0 / (self.capacity * 2.0 ** self._memory_knob.value)
-        weight = self._weight_knob.value
-        if weight != self._weight:
-            self._weight = weight
-            self._rebuild_heap()
 
     def _end_sample(self) -> None:
         if self._climber.end_sample(self._requests, self._misses, self._miss_ms,
@@ -344,8 +351,8 @@ class AdaptivePolicy(EvictionPolicy):
         heapq.heappush(self._heap, (self._value(agent_id), seq, agent_id))
 
     def _rebuild_heap(self) -> None:
-        """Every main entry's item made again (the weight changed, or stale items pile up):
-        O(main), at most once a sample or once per as many pushes."""
+        """Every main entry's item made again, once stale items pile up: O(main), at most
+        once per as many pushes."""
         stamp, value, seq = self._stamp, self._value, self._seq
         heap: list[tuple[float, int, str]] = []
         for agent_id in self._main:
