@@ -46,13 +46,13 @@ from typing import TYPE_CHECKING, Any, final
 
 from ._base import EvictionPolicy
 from ._climber import Climber, Knob
+from ._values import Values
 
 if TYPE_CHECKING:
     from .._store import _Generation
 
     Gen = _Generation[Any, Any]
 
-MEMORY = 64  # agents remembered (counts, costs), x capacity
 RING = 8  # releases remembered between two installs, x capacity
 # log2: a window entry replaces main's least valued one only when worth 7% more. Decay makes
 # the most recent of two agents requested alike worth a little more: without a margin a
@@ -96,18 +96,11 @@ class AdaptivePolicy(EvictionPolicy):
         knobs = {"window": self._share, "memory": self._memory_knob}
         self._climber = Climber([knobs[name] for name in TURNS], capacity)
         self._window_target = 1.0
-        self._weight = COST_WEIGHT
-        self._rate = 0.0  # decay clock per install: 1 / half-life
+        self._values = Values(capacity, COST_WEIGHT)
         self._apply()
-        self._decay_clock = 0.0  # advances by 1 / half-life per install of a new agent
         self._requests = 0  # in the running sample
         self._misses = 0
         self._miss_ms = self._miss_ms2 = 0.0  # sum of build times, and of their squares
-        self._counts: dict[str, float] = {}  # log2 of the forward-decayed count
-        self._memory = MEMORY * capacity
-        self._costs: OrderedDict[str, float] = OrderedDict()  # log2 ms, most recent last
-        self._log_cost_sum = 0.0
-        self._costs_seen = 0
 
     # ------------------------------------------------------------------ what the store says
 
@@ -117,14 +110,14 @@ class AdaptivePolicy(EvictionPolicy):
         if previous is not None:  # same agent, new generation: it keeps its place
             self._replace(agent_id, gen)
             return
-        self._decay_clock += self._rate  # counted when released (the ring), like every request
         self._misses += 1
-        cost = 2.0 ** self._log_cost(agent_id)
+        cost = 2.0 ** self._values.log_cost(agent_id)
         self._miss_ms += cost
         self._miss_ms2 += cost * cost
         self._window[agent_id] = gen
-        if len(self._counts) > self._memory + self.capacity:
-            self._forget()
+        # counted when released (the ring), like every request
+        self._values.installed(itertools.chain(self._window, self._main, self._parked),
+                               self.capacity)
 
     def removed(self, gen: Gen) -> None:
         agent_id = gen._agent_id
@@ -138,14 +131,7 @@ class AdaptivePolicy(EvictionPolicy):
         self._ring.append(gen._agent_id)
 
     def learn_cost(self, agent_id: str, ms: float) -> None:
-        log_ms = math.log2(max(float(ms), 1.0))
-        costs = self._costs
-        costs[agent_id] = log_ms
-        costs.move_to_end(agent_id)
-        if len(costs) > self._memory:
-            costs.popitem(last=False)
-        self._log_cost_sum += log_ms
-        self._costs_seen += 1
+        self._values.learn_cost(agent_id, ms)
 
     # ------------------------------------------------------------------------- eviction
 
@@ -158,7 +144,8 @@ class AdaptivePolicy(EvictionPolicy):
             candidate = self._window_candidate(keep)
             top = self._main_min(keep)
             if candidate is not None and top is not None:
-                if self._value(candidate._agent_id) > self._value(top._agent_id) + MARGIN:
+                value = self._values.value
+                if value(candidate._agent_id) > value(top._agent_id) + MARGIN:
                     del self._main[top._agent_id], self._stamp[top._agent_id]
                     del self._window[candidate._agent_id]
                     self._join_main(candidate)
@@ -189,7 +176,7 @@ class AdaptivePolicy(EvictionPolicy):
         for gen in candidates:
             if gen is keep or gen.pins:
                 continue
-            value = self._value(gen._agent_id)
+            value = self._values.value(gen._agent_id)
             if best is None or value < best_value:
                 best, best_value = gen, value
         return best
@@ -201,7 +188,7 @@ class AdaptivePolicy(EvictionPolicy):
         self._drain()
         window = list(self._window.values())
         over = max(0, len(window) - math.floor(self._window_target))
-        main = sorted(self._main.values(), key=lambda g: self._value(g._agent_id))
+        main = sorted(self._main.values(), key=lambda g: self._values.value(g._agent_id))
         parked = [gen for gen, _ in self._parked.values()]  # released, but not seen yet
         return [g for g in window[:over] + main + window[over:] + parked if not g.pins]
 
@@ -211,8 +198,8 @@ class AdaptivePolicy(EvictionPolicy):
         half-life in installs, and the cost weight (fixed) for tests, snapshots and tuning."""
         return {
             "window": self._window_target / self.capacity,
-            "half_life": 1.0 / self._rate,
-            "cost_weight": self._weight,
+            "half_life": 1.0 / self._values.rate,
+            "cost_weight": self._values.weight,
         }
 
     # ------------------------------------------------------------------------ adaptation
@@ -222,7 +209,7 @@ class AdaptivePolicy(EvictionPolicy):
         ratio = 2.0 ** self._share.value
         self._window_target = min(max(1.0, self.capacity * ratio / (1.0 + ratio)),
                                   max(1.0, self.capacity - 1.0))
-        self._rate = 1.0 / (self.capacity * 2.0 ** self._memory_knob.value)
+        self._values.rate = 1.0 / (self.capacity * 2.0 ** self._memory_knob.value)
 
     def _end_sample(self) -> None:
         if self._climber.end_sample(self._requests, self._misses, self._miss_ms,
@@ -241,6 +228,7 @@ class AdaptivePolicy(EvictionPolicy):
             return
         self._requests += len(ring)
         window, main, parked = self._window, self._main, self._parked
+        count = self._values.count
         for agent_id in ring:
             if agent_id in window:
                 window.move_to_end(agent_id)
@@ -257,7 +245,7 @@ class AdaptivePolicy(EvictionPolicy):
                     window[agent_id] = gen
             else:
                 continue
-            self._count(agent_id)
+            count(agent_id)
         ring.clear()
         if self._requests >= self._climber.sample:
             self._end_sample()
@@ -348,12 +336,12 @@ class AdaptivePolicy(EvictionPolicy):
     def _push(self, agent_id: str) -> None:
         seq = next(self._seq)
         self._stamp[agent_id] = seq
-        heapq.heappush(self._heap, (self._value(agent_id), seq, agent_id))
+        heapq.heappush(self._heap, (self._values.value(agent_id), seq, agent_id))
 
     def _rebuild_heap(self) -> None:
         """Every main entry's item made again, once stale items pile up: O(main), at most
         once per as many pushes."""
-        stamp, value, seq = self._stamp, self._value, self._seq
+        stamp, value, seq = self._stamp, self._values.value, self._seq
         heap: list[tuple[float, int, str]] = []
         for agent_id in self._main:
             n = next(seq)
@@ -387,38 +375,3 @@ class AdaptivePolicy(EvictionPolicy):
                 self._window[agent_id] = gen
                 self._window.move_to_end(agent_id, last=False)
         return bool(idle)
-
-    # ------------------------------------------------------------------- value and memory
-
-    def _value(self, agent_id: str) -> float:
-        """log2(decayed count x cost^weight)."""
-        return self._counts.get(agent_id, -math.inf) + self._weight * self._log_cost(agent_id)
-
-    def _log_cost(self, agent_id: str) -> float:
-        """log2 of the last build time of the agent, or of the geometric mean of all the
-        build times seen (a neutral cost) when it was never built."""
-        log_cost = self._costs.get(agent_id)
-        if log_cost is None:
-            return self._log_cost_sum / self._costs_seen if self._costs_seen else 0.0
-        return log_cost
-
-    def _count(self, agent_id: str) -> None:
-        """One more request now: count = count + 2^clock, in log2."""
-        x = self._decay_clock
-        old = self._counts.get(agent_id)
-        if old is None:
-            self._counts[agent_id] = x
-        elif old >= x:
-            self._counts[agent_id] = old + math.log2(1.0 + 2.0 ** (x - old))
-        else:
-            self._counts[agent_id] = x + math.log2(1.0 + 2.0 ** (old - x))
-
-    def _forget(self) -> None:
-        """Keep the counts of cached agents and of the best half of the others."""
-        counts = self._counts
-        cached = {a: counts[a] for a in itertools.chain(self._window, self._main, self._parked)
-                  if a in counts}
-        others = sorted((c, a) for a, c in counts.items() if a not in cached)
-        keep = others[len(others) - self._memory // 2:] if self._memory // 2 else []
-        cached.update((a, c) for c, a in keep)
-        self._counts = cached

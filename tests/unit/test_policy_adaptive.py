@@ -11,7 +11,8 @@ import pytest
 
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeSeed
 from snak_runtime._policies import make_policy
-from snak_runtime._policies.adaptive import MEMORY, RING, AdaptivePolicy
+from snak_runtime._policies._values import MEMORY
+from snak_runtime._policies.adaptive import RING, AdaptivePolicy
 from snak_runtime._store import _Generation
 from snak_runtime.testing import FakeClock
 
@@ -156,8 +157,8 @@ def test_the_window_grows_for_concurrent_conversations() -> None:
 def test_memory_of_agents_not_cached_is_bounded() -> None:
     policy = policy_of(4)
     replay(policy, list(range(5_000)))  # every one new
-    assert len(policy._counts) <= (MEMORY + 1) * 4
-    assert len(policy._costs) <= MEMORY * 4
+    assert len(policy._values.counts) <= (MEMORY + 1) * 4
+    assert len(policy._values.costs) <= MEMORY * 4
     assert policy._ring.maxlen == RING * 4 + 64
     assert len(policy._window) + len(policy._main) <= 4
     assert len(policy._heap) <= 2 * len(policy._main) + 64
