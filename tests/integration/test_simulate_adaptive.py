@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from snak_runtime._cli import main
+from snak_runtime.tools._cli import main
 
 
 def test_simulate_compares_adaptive_with_lru_and_cost_aware_on_a_trace(
