@@ -9,14 +9,16 @@ caches of up to a few thousand entries) that is too few samples to go from a 1% 
 - it moves each parameter on a log scale (the window by its ratio to main, the memory by
   its half-life), so a few samples cross the whole range: a first step doubles or halves;
 - it climbs several parameters in turn (one per sample, so the difference between two
-  samples is the effect of the one move between them): the window, the memory length and
-  the weight of cost against frequency;
+  samples is the effect of the one move between them): the adaptive policy's window and
+  the memory length of its counts;
 - a sample is at least ``capacity`` requests (so that a move has taken effect on a good part
   of the cache) and at least 512 (so that its miss rate is not mostly noise);
 - steps follow Rprop's rule instead of a fixed decay: a move whose sample beat the one
-  before by half a standard error (of a binomial miss rate, or of the build time per
-  request) is followed by a longer one in the same direction, any other by a shorter one
-  back; a floor keeps it following drifts and shifts.
+  before by half a standard error (of a binomial miss rate) is followed by a longer one in
+  the same direction, any other by a shorter one back; a floor keeps it following drifts
+  and shifts. A knob that has settled (PROBE_AFTER moves in a row that did not help)
+  probes: a jump toward the farther end of its range, kept only when its sample is better
+  by PROBE_SURE standard errors, undone otherwise (and the next probe waits twice as long).
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ class Knob:
     first_step: float
     least_step: float
     probe: float = 0.0  # the jump tried after PROBE_AFTER moves that did not help (0: none)
-    by_cost: bool = False  # judged by the build time of the misses, not their number
     step: float = 0.0
     direction: float = 1.0
     quiet: int = 0  # moves since the last one that helped
@@ -95,7 +96,7 @@ class Knob:
 
 @final
 class Climber:
-    """Samples requests, misses and build time; after each sample moves one knob."""
+    """Samples requests and misses; after each sample moves one knob."""
 
     __slots__ = ("_last", "_moved", "_turn", "knobs", "sample")
 
@@ -104,24 +105,20 @@ class Climber:
         self.sample = max(MIN_SAMPLE, capacity)
         self._turn = 0
         self._moved: Knob | None = None  # the knob moved before the running sample
-        self._last: tuple[float, float, float, float] | None = None  # the sample before
+        self._last: tuple[float, float] | None = None  # the sample before
 
-    def end_sample(self, requests: int, misses: int, miss_ms: float, miss_ms2: float) -> bool:
-        """A sample ended (``miss_ms2``: the sum of the squared build times of its misses);
-        judge the last move and move the next knob. True when a knob's value changed."""
+    def end_sample(self, requests: int, misses: int) -> bool:
+        """A sample ended: judge the last move and move the next knob. True when a knob's
+        value changed."""
         if requests <= 0:
             return False
         rate = misses / requests
-        cost_rate = miss_ms / requests
-        # the variance of one request's outcome: a miss (0/1), and its build time (0 or ms)
-        spread = (rate * (1.0 - rate), max(0.0, miss_ms2 / requests - cost_rate * cost_rate))
-        now = (rate, cost_rate, spread[0] / requests, spread[1] / requests)
+        now = (rate, rate * (1.0 - rate) / requests)  # the miss rate and its variance
         before = [knob.value for knob in self.knobs]
         last, moved = self._last, self._moved
         if last is not None and moved is not None:
-            i = 1 if moved.by_cost else 0
-            noise = math.sqrt(now[2 + i] + last[2 + i])
-            moved.judge((last[i] - now[i]) / noise if noise > 0 else 0.0)
+            noise = math.sqrt(now[1] + last[1])
+            moved.judge((last[0] - now[0]) / noise if noise > 0 else 0.0)
         self._last = now
         knob = self.knobs[self._turn % len(self.knobs)]
         self._turn += 1

@@ -100,7 +100,6 @@ class AdaptivePolicy(EvictionPolicy):
         self._apply()
         self._requests = 0  # in the running sample
         self._misses = 0
-        self._miss_ms = self._miss_ms2 = 0.0  # sum of build times, and of their squares
 
     # ------------------------------------------------------------------ what the store says
 
@@ -111,9 +110,6 @@ class AdaptivePolicy(EvictionPolicy):
             self._replace(agent_id, gen)
             return
         self._misses += 1
-        cost = 2.0 ** self._values.log_cost(agent_id)
-        self._miss_ms += cost
-        self._miss_ms2 += cost * cost
         self._window[agent_id] = gen
         # counted when released (the ring), like every request
         self._values.installed(itertools.chain(self._window, self._main, self._parked),
@@ -212,11 +208,9 @@ class AdaptivePolicy(EvictionPolicy):
         self._values.rate = 1.0 / (self.capacity * 2.0 ** self._memory_knob.value)
 
     def _end_sample(self) -> None:
-        if self._climber.end_sample(self._requests, self._misses, self._miss_ms,
-                                    self._miss_ms2):
+        if self._climber.end_sample(self._requests, self._misses):
             self._apply()
         self._requests = self._misses = 0
-        self._miss_ms = self._miss_ms2 = 0.0
 
     # ---------------------------------------------------------------------------- parts
 
