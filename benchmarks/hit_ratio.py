@@ -72,7 +72,7 @@ class Run:
 
 FULL = Run("full", 100_000, (1, 2, 3), (16, 32, 64, 128, 256, 512, 1024, 2048, 4096))
 MEDIUM = Run("medium", 30_000, (1, 2, 3), (16, 64, 256, 1024))
-QUICK = Run("quick", 10_000, (1,), (16, 256), through_manager=True)
+QUICK = Run("quick", 6_000, (1,), (16, 256), through_manager=True)
 HELD_OUT_SEEDS = (11, 12, 13)
 
 PEERS: dict[str, Callable[..., Any]] = {
