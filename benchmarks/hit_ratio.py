@@ -50,7 +50,7 @@ from snak_runtime._policies import DEFAULT_POLICY, POLICY_NAMES
 from snak_runtime.testing import FakeClock
 
 HERE = Path(__file__).resolve().parent
-NEVER_MS = 10**13  # a TTL longer than any trace
+NEVER_MS = 30 * 24 * 3_600_000  # the guard ceiling (30 days): longer than any trace here
 BELADY = "Bélády"
 _NO_FUTURE = 2**63 - 1
 # Issue 25's targets, per cell (median over seeds), as ratios to the best online peer.

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, overload
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from ._guards import _MAX_ENTRIES_KEY as _MAX_ENTRIES_KEY
+from ._guards import _MAX_PER_USER_KEY, _is_positive_int
+from ._guards import _MAX_TTL_KEY as _MAX_TTL_KEY
+from ._guards import GuardConfig as GuardConfig
+from ._guards import GuardConfigError as GuardConfigError
+from ._guards import load_guards as load_guards
 
 logger = logging.getLogger(__name__)
 
@@ -26,140 +32,8 @@ IDLE_TTL_MS_VAR = "AGENT_RUNTIME_CACHE_IDLE_TTL_MS"
 TTL_JITTER_VAR = "AGENT_RUNTIME_CACHE_TTL_JITTER"
 MAX_ENTRIES_PER_USER_VAR = "AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER"
 
-_MAX_ENTRIES_KEY = "agent_runtime.cache.max_entries"
-_MAX_TTL_KEY = "agent_runtime.cache.max_ttl_ms"
-# Optional: a guards file without it (every snak guards file so far) sets no per-user ceiling.
-_MAX_PER_USER_KEY = "agent_runtime.cache.max_entries_per_user"
-_CACHE_SECTION = "agent_runtime.cache"
-
 # Optional sign and ASCII decimal digits, blanks around: int() alone would also take "4_2" and "٤٢".
 _INT_RE = re.compile(r"\s*([+-]?[0-9]+)\s*", re.ASCII)
-
-
-class GuardConfigError(ValueError):
-    """Raised when a guards file cannot supply the cache limits; names the file and the key."""
-
-
-def _is_positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-@dataclass(frozen=True, slots=True)
-class GuardConfig:
-    """Hard ceilings set by the operator: nothing configured can exceed them."""
-
-    max_entries: int = 64
-    max_ttl_ms: int = 300_000
-    # Ceiling of the per-user quota (``max_entries_per_user``); None: no ceiling.
-    max_entries_per_user: int | None = None
-    # Where the values came from, for log and source text only: not part of equality or hash.
-    source: str | None = field(default=None, kw_only=True, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        for name in ("max_entries", "max_ttl_ms"):
-            value = getattr(self, name)
-            if not _is_positive_int(value):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        per_user = self.max_entries_per_user
-        if per_user is not None and not _is_positive_int(per_user):
-            raise ValueError(
-                f"max_entries_per_user must be a positive integer or None, got {per_user!r}"
-            )
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> GuardConfig:
-        """Read the cache limits from a whole snak guards JSON file.
-
-        ``max_entries`` and ``max_ttl_ms`` are required, ``max_entries_per_user`` is
-        optional (absent: no per-user ceiling). Other sections are ignored. Any problem
-        raises GuardConfigError whose message contains the file path and the dotted key
-        that could not be read.
-        """
-        shown = os.fspath(path)
-        try:
-            with open(path, "rb") as fh:
-                raw = fh.read()
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise GuardConfigError(
-                f"guards file {shown}: cannot read {_CACHE_SECTION}: {reason}"
-            ) from exc
-        try:
-            document = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise GuardConfigError(
-                f"guards file {shown}: invalid JSON at line {exc.lineno} column {exc.colno}"
-                f" ({exc.msg}); cannot read {_CACHE_SECTION}"
-            ) from exc
-        except (ValueError, RecursionError) as exc:  # bad encoding, absurd number or nesting
-            raise GuardConfigError(
-                f"guards file {shown}: invalid JSON ({exc}); cannot read {_CACHE_SECTION}"
-            ) from exc
-        max_entries = _positive_int_at(document, _MAX_ENTRIES_KEY, shown)
-        max_ttl_ms = _positive_int_at(document, _MAX_TTL_KEY, shown)
-        per_user = _positive_int_at(document, _MAX_PER_USER_KEY, shown, optional=True)
-        return cls(
-            max_entries=max_entries,
-            max_ttl_ms=max_ttl_ms,
-            max_entries_per_user=per_user,
-            source=f"file {shown}",
-        )
-
-
-def _json_text(value: object) -> str:
-    """Show a JSON value as JSON (true, 64.0, "64"), so the message matches the file."""
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _json_kind(value: object) -> str:
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    return _json_text(value)
-
-
-@overload
-def _positive_int_at(document: Any, key: str, shown: str) -> int: ...
-
-
-@overload
-def _positive_int_at(document: Any, key: str, shown: str, *, optional: bool) -> int | None: ...
-
-
-def _positive_int_at(
-    document: Any, key: str, shown: str, *, optional: bool = False
-) -> int | None:
-    """The positive integer at dotted ``key``; an ``optional`` key may be absent (None)."""
-    node: Any = document
-    walked: list[str] = []
-    for part in key.split("."):
-        if not isinstance(node, dict):
-            where = ".".join(walked) if walked else "the top level"
-            raise GuardConfigError(
-                f"guards file {shown}: {key}: {where} must be a JSON object, got {_json_kind(node)}"
-            )
-        walked.append(part)
-        if part not in node:
-            if optional:
-                return None
-            raise GuardConfigError(f"guards file {shown}: {key} is missing")
-        node = node[part]
-    if not _is_positive_int(node):
-        raise GuardConfigError(
-            f"guards file {shown}: {key} must be a positive integer, got {_json_kind(node)}"
-        )
-    value: int = node
-    return value
-
-
-def load_guards(path: str | None) -> GuardConfig:
-    """Guard limits for the container: built-in defaults when no path is configured."""
-    return GuardConfig() if not path else GuardConfig.from_file(path)
 
 
 class LimitSettings(Protocol):
@@ -314,12 +188,10 @@ def env_int(
     maximum: int | None = None,
     collected: list[str] | None = None,
 ) -> int:
-    """The one integer parser for every environment variable of the project (CONTRACT §2).
-
-    Unset or blank gives ``default``; a value that is not an optional sign and ASCII digits,
-    or lies outside ``minimum..maximum``, is ignored with a WARNING naming the variable and the
-    value, and gives ``default``. Never raises.
-    """
+    """The integer parser of the environment (CONTRACT §2): unset or blank gives ``default``;
+    a value that is not an optional sign and ASCII digits, or lies outside ``minimum..maximum``,
+    is ignored with a WARNING naming the variable and the value (the Redis variables, which
+    fail start-up instead, are read by ``invalidation._redis_config``). Never raises."""
     value = _read_int(name, raw, minimum, [] if collected is None else collected, maximum)
     return default if value is None else value
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from random import Random
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ._calls import _UserCalls
 from ._clock import Clock
 from ._config import GuardConfig, ResolvedLimits, resolve_seed_ttl_ms
 from ._disposal import Disposer, _Disposals
@@ -86,6 +87,7 @@ class _ManagerCore(Generic[R, A]):
     _unpins: int
     _listeners: list[RemovalListener]
     _disposals: _Disposals
+    _calls: _UserCalls  # builds and rebuilds in flight or abandoned
     # lifecycle
     _loop: asyncio.AbstractEventLoop | None
     _loop_ref: Any  # the hit path's one-comparison loop check (see _lifecycle)

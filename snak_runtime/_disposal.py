@@ -73,7 +73,8 @@ class _Disposals:
         self._stats.disposals += 1
         try:
             result: object = self._disposer.dispose(agent)
-        except Exception as exc:  # a plain (not async) dispose() that raised
+        except (Exception, asyncio.CancelledError) as exc:  # a plain dispose() that raised
+            # (CancelledError too: it must not reach the cache operation that orphaned it)
             self._failed(agent_id, exc)
             return
         if not inspect.isawaitable(result):

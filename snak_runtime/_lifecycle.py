@@ -10,6 +10,7 @@ from typing import Any, Self, TypeVar, final
 
 from ._core import _ManagerCore
 from ._errors import RuntimeManagerClosed
+from ._seed import RuntimeSeed
 from ._stats import RemovalCause
 
 R = TypeVar("R")
@@ -119,6 +120,18 @@ class _Lifecycle(_ManagerCore[R, A]):
             return
         self._disposals.schedule(loop, agent_id, agent)
 
+    def _late_seed(self, agent_id: str, seed: object) -> None:
+        """A build or rebuild that was given up returned ``seed`` after all: the manager will
+        not install it, so its agent (which has no other owner) is disposed, even after
+        close (``_orphaned`` stops after the grace period: this agent was never cached)."""
+        agent = getattr(seed, "agent", None) if isinstance(seed, RuntimeSeed) else None
+        if agent is None or self._store.owns(agent):
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return  # (a done callback runs in the loop: not reached)
+        self._disposals.schedule(loop, agent_id, agent)
+
     async def wait_for_disposals(self) -> None:
         """Wait until every disposal scheduled so far has ended or been abandoned (after
         ``dispose_timeout_ms``). Disposal never blocks a cache operation; tests and
@@ -164,7 +177,12 @@ class _Lifecycle(_ManagerCore[R, A]):
         for task in in_flight:
             task.cancel()
         if in_flight:
-            await asyncio.gather(*in_flight, return_exceptions=True)
+            # Each ends within the grace its user code gets once cancelled (see _calls);
+            # bounded here too, so that close never waits on user code beyond its bound.
+            await asyncio.wait(in_flight, timeout=self._build_timeout_s)
+            for task in in_flight:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: what it raised is its callers' business
         for gen in list(self._current.values()):
             self._store.detach(gen, RemovalCause.SHUTDOWN)
         if self._pinned():

@@ -96,7 +96,6 @@ class _Loads(_Refreshes[R, A]):
         try:
             await self._turns.wait_turn(agent_id, turn)
             held = True
-            turn.owner = asyncio.current_task(self._loop)
             if self._closed:
                 raise RuntimeManagerClosed("the runtime manager is closed")
             gen = self._live(agent_id)
@@ -139,7 +138,9 @@ class _Loads(_Refreshes[R, A]):
         started = time.perf_counter()
         started_ms = self._clock.now_ms()
         try:
-            seed = await self._bounded(partial(load.build, agent_id))
+            seed = await self._calls.run(
+                "build", agent_id, partial(load.build, agent_id), load.turn
+            )
         except BaseException as exc:
             self._stats.load_failures += 1
             self._log.warning(

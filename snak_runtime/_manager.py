@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar, final
 
 from . import _operators
+from ._calls import _UserCalls
 from ._clock import Clock, MonotonicClock
 from ._config import (
     EVICTION_VAR,
@@ -159,6 +160,15 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         self._disposals = _Disposals(
             self._disposer, self._dispose_timeout_s, self._stats, self._log
         )
+        # Builds and rebuilds: bounded by build_timeout_ms; once cancelled, one may take up
+        # to dispose_timeout_ms (or build_timeout_ms, if shorter) to end before it is
+        # abandoned, so an evict waits at most build + dispose timeouts for one in flight.
+        self._calls = _UserCalls(
+            self._build_timeout_s,
+            min(self._build_timeout_s, self._dispose_timeout_s),
+            self._log,
+            self._late_seed,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         # The hit path's loop check: the bound loop is running in this very thread (one
         # loop runs per thread at a time, so it is the running loop). ``get_running_loop``
@@ -260,6 +270,16 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         operators and metrics scrapes, never for a request path.
         """
         return _operators.snapshot(self)
+
+    def agent_ids(self, user_id: str | None = None) -> list[str]:
+        """The ids in the map (``user_id``: that user's), unordered, as a new list.
+
+        Does not pin, reorder or count; expired entries not yet swept are included (``peek``
+        tells which are live). A C-speed copy: the way to walk a large cache in pieces,
+        yielding to the event loop between them, where ``snapshot()`` would hold it. An empty
+        or non-string ``user_id`` raises ``ValueError`` / ``TypeError``.
+        """
+        return _operators.agent_ids(self, user_id)
 
     # departure: the original promised hit/miss metrics in a comment and recorded none.
     def stats(self) -> CacheStats:

@@ -21,8 +21,12 @@ class _SlowReads(_Loads[R, A]):
     async def _acquire_slow(self, agent_id: str, user_id: str | None) -> _Generation[R, A] | None:
         """An acquire that is not a plain hit: wait in line (or join a refresh), count the
         hit, miss or denial, and start a refresh if the hit is in its window."""
-        if agent_id in self._queues and self._must_wait(agent_id):
-            await self._wait_in_line(agent_id)
+        if agent_id in self._queues:
+            # before the stale-serving test: a rebuild reading its own id gets the error
+            # contract §6 promises, not the runtime it is replacing (issue 23)
+            self._check_reentry(agent_id)
+            if self._must_wait(agent_id):
+                await self._wait_in_line(agent_id)
         if self._refreshes and await self._join_refresh(agent_id):
             if agent_id in self._queues:  # something else started meanwhile: as any read
                 return await self._acquire_slow(agent_id, user_id)
@@ -79,9 +83,10 @@ class _SlowReads(_Loads[R, A]):
     ) -> _Generation[R, A]:
         """Everything but the plain hit (which ``_LeaseContext.__aenter__`` does inline)."""
         self._check_loop()
+        if agent_id in self._queues:
+            self._check_reentry(agent_id)  # also when a stale entry could be served
         if agent_id in self._queues and self._must_wait(agent_id):
             # Something is in flight for this id: join a load at the tail, or wait in line.
-            self._check_reentry(agent_id)
             tail = self._turns.tail(agent_id)
             load = self._loads.get(agent_id)
             if build is not None and load is not None and load.turn is tail:

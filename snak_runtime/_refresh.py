@@ -12,7 +12,7 @@ expired wait for the refresh as they would for a build.
 from __future__ import annotations
 
 import asyncio
-from typing import Generic, TypeVar, final
+from typing import Any, Generic, TypeVar, final
 
 from ._errors import RuntimeManagerClosed
 from ._seed import RuntimeSeed
@@ -28,12 +28,13 @@ A = TypeVar("A")
 class _Refresh(Generic[R, A]):
     """One refresh in flight: the generation it refreshes, its task, the reads waiting."""
 
-    __slots__ = ("discards", "gen", "superseded", "task", "waiters")
+    __slots__ = ("discards", "gen", "owner", "superseded", "task", "waiters")
 
     def __init__(self, gen: _Generation[R, A]) -> None:
         self.gen = gen
         self.superseded = False  # a write on the id arrived: the result will be discarded
         self.task: asyncio.Task[None] | None = None
+        self.owner: asyncio.Task[Any] | None = None  # the task running its rebuild()
         self.waiters: list[asyncio.Future[None]] = []  # reads that found the entry expired
         self.discards: set[str] = set()  # users evicted meanwhile (evict_user)
 
@@ -70,7 +71,9 @@ class _Refreshes(_Writes[R, A]):
             started_ms = self._clock.now_ms()
             cost_ms: float | None = None
             try:
-                seed = await self._bounded(gen.rebuild)
+                seed = await self._calls.run(
+                    "refresh", agent_id, gen.rebuild, refresh, keep=gen._agent
+                )
                 if seed is not None:
                     self._check_seed(seed, agent_id)
             except Exception as exc:
@@ -162,7 +165,7 @@ class _Refreshes(_Writes[R, A]):
         gen = self._current.get(agent_id)
         if gen is not None and self._is_live(gen, self._now()):
             return False  # live: served as it is
-        if refresh.task is asyncio.current_task(self._loop):
+        if refresh.owner is not None and refresh.owner is asyncio.current_task(self._loop):
             raise RuntimeError(
                 f"a refresh of agent {agent_id!r} called back into the manager for the same "
                 "agent id after it expired; that would wait on itself"

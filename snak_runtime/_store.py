@@ -32,6 +32,7 @@ class _Generation(RuntimeLease[R, A]):
     """
 
     __slots__ = (
+        "ceiling",
         "current",
         "deadline",
         "expires_at",
@@ -54,6 +55,10 @@ class _Generation(RuntimeLease[R, A]):
         self._runtime = seed.runtime
         self._agent = seed.agent
         self.rebuild: Rebuild[R, A] = seed.rebuild
+        # The highest configuration version requested of this agent id while it stays
+        # cached (on_invalidate ignores one at or below it): its own version, or one that
+        # its rebuild was asked for and could not reach (CONTRACT §12).
+        self.ceiling = seed.cfg_version
         # In the manager's clock ticks. ``deadline`` is the TTL's expiry; ``expires_at``,
         # which the hot path compares, is the same unless refresh-ahead is on: then it is
         # ``refresh_at`` until a refresh was tried, so only hits in the window leave it.

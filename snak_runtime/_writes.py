@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from . import _operators
@@ -19,7 +18,6 @@ from ._store import _Generation
 
 R = TypeVar("R")
 A = TypeVar("A")
-T = TypeVar("T")
 
 
 class _Writes(_Lifecycle[R, A]):
@@ -60,7 +58,9 @@ class _Writes(_Lifecycle[R, A]):
                     agent_id, seed.cfg_version, old.cfg_version,
                 )
                 return
-            self._install(seed, cause, now)
+            gen = self._install(seed, cause, now)
+            if cause is None and old is not None and old.ceiling > gen.ceiling:
+                gen.ceiling = old.ceiling  # the same entry as far as anyone can tell
         finally:
             self._exit(agent_id, turn)
 
@@ -92,11 +92,14 @@ class _Writes(_Lifecycle[R, A]):
                 self._log.debug("cached runtime of agent %r already %s", agent_id, ended)
                 self._store.detach(gen, ended)
                 return
-            if gen.cfg_version >= cfg_version:
-                # departure: duplicate or late events do not trigger rebuild storms.
+            if gen.ceiling >= cfg_version:
+                # departure: duplicate or late events do not trigger rebuild storms, nor do
+                # repeats of a version a rebuild was asked for and could not reach (a bogus
+                # huge one silences the agent until its entry leaves: at most one TTL).
                 self._log.debug(
-                    "invalidation of agent %r to version %d ignored: cached version is %d",
-                    agent_id, cfg_version, gen.cfg_version,
+                    "invalidation of agent %r to version %d ignored: cached version is %d, "
+                    "versions up to %d were requested already",
+                    agent_id, cfg_version, gen.cfg_version, gen.ceiling,
                 )
                 return
             await self._rebuild(gen, cfg_version, turn)
@@ -110,9 +113,10 @@ class _Writes(_Lifecycle[R, A]):
         started = time.perf_counter()
         started_ms = self._clock.now_ms()
         cost_ms: float | None = None
-        task = self._running_loop().create_task(self._bounded(gen.rebuild))
+        task = self._running_loop().create_task(
+            self._calls.run("rebuild", agent_id, gen.rebuild, turn, keep=gen._agent)
+        )
         self._rebuilds.add(task)
-        turn.owner = task
         try:
             seed = await task
             if seed is not None:
@@ -156,7 +160,8 @@ class _Writes(_Lifecycle[R, A]):
             return
         if seed.cfg_version < cfg_version:
             self._log.warning(
-                "rebuilt runtime of agent %r has version %d, older than invalidation version %d",
+                "rebuilt runtime of agent %r has version %d, older than invalidation version "
+                "%d; invalidations up to that version are ignored while it stays cached",
                 agent_id, seed.cfg_version, cfg_version,
                 extra={
                     "agent_id": agent_id,
@@ -170,12 +175,11 @@ class _Writes(_Lifecycle[R, A]):
             if gen.current:
                 self._store.detach(gen, RemovalCause.INVALIDATED)
             return
-        self._install(seed, RemovalCause.INVALIDATED, build_ms=cost_ms)
-
-    async def _bounded(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Run a build or rebuild bounded by ``build_timeout_ms``."""
-        async with asyncio.timeout(self._build_timeout_s):
-            return await call()
+        new = self._install(seed, RemovalCause.INVALIDATED, build_ms=cost_ms)
+        # what was requested stays requested while the entry stays cached (CONTRACT §12)
+        ceiling = max(cfg_version, gen.ceiling)
+        if ceiling > new.ceiling:
+            new.ceiling = ceiling
 
     async def evict(self, agent_id: str) -> bool:
         """Remove ``agent_id``'s entry whatever its version (disposal waits for its pins).

@@ -1,6 +1,8 @@
 """The FastAPI app: resources start and stop in the lifespan, routes get services by dependency.
 
-Run it with ``uvicorn examples.fastapi_app.main:app`` (install the ``examples`` extra).
+Run it with ``uvicorn examples.fastapi_app.main:app`` (install the ``examples`` extra). The
+admin routes (``/admin/...``, ``snak_runtime.contrib.fastapi``) answer the token in
+``EXAMPLE_ADMIN_TOKEN`` (unset: they refuse everyone).
 
 The wiring: each route takes its service through an ``async def`` dependency that calls the
 container's provider. FastAPI awaits an async dependency on the event loop; a plain function
@@ -9,7 +11,9 @@ its thread pool on every request, which costs about 1.4x the server CPU per requ
 same route without it; the async dependency about 1.06x (``benchmarks/http_overhead.py``).
 """
 
-from collections.abc import AsyncIterator, Awaitable
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -18,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel
 
 from snak_runtime import AgentRuntimeManager, RuntimeNotCached
+from snak_runtime.contrib.fastapi import AdminScope, admin_router
 
 from .containers import AppContainer
 from .services import ChatService, ConfigService
@@ -58,6 +63,28 @@ async def config_service(request: Request) -> ConfigService:
 async def runtime_manager(request: Request) -> AgentRuntimeManager[Any, Any]:
     manager: AgentRuntimeManager[Any, Any] = _container(request).runtime.manager()
     return manager
+
+
+AdminGrant = bool | AdminScope
+
+
+async def require_admin(
+    request: Request, x_admin_token: Annotated[str | None, Header()] = None
+) -> AdminGrant:
+    """The admin router's ``authorize``: a sketch, use your real authentication.
+
+    It must *return* the grant: ``True`` for the whole cache, ``AdminScope(user_id=...)`` for
+    one user's agents (a support engineer helping that user). Anything else is refused.
+    """
+    if x_admin_token is None:
+        raise HTTPException(
+            status_code=401, detail="Unauthorized", headers={"WWW-Authenticate": "Token"}
+        )
+    tokens: Mapping[str, AdminGrant] = request.app.state.admin_tokens
+    for token, grant in tokens.items():
+        if secrets.compare_digest(x_admin_token.encode(), token.encode()):
+            return grant
+    raise HTTPException(status_code=403, detail="Forbidden")
 
 
 async def metrics_registry(request: Request) -> CollectorRegistry:
@@ -122,9 +149,18 @@ async def _resources(pending: Awaitable[None] | None) -> None:
         await pending
 
 
-def create_app(container: AppContainer | None = None) -> FastAPI:
-    """Build the app around ``container`` (a fresh ``AppContainer`` by default)."""
+def create_app(
+    container: AppContainer | None = None, admin_tokens: Mapping[str, AdminGrant] | None = None
+) -> FastAPI:
+    """Build the app around ``container`` (a fresh ``AppContainer`` by default).
+
+    ``admin_tokens`` maps each admin token to its grant; by default ``EXAMPLE_ADMIN_TOKEN``
+    (if set) is an admin of the whole cache.
+    """
     container = container or AppContainer()
+    if admin_tokens is None:
+        token = os.environ.get("EXAMPLE_ADMIN_TOKEN")
+        admin_tokens = {token: True} if token else {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -136,7 +172,11 @@ def create_app(container: AppContainer | None = None) -> FastAPI:
 
     app = FastAPI(title="snak_runtime example", lifespan=lifespan)
     app.state.container = container
+    app.state.admin_tokens = dict(admin_tokens)
     app.include_router(router)
+    # The manager through the `runtime_manager` dependency: each request gets the current one,
+    # so the routes follow the container when its resources restart.
+    app.include_router(admin_router(runtime_manager, authorize=require_admin), prefix="/admin")
     return app
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Self, final
 
 from ._client import close_quietly, make_client
+from ._redis_config import check_channel
 from ._settings import InvalidationSettings
 from ._wire import encode_message
 
@@ -29,8 +30,13 @@ class InvalidationPublisher:
 
     @classmethod
     def from_client(cls, client: Redis, *, channel: str | None = None) -> Self:
-        """Publish on your client; the channel from ``channel``, else the environment."""
-        return cls(client, channel or InvalidationSettings().channel)
+        """Publish on your client; the channel from ``channel``, else the environment.
+
+        A malformed channel raises ``RedisConfigError`` naming ``channel`` or the variable.
+        """
+        if channel:
+            return cls(client, check_channel("channel", channel))
+        return cls(client, InvalidationSettings().checked_channel())
 
     @classmethod
     def from_settings(
@@ -38,8 +44,9 @@ class InvalidationPublisher:
     ) -> Self:
         """Connect where ``settings`` (default: the environment) say.
 
-        Raises ``RuntimeError`` when no Redis is configured and ``ImportError`` naming the
-        extra to install when ``redis`` is missing.
+        Raises ``RuntimeError`` when no Redis is configured, ``RedisConfigError`` naming a
+        malformed variable (or ``channel``), and ``ImportError`` naming the extra to install
+        when ``redis`` is missing.
         """
         settings = settings if settings is not None else InvalidationSettings()
         if not settings.configured:
@@ -48,8 +55,10 @@ class InvalidationPublisher:
                 "REDIS_SENTINELS/REDIS_SENTINEL_MASTER to publish invalidations (a single "
                 "process calls manager.on_invalidate() directly)"
             )
-        client = make_client(settings.target(), timeout_s=_PUBLISH_TIMEOUT_S)
-        return cls(client, channel or settings.channel, owns_client=True)
+        target = settings.target()
+        channel = check_channel("channel", channel) if channel else settings.channel
+        client = make_client(target, timeout_s=_PUBLISH_TIMEOUT_S)
+        return cls(client, channel, owns_client=True)
 
     @classmethod
     def from_url(cls, url: str, *, channel: str | None = None) -> Self:

@@ -1,7 +1,9 @@
 """Redis Sentinel settings: the sentinel list, the master's service name, and their rules.
 
-Pure: no redis import, no I/O. Environment values follow the project's rule (a bad value is a
-WARNING naming the variable and the value, then ignored); keyword values raise ``ValueError``.
+Pure: no redis import, no I/O. A malformed value (a blank or padded list or entry, an entry
+that is not ``host:port``, a blank or unusable master name, one of the two without the other)
+is a ``RedisConfigError`` at start naming the variable (CONTRACT §12: a fleet member deaf to
+invalidations is worse than one that does not start); keyword values raise ``ValueError``.
 With Sentinel the sentinels name the master, so ``REDIS_URL``/``REDIS_HOST``/``REDIS_PORT``
 have no meaning beside them, and setting both is a start-up error that says which to drop.
 """
@@ -9,13 +11,10 @@ have no meaning beside them, and setting both is a start-up error that says whic
 from __future__ import annotations
 
 import ipaddress
-import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, final
-
-logger = logging.getLogger(__name__)
 
 SENTINELS_VAR: Final = "REDIS_SENTINELS"
 SENTINEL_MASTER_VAR: Final = "REDIS_SENTINEL_MASTER"
@@ -37,7 +36,8 @@ _MASTER_RE: Final = re.compile(r"[^\s\x00-\x1f\x7f]+")
 
 
 class RedisConfigError(ValueError):
-    """Raised at start-up when the Redis variables contradict each other; says which to drop."""
+    """Raised at start-up when a Redis variable is malformed, or the variables contradict each
+    other; names the variable (and says which to drop)."""
 
 
 def parse_sentinel_address(entry: str) -> SentinelAddress:
@@ -69,30 +69,38 @@ def _dedupe(addresses: Iterable[SentinelAddress]) -> tuple[SentinelAddress, ...]
     return tuple(dict.fromkeys(addresses))
 
 
-def sentinels_from_env(raw: str | None) -> tuple[SentinelAddress, ...]:
-    """The usable entries of ``REDIS_SENTINELS`` (comma separated), in order, without repeats.
+def _shown(value: str) -> str:
+    return repr(value) if len(value) <= 80 else f"{value[:80]!r}... ({len(value)} characters)"
 
-    An unparsable entry is ignored with a WARNING naming the variable and the entry; the others
-    are used (one typo must not cut a fleet off from its invalidations). Blank entries, as a
-    trailing comma makes, are skipped. Never raises: an empty result means no usable sentinel.
+
+def sentinels_from_env(raw: str | None) -> tuple[SentinelAddress, ...]:
+    """The entries of ``REDIS_SENTINELS`` (comma separated), in order, without repeats.
+
+    ``()`` when unset or empty. A blank value, an entry with blanks around it or only blanks,
+    or one that is not ``host``, ``host:port`` or ``[ipv6]:port`` raises ``RedisConfigError``
+    naming the variable and the entry. An empty entry (a trailing comma) is skipped.
     """
-    if raw is None or not raw.strip():
+    # issue 23: a bad entry was a WARNING and skipped; a list the operator
+    # mistyped now fails start-up, as every malformed fleet setting does.
+    if not raw:
         return ()
+    if not raw.strip():
+        raise RedisConfigError(f"{SENTINELS_VAR}={_shown(raw)} is blank: set it, or leave it empty")
     found: list[SentinelAddress] = []
     for entry in raw.split(","):
-        if not entry.strip():
+        if not entry:
             continue
+        if entry != entry.strip():
+            raise RedisConfigError(
+                f"{SENTINELS_VAR} entry {_shown(entry)} has blanks around it: write "
+                "host:port,host:port without blanks"
+            )
         try:
             found.append(parse_sentinel_address(entry))
         except ValueError as exc:
-            logger.warning("%s entry %r ignored: %s", SENTINELS_VAR, entry.strip(), exc)
+            raise RedisConfigError(f"{SENTINELS_VAR} entry {_shown(entry)}: {exc}") from None
     if not found:
-        logger.warning(
-            "%s=%r has no usable host:port entry: no invalidations reach this process until "
-            "it is fixed",
-            SENTINELS_VAR,
-            raw,
-        )
+        raise RedisConfigError(f"{SENTINELS_VAR}={_shown(raw)} names no host:port entry")
     return _dedupe(found)
 
 
@@ -106,6 +114,8 @@ def sentinels_from_keyword(
     found: list[SentinelAddress] = []
     for item in items:
         if isinstance(item, str):
+            if item != item.strip():
+                raise ValueError(f"sentinels entry {item!r}: blanks around it")
             try:
                 found.append(parse_sentinel_address(item))
             except ValueError as exc:
@@ -129,19 +139,16 @@ def sentinels_from_keyword(
 
 
 def master_from_env(raw: str | None) -> str | None:
-    """``REDIS_SENTINEL_MASTER`` stripped; a name with blanks or control characters is
-    ignored with a WARNING (no sentinel could monitor it). ``None`` when unset or unusable."""
-    if raw is None or not raw.strip():
+    """``REDIS_SENTINEL_MASTER``; ``None`` when unset or empty. A blank name, or one with
+    blanks or control characters (no sentinel could monitor it) raises ``RedisConfigError``."""
+    if not raw:
         return None
-    name = raw.strip()
-    if _MASTER_RE.fullmatch(name) is None:
-        logger.warning(
-            "%s=%r ignored: a master name has no blanks or control characters",
-            SENTINEL_MASTER_VAR,
-            raw,
+    if _MASTER_RE.fullmatch(raw) is None:
+        raise RedisConfigError(
+            f"{SENTINEL_MASTER_VAR}={_shown(raw)} is not a master name: one word, without "
+            "blanks or control characters"
         )
-        return None
-    return name
+    return raw
 
 
 def master_from_keyword(value: str) -> str:
@@ -215,17 +222,19 @@ def sentinel_endpoint_from_env(
     db: int,
     direct_vars: Iterable[str] = (),
 ) -> SentinelEndpoint | None:
-    """Resolve ``REDIS_SENTINELS``/``REDIS_SENTINEL_MASTER``; ``None`` when neither is set.
+    """Resolve ``REDIS_SENTINELS``/``REDIS_SENTINEL_MASTER``; ``None`` when neither is set
+    (an empty variable is unset).
 
     ``direct_vars`` are the names of the direct-address variables that are set: any of them
-    beside a Sentinel variable raises ``RedisConfigError``. Every other fault (a bad entry, a
-    missing half) is a WARNING naming the variable, and the endpoint is returned anyway, so
-    the service starts and keeps retrying, as for an unreachable Redis.
+    beside a Sentinel variable raises ``RedisConfigError``, as does a malformed value or one
+    of the two without the other (Sentinel needs both: the service would never hear an
+    invalidation). A well-formed configuration whose sentinels do not answer is the
+    subscriber's to warn about and retry, as for an unreachable Redis.
     """
     present = [
         name
         for name, raw in ((SENTINELS_VAR, raw_sentinels), (SENTINEL_MASTER_VAR, raw_master))
-        if raw is not None and raw.strip()
+        if raw
     ]
     if not present:
         return None
@@ -238,10 +247,8 @@ def sentinel_endpoint_from_env(
     )
     for name in (SENTINELS_VAR, SENTINEL_MASTER_VAR):
         if name not in present:
-            logger.warning(
-                "%s is set but %s is not: Sentinel needs both; no invalidations reach this "
-                "process until it is fixed",
-                present[0],
-                name,
+            raise RedisConfigError(
+                f"{present[0]} is set but {name} is not: Sentinel needs both (set {name}, or "
+                f"drop {present[0]})"
             )
     return endpoint

@@ -7,10 +7,22 @@ from dataclasses import dataclass
 from typing import Any, Final, final
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .._config import BACKOFF_CAP_VAR, env_int
+from .._config import BACKOFF_CAP_VAR
+from ._redis_config import (
+    CHANNEL_VAR,
+    DB_VAR,
+    HOST_VAR,
+    PORT_VAR,
+    URL_VAR,
+    check_channel,
+    check_db,
+    check_host,
+    check_port,
+    check_url,
+)
 from ._sentinel import (
     DIRECT_VARS,
     SENTINEL_MASTER_VAR,
@@ -60,8 +72,9 @@ class InvalidationSettings(BaseSettings):
     ``REDIS_URL`` wins over ``REDIS_HOST``/``REDIS_PORT``/``REDIS_PASSWORD``/``REDIS_DB``.
     ``REDIS_SENTINELS``/``REDIS_SENTINEL_MASTER`` find the master through Sentinel instead
     (``target()``). With none of them set, ``configured`` is false and nothing connects.
-    Fields hold raw text: a bad port or db is ignored with a WARNING when the endpoint is
-    resolved (never at load).
+    Fields hold raw text, checked when the target is resolved (``target()``, which the
+    subscriber and the publisher call when they are built): a malformed value raises
+    ``RedisConfigError`` naming the variable. An empty variable is unset.
     """
 
     model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore")
@@ -74,7 +87,7 @@ class InvalidationSettings(BaseSettings):
     # Redis Sentinel (issue 17): the sentinels name the master; REDIS_PASSWORD/REDIS_DB apply to it.
     redis_sentinels: str | None = Field(default=None, validation_alias=SENTINELS_VAR)
     redis_sentinel_master: str | None = Field(default=None, validation_alias=SENTINEL_MASTER_VAR)
-    channel: str = Field(default=DEFAULT_CHANNEL, validation_alias="AGENT_CFG_INVALIDATE_CHANNEL")
+    channel: str = Field(default=DEFAULT_CHANNEL, validation_alias=CHANNEL_VAR)
     # The version check (only with a version source); raw text, resolved by _versions.
     version_source_timeout_ms: str | None = Field(
         default=None, validation_alias=VERSION_SOURCE_TIMEOUT_VAR
@@ -82,13 +95,33 @@ class InvalidationSettings(BaseSettings):
     reconcile_interval_ms: str | None = Field(default=None, validation_alias=RECONCILE_INTERVAL_VAR)
     backoff_cap_ms: str | None = Field(default=None, validation_alias=BACKOFF_CAP_VAR)
 
+    @field_validator(
+        "redis_url", "redis_host", "redis_port", "redis_password", "redis_db",
+        "redis_sentinels", "redis_sentinel_master", mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """An empty value is unset, given in code as from the environment."""
+        return None if value == "" else value
+
+    @field_validator("channel", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: Any) -> Any:
+        return DEFAULT_CHANNEL if value == "" or value is None else value
+
     @classmethod
     def for_url(cls, url: str, *, channel: str | None = None) -> InvalidationSettings:
-        """Settings for this URL; the channel from ``channel``, else the environment."""
+        """Settings for this URL; the channel from ``channel``, else the environment.
+
+        A malformed ``url`` or ``channel`` raises ``RedisConfigError`` naming the keyword.
+        """
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a string, got {type(url).__name__}")
+        check_url("url", url)
         # An explicit URL replaces Sentinel variables from the environment (keyword > environment).
-        values: dict[str, Any] = {"REDIS_URL": url, SENTINELS_VAR: None, SENTINEL_MASTER_VAR: None}
+        values: dict[str, Any] = {URL_VAR: url, SENTINELS_VAR: None, SENTINEL_MASTER_VAR: None}
         if channel is not None:
-            values["AGENT_CFG_INVALIDATE_CHANNEL"] = channel
+            values[CHANNEL_VAR] = check_channel("channel", channel)
         return cls.model_validate(values)
 
     @classmethod
@@ -122,7 +155,7 @@ class InvalidationSettings(BaseSettings):
         if password is not None:
             values["REDIS_PASSWORD"] = password
         if channel is not None:
-            values["AGENT_CFG_INVALIDATE_CHANNEL"] = channel
+            values[CHANNEL_VAR] = check_channel("channel", channel)
         return cls.model_validate(values)
 
     @property
@@ -141,32 +174,56 @@ class InvalidationSettings(BaseSettings):
             )
         )
 
+    def checked_channel(self) -> str:
+        """The channel, or ``RedisConfigError`` when ``AGENT_CFG_INVALIDATE_CHANNEL`` is
+        malformed (blank, padded, holding a blank or a control character)."""
+        return check_channel(CHANNEL_VAR, self.channel)
+
     def target(self) -> RedisEndpoint | SentinelEndpoint:
         """Where to connect: a ``SentinelEndpoint`` when ``REDIS_SENTINELS`` or
         ``REDIS_SENTINEL_MASTER`` is set, else ``endpoint()``.
 
-        Sentinel beside ``REDIS_URL``/``REDIS_HOST``/``REDIS_PORT`` raises ``RedisConfigError``
-        (a start-up error saying which to drop); every other fault is a WARNING (issue 17).
+        Every variable that is set is checked, the channel too: a malformed one, or Sentinel
+        beside ``REDIS_URL``/``REDIS_HOST``/``REDIS_PORT``, raises ``RedisConfigError`` naming
+        it. A well-formed target that does not answer is the subscriber's to warn about.
         """
+        self.checked_channel()
+        direct = self.endpoint()
         password = self.redis_password
-        direct = (self.redis_url, self.redis_host, self.redis_port)
         sentinel = sentinel_endpoint_from_env(
             self.redis_sentinels,
             self.redis_sentinel_master,
             password=None if password is None else password.get_secret_value(),
-            db=env_int("REDIS_DB", self.redis_db, 0, minimum=0, maximum=1_000_000),
-            direct_vars=[n for n, raw in zip(DIRECT_VARS, direct, strict=True) if raw is not None],
+            db=direct.db,
+            direct_vars=[
+                n
+                for n, raw in zip(
+                    DIRECT_VARS, (self.redis_url, self.redis_host, self.redis_port), strict=True
+                )
+                if raw is not None
+            ],
         )
-        return self.endpoint() if sentinel is None else sentinel
+        return direct if sentinel is None else sentinel
 
     def endpoint(self) -> RedisEndpoint:
-        """Resolve the direct connection target; unparseable port/db fall back with a WARNING."""
-        if self.redis_url is not None:
-            return RedisEndpoint(url=self.redis_url.get_secret_value())
+        """The direct connection target; a malformed ``REDIS_URL``, ``REDIS_HOST``,
+        ``REDIS_PORT`` or ``REDIS_DB`` raises ``RedisConfigError`` naming it (each that is set
+        is checked, even beside a ``REDIS_URL`` that wins over it)."""
+        # issue 23: a bad port or db used to fall back to the default with a
+        # WARNING, and a bad URL failed only in the background task: each is now a start-up
+        # error, since a process connected to the wrong Redis, or to none, hears nothing.
+        url = None if self.redis_url is None else check_url(
+            URL_VAR, self.redis_url.get_secret_value()
+        )
+        host = _DEFAULT_HOST if self.redis_host is None else check_host(HOST_VAR, self.redis_host)
+        port = _DEFAULT_PORT if self.redis_port is None else check_port(PORT_VAR, self.redis_port)
+        db = 0 if self.redis_db is None else check_db(DB_VAR, self.redis_db)
         password = self.redis_password
+        if url is not None:
+            return RedisEndpoint(url=url)
         return RedisEndpoint(
-            host=(self.redis_host or "").strip() or _DEFAULT_HOST,
-            port=env_int("REDIS_PORT", self.redis_port, _DEFAULT_PORT, minimum=1, maximum=65_535),
+            host=host,
+            port=port,
             password=None if password is None else password.get_secret_value(),
-            db=env_int("REDIS_DB", self.redis_db, 0, minimum=0, maximum=1_000_000),
+            db=db,
         )

@@ -18,6 +18,7 @@ from typing import Any, final
 
 from .._clock import Clock
 from .._config import GuardConfig
+from .._guards import MAX_GUARD_ENTRIES, MAX_GUARD_MS
 from .._manager import AgentRuntimeManager
 from .._policies import POLICY_NAMES
 from .._settings import RuntimeCacheSettings
@@ -107,9 +108,9 @@ PARAMETERS: Mapping[str, Parameter] = {
         Parameter("hold_ms", "--hold-ms", float, 0, _DAY_MS, "how long a lease is held"),
         Parameter("invalidations_per_s", "--invalidations", float, 0, 1_000,
                   "configuration changes per second"),
-        Parameter("max_entries", "--max-entries", int, 1, 10_000_000,
+        Parameter("max_entries", "--max-entries", int, 1, MAX_GUARD_ENTRIES,
                   "cache size (default: as configured)", optional=True),
-        Parameter("ttl_ms", "--ttl-ms", int, 1, 365 * _DAY_MS,
+        Parameter("ttl_ms", "--ttl-ms", int, 1, MAX_GUARD_MS,
                   "entry TTL (default: as configured)", optional=True),
         Parameter("build_timeout_ms", "--build-timeout-ms", int, 1, _DAY_MS,
                   "a slower build fails (default: the manager's 30000)", optional=True),
@@ -119,7 +120,7 @@ PARAMETERS: Mapping[str, Parameter] = {
                   "distinct agents one more user opens in the middle of the run"),
         Parameter("burst_rate_per_s", "--burst-rate", float, 0.001, 1_000_000,
                   "requests per second of that burst"),
-        Parameter("max_entries_per_user", "--max-entries-per-user", int, 1, 10_000_000,
+        Parameter("max_entries_per_user", "--max-entries-per-user", int, 1, MAX_GUARD_ENTRIES,
                   "per-user quota (default: as configured)", optional=True),
         Parameter("seed", "--seed", int, -(2**63), 2**63 - 1, "random seed"),
         Parameter("refresh_ahead_ms", "--refresh-ahead-ms", int, 0, 365 * _DAY_MS,

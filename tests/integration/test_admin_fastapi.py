@@ -38,12 +38,13 @@ Manager = AgentRuntimeManager[str, object]
 TOKEN = "s3cret"
 
 
-def require_admin(x_admin_token: Annotated[str | None, Header()] = None) -> None:
-    """The host's check: no token is 401, a wrong one 403."""
+def require_admin(x_admin_token: Annotated[str | None, Header()] = None) -> bool:
+    """The host's check: no token is 401, a wrong one 403, the right one True."""
     if x_admin_token is None:
         raise HTTPException(401, "Unauthorized", headers={"WWW-Authenticate": "Token"})
     if x_admin_token != TOKEN:
         raise HTTPException(403, "Forbidden")
+    return True
 
 
 async def _never_rebuilt() -> RuntimeSeed[str, object] | None:
@@ -119,7 +120,7 @@ def test_unauthorized_requests_learn_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     looked_up: list[str] = []
-    for name in ("peek", "snapshot", "evict", "evict_user", "stats"):
+    for name in ("peek", "snapshot", "agent_ids", "evict", "evict_user", "stats"):
         original = getattr(manager, name)
 
         def spy(*args: Any, _name: str = name, _original: Any = original) -> Any:
@@ -154,7 +155,9 @@ def test_snapshot_and_one_entry(client: TestClient, clock: FakeClock) -> None:
     clock.advance(100)
     response = client.get("/admin/entries")
     assert response.status_code == 200
-    entries = response.json()
+    page = response.json()
+    assert page["next_cursor"] is None
+    entries = page["entries"]
     assert [e["agent_id"] for e in entries] == ["a", "b", "c"]
     assert entries[1] == {
         "agent_id": "b",
@@ -185,7 +188,7 @@ def test_evict_a_users_agents(client: TestClient, manager: Manager) -> None:
     response = client.delete("/admin/users/alice/entries")
     assert response.status_code == 200
     assert response.json() == {"user_id": "alice", "removed": 2}
-    assert [e["agent_id"] for e in client.get("/admin/entries").json()] == ["c"]
+    assert [e["agent_id"] for e in client.get("/admin/entries").json()["entries"]] == ["c"]
     stats = client.get("/admin/stats").json()
     assert stats["size"] == 1
     assert stats["removals"]["explicit"] == 2
@@ -217,4 +220,4 @@ def test_evicting_through_a_closed_manager_is_503(client: TestClient, manager: M
     client.portal.call(manager.aclose, 1)
     assert client.delete("/admin/entries/a").status_code == 503
     assert client.delete("/admin/users/alice/entries").status_code == 503
-    assert client.get("/admin/entries").json() == []
+    assert client.get("/admin/entries").json() == {"entries": [], "next_cursor": None}

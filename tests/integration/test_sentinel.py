@@ -31,6 +31,7 @@ from snak_runtime.invalidation import (
     InvalidationPublisher,
     InvalidationSettings,
     InvalidationSubscriber,
+    RedisConfigError,
     SentinelEndpoint,
     publish_invalidation,
 )
@@ -105,19 +106,18 @@ async def test_round_trip_through_sentinel_from_the_environment(
         assert sub.stats().applied == 2 and sub.stats().reconnects == 0
 
 
-async def test_a_bad_entry_beside_good_ones_warns_and_the_rest_is_used(
-    sentinel_cluster: SentinelCluster,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+async def test_a_bad_entry_beside_good_ones_fails_start_naming_it(
+    sentinel_cluster: SentinelCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Issue 23: a malformed list fails start-up (before: a WARNING, the rest used).
     env = sentinel_env(sentinel_cluster)
     env["REDIS_SENTINELS"] = f"{HOST}:{free_port()}:9,{env['REDIS_SENTINELS']}"
-    with caplog.at_level(logging.WARNING):
-        async with container_from_env(monkeypatch, env) as (_, sub):
-            async with asyncio.timeout(20):
-                await sub.wait_connected()
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warned) == 1 and warned[0].startswith("REDIS_SENTINELS entry '127.0.0.1:")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    container = RuntimeContainer()
+    with pytest.raises(RedisConfigError, match=r"^REDIS_SENTINELS entry '127\.0\.0\.1:"):
+        await container.init_resources()  # type: ignore[misc]
+    await container.shutdown_resources()  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("fault", ["unknown master", "no sentinel"])

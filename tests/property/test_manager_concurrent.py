@@ -31,11 +31,20 @@ from snak_runtime import (
     RuntimeNotCached,
     RuntimeSeed,
 )
+from snak_runtime._calls import UserCodeCancelled
 from snak_runtime.testing import FakeClock
 
 AGENT_IDS = st.sampled_from(["a", "b", "c"])
-OUTCOMES = st.sampled_from(["seed", "seed", "none", "raise", "slow"])
-EXPECTED = (RuntimeNotCached, RuntimeManagerClosed, TimeoutError, LookupError, ValueError)
+# "stubborn": slow, and ignores cancellation (issue 23); "cancels": raises CancelledError
+OUTCOMES = st.sampled_from(["seed", "seed", "none", "raise", "slow", "stubborn", "cancels"])
+EXPECTED = (
+    RuntimeNotCached,
+    RuntimeManagerClosed,
+    TimeoutError,
+    LookupError,
+    ValueError,
+    UserCodeCancelled,  # what a build or rebuild that raised CancelledError fails with
+)
 
 
 class Agent:
@@ -98,16 +107,21 @@ class ConcurrentMachine(RuleBasedStateMachine):
         refresh_ahead=st.sampled_from([0, 30, 60, 99]),
         stale=st.booleans(),
         rebuild=OUTCOMES,
+        abandon_at_once=st.booleans(),
     )
     def options(
         self, idle_ttl: int, jitter: float, seed: int, refresh_ahead: int, stale: bool,
-        rebuild: str,
+        rebuild: str, abandon_at_once: bool,
     ) -> None:
         """This run's options (expiry, issue 15's) in random combinations, on a fresh manager
         (the first one was never used); ``rebuild`` is what the entries' rebuild()
-        (invalidations and refreshes) does."""
+        (invalidations and refreshes) does. ``abandon_at_once``: a cancelled build or
+        rebuild gets no grace to end (without a wall clock, the only way a stubborn one is
+        abandoned here: its seed then arrives late and must still be disposed)."""
         self.rebuild_outcome = rebuild
         self.manager = self.make_manager(idle_ttl, jitter, seed, refresh_ahead, stale)
+        if abandon_at_once:
+            self.manager._calls._grace_s = 0.0
 
     def make_manager(
         self, idle_ttl: int, jitter: float, seed: int, refresh_ahead: int, stale: bool
@@ -207,8 +221,15 @@ class ConcurrentMachine(RuleBasedStateMachine):
             raise Boom(agent_id)
         if outcome == "none":
             return None
+        if outcome == "cancels":
+            raise asyncio.CancelledError
         if outcome == "slow":
             await self.slow.wait()
+        if outcome == "stubborn":
+            slow = self.slow  # (settle replaces it)
+            while not slow.is_set():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await slow.wait()
         made = self.seed(agent_id, version, user, born)
         assert made.agent is not None
         self.accepted[id(made.agent)] = made.agent  # made for the manager: its to dispose
@@ -275,6 +296,20 @@ class ConcurrentMachine(RuleBasedStateMachine):
 
         self.spawn(holder())
         self.leases[self.tasks[-1]] = agent_id
+
+    @precondition(lambda self: not self.closed)
+    @rule(agent_id=AGENT_IDS, steps=st.integers(1, 4))
+    def lease_stubborn_and_leave(self, agent_id: str, steps: int) -> None:
+        """A lease on a build that ignores cancellation, cancelled by its caller: the load
+        ends anyway (at once with ``abandon_at_once``), the id stays usable, and the seed
+        the build returns at last is disposed (issue 23)."""
+        self.lease(agent_id, None, "stubborn", 1)
+        task = self.tasks[-1]
+        self.run_steps(steps)
+        if not task.done():
+            self.cancelled.add(task)
+            task.cancel()
+            self.run_steps(2)
 
     @precondition(lambda self: not self.closed)
     @rule(agent_id=AGENT_IDS)

@@ -47,6 +47,7 @@ from snak_runtime import (
     RuntimeNotCached,
     RuntimeSeed,
 )
+from snak_runtime._calls import UserCodeCancelled
 from snak_runtime.testing import FakeClock
 
 MAX_ENTRIES = 2
@@ -91,6 +92,7 @@ class MGen:
     last_used: int = 0  # install, or release of the last pin (set by install)
     loose: int = 0
     leased: int = 0
+    ceiling: int = 0  # the highest version requested while cached (set by install)
     current: bool = True
     finished: bool = False
 
@@ -184,6 +186,9 @@ class Model:
             build_ms if build_ms is not None or old is None else old.last_build_ms,
         )
         gen.last_used = self.now
+        gen.ceiling = seed.cfg_version
+        if cause is None and old is not None:  # a same-version refresh keeps it
+            gen.ceiling = max(gen.ceiling, old.ceiling)
         window = min(self.refresh_ahead_ms, ttl // 2)
         if window > 0:
             gen.refresh_at = gen.deadline - window
@@ -408,6 +413,9 @@ class ManagerMachine(RuleBasedStateMachine):
             plan = self.rebuild_plan
             if plan[0] == "raise":
                 raise Boom(agent_id)
+            if plan[0] == "cancelled":  # user code raising CancelledError on its own
+                await asyncio.sleep(0)
+                raise asyncio.CancelledError
             if plan[0] == "none":
                 return None
             _, version, user, ttl = plan
@@ -426,7 +434,7 @@ class ManagerMachine(RuleBasedStateMachine):
         gen.refresh_at = 0
         plan = self.rebuild_plan
         event(f"refresh: {plan[0]}")
-        if plan[0] == "raise":
+        if plan[0] in ("raise", "cancelled"):
             return  # kept until it expires
         if plan[0] == "none":
             m.detach(gen, "refreshed")
@@ -499,7 +507,7 @@ class ManagerMachine(RuleBasedStateMachine):
         target=leases,
         agent_id=AGENT_IDS,
         user=st.none() | USERS,
-        build=st.sampled_from(["none", "seed", "returns-none", "raises"]),
+        build=st.sampled_from(["none", "seed", "returns-none", "raises", "cancelled"]),
         built_version=VERSIONS,
         built_user=USERS,
     )
@@ -511,6 +519,8 @@ class ManagerMachine(RuleBasedStateMachine):
         async def builder(aid: str) -> RuntimeSeed[str, Agent] | None:
             if build == "raises":
                 raise Boom(aid)
+            if build == "cancelled":  # a load failure, never a cancellation of its callers
+                raise asyncio.CancelledError
             if build == "returns-none":
                 return None
             seed = self.seed(aid, built_version, built_user, None, False)
@@ -523,7 +533,7 @@ class ManagerMachine(RuleBasedStateMachine):
         outcome: Any
         try:
             outcome = self.run(context.__aenter__())
-        except (RuntimeNotCached, Boom) as exc:
+        except (RuntimeNotCached, Boom, UserCodeCancelled) as exc:
             outcome = exc
         m = self.model
         gen = m.live(agent_id)
@@ -543,6 +553,9 @@ class ManagerMachine(RuleBasedStateMachine):
                 return None
             if build == "raises":
                 assert isinstance(outcome, Boom)
+                return None
+            if build == "cancelled":
+                assert isinstance(outcome, UserCodeCancelled)
                 return None
             if build == "returns-none":
                 assert isinstance(outcome, RuntimeNotCached)
@@ -575,7 +588,7 @@ class ManagerMachine(RuleBasedStateMachine):
     @rule(
         agent_id=AGENT_IDS,
         event_version=VERSIONS,
-        outcome=st.sampled_from(["seed", "none", "raise"]),
+        outcome=st.sampled_from(["seed", "none", "raise", "cancelled"]),
         rebuilt_version=VERSIONS,
         user=USERS,
         ttl=TTLS,
@@ -603,7 +616,7 @@ class ManagerMachine(RuleBasedStateMachine):
         raised: BaseException | None = None
         try:
             self.run(self.manager.on_invalidate(agent_id, event_version))
-        except Boom as exc:
+        except (Boom, UserCodeCancelled) as exc:
             raised = exc
         finally:
             del self.manager._install
@@ -616,18 +629,42 @@ class ManagerMachine(RuleBasedStateMachine):
             assert raised is None and not rebuilt
             m.detach(gen, m.cause(gen))
             return
-        if gen.version >= event_version:
+        if gen.ceiling >= event_version:  # its version, or one requested already
             assert raised is None and not rebuilt
             return
         if outcome == "raise":
             assert isinstance(raised, Boom)
+            m.detach(gen, "invalidated")
+        elif outcome == "cancelled":
+            assert isinstance(raised, UserCodeCancelled)
             m.detach(gen, "invalidated")
         elif outcome == "none":
             assert raised is None
             m.detach(gen, "invalidated")
         else:
             assert raised is None and len(rebuilt) == 1
-            m.install(rebuilt[0], "invalidated", build_ms=0.0)
+            new = m.install(rebuilt[0], "invalidated", build_ms=0.0)
+            # requested stays requested while cached, even if the rebuild returned older
+            new.ceiling = max(new.ceiling, event_version, gen.ceiling)
+
+    @precondition(lambda self: not self.closed)
+    @rule(
+        agent_id=AGENT_IDS,
+        event_version=VERSIONS,
+        rebuilt_version=VERSIONS,
+        below=st.integers(0, 2),
+    )
+    def invalidate_twice(
+        self, agent_id: str, event_version: int, rebuilt_version: int, below: int
+    ) -> None:
+        """An invalidation, then one at a version already requested or just below it: a
+        no-op while the entry stays cached, also when the first rebuild returned an older
+        version (issue 23's ceiling)."""
+        self.invalidate(agent_id, event_version, "seed", rebuilt_version, "u1", None)
+        gen = self.model.current.get(agent_id)
+        if gen is not None:
+            again = max(1, gen.ceiling - below)
+            self.invalidate(agent_id, again, "seed", rebuilt_version, "u1", None)
 
     @precondition(lambda self: not self.closed)
     @rule(agent_id=AGENT_IDS, resync=st.booleans())

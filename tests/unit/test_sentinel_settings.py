@@ -82,21 +82,17 @@ def test_parse_sentinel_address_rejects_with_a_reason(entry: str, reason: str) -
         parse_sentinel_address(entry)
 
 
-def test_env_list_keeps_good_entries_in_order_and_warns_per_bad_one(
+def test_env_list_keeps_entries_in_order_without_repeats(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING):
-        found = sentinels_from_env("a:1, b:2:3 ,c,[::1]:4,a:1,redis://d:5,")
+    with caplog.at_level(logging.DEBUG):
+        found = sentinels_from_env("a:1,c,[::1]:4,a:1,")  # a trailing comma is harmless
     assert found == (("a", 1), ("c", DEFAULT_SENTINEL_PORT), ("::1", 4))
-    assert warnings(caplog) == [
-        "REDIS_SENTINELS entry 'b:2:3' ignored: an IPv6 address must be in brackets: "
-        "[address]:port",
-        "REDIS_SENTINELS entry 'redis://d:5' ignored: not host:port",
-    ]
+    assert caplog.records == []
 
 
-@pytest.mark.parametrize("raw", [None, "", "  "])
-def test_env_list_unset_or_blank_is_empty_and_silent(
+@pytest.mark.parametrize("raw", [None, ""])
+def test_env_list_unset_or_empty_is_empty_and_silent(
     caplog: pytest.LogCaptureFixture, raw: str | None
 ) -> None:
     with caplog.at_level(logging.DEBUG):
@@ -104,16 +100,33 @@ def test_env_list_unset_or_blank_is_empty_and_silent(
     assert caplog.records == []
 
 
-def test_env_list_with_nothing_usable_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING):
-        assert sentinels_from_env("h:0,,x:y") == ()
-    messages = warnings(caplog)
-    assert len(messages) == 3
-    assert messages[:2] == [
-        "REDIS_SENTINELS entry 'h:0' ignored: port 0 is not in 1..65535",
-        "REDIS_SENTINELS entry 'x:y' ignored: not host:port",
-    ]
-    assert messages[2].startswith("REDIS_SENTINELS='h:0,,x:y' has no usable host:port entry")
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("  ", "REDIS_SENTINELS='  ' is blank"),
+        ("\t", "REDIS_SENTINELS='\\t' is blank"),
+        ("a:1, b:2", "REDIS_SENTINELS entry ' b:2' has blanks around it"),
+        (" a:1", "REDIS_SENTINELS entry ' a:1' has blanks around it"),
+        ("a:1, ,b:2", "REDIS_SENTINELS entry ' ' has blanks around it"),
+        ("a:1,b:2:3", "REDIS_SENTINELS entry 'b:2:3': an IPv6 address must be in brackets"),
+        ("a:1,redis://d:5", "REDIS_SENTINELS entry 'redis://d:5': not host:port"),
+        ("h:0", "REDIS_SENTINELS entry 'h:0': port 0 is not in 1..65535"),
+        (",,", "REDIS_SENTINELS=',,' names no host:port entry"),
+    ],
+)
+def test_a_malformed_env_list_is_a_start_up_error_naming_the_variable(
+    raw: str, message: str
+) -> None:
+    # Before issue 23: a WARNING, the bad entry skipped (or, blank, no Sentinel at all).
+    with pytest.raises(RedisConfigError) as info:
+        sentinels_from_env(raw)
+    assert str(info.value).startswith(message)
+
+
+def test_a_huge_env_entry_is_not_echoed_whole() -> None:
+    with pytest.raises(RedisConfigError) as info:
+        sentinels_from_env("a:1," + "x" * 10_000 + ":y")
+    assert len(str(info.value)) < 300
 
 
 @pytest.mark.parametrize(
@@ -134,6 +147,7 @@ def test_keyword_list_accepts(value: object, expected: tuple[tuple[str, int], ..
     [
         ("a:1,b:x", "sentinels entry 'b:x': not host:port"),
         ("a:1,", "sentinels entry '': empty entry"),
+        ("a:1, b:2", "sentinels entry ' b:2': blanks around it"),
         ([], "sentinels must name at least one host:port"),
         ([("a", True)], "sentinels entry ('a', True): expected"),
         ([("a", "1")], "sentinels entry ('a', '1'): expected"),
@@ -149,16 +163,18 @@ def test_keyword_list_rejects_with_value_error(value: object, message: str) -> N
 
 
 def test_master_name_from_env(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.DEBUG):
         assert master_from_env(None) is None
-        assert master_from_env("  ") is None
-        assert master_from_env(" mymaster ") == "mymaster"
-        assert warnings(caplog) == []
-        assert master_from_env("my master") is None
-    assert warnings(caplog) == [
-        "REDIS_SENTINEL_MASTER='my master' ignored: a master name has no blanks or control "
-        "characters"
-    ]
+        assert master_from_env("") is None
+        assert master_from_env("mymaster") == "mymaster"
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize("raw", ["  ", " mymaster ", "my master", "a\tb", "a\x00"])
+def test_a_malformed_master_name_is_a_start_up_error(raw: str) -> None:
+    with pytest.raises(RedisConfigError) as info:
+        master_from_env(raw)
+    assert str(info.value).startswith(f"REDIS_SENTINEL_MASTER={raw!r} is not a master name")
 
 
 @pytest.mark.parametrize("bad", ["", " x", "a b", "a\tb", "a\x00", 3])
@@ -197,7 +213,8 @@ def test_endpoint_problems() -> None:
 
 
 def test_resolve_from_env_neither_set_is_none() -> None:
-    assert sentinel_endpoint_from_env(None, " ", password=None, db=0) is None
+    assert sentinel_endpoint_from_env(None, "", password=None, db=0) is None
+    assert sentinel_endpoint_from_env("", None, password=None, db=0) is None
     # Nothing Sentinel is set: the direct variables are someone else's business.
     assert sentinel_endpoint_from_env(None, None, password=None, db=0, direct_vars=["X"]) is None
 
@@ -218,25 +235,20 @@ def test_resolve_from_env_with_a_direct_address_raises(
 
 @pytest.mark.parametrize(
     ("sentinels", "master", "missing"),
-    [("a:1", None, "REDIS_SENTINEL_MASTER"), (None, "m", "REDIS_SENTINELS")],
+    [("a:1", None, "REDIS_SENTINEL_MASTER"), (None, "m", "REDIS_SENTINELS"),
+     ("a:1", "", "REDIS_SENTINEL_MASTER")],
 )
-def test_resolve_from_env_half_configured_warns_and_still_returns_an_endpoint(
-    caplog: pytest.LogCaptureFixture, sentinels: str | None, master: str | None, missing: str
+def test_resolve_from_env_half_configured_is_a_start_up_error(
+    sentinels: str | None, master: str | None, missing: str
 ) -> None:
-    with caplog.at_level(logging.WARNING):
-        endpoint = sentinel_endpoint_from_env(sentinels, master, password=None, db=0)
-    assert endpoint is not None and not endpoint.usable
-    (message,) = warnings(caplog)
-    assert f"but {missing} is not: Sentinel needs both" in message
+    # Before issue 23: a WARNING, and a subscriber that could never connect.
+    with pytest.raises(RedisConfigError, match=f"but {missing} is not: Sentinel needs both"):
+        sentinel_endpoint_from_env(sentinels, master, password=None, db=0)
 
 
-def test_resolve_from_env_bad_entries_warn_and_the_rest_is_used(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    with caplog.at_level(logging.WARNING):
-        endpoint = sentinel_endpoint_from_env("a:1,a:b", "m", password=None, db=0)
-    assert endpoint == SentinelEndpoint((("a", 1),), "m")
-    assert warnings(caplog) == ["REDIS_SENTINELS entry 'a:b' ignored: not host:port"]
+def test_resolve_from_env_a_bad_entry_is_a_start_up_error() -> None:
+    with pytest.raises(RedisConfigError, match="REDIS_SENTINELS entry 'a:b': not host:port"):
+        sentinel_endpoint_from_env("a:1,a:b", "m", password=None, db=0)
 
 
 # --- the settings model, the subscriber, the publisher and the container ----------------------
@@ -245,7 +257,7 @@ def test_resolve_from_env_bad_entries_warn_and_the_rest_is_used(
 def test_environment_selects_sentinel_with_password_and_db_for_the_master(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("REDIS_SENTINELS", "10.0.0.1:26379, 10.0.0.2:26380")
+    monkeypatch.setenv("REDIS_SENTINELS", "10.0.0.1:26379,10.0.0.2:26380")
     monkeypatch.setenv("REDIS_SENTINEL_MASTER", "mymaster")
     monkeypatch.setenv("REDIS_PASSWORD", "s3cret")
     monkeypatch.setenv("REDIS_DB", "2")
@@ -313,27 +325,22 @@ def test_for_sentinels_rejects_bad_keywords(
         InvalidationSettings.for_sentinels(sentinels, master, db=db)
 
 
-async def test_unusable_sentinel_settings_start_a_subscriber_that_warns_and_retries(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("sentinels", "master", "named"),
+    [("not a host", "mymaster", "REDIS_SENTINELS"), ("  ", "mymaster", "REDIS_SENTINELS"),
+     ("127.0.0.1:1", " ", "REDIS_SENTINEL_MASTER")],
+)
+async def test_malformed_sentinel_settings_fail_the_containers_start(
+    monkeypatch: pytest.MonkeyPatch, sentinels: str, master: str, named: str
 ) -> None:
-    monkeypatch.setenv("REDIS_SENTINELS", "not a host")
-    monkeypatch.setenv("REDIS_SENTINEL_MASTER", "mymaster")
+    # Before issue 23: the service started, deaf to invalidations (or, with a blank
+    # REDIS_SENTINELS, connected to localhost), with a WARNING.
+    monkeypatch.setenv("REDIS_SENTINELS", sentinels)
+    monkeypatch.setenv("REDIS_SENTINEL_MASTER", master)
     container = RuntimeContainer()
-    with caplog.at_level(logging.WARNING):
+    with pytest.raises(RedisConfigError, match=named):
         await container.init_resources()  # type: ignore[misc]
-    try:
-        subscriber = await container.invalidation()  # type: ignore[misc]
-        assert isinstance(subscriber, InvalidationSubscriber) and not subscriber.connected
-        messages = warnings(caplog)
-        assert "REDIS_SENTINELS entry 'not a host' ignored: not host:port" in messages
-        assert any(
-            "cannot connect" in m and "REDIS_SENTINELS names no usable sentinel" in m
-            for m in messages
-        )
-        manager = container.manager()
-        assert manager.size == 0 and not manager.closed  # the service runs on
-    finally:
-        await container.shutdown_resources()  # type: ignore[misc]
+    await container.shutdown_resources()  # type: ignore[misc]
 
 
 def test_for_sentinels_takes_password_and_db_from_the_environment_when_not_given(
