@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final
 
 from ._guards import _MAX_ENTRIES_KEY as _MAX_ENTRIES_KEY
 from ._guards import _MAX_PER_USER_KEY, _is_positive_int
@@ -14,6 +13,18 @@ from ._guards import _MAX_TTL_KEY as _MAX_TTL_KEY
 from ._guards import GuardConfig as GuardConfig
 from ._guards import GuardConfigError as GuardConfigError
 from ._guards import load_guards as load_guards
+from ._expiry_options import resolve_idle_ttl_ms, resolve_ttl_jitter
+from ._options import (
+    BY_NAME,
+    CACHE_OPTIONS,
+    CacheValues,
+    Rejected,
+    Rejection,
+    environment_text,
+    parse_int,
+    read_environment,
+)
+from ._options import rejected_environment as rejected_environment
 
 logger = logging.getLogger(__name__)
 
@@ -32,35 +43,9 @@ IDLE_TTL_MS_VAR = "AGENT_RUNTIME_CACHE_IDLE_TTL_MS"
 TTL_JITTER_VAR = "AGENT_RUNTIME_CACHE_TTL_JITTER"
 MAX_ENTRIES_PER_USER_VAR = "AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER"
 
-# Optional sign and ASCII decimal digits, blanks around: int() alone would also take "4_2" and "٤٢".
-_INT_RE = re.compile(r"\s*([+-]?[0-9]+)\s*", re.ASCII)
-
-
-class LimitSettings(Protocol):
-    """What the resolution reads: raw text per variable (``RuntimeCacheSettings`` fits)."""
-
-    @property
-    def max_entries(self) -> str | None: ...
-    @property
-    def ttl_ms(self) -> str | None: ...
-    @property
-    def ttl_seconds(self) -> str | None: ...
-    @property
-    def build_timeout_ms(self) -> str | None: ...
-    @property
-    def dispose_timeout_ms(self) -> str | None: ...
-    @property
-    def sweep_interval_ms(self) -> str | None: ...
-    @property
-    def refresh_ahead_ms(self) -> str | None: ...
-    @property
-    def stale_while_rebuilding(self) -> str | None: ...
-    @property
-    def idle_ttl_ms(self) -> str | None: ...
-    @property
-    def ttl_jitter(self) -> str | None: ...
-    @property
-    def max_entries_per_user(self) -> str | None: ...
+LimitSettings = CacheValues
+"""What the resolution reads: each cache option's typed value or None (``RuntimeCacheSettings``
+fits; the variables it dropped as unparseable are in its ``rejected_environment``)."""
 
 
 def environment_value(name: str) -> str | None:
@@ -68,43 +53,21 @@ def environment_value(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
-@dataclass(frozen=True, slots=True)
-class _Environment:
-    """The variables read straight from ``os.environ``: what a manager built without settings
-    uses, so that it never needs pydantic-settings (``RuntimeCacheSettings`` reads the same)."""
+class _Environment(CacheValues):
+    """The variables read straight from ``os.environ`` by the table's parsers: what a manager
+    built without settings uses, so that it never needs pydantic-settings."""
 
-    max_entries: str | None
-    ttl_ms: str | None
-    ttl_seconds: str | None
-    build_timeout_ms: str | None
-    dispose_timeout_ms: str | None
-    sweep_interval_ms: str | None
-    refresh_ahead_ms: str | None
-    stale_while_rebuilding: str | None
-    idle_ttl_ms: str | None
-    ttl_jitter: str | None
-    max_entries_per_user: str | None
+    def __init__(
+        self, values: dict[str, object], rejected: tuple[Rejection, ...], texts: dict[str, str]
+    ) -> None:
+        for name, value in values.items():
+            setattr(self, name, value)
+        self.rejected_environment = rejected
+        self.environment_texts = texts
 
     @classmethod
     def read(cls) -> _Environment:
-        return cls(
-            *(
-                environment_value(name)
-                for name in (
-                    MAX_ENTRIES_VAR,
-                    TTL_MS_VAR,
-                    TTL_SECONDS_VAR,
-                    BUILD_TIMEOUT_VAR,
-                    DISPOSE_TIMEOUT_VAR,
-                    SWEEP_INTERVAL_VAR,
-                    REFRESH_AHEAD_VAR,
-                    STALE_WHILE_REBUILDING_VAR,
-                    IDLE_TTL_MS_VAR,
-                    TTL_JITTER_VAR,
-                    MAX_ENTRIES_PER_USER_VAR,
-                )
-            )
-        )
+        return cls(*read_environment(CACHE_OPTIONS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +80,17 @@ class MsSetting:
     guard: int
 
 
-BUILD_TIMEOUT: Final = MsSetting("build_timeout_ms", BUILD_TIMEOUT_VAR, 30_000, 600_000)
-DISPOSE_TIMEOUT: Final = MsSetting("dispose_timeout_ms", DISPOSE_TIMEOUT_VAR, 10_000, 600_000)
-SWEEP_INTERVAL: Final = MsSetting("sweep_interval_ms", SWEEP_INTERVAL_VAR, 1_000, 60_000)
-BACKOFF_CAP: Final = MsSetting("backoff_cap_ms", BACKOFF_CAP_VAR, 5_000, 300_000)
+def _ms_setting(variable: str) -> MsSetting:
+    """The row of the table whose variable is ``variable``, as an ``MsSetting``."""
+    (option,) = (o for o in BY_NAME.values() if o.variable == variable)
+    assert isinstance(option.default, int) and isinstance(option.ceiling, int)
+    return MsSetting(option.name, option.variable, option.default, option.ceiling)
+
+
+BUILD_TIMEOUT: Final = _ms_setting(BUILD_TIMEOUT_VAR)
+DISPOSE_TIMEOUT: Final = _ms_setting(DISPOSE_TIMEOUT_VAR)
+SWEEP_INTERVAL: Final = _ms_setting(SWEEP_INTERVAL_VAR)
+BACKOFF_CAP: Final = _ms_setting(BACKOFF_CAP_VAR)
 MS_SETTINGS: Final = (BUILD_TIMEOUT, DISPOSE_TIMEOUT, SWEEP_INTERVAL, BACKOFF_CAP)
 
 
@@ -203,22 +173,11 @@ def _read_int(
     # departure: the original fell back silently on a bad value; we warn, naming variable and value.
     if raw is None or not raw.strip():
         return None
-    match = _INT_RE.fullmatch(raw)
-    if match is None:
-        _warn(collected, "%s=%r ignored: not an integer", name, raw)
-        return None
     try:
-        value = int(match.group(1))
-    except ValueError:  # more digits than int() accepts
-        _warn(collected, "%s=%r ignored: too many digits", name, raw)
+        return parse_int(raw, minimum, maximum)
+    except Rejected as exc:
+        _warn(collected, "%s=%r ignored: " + exc.fmt, name, raw, *exc.args_)
         return None
-    if value < minimum:
-        _warn(collected, "%s=%r ignored: must be >= %d", name, raw, minimum)
-        return None
-    if maximum is not None and value > maximum:
-        _warn(collected, "%s=%r ignored: must be <= %d", name, raw, maximum)
-        return None
-    return value
 
 
 def raise_guard_hint(key: str) -> str:
@@ -229,7 +188,7 @@ def raise_guard_hint(key: str) -> str:
 def resolve_ms(
     setting: MsSetting,
     keyword: int | None,
-    raw: str | None,
+    raw: str | int | None,
     collected: list[str],
     *,
     minimum: int = 1,
@@ -248,7 +207,7 @@ def resolve_ms(
             )
         value, source = keyword, f"keyword {setting.keyword}={keyword}"
     else:
-        parsed = _read_int(setting.variable, raw, minimum, collected)
+        parsed = raw if isinstance(raw, int) else _read_int(setting.variable, raw, minimum, collected)
         if parsed is None:
             value, source = setting.default, "default"
         else:
@@ -288,9 +247,11 @@ def resolve_limits(
     collected: list[str] = []
     if settings is None:
         settings = _Environment.read()
+    for fmt, args in rejected_environment(settings):  # dropped when read: logged with the rest
+        _warn(collected, fmt, *args)
     label = _guard_label(guards)
 
-    max_entries = _read_int(MAX_ENTRIES_VAR, settings.max_entries, 1, collected)
+    max_entries = settings.max_entries
     if max_entries is None:
         entries, entries_source = guards.max_entries, label
     elif max_entries > guards.max_entries:
@@ -312,11 +273,11 @@ def resolve_limits(
     # TTL_MS wins over TTL_SECONDS; a bad TTL_MS falls through to TTL_SECONDS.
     ttl: int | None = None
     given = label
-    parsed_ms = _read_int(TTL_MS_VAR, settings.ttl_ms, 0, collected)
+    parsed_ms = settings.ttl_ms
     if parsed_ms is not None:
         ttl, given = parsed_ms, f"{TTL_MS_VAR}={parsed_ms}"
     else:
-        parsed_s = _read_int(TTL_SECONDS_VAR, settings.ttl_seconds, 0, collected)
+        parsed_s = settings.ttl_seconds
         if parsed_s is not None:
             ttl, given = parsed_s * 1000, f"{TTL_SECONDS_VAR}={parsed_s}"
     if ttl is None:
@@ -363,11 +324,10 @@ def resolve_limits(
         stale_while_rebuilding,
         settings.stale_while_rebuilding,
         collected,
+        environment_text(settings, "stale_while_rebuilding"),
     )
-    from ._expiry_options import resolve_idle_ttl_ms, resolve_ttl_jitter  # (imports this)
-
-    idle = resolve_idle_ttl_ms(idle_ttl_ms, settings.idle_ttl_ms, guards, collected)
-    jitter = resolve_ttl_jitter(ttl_jitter, settings.ttl_jitter, collected)
+    idle = resolve_idle_ttl_ms(idle_ttl_ms, settings.idle_ttl_ms, guards, collected, _warn)
+    jitter = resolve_ttl_jitter(ttl_jitter, settings.ttl_jitter)
     quota, quota_source = resolve_max_entries_per_user(
         max_entries_per_user, settings.max_entries_per_user, guards, collected
     )
@@ -399,7 +359,7 @@ def resolve_limits(
 
 
 def resolve_max_entries_per_user(
-    keyword: int | None, raw: str | None, guards: GuardConfig, collected: list[str]
+    keyword: int | None, raw: int | None, guards: GuardConfig, collected: list[str]
 ) -> tuple[int | None, str]:
     """The per-user quota (None: no quota) and where it came from.
 
@@ -415,7 +375,7 @@ def resolve_max_entries_per_user(
             raise ValueError(f"max_entries_per_user must be a positive integer, got {keyword!r}")
         value, given = keyword, f"keyword max_entries_per_user={keyword}"
     else:
-        value = _read_int(MAX_ENTRIES_PER_USER_VAR, raw, 1, collected)
+        value = raw  # parsed (and a bad one dropped, with a warning) when read
         given = f"{MAX_ENTRIES_PER_USER_VAR}={value}"
     if ceiling is None:
         return value, ("default (no quota)" if value is None else given)
@@ -446,7 +406,7 @@ def resolve_seed_ttl_ms(ttl_ms: int | None, default_ttl_ms: int, max_ttl_ms: int
 
 
 def resolve_refresh_ahead_ms(
-    keyword: int | None, raw: str | None, default_ttl_ms: int, collected: list[str]
+    keyword: int | None, raw: int | None, default_ttl_ms: int, collected: list[str]
 ) -> tuple[int, str]:
     """``refresh_ahead_ms`` and its source: keyword > ``AGENT_RUNTIME_CACHE_REFRESH_AHEAD_MS``
     > 0 (off).
@@ -464,36 +424,30 @@ def resolve_refresh_ahead_ms(
                 f"refresh_ahead_ms={keyword} must be below the default TTL ({default_ttl_ms} ms)"
             )
         return keyword, f"keyword refresh_ahead_ms={keyword}"
-    parsed = _read_int(REFRESH_AHEAD_VAR, raw, 0, collected, default_ttl_ms - 1)
-    if parsed is None:
+    if raw is None:
         return 0, "default"
-    return parsed, f"{REFRESH_AHEAD_VAR}={parsed}"
-
-
-_TRUE = frozenset(("1", "true", "yes", "on"))
-_FALSE = frozenset(("0", "false", "no", "off"))
+    if raw >= default_ttl_ms:
+        _warn(collected, "%s=%r ignored: must be <= %d", REFRESH_AHEAD_VAR, str(raw),
+              default_ttl_ms - 1)
+        return 0, "default"
+    return raw, f"{REFRESH_AHEAD_VAR}={raw}"
 
 
 def resolve_flag(
     keyword_name: str,
     variable: str,
     keyword: bool | None,
-    raw: str | None,
+    raw: bool | None,
     collected: list[str],
+    text: str | None = None,
 ) -> tuple[bool, str]:
     """A boolean setting and its source: keyword > variable > False. A keyword that is not a
-    bool raises ValueError; a variable that is not one of 1/0, true/false, yes/no, on/off (any
-    case, blanks around) is a WARNING naming it and its value, then False."""
+    bool raises ValueError; the variable arrives parsed (one of 1/0, true/false, yes/no,
+    on/off; anything else was dropped with a WARNING naming it when read)."""
     if keyword is not None:
         if not isinstance(keyword, bool):
             raise ValueError(f"{keyword_name} must be True or False, got {keyword!r}")
         return keyword, f"keyword {keyword_name}={keyword}"
-    if raw is None or not raw.strip():
+    if raw is None:
         return False, "default"
-    text = raw.strip().lower()
-    if text in _TRUE:
-        return True, f"{variable}={raw.strip()}"
-    if text in _FALSE:
-        return False, f"{variable}={raw.strip()}"
-    _warn(collected, "%s=%r ignored: not a boolean (true/false)", variable, raw)
-    return False, "default"
+    return raw, f"{variable}={str(raw).lower() if text is None else text}"

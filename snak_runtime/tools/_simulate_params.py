@@ -301,8 +301,8 @@ def make_manager(config: SimulationConfig, clock: Clock) -> AgentRuntimeManager[
         max_entries_per_user=base.max_entries_per_user,
     )
     settings = RuntimeCacheSettings(
-        max_entries=str(max_entries) if max_entries is not None else env.max_entries,
-        ttl_ms=str(ttl_ms) if ttl_ms is not None else env.ttl_ms,
+        max_entries=max_entries if max_entries is not None else env.max_entries,
+        ttl_ms=ttl_ms if ttl_ms is not None else env.ttl_ms,
         ttl_seconds=env.ttl_seconds,
     )
     return AgentRuntimeManager(guards=guards, settings=settings, clock=clock, **options)
