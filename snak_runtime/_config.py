@@ -247,9 +247,16 @@ def resolve_limits(
     collected: list[str] = []
     if settings is None:
         settings = _Environment.read()
-    for fmt, args in rejected_environment(settings):  # dropped when read: logged with the rest
-        _warn(collected, fmt, *args)
+    # Variables dropped as unparseable when read: each logged where its option is resolved.
+    rejections = {args[0]: (fmt, args) for fmt, args in rejected_environment(settings)}
+
+    def dropped(variable: str) -> None:
+        entry = rejections.pop(variable, None)
+        if entry is not None:
+            _warn(collected, entry[0], *entry[1])
+
     label = _guard_label(guards)
+    dropped(MAX_ENTRIES_VAR)
 
     max_entries = settings.max_entries
     if max_entries is None:
@@ -273,10 +280,13 @@ def resolve_limits(
     # TTL_MS wins over TTL_SECONDS; a bad TTL_MS falls through to TTL_SECONDS.
     ttl: int | None = None
     given = label
+    dropped(TTL_MS_VAR)
     parsed_ms = settings.ttl_ms
     if parsed_ms is not None:
         ttl, given = parsed_ms, f"{TTL_MS_VAR}={parsed_ms}"
+        rejections.pop(TTL_SECONDS_VAR, None)  # not consulted: TTL_MS wins
     else:
+        dropped(TTL_SECONDS_VAR)
         parsed_s = settings.ttl_seconds
         if parsed_s is not None:
             ttl, given = parsed_s * 1000, f"{TTL_SECONDS_VAR}={parsed_s}"
@@ -308,13 +318,15 @@ def resolve_limits(
         ttl_ms, ttl_source = ttl, given
 
     timings = [
-        resolve_ms(setting, keyword, raw, collected)
+        (dropped(setting.variable), resolve_ms(setting, keyword, raw, collected))[1]
         for setting, keyword, raw in (
             (BUILD_TIMEOUT, build_timeout_ms, settings.build_timeout_ms),
             (DISPOSE_TIMEOUT, dispose_timeout_ms, settings.dispose_timeout_ms),
             (SWEEP_INTERVAL, sweep_interval_ms, settings.sweep_interval_ms),
         )
     ]
+    for option in CACHE_OPTIONS:  # the rest, in the table's order
+        dropped(option.variable)
     refresh = resolve_refresh_ahead_ms(
         refresh_ahead_ms, settings.refresh_ahead_ms, ttl_ms, collected
     )

@@ -18,27 +18,22 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from .._config import (
     _MAX_ENTRIES_KEY,
+    _MAX_PER_USER_KEY,
     _MAX_TTL_KEY,
     BACKOFF_CAP,
     GUARDS_PATH_VAR,
-    IDLE_TTL_MS_VAR,
-    MAX_ENTRIES_PER_USER_VAR,
-    MAX_ENTRIES_VAR,
     MS_SETTINGS,
-    REFRESH_AHEAD_VAR,
-    STALE_WHILE_REBUILDING_VAR,
-    TTL_JITTER_VAR,
-    TTL_MS_VAR,
-    TTL_SECONDS_VAR,
     GuardConfig,
     GuardConfigError,
+    MsSetting,
     ResolvedLimits,
     environment_value,
     raise_guard_hint,
     resolve_limits,
     resolve_ms,
 )
-from .._policies import POLICY_NAMES
+from .._options import BY_NAME, CACHE_OPTIONS, FLEET_OPTIONS, OPTIONS, Option
+from .._policies import POLICY_NAMES, resolve_eviction
 from ..containers import RuntimeContainer
 from ._demo import run_demo
 from ._simulate_params import PARAMETERS, Parameter, SimulationConfig, SimulationConfigError
@@ -98,13 +93,18 @@ def _run_config(args: argparse.Namespace) -> int:
         backoff_cap = resolve_ms(
             BACKOFF_CAP, None, environment_value(BACKOFF_CAP.variable), collected
         )
+        eviction = _eviction_line(settings.eviction, collected)
+        fleet = _fleet_lines(container, backoff_cap, collected)
     warnings = [*limits.warnings, *collected]
     lines = [
         "snak_runtime effective limits",
         *_limit_lines(limits, backoff_cap),
+        eviction,
         *_guard_lines(settings, guards),
+        "fleet (Redis invalidation):",
+        *fleet,
         "environment:",
-        *_environment_lines(settings),
+        *_environment_lines(),
         f"warnings: {len(warnings)}",
         *(f"  - {warning}" for warning in warnings),
     ]
@@ -114,25 +114,99 @@ def _run_config(args: argparse.Namespace) -> int:
 
 
 def _limit_lines(limits: ResolvedLimits, backoff_cap: tuple[int, str]) -> list[str]:
-    """Each resolved setting, its value and where the value came from."""
-    timings = (
-        ("build_timeout_ms", limits.build_timeout_ms, limits.build_timeout_source),
-        ("dispose_timeout_ms", limits.dispose_timeout_ms, limits.dispose_timeout_source),
-        ("sweep_interval_ms", limits.sweep_interval_ms, limits.sweep_interval_source),
-        ("backoff_cap_ms", *backoff_cap),
-        ("refresh_ahead_ms", limits.refresh_ahead_ms, limits.refresh_ahead_source),
-        ("stale_while_rebuilding", str(limits.stale_while_rebuilding).lower(),
-         limits.stale_while_rebuilding_source),
-        ("idle_ttl_ms", limits.idle_ttl_ms, limits.idle_ttl_source),
-        ("ttl_jitter", limits.ttl_jitter, limits.ttl_jitter_source),
-    )
-    quota = "none" if limits.max_entries_per_user is None else limits.max_entries_per_user
-    return [
-        f"  max_entries     {limits.max_entries:>10}   from {limits.max_entries_source}",
-        f"  default_ttl_ms  {limits.default_ttl_ms:>10}   from {limits.default_ttl_source}",
-        *(f"  {name:<18}{value:>8}   from {source}" for name, value, source in timings),
-        f"  max_entries_per_user {quota:>5}   from {limits.max_entries_per_user_source}",
+    """Each resolved setting, its value and where the value came from (the table's order)."""
+    shown = {"max_entries": "max_entries", "ttl_ms": "default_ttl_ms"}
+    rows: list[tuple[str, object, str]] = [
+        ("backoff_cap_ms", *backoff_cap) if option.name == BACKOFF_CAP.keyword
+        else _limit_row(limits, option.name, shown.get(option.name))
+        for option in (*CACHE_OPTIONS, BY_NAME[BACKOFF_CAP.keyword])
+        if (option.keyword is not None or option.name in shown) and option.kind != "str"
     ]
+    built_in = {setting.keyword for setting in MS_SETTINGS}  # the built-in guards first
+    rows.sort(key=lambda row: row[0] not in built_in)
+    first = [row for row in rows if row[0] in shown.values()]
+    rest = [row for row in rows if row[0] not in shown.values()]
+    quota = [row for row in rest if row[1] is None or row[0] == _QUOTA]
+    timings = [row for row in rest if row not in quota]
+    return [
+        *(f"  {name:<16}{value:>10}   from {source}" for name, value, source in first),
+        *(f"  {name:<18}{value:>8}   from {source}" for name, value, source in timings),
+        *(f"  {name} {'none' if value is None else value:>5}   from {source}"
+          for name, value, source in quota),
+    ]
+
+
+_QUOTA = next(o.name for o in CACHE_OPTIONS if o.ceiling == _MAX_PER_USER_KEY)
+# ResolvedLimits' names where they differ from the option's: value attribute, source attribute.
+_RESOLVED = {"ttl_ms": ("default_ttl_ms", "default_ttl_source")}
+
+
+def _limit_row(limits: ResolvedLimits, name: str, label: str | None) -> tuple[str, object, str]:
+    value_attr, source_attr = _RESOLVED.get(
+        name, (name, f"{name.removesuffix('_ms')}_source"
+                     if not hasattr(limits, f"{name}_source") else f"{name}_source")
+    )
+    value = getattr(limits, value_attr)
+    if isinstance(value, bool):
+        value = str(value).lower()
+    return (label or name, value, getattr(limits, source_attr))
+
+
+def _eviction_line(configured: str | None, collected: list[str]) -> str:
+    """The eviction policy the manager would use, and where the name came from."""
+    option = BY_NAME["eviction"]
+    name = resolve_eviction(None, option.variable, configured)
+    if configured is None or not configured.strip():
+        source = "default"
+    elif configured.strip().lower() == name:
+        source = f"{option.variable}={configured.strip()}"
+    else:
+        source = "default"
+        collected.append(f"{option.variable}={configured!r} ignored: not an eviction policy "
+                         f"(known: {', '.join(POLICY_NAMES)}); using {name!r}")
+    return f"  {option.name:<18}{name:>8}   from {source}"
+
+
+def _fleet_lines(
+    container: RuntimeContainer, backoff_cap: tuple[int, str], collected: list[str]
+) -> list[str]:
+    """Every fleet option: its effective value (passwords masked) and source, then the target
+    the subscriber would connect to, or the error that would stop it starting."""
+    from ..invalidation._redis_config import redacted_url
+    from ..invalidation._sentinel import RedisConfigError
+
+    fleet = container.invalidation_settings()
+    lines = []
+    for option in FLEET_OPTIONS:
+        raw = environment_value(option.variable)
+        source = "default" if raw is None or option.secret else f"{option.variable}={raw}"
+        if raw is not None and option.secret:
+            source = option.variable
+        value: object
+        if option.name == BACKOFF_CAP.keyword:
+            value, source = backoff_cap
+        elif option.unit == "ms":
+            value, source = resolve_ms(_ms_of(option), None, raw, collected,
+                                       minimum=option.minimum)
+        elif raw is None:
+            value = "(unset)" if option.default is None else option.default
+        elif option.secret:
+            value = "***" if option.unit != "url" else redacted_url(raw)
+        else:
+            value = raw
+        lines.append(f"  {option.name:<26}{value!s:>22}   from {source}")
+    try:
+        target = fleet.target().describe() if fleet.configured else "none (no REDIS_* set)"
+    except RedisConfigError as exc:
+        target = "none: start-up would fail"
+        collected.append(str(exc))
+    lines.append(f"  target  {target}")
+    return lines
+
+
+def _ms_of(option: Option) -> MsSetting:
+    assert isinstance(option.default, int) and isinstance(option.ceiling, int)
+    return MsSetting(option.name, option.variable, option.default, option.ceiling)
 
 
 def _guard_lines(settings: RuntimeCacheSettings, guards: GuardConfig) -> list[str]:
@@ -147,32 +221,35 @@ def _guard_lines(settings: RuntimeCacheSettings, guards: GuardConfig) -> list[st
         f"guard ceilings: {origin}",
         f"  max_entries     {guards.max_entries:>10}",
         f"  max_ttl_ms      {guards.max_ttl_ms:>10}",
-        *([] if quota is None else [f"  max_entries_per_user {quota:>5}"]),
+        *([] if quota is None else [f"  {_QUOTA} {quota:>5}"]),
         f"  {raise_guard_hint(f'{_MAX_ENTRIES_KEY} / {_MAX_TTL_KEY}')}",
         "  built-in guards: "
         + ", ".join(f"{setting.keyword} <= {setting.guard}" for setting in MS_SETTINGS),
     ]
 
 
-def _environment_lines(settings: RuntimeCacheSettings) -> list[str]:
-    """Each variable as read (``repr``), or ``(unset)``."""
-    raw_values = (
-        (MAX_ENTRIES_VAR, settings.max_entries),
-        (TTL_MS_VAR, settings.ttl_ms),
-        (TTL_SECONDS_VAR, settings.ttl_seconds),
-        (GUARDS_PATH_VAR, settings.guards_config_path),
-        (MAX_ENTRIES_PER_USER_VAR, settings.max_entries_per_user),
-        *((s.variable, environment_value(s.variable)) for s in MS_SETTINGS),
-        (IDLE_TTL_MS_VAR, settings.idle_ttl_ms),
-        (TTL_JITTER_VAR, settings.ttl_jitter),
-    )
-    width = max(len(name) for name, _ in raw_values)
-    raw_values += (  # issue 15's options (longer names: not widening the column above)
-        (REFRESH_AHEAD_VAR, environment_value(REFRESH_AHEAD_VAR)),
-        (STALE_WHILE_REBUILDING_VAR, environment_value(STALE_WHILE_REBUILDING_VAR)),
-    )
-    return [f"  {name:<{width}}  {'(unset)' if raw is None else repr(raw)}"
-            for name, raw in raw_values]
+_ENV_COLUMN = 40
+
+
+def _environment_lines() -> list[str]:
+    """Each variable of the table as set (``repr``; a password masked), or ``(unset)``."""
+    lines = []
+    for option in OPTIONS:
+        raw = environment_value(option.variable)
+        if raw is None:
+            shown = "(unset)"
+        elif option.secret:
+            shown = "'***'" if option.unit != "url" else repr(_redacted(raw))
+        else:
+            shown = repr(raw)
+        lines.append(f"  {option.variable:<{_ENV_COLUMN}}  {shown}")
+    return lines
+
+
+def _redacted(url: str) -> str:
+    from ..invalidation._redis_config import redacted_url
+
+    return redacted_url(url)
 
 
 register("demo", Command("run the quickstart scenario on the embedded cache", run_demo))
