@@ -7,13 +7,13 @@ import os
 from dataclasses import dataclass
 from typing import Final
 
+from ._expiry_options import resolve_idle_ttl_ms, resolve_ttl_jitter
 from ._guards import _MAX_ENTRIES_KEY as _MAX_ENTRIES_KEY
 from ._guards import _MAX_PER_USER_KEY, _is_positive_int
 from ._guards import _MAX_TTL_KEY as _MAX_TTL_KEY
 from ._guards import GuardConfig as GuardConfig
 from ._guards import GuardConfigError as GuardConfigError
 from ._guards import load_guards as load_guards
-from ._expiry_options import resolve_idle_ttl_ms, resolve_ttl_jitter
 from ._options import (
     BY_NAME,
     CACHE_OPTIONS,
@@ -207,7 +207,9 @@ def resolve_ms(
             )
         value, source = keyword, f"keyword {setting.keyword}={keyword}"
     else:
-        parsed = raw if isinstance(raw, int) else _read_int(setting.variable, raw, minimum, collected)
+        parsed = (
+            raw if isinstance(raw, int) else _read_int(setting.variable, raw, minimum, collected)
+        )
         if parsed is None:
             value, source = setting.default, "default"
         else:
@@ -317,14 +319,14 @@ def resolve_limits(
     else:
         ttl_ms, ttl_source = ttl, given
 
-    timings = [
-        (dropped(setting.variable), resolve_ms(setting, keyword, raw, collected))[1]
-        for setting, keyword, raw in (
-            (BUILD_TIMEOUT, build_timeout_ms, settings.build_timeout_ms),
-            (DISPOSE_TIMEOUT, dispose_timeout_ms, settings.dispose_timeout_ms),
-            (SWEEP_INTERVAL, sweep_interval_ms, settings.sweep_interval_ms),
-        )
-    ]
+    timings = []
+    for setting, keyword, raw in (
+        (BUILD_TIMEOUT, build_timeout_ms, settings.build_timeout_ms),
+        (DISPOSE_TIMEOUT, dispose_timeout_ms, settings.dispose_timeout_ms),
+        (SWEEP_INTERVAL, sweep_interval_ms, settings.sweep_interval_ms),
+    ):
+        dropped(setting.variable)
+        timings.append(resolve_ms(setting, keyword, raw, collected))
     for option in CACHE_OPTIONS:  # the rest, in the table's order
         dropped(option.variable)
     refresh = resolve_refresh_ahead_ms(

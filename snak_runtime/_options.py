@@ -106,7 +106,7 @@ class Option:
     variable: str
     kind: Kind
     default: object
-    ceiling: str | int | None
+    ceiling: str | float | None
     unit: str
     doc: str
     container: str
@@ -160,7 +160,7 @@ class Option:
 
 
 def _ms(
-    name: str, variable: str, default: object, ceiling: str | int | None, doc: str,
+    name: str, variable: str, default: object, ceiling: str | float | None, doc: str,
     *, minimum: int = 1, flag: str | None = None, container: str | None = None,
     group: Group = "cache",
 ) -> Option:
@@ -213,17 +213,17 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("redis_host", None, "REDIS_HOST", "str", "localhost", None, "host",
            "Redis host, when REDIS_URL is unset", "invalidation_settings.redis_host",
            group="fleet"),
-    Option("redis_port", None, "REDIS_PORT", "str", 6379, 65_535, "port",
+    Option("redis_port", None, "REDIS_PORT", "str", 6379, None, "port",
            "Redis port", "invalidation_settings.redis_port", group="fleet"),
     Option("redis_password", None, "REDIS_PASSWORD", "secret", None, None, "",
            "Redis password (also the Sentinel master's)",
            "invalidation_settings.redis_password", group="fleet"),
-    Option("redis_db", None, "REDIS_DB", "str", 0, 2**31 - 1, "db", "Redis database number",
+    Option("redis_db", None, "REDIS_DB", "str", 0, None, "db", "Redis database number",
            "invalidation_settings.redis_db", group="fleet"),
-    Option("redis_sentinels", None, "REDIS_SENTINELS", "str", None, None, "host:port,...",
+    Option("redis_sentinels", "sentinels", "REDIS_SENTINELS", "str", None, None, "host:port,...",
            "find the master through these sentinels",
            "invalidation_settings.redis_sentinels", group="fleet"),
-    Option("redis_sentinel_master", None, "REDIS_SENTINEL_MASTER", "str", None, None, "name",
+    Option("redis_sentinel_master", "master", "REDIS_SENTINEL_MASTER", "str", None, None, "name",
            "the master's service name the sentinels monitor",
            "invalidation_settings.redis_sentinel_master", group="fleet"),
     Option("channel", "channel", "AGENT_CFG_INVALIDATE_CHANNEL", "str",

@@ -23,7 +23,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from ._options import BY_NAME, CACHE_OPTIONS, CacheValues, Option, Rejection, read_environment
 
 # The warnings of the settings being built (one list per construction, the env source fills it).
-_REJECTED: contextvars.ContextVar[tuple[list[Rejection], dict[str, str]] | None] = contextvars.ContextVar(
+_Read = tuple[list[Rejection], dict[str, str]]
+_REJECTED: contextvars.ContextVar[_Read | None] = contextvars.ContextVar(
     "snak_runtime_rejected_environment", default=None
 )
 

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from .._config import (
     _MAX_ENTRIES_KEY,
-    _MAX_PER_USER_KEY,
     _MAX_TTL_KEY,
     BACKOFF_CAP,
     GUARDS_PATH_VAR,
@@ -32,6 +31,7 @@ from .._config import (
     resolve_limits,
     resolve_ms,
 )
+from .._guards import _MAX_PER_USER_KEY
 from .._options import BY_NAME, CACHE_OPTIONS, FLEET_OPTIONS, OPTIONS, Option
 from .._policies import POLICY_NAMES, resolve_eviction
 from ..containers import RuntimeContainer
