@@ -9,9 +9,13 @@ needs it. The modules, in the order a message travels:
   master's client through redis-py's Sentinel (imported only when Sentinel connects);
 - ``_client``: the redis-py client (imported late, no hidden retries);
 - ``_wire``: the message format and the reconnect backoff (pure functions);
-- ``_dispatch``: the inbox (parse, count, log) and per-agent, in-order application;
-- ``_subscriber``: one connection's life: subscribe, resync, receive, liveness, backoff;
+- ``_dispatch``: the inbox (parse, count, log) and per-agent application, coalesced;
+- ``_subscriber``: one connection's life: subscribe, resync, receive, backoff, stop;
+- ``_pacing``: when the receive loop yields, and the liveness check;
+- ``_supervise``: the listener and the reconciler restarted after an unexpected exit;
 - ``_versions``: the version check behind resync and reconciliation (a user's version source);
+- ``_bounded``: awaiting user code with a bound that holds even if it ignores cancellation;
+- ``_ratelog``: warnings about bad input, one line per reason per interval, never a payload;
 - ``_publisher``: the sending side; ``_stats``: the subscriber's counters;
 - ``_resource``: the container's resource.
 """

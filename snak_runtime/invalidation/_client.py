@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 REDIS_EXTRA_HINT: Final = 'pip install "snak-runtime[redis]"'
 _CLOSE_TIMEOUT_S: Final = 2.0
+# How long stop() waits before cancelling the listener again: on Python 3.11, asyncio.wait_for
+# (which redis-py wraps around every socket write when socket_timeout is set) returns normally
+# when a cancellation lands just as the write completes, so one can be lost (fixed in 3.12).
 # Longer than a listener's own clean-up (two bounded closes), so a re-cancel never cuts it short.
 RECANCEL_AFTER_S: float = 5.0
 
@@ -109,17 +112,3 @@ async def _close_each(resources: tuple[Any, ...]) -> None:
                 await resource.aclose()
         except Exception as exc:
             logger.debug("invalidation: closing %r failed: %r", type(resource).__name__, exc)
-
-
-async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
-    """Cancel a task that talks to redis-py and wait until it has ended, whatever it swallows.
-
-    On Python 3.11, ``asyncio.wait_for`` (which redis-py wraps around every socket write when
-    ``socket_timeout`` is set) returns normally when a cancellation lands just as the write
-    completes: the cancellation is lost and the task runs on (fixed in 3.12). A single
-    ``cancel()`` then leaves ``stop()`` waiting forever, so cancel again while it still runs.
-    """
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=RECANCEL_AFTER_S)
-    await asyncio.gather(task, return_exceptions=True)  # retrieve its outcome

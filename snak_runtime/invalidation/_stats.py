@@ -15,7 +15,9 @@ class InvalidationStats:
 
     ``received``: payloads handed to the dispatcher (valid or not); ``applied``: messages whose
     ``on_invalidate``/``evict`` returned; ``failures``: those that raised (a failed rebuild
-    already evicted the entry); ``dropped``: invalid payloads by ``DropReason`` value;
+    already evicted the entry); ``coalesced``: messages superseded by a newer one for the same
+    agent before they ran (see the coalescing rule in ``_dispatch``); ``dropped``: payloads not
+    applied, by ``DropReason`` value (``internal_error``: handling one raised, a bug);
     ``unknown_events``: valid messages with an unknown ``event`` (evicted);
     ``reconnects``: subscriptions established after a lost connection or a failed attempt;
     ``resyncs``: resyncs after those (a version check, or evicting everything);
@@ -24,7 +26,10 @@ class InvalidationStats:
     The version check (with a version source): ``version_checked`` agents compared,
     ``version_repaired`` of them found stale, deleted or unusable and repaired,
     ``version_unusable`` values that were not versions, ``version_source_failures`` source calls
-    that raised, timed out or returned no mapping, ``reconciliations`` periodic checks completed.
+    that raised, timed out or returned no mapping, ``version_source_abandoned`` of them timed
+    out and were abandoned (still running, or ignoring their cancellation),
+    ``reconciliations`` periodic checks completed. ``restarts``: the listener or the
+    reconciler ended unexpectedly and was restarted (each one an ERROR in the log).
     """
 
     received: int = 0
@@ -38,7 +43,10 @@ class InvalidationStats:
     version_repaired: int = 0
     version_unusable: int = 0
     version_source_failures: int = 0
+    version_source_abandoned: int = 0
     reconciliations: int = 0
+    coalesced: int = 0
+    restarts: int = 0
     connected: bool = False
     pending: int = 0
     dropped: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))

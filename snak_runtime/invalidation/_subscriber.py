@@ -13,12 +13,17 @@ from typing import Any, Final, final
 from .._config import BACKOFF_CAP, BACKOFF_CAP_VAR, environment_value, resolve_ms
 from .._errors import RuntimeManagerClosed
 from .._stats import RemovalCause
-from ._client import cancel_and_wait, close_quietly, make_client, redis_errors, require_redis
+from . import _client
+from ._bounded import finish_within
+from ._client import close_quietly, make_client, redis_errors, require_redis
 from ._dispatch import InvalidationTarget, _Dispatcher, _Inbox
+from ._pacing import Breather, Liveness
+from ._ratelog import RateLimitedLog
 from ._redis_config import check_channel
 from ._sentinel import SentinelEndpoint
 from ._settings import InvalidationSettings, RedisEndpoint
 from ._stats import InvalidationStats
+from ._supervise import Run, Supervisor
 from ._versions import (
     VersionCheck,
     VersionSource,
@@ -34,33 +39,8 @@ logger = logging.getLogger(__name__)
 _POLL_S: Final = 1.0
 
 
-@final
-class _Liveness:
-    """Our own liveness check: a silent server is PINGed, and must answer in time.
+DEFAULT_STOP_TIMEOUT_MS: Final = 5_000
 
-    A server that stops answering (a frozen process, a half-open TCP connection) keeps the
-    connection open; without this the process would stay deaf without knowing.
-    """
-
-    def __init__(self, interval_s: float, now: float) -> None:
-        self._interval_s = interval_s
-        self._quiet_until = now + interval_s  # silence after this: PING
-        self._pong_by: float | None = None
-
-    def heard(self, now: float) -> None:
-        """Anything arrived: the server is alive."""
-        self._quiet_until, self._pong_by = now + self._interval_s, None
-
-    def ping_due(self, now: float) -> bool:
-        """Silent for a whole interval; raises ``TimeoutError`` if a PING went unanswered."""
-        if self._pong_by is not None:
-            if now > self._pong_by:
-                raise TimeoutError(f"no reply to PING within {self._interval_s}s")
-            return False
-        if now < self._quiet_until:
-            return False
-        self._pong_by = now + self._interval_s
-        return True
 
 
 # departure: the original's subscriber neither reconnected nor resynced after an outage.
@@ -93,6 +73,7 @@ class InvalidationSubscriber:
         version_source: VersionSource | None = None,
         version_source_timeout_ms: int | None = None,
         reconcile_interval_ms: int | None = None,
+        stop_timeout_ms: int = DEFAULT_STOP_TIMEOUT_MS,
     ) -> None:
         if source is None:
             settings = InvalidationSettings()
@@ -115,10 +96,16 @@ class InvalidationSubscriber:
         if health_check_interval_s <= 0:
             raise ValueError(f"health_check_interval_s must be > 0, got {health_check_interval_s}")
         self._health_s = health_check_interval_s
+        if isinstance(stop_timeout_ms, bool) or not isinstance(stop_timeout_ms, int) or (
+            stop_timeout_ms <= 0
+        ):
+            raise ValueError(f"stop_timeout_ms must be an integer > 0, got {stop_timeout_ms!r}")
+        self._stop_timeout_s = stop_timeout_ms / 1000
         self._rng = rng
         self._manager = manager
+        self._log = RateLimitedLog(logger)  # bad input: one line per reason per minute
         self._dispatcher = _Dispatcher(manager)
-        self._inbox = _Inbox(self._dispatcher)
+        self._inbox = _Inbox(self._dispatcher, self._log)
         timings = resolve_timings(
             settings,
             has_source=version_source is not None,
@@ -132,8 +119,14 @@ class InvalidationSubscriber:
             if self._hooks is None:
                 raise TypeError("version_source needs an AgentRuntimeManager as the target")
             self._check = VersionCheck(
-                self._hooks, version_source, timings.source_timeout_ms, self._dispatcher.submit_work
+                self._hooks,
+                version_source,
+                timings.source_timeout_ms,
+                self._dispatcher.submit_job,
+                self._log,
             )
+        self._run: Run | None = None
+        self._supervisor = Supervisor(base_ms=backoff_base_ms, cap_ms=backoff_cap_ms, rng=rng)
         self._task: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()  # subscribed (and resynced) right now
@@ -167,13 +160,19 @@ class InvalidationSubscriber:
         if self._task is not None:
             return
         require_redis()  # a missing extra fails here, loudly, not in the background task
-        self._task = asyncio.get_running_loop().create_task(
-            self._listen(), name=f"snak-invalidation:{self._channel}"
+        run = self._run = Run()
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(
+            self._supervisor.run(
+                "listener", lambda: self._listen(run), run, self._listener_restart
+            ),
+            name=f"snak-invalidation:{self._channel}",
         )
         self._task.add_done_callback(_log_if_died)
         if self._reconcile_s > 0:
-            self._reconciler = asyncio.get_running_loop().create_task(
-                self._reconcile_forever(), name=f"snak-invalidation-reconcile:{self._channel}"
+            self._reconciler = loop.create_task(
+                self._supervisor.run("reconciler", lambda: self._reconcile_forever(run), run),
+                name=f"snak-invalidation-reconcile:{self._channel}",
             )
             self._reconciler.add_done_callback(_log_if_died)
         # Bounded even if the server accepts connections but never answers.
@@ -182,19 +181,40 @@ class InvalidationSubscriber:
                 await self._settled.wait()
 
     async def stop(self) -> None:
-        """Stop listening, close the connection and cancel queued work. Idempotent."""
+        """Stop listening, close the connection and cancel queued work. Idempotent.
+
+        Returns within ``stop_timeout_ms`` (5 s by default) whatever the code it waits for
+        does: a task that has not ended by then (a manager call or a version source that
+        ignores its cancellation, or a listener whose cancellation Python 3.11's ``wait_for``
+        lost) is abandoned with a WARNING, and its loop stops at its next turn.
+        """
+        run, self._run = self._run, None
         task, self._task = self._task, None
         reconciler, self._reconciler = self._reconciler, None
-        if reconciler is not None:
-            reconciler.cancel()
-            await asyncio.gather(reconciler, return_exceptions=True)
+        if run is not None:
+            run.stopped = True
+        deadline = asyncio.get_running_loop().time() + self._stop_timeout_s
+        tasks = [t for t in (reconciler, task) if t is not None]
+        # Re-cancelled only after a listener's own bounded clean-up could have finished.
+        left = await finish_within(
+            tasks, deadline, "the invalidation listener", _client.RECANCEL_AFTER_S
+        )
         if task is not None:
-            await cancel_and_wait(task)  # not task.cancel(): Python 3.11 can lose one
             self._resync_due = True  # deaf from now on: a later start() must resync
         self._connected.clear()
-        await self._dispatcher.aclose()
+        left += await finish_within(
+            self._dispatcher.cancel(), deadline, "an invalidation being applied"
+        )
+        if left:
+            logger.warning(
+                "invalidation subscriber: %d task(s) ignored their cancellation for %.1f s; "
+                "stop() abandoned them (they end by themselves, or never)",
+                len(left),
+                self._stop_timeout_s,
+            )
         if self._check is not None:
             self._check.forget_repairs()
+        self._log.flush()
 
     async def __aenter__(self) -> InvalidationSubscriber:
         await self.start()
@@ -229,7 +249,10 @@ class InvalidationSubscriber:
             version_repaired=check.repaired if check else 0,
             version_unusable=check.unusable if check else 0,
             version_source_failures=check.source_failures if check else 0,
+            version_source_abandoned=check.abandoned if check else 0,
             reconciliations=self._reconciliations,
+            coalesced=dispatcher.coalesced,
+            restarts=self._supervisor.restarts,
             connected=self.connected,
             pending=dispatcher.pending,
             dropped=MappingProxyType(dict(inbox.dropped)),
@@ -237,23 +260,31 @@ class InvalidationSubscriber:
 
     # --- the connection loop -----------------------------------------------------------------
 
-    async def _listen(self) -> None:
+    def _listener_restart(self) -> None:
+        """The listener died unexpectedly: whatever it was doing, a resync is due."""
+        self._connected.clear()
+        self._resync_due = True
+        self._settled.set()  # start() must not wait for a listener that is backing off
+
+    async def _listen(self, run: Run | None = None) -> None:
         """Connect, subscribe, resync if due, receive until the connection fails; back off."""
+        run = run if run is not None else Run()
         errors = redis_errors()
         where = self._endpoint.describe()
         failed = 0  # attempts failed since the last subscription: the backoff exponent
-        while True:
+        while not run.stopped:
             client = make_client(self._endpoint, timeout_s=self._connect_timeout_s)
             pubsub = client.pubsub()
             try:
                 await self._subscribe(pubsub)
                 await self._on_subscribed(where, failed)
                 failed = 0
-                await self._receive(pubsub)
+                await self._receive(pubsub, run)
             except errors as exc:
                 self._on_lost(where, failed, exc)
             except Exception:
-                # A bug in a parser or client must not end invalidation for the process.
+                # A bug in the client must not end invalidation for the process. (A bad
+                # message cannot get here: the inbox never raises.)
                 self._on_lost(where, failed, None)
                 logger.exception("invalidation subscriber: unexpected error on %s", where)
             finally:
@@ -272,29 +303,44 @@ class InvalidationSubscriber:
             await pubsub.subscribe(self._channel)
         loop = asyncio.get_running_loop()
         confirm_by = loop.time() + limit_s
+        breather = Breather(loop)
         while loop.time() <= confirm_by:
             message = await pubsub.get_message(timeout=min(_POLL_S, self._health_s))
             if message is None:
+                breather.rested()
                 continue
             if message["type"] == "subscribe":
                 return
             if message["type"] == "message":
                 self._inbox.accept(message["data"])
+            if breather.due():
+                await asyncio.sleep(0)
+                breather.rested()
         raise TimeoutError(f"no subscribe confirmation within {limit_s}s")
 
-    async def _receive(self, pubsub: Any) -> None:
-        """Hand messages to the inbox until the connection fails (raises) or is cancelled."""
+    async def _receive(self, pubsub: Any, run: Run | None = None) -> None:
+        """Hand messages to the inbox until the connection fails (raises) or is cancelled.
+
+        Yields to the event loop every ``YIELD_EVERY`` messages or ``YIELD_AFTER_S`` of work,
+        whichever comes first (issue 23: a 100,000-message burst held the loop for seconds).
+        """
+        run = run if run is not None else Run()
         loop = asyncio.get_running_loop()
-        liveness = _Liveness(self._health_s, loop.time())
-        while True:
+        liveness = Liveness(self._health_s, loop.time())
+        breather = Breather(loop)
+        while not run.stopped:
             if liveness.ping_due(loop.time()):
                 await pubsub.ping()
             message = await pubsub.get_message(timeout=min(_POLL_S, self._health_s))
             if message is None:
+                breather.rested()  # it waited for data: the loop ran meanwhile
                 continue
             liveness.heard(loop.time())
             if message["type"] == "message":
                 self._inbox.accept(message["data"])
+            if breather.due():
+                await asyncio.sleep(0)
+                breather.rested()
 
     async def _on_subscribed(self, where: str, failed: int) -> None:
         # Subscribed before resyncing: anything published from here on is in our socket, so
@@ -344,15 +390,18 @@ class InvalidationSubscriber:
         self._resyncs += 1
         logger.info("invalidation subscriber: resync evicted %d runtime(s)", removed)
 
-    async def _reconcile_forever(self) -> None:
+    async def _reconcile_forever(self, run: Run | None = None) -> None:
         """While connected, repeat the version check: catches publishes that never happened.
 
         A failing source is counted and retried at the next interval; it never empties the
         cache (only a reconnect falls back to evicting everything).
         """
         assert self._check is not None
-        while True:
+        run = run if run is not None else Run()
+        while not run.stopped:
             await asyncio.sleep(self._reconcile_s)
+            if run.stopped:
+                return
             if not self.connected:
                 continue  # the reconnect's resync will do it
             try:

@@ -11,6 +11,7 @@ are ordered with the live messages for the same agent.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from typing import Final, Protocol, cast, final
 
 from .._config import env_int
 from .._stats import RemovalCause
+from ._bounded import CallCancelled, CallTimedOut, call_bounded
+from ._dispatch import Job
+from ._ratelog import RateLimitedLog, shown, shown_exc
 from ._settings import RECONCILE_INTERVAL_VAR, VERSION_SOURCE_TIMEOUT_VAR, InvalidationSettings
 from ._wire import MAX_CFG_VERSION
 
@@ -28,7 +32,7 @@ VersionSource = Callable[[Sequence[str]], Awaitable[Mapping[str, int | None]]]
 the user's database; ``None`` or absent means deleted (or unknown)."""
 
 Work = Callable[[], Awaitable[None]]
-Enqueue = Callable[[str, Work], None]
+Enqueue = Callable[[str, Job], None]
 
 BATCH_SIZE: Final = 256
 """Agent ids per version-source call: one query stays bounded, and the loop breathes between."""
@@ -40,7 +44,8 @@ MAX_RECONCILE_INTERVAL_MS: Final = 86_400_000
 
 
 class VersionSourceFailed(Exception):
-    """Raised when the version source raised, timed out, or answered with no mapping."""
+    """Raised when the version source raised (``CancelledError`` included), timed out, or
+    answered with no mapping or with one whose lookups raise."""
 
 
 class ResyncHooks(Protocol):
@@ -130,16 +135,23 @@ class VersionCheck:
     """
 
     def __init__(
-        self, hooks: ResyncHooks, source: VersionSource, timeout_ms: int, enqueue: Enqueue
+        self,
+        hooks: ResyncHooks,
+        source: VersionSource,
+        timeout_ms: int,
+        enqueue: Enqueue,
+        log: RateLimitedLog | None = None,
     ) -> None:
         self._hooks = hooks
         self._source = source
         self._timeout_s = timeout_ms / 1000
         self._enqueue = enqueue
+        self._log = log if log is not None else RateLimitedLog(logger)
         self.checked = 0
         self.repaired = 0
         self.unusable = 0
         self.source_failures = 0
+        self.abandoned = 0
         self.evictions = 0
         # Agents with a repair queued and not yet applied: a check that runs again meanwhile
         # (a slow rebuild, a short interval) does not queue or count it twice.
@@ -158,26 +170,48 @@ class VersionCheck:
             batch = ids[start : start + BATCH_SIZE]
             answer = await self._ask(batch)
             for agent_id in batch:
-                queued += self._compare(agent_id, view[agent_id], answer.get(agent_id))
+                queued += self._compare(agent_id, view[agent_id], answer[agent_id])
             await asyncio.sleep(0)  # many batches never stall the loop
         return queued
 
-    async def _ask(self, batch: list[str]) -> Mapping[str, object]:
+    async def _ask(self, batch: list[str]) -> dict[str, object]:
+        """The source's answer for ``batch``, read into a plain dict, or ``VersionSourceFailed``.
+
+        The call is bounded by the timeout even if the source ignores cancellation (it runs in
+        a task of its own, abandoned past the bound). Reading the answer is guarded too: a
+        mapping whose lookups raise is a failed call, never an error escaping the check.
+        """
         try:
-            async with asyncio.timeout(self._timeout_s):
-                answer: object = await self._source(batch)
-        except TimeoutError:
+            answer: object = await call_bounded(
+                lambda: _awaited(self._source, batch), self._timeout_s, "the version source"
+            )
+        except CallTimedOut:
             self.source_failures += 1
+            self.abandoned += 1
             raise VersionSourceFailed(
                 f"no answer within {self._timeout_s * 1000:.0f} ms for {len(batch)} agent(s)"
             ) from None
+        except CallCancelled:
+            self.source_failures += 1
+            raise VersionSourceFailed("it raised CancelledError") from None
         except Exception as exc:
             self.source_failures += 1
-            raise VersionSourceFailed(f"it raised {exc!r}") from exc
-        if not isinstance(answer, Mapping):
+            raise VersionSourceFailed(f"it raised {shown_exc(exc)}") from exc
+        try:
+            values = (
+                {agent_id: answer.get(agent_id) for agent_id in batch}
+                if isinstance(answer, Mapping)
+                else None
+            )
+        except Exception as exc:
+            self.source_failures += 1
+            raise VersionSourceFailed(
+                f"reading its answer raised {shown_exc(exc)}"
+            ) from exc
+        if values is None:
             self.source_failures += 1
             raise VersionSourceFailed(f"it returned {type(answer).__name__}, not a mapping")
-        return answer
+        return values
 
     def forget_repairs(self) -> None:
         """The queued repairs were dropped (the subscriber stopped): check those agents again."""
@@ -195,10 +229,11 @@ class VersionCheck:
         version = usable_version(raw)
         if version is None:
             self.unusable += 1
-            logger.warning(
-                "agent %r: version source gave %.80r, not a version; evicting (cause resync)",
-                agent_id,
-                raw,
+            self._log.warning(
+                "unusable_version",
+                "agent %s: version source gave %s, not a version; evicting (cause resync)",
+                shown(agent_id),
+                shown(raw),
                 extra={"agent_id": agent_id},
             )
             self._enqueue(agent_id, self._evict_work(agent_id))
@@ -213,27 +248,30 @@ class VersionCheck:
             return 1
         return 0
 
-    def _evict_work(self, agent_id: str) -> Work:
+    def _evict_work(self, agent_id: str) -> Job:
         async def evict() -> None:
             if await self._hooks._evict(agent_id, RemovalCause.RESYNC):
                 self.evictions += 1
 
-        return self._tracked(agent_id, evict)
+        return self._tracked(agent_id, Job(True, 0, work=evict))
 
-    def _invalidate_work(self, agent_id: str, version: int) -> Work:
+    def _invalidate_work(self, agent_id: str, version: int) -> Job:
         async def invalidate() -> None:
             await self._hooks.on_invalidate(agent_id, version)
 
-        return self._tracked(agent_id, invalidate)
+        return self._tracked(agent_id, Job(False, version, work=invalidate))
 
-    def _tracked(self, agent_id: str, work: Work) -> Work:
-        """Mark ``agent_id`` as being repaired until ``work`` ends (or is dropped unrun)."""
+    def _tracked(self, agent_id: str, job: Job) -> Job:
+        """Mark ``agent_id`` as being repaired until ``job`` leaves the dispatcher (it ran, a
+        newer job superseded it, or the subscriber stopped)."""
         self._repairing.add(agent_id)
+        job.on_done = lambda: self._repairing.discard(agent_id)
+        return job
 
-        async def run() -> None:
-            try:
-                await work()
-            finally:
-                self._repairing.discard(agent_id)
 
-        return run
+async def _awaited(source: VersionSource, batch: list[str]) -> object:
+    """Call the source; a source that is not async (returns no awaitable) fails the call."""
+    result: object = source(batch)
+    if not inspect.isawaitable(result):
+        raise TypeError(f"the version source returned {type(result).__name__}, not an awaitable")
+    return await result

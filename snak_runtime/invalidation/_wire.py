@@ -15,6 +15,8 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, Final, final
 
+from ._ratelog import prefix, shown
+
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
 """A payload longer than this (in bytes, UTF-8) is dropped before it is decoded."""
 
@@ -39,6 +41,8 @@ class DropReason(StrEnum):
     BAD_AGENT_ID = "bad_agent_id"
     AGENT_ID_TOO_LONG = "agent_id_too_long"
     BAD_CFG_VERSION = "bad_cfg_version"
+    BAD_EVENT = "bad_event"  # "event" present but not a string (nor null)
+    INTERNAL_ERROR = "internal_error"  # handling it raised: a bug, counted instead of fatal
 
 
 class Action(StrEnum):
@@ -53,8 +57,9 @@ class Action(StrEnum):
 class InvalidationMessage:
     """One valid message: the agent, its version, the raw event and the action it maps to.
 
-    ``unknown_event`` is true when ``event`` was present but not one snak sends; the action is
-    then ``EVICT`` (the safe side) and the subscriber logs a WARNING.
+    ``unknown_event`` is true when ``event`` was a string snak does not send; the action is
+    then ``EVICT`` (the safe side), the subscriber logs a WARNING and ``event`` holds at most
+    the first 80 characters of it.
     """
 
     agent_id: str
@@ -76,11 +81,25 @@ class Dropped:
 def parse_message(data: bytes | str) -> InvalidationMessage | Dropped:
     """Parse one pub/sub payload as snak publishes it: ``{"agent_id": ..., "cfg_version": ...}``.
 
-    Never raises. ``cfg_version`` is a JSON integer, a numeric string (``"12"``), or an integral
-    number written with a fraction or exponent (``12.0``, ``"1.2e1"``): JavaScript publishers do
-    not tell 12 from 12.0. Booleans, ``null``, fractions (``12.5``), NaN/Infinity, negative values
-    and values past 2**63-1 are dropped. Unknown fields (``processed_at``) are ignored.
+    Never raises, for any bytes, any text and any JSON value in them (a property test holds it).
+    ``cfg_version`` is a JSON integer, a numeric string (``"12"``), or an integral number
+    written with a fraction or exponent (``12.0``, ``"1.2e1"``): JavaScript publishers do not
+    tell 12 from 12.0. Booleans, ``null``, fractions (``12.5``), NaN/Infinity, negative values
+    and values past 2**63-1 are dropped. ``event`` must be a string or ``null``: anything else
+    (``{}``, ``[1]``, ``7``) is dropped as ``bad_event``. Unknown fields (``processed_at``) are
+    ignored. Details never carry more than a short prefix of the input.
     """
+    try:
+        return _parse(data)
+    except Exception as exc:  # pragma: no cover - a bug; the property test looks for one
+        return Dropped(DropReason.INTERNAL_ERROR, f"parser error {type(exc).__name__}")
+
+
+def _parse(data: bytes | str) -> InvalidationMessage | Dropped:
+    if isinstance(data, bytearray | memoryview):
+        data = bytes(data[: MAX_PAYLOAD_BYTES + 1])
+    if not isinstance(data, bytes | str):
+        return Dropped(DropReason.INVALID_JSON, f"a {type(data).__name__}, not bytes or text")
     if _byte_len(data) > MAX_PAYLOAD_BYTES:
         return Dropped(DropReason.TOO_LARGE, f"payload over {MAX_PAYLOAD_BYTES} bytes")
     try:
@@ -94,26 +113,26 @@ def parse_message(data: bytes | str) -> InvalidationMessage | Dropped:
 
     agent_id = obj.get("agent_id")
     if not isinstance(agent_id, str) or not agent_id.strip():
-        return Dropped(DropReason.BAD_AGENT_ID, f"agent_id={_short(repr(agent_id))}")
+        return Dropped(DropReason.BAD_AGENT_ID, f"agent_id={shown(agent_id)}")
     if len(agent_id) > MAX_AGENT_ID_CHARS:
         return Dropped(
             DropReason.AGENT_ID_TOO_LONG, f"{len(agent_id)} characters > {MAX_AGENT_ID_CHARS}"
         )
-
     version = parse_cfg_version(obj.get("cfg_version"))
     if version is None:
-        raw = _short(repr(obj.get("cfg_version", "<missing>")))
-        return Dropped(DropReason.BAD_CFG_VERSION, f"agent_id={agent_id!r} cfg_version={raw}")
+        raw = shown(obj.get("cfg_version", "<missing>"))
+        return Dropped(DropReason.BAD_CFG_VERSION, f"agent_id={shown(agent_id)} cfg_version={raw}")
 
     event = obj.get("event")
-    if event is None or event in INVALIDATE_EVENTS:
-        action, unknown = Action.INVALIDATE, False
-    elif event == DELETE_EVENT:
-        action, unknown = Action.EVICT, False
-    else:
-        action, unknown = Action.EVICT, True
-    shown_event = event if isinstance(event, str) or event is None else _short(repr(event))
-    return InvalidationMessage(agent_id, version, action, shown_event, unknown)
+    if event is None or (isinstance(event, str) and event in INVALIDATE_EVENTS):
+        return InvalidationMessage(agent_id, version, Action.INVALIDATE, event)
+    if not isinstance(event, str):
+        # departure: snak sends string events only; a non-string one is no event we know of,
+        # and not a hashable set member either (it used to raise here).
+        return Dropped(DropReason.BAD_EVENT, f"agent_id={shown(agent_id)} event={shown(event)}")
+    if event == DELETE_EVENT:
+        return InvalidationMessage(agent_id, version, Action.EVICT, event)
+    return InvalidationMessage(agent_id, version, Action.EVICT, prefix(event), unknown_event=True)
 
 
 def parse_cfg_version(value: Any) -> int | None:
@@ -199,4 +218,4 @@ def _byte_len(data: bytes | str) -> int:
 
 
 def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return prefix(text, limit)

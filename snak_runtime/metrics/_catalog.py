@@ -207,6 +207,15 @@ INVALIDATION_METRICS: tuple[Metric[InvalidationStats], ...] = (
     _invalidation_counter("version_source_failures", "{call}",
                           "Version source calls that raised, timed out or returned no mapping."),
     _invalidation_counter("reconciliations", "{check}", "Periodic reconciliations completed."),
+    _invalidation_counter("version_source_abandoned", "{call}",
+                          "Version source calls abandoned at their timeout (ignoring "
+                          "cancellation, or still running)."),
+    _invalidation_counter("coalesced", "{message}",
+                          "Invalidation messages superseded by a newer one for the same agent "
+                          "before they ran."),
+    _invalidation_counter("restarts", "{restart}",
+                          "Unexpected exits of the listener or the reconciler, each followed by "
+                          "a restart."),
     Labelled("invalidation.dropped", "{message}",
              "Invalid invalidation payloads dropped, by reason.", "reason", _dropped),
     _invalidation_gauge("connected", "1", "1 while subscribed (and resynced)."),

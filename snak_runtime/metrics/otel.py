@@ -17,7 +17,8 @@ Instruments (meter ``snak_runtime``), every data point with a ``cache`` attribut
 With ``instrument(..., subscriber=...)``, the manager's ``InvalidationSubscriber`` is reported
 under the same ``cache``: observable counters ``snak_runtime.invalidation.<field>`` for each
 counter of its ``stats()`` (``received``, ``applied``, ..., ``version_checked``,
-``version_repaired``, ``version_source_failures``, ``reconciliations``),
+``version_repaired``, ``version_source_failures``, ``reconciliations``,
+``version_source_abandoned``, ``coalesced``, ``restarts``),
 ``snak_runtime.invalidation.dropped`` (attribute ``reason``), and observable gauges
 ``snak_runtime.invalidation.connected`` and ``.pending``.
 

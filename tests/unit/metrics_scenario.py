@@ -103,6 +103,9 @@ SUBSCRIBER_EXPECTED: dict[str, float] = {
     "version_unusable": 0,
     "version_source_failures": 0,
     "reconciliations": 0,
+    "version_source_abandoned": 0,
+    "coalesced": 0,
+    "restarts": 0,
     "connected": 0,
     "pending": 0,
 }
