@@ -35,6 +35,8 @@ from .._guards import _MAX_PER_USER_KEY
 from .._options import BY_NAME, CACHE_OPTIONS, FLEET_OPTIONS, OPTIONS, Option
 from .._policies import POLICY_NAMES, resolve_eviction
 from ..containers import RuntimeContainer
+from ..invalidation._redis_config import redacted_url
+from ..invalidation._sentinel import RedisConfigError
 from ._demo import run_demo
 from ._simulate_params import PARAMETERS, Parameter, SimulationConfig, SimulationConfigError
 from ._trace import TraceError, read_trace
@@ -172,9 +174,6 @@ def _fleet_lines(
 ) -> list[str]:
     """Every fleet option: its effective value (passwords masked) and source, then the target
     the subscriber would connect to, or the error that would stop it starting."""
-    from ..invalidation._redis_config import redacted_url
-    from ..invalidation._sentinel import RedisConfigError
-
     fleet = container.invalidation_settings()
     lines = []
     for option in FLEET_OPTIONS:
@@ -239,17 +238,11 @@ def _environment_lines() -> list[str]:
         if raw is None:
             shown = "(unset)"
         elif option.secret:
-            shown = "'***'" if option.unit != "url" else repr(_redacted(raw))
+            shown = "'***'" if option.unit != "url" else repr(redacted_url(raw))
         else:
             shown = repr(raw)
         lines.append(f"  {option.variable:<{_ENV_COLUMN}}  {shown}")
     return lines
-
-
-def _redacted(url: str) -> str:
-    from ..invalidation._redis_config import redacted_url
-
-    return redacted_url(url)
 
 
 register("demo", Command("run the quickstart scenario on the embedded cache", run_demo))
