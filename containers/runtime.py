@@ -14,7 +14,6 @@ from snak_runtime.invalidation import InvalidationSettings
 
 from .resources import prometheus_resource, run_invalidation, run_manager
 
-
 # The manager's keyword options, a provider each (``Object(None)``: not given).
 _MANAGER_OPTIONS: dict[str, providers.Provider[Any]] = {
     option.container: providers.Object(None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from ._expiry_options import resolve_idle_ttl_ms, resolve_ttl_jitter
 from ._guards import _MAX_ENTRIES_KEY as _MAX_ENTRIES_KEY
@@ -17,13 +17,21 @@ from ._guards import load_guards as load_guards
 from ._options import (
     BY_NAME,
     CACHE_OPTIONS,
+    IDLE_TTL_ROW,
+    QUOTA_ROW,
+    REFRESH_AHEAD_ROW,
+    STALE_ROW,
+    TTL_JITTER_ROW,
     CacheValues,
+    Option,
     Rejected,
     Rejection,
+    _source_field,
     environment_text,
     parse_int,
     read_environment,
 )
+from ._options import ResolvedLimits as ResolvedLimits
 from ._options import rejected_environment as rejected_environment
 
 logger = logging.getLogger(__name__)
@@ -91,51 +99,8 @@ BUILD_TIMEOUT: Final = _ms_setting(BUILD_TIMEOUT_VAR)
 DISPOSE_TIMEOUT: Final = _ms_setting(DISPOSE_TIMEOUT_VAR)
 SWEEP_INTERVAL: Final = _ms_setting(SWEEP_INTERVAL_VAR)
 BACKOFF_CAP: Final = _ms_setting(BACKOFF_CAP_VAR)
+MANAGER_MS_SETTINGS: Final = (BUILD_TIMEOUT, DISPOSE_TIMEOUT, SWEEP_INTERVAL)
 MS_SETTINGS: Final = (BUILD_TIMEOUT, DISPOSE_TIMEOUT, SWEEP_INTERVAL, BACKOFF_CAP)
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvedLimits:
-    """The limits the manager runs with, where each came from, and what was warned about."""
-
-    max_entries: int
-    default_ttl_ms: int
-    max_entries_source: str
-    default_ttl_source: str
-    warnings: tuple[str, ...] = ()
-    build_timeout_ms: int = BUILD_TIMEOUT.default
-    dispose_timeout_ms: int = DISPOSE_TIMEOUT.default
-    sweep_interval_ms: int = SWEEP_INTERVAL.default
-    build_timeout_source: str = "default"
-    dispose_timeout_source: str = "default"
-    sweep_interval_source: str = "default"
-    refresh_ahead_ms: int = 0  # 0: refresh-ahead off
-    refresh_ahead_source: str = "default"
-    stale_while_rebuilding: bool = False
-    stale_while_rebuilding_source: str = "default"
-    idle_ttl_ms: int = 0  # 0: idle expiry off
-    idle_ttl_source: str = "default (off)"
-    ttl_jitter: float = 0.0
-    ttl_jitter_source: str = "default (off)"
-    max_entries_per_user: int | None = None  # the per-user quota; None: none
-    max_entries_per_user_source: str = "default (no quota)"
-
-    def describe(self) -> str:
-        """One line for the start-up log: each effective value and where it came from."""
-        return (
-            f"max_entries={self.max_entries} ({self.max_entries_source}), "
-            f"default_ttl_ms={self.default_ttl_ms} ({self.default_ttl_source}), "
-            f"build_timeout_ms={self.build_timeout_ms} ({self.build_timeout_source}), "
-            f"dispose_timeout_ms={self.dispose_timeout_ms} ({self.dispose_timeout_source}), "
-            f"sweep_interval_ms={self.sweep_interval_ms} ({self.sweep_interval_source}), "
-            f"refresh_ahead_ms={self.refresh_ahead_ms} ({self.refresh_ahead_source}), "
-            f"stale_while_rebuilding={self.stale_while_rebuilding} "
-            f"({self.stale_while_rebuilding_source}), "
-            f"idle_ttl_ms={self.idle_ttl_ms} ({self.idle_ttl_source}), "
-            f"ttl_jitter={self.ttl_jitter} ({self.ttl_jitter_source}), "
-            f"max_entries_per_user={self.max_entries_per_user}"
-            f" ({self.max_entries_per_user_source})"
-        )
 
 
 def _guard_label(guards: GuardConfig) -> str:
@@ -228,24 +193,20 @@ def resolve_ms(
 
 
 def resolve_limits(
-    guards: GuardConfig,
-    settings: LimitSettings | None = None,
-    *,
-    build_timeout_ms: int | None = None,
-    dispose_timeout_ms: int | None = None,
-    sweep_interval_ms: int | None = None,
-    refresh_ahead_ms: int | None = None,
-    stale_while_rebuilding: bool | None = None,
-    idle_ttl_ms: int | None = None,
-    ttl_jitter: float | None = None,
-    max_entries_per_user: int | None = None,
+    guards: GuardConfig, settings: LimitSettings | None = None, **keywords: Any
 ) -> ResolvedLimits:
     """Resolve every limit: keyword > environment (``settings``) > default, capped by a guard.
+
+    ``keywords`` are the manager's options by their table names (``None``: not given); an
+    unknown one is a TypeError.
 
     ``settings=None`` reads the variables from ``os.environ`` directly. Raises ValueError for
     a bad keyword only; every other problem is a WARNING log, also collected in ``warnings``.
     The result is logged at INFO with where each value came from.
     """
+    unknown = set(keywords) - {o.name for o in CACHE_OPTIONS if o.keyword is not None}
+    if unknown:
+        raise TypeError(f"resolve_limits() got unexpected keywords: {', '.join(sorted(unknown))}")
     collected: list[str] = []
     if settings is None:
         settings = _Environment.read()
@@ -319,54 +280,38 @@ def resolve_limits(
     else:
         ttl_ms, ttl_source = ttl, given
 
-    timings = []
-    for setting, keyword, raw in (
-        (BUILD_TIMEOUT, build_timeout_ms, settings.build_timeout_ms),
-        (DISPOSE_TIMEOUT, dispose_timeout_ms, settings.dispose_timeout_ms),
-        (SWEEP_INTERVAL, sweep_interval_ms, settings.sweep_interval_ms),
-    ):
+    resolved: dict[str, object] = {}
+
+    def keep(option: Option, value: object, source: str) -> None:
+        resolved[option.name] = value
+        resolved[_source_field(option.name)] = source
+
+    for setting in MANAGER_MS_SETTINGS:
         dropped(setting.variable)
-        timings.append(resolve_ms(setting, keyword, raw, collected))
+        keep(BY_NAME[setting.keyword], *resolve_ms(
+            setting, keywords.get(setting.keyword), getattr(settings, setting.keyword), collected
+        ))
     for option in CACHE_OPTIONS:  # the rest, in the table's order
         dropped(option.variable)
-    refresh = resolve_refresh_ahead_ms(
-        refresh_ahead_ms, settings.refresh_ahead_ms, ttl_ms, collected
-    )
-    stale = resolve_flag(
-        "stale_while_rebuilding",
-        STALE_WHILE_REBUILDING_VAR,
-        stale_while_rebuilding,
-        settings.stale_while_rebuilding,
-        collected,
-        environment_text(settings, "stale_while_rebuilding"),
-    )
-    idle = resolve_idle_ttl_ms(idle_ttl_ms, settings.idle_ttl_ms, guards, collected, _warn)
-    jitter = resolve_ttl_jitter(ttl_jitter, settings.ttl_jitter)
-    quota, quota_source = resolve_max_entries_per_user(
-        max_entries_per_user, settings.max_entries_per_user, guards, collected
-    )
+
+    def asked(option: Option) -> tuple[Any, Any]:
+        return keywords.get(option.name), getattr(settings, option.name)
+
+    keep(REFRESH_AHEAD_ROW, *resolve_refresh_ahead_ms(*asked(REFRESH_AHEAD_ROW), ttl_ms, collected))
+    keep(STALE_ROW, *resolve_flag(
+        STALE_ROW.name, STALE_ROW.variable, *asked(STALE_ROW), collected,
+        environment_text(settings, STALE_ROW.name),
+    ))
+    keep(IDLE_TTL_ROW, *resolve_idle_ttl_ms(*asked(IDLE_TTL_ROW), guards, collected, _warn))
+    keep(TTL_JITTER_ROW, *resolve_ttl_jitter(*asked(TTL_JITTER_ROW)))
+    keep(QUOTA_ROW, *resolve_max_entries_per_user(*asked(QUOTA_ROW), guards, collected))
     limits = ResolvedLimits(
         max_entries=entries,
         default_ttl_ms=ttl_ms,
         max_entries_source=entries_source,
         default_ttl_source=ttl_source,
         warnings=tuple(collected),
-        build_timeout_ms=timings[0][0],
-        dispose_timeout_ms=timings[1][0],
-        sweep_interval_ms=timings[2][0],
-        build_timeout_source=timings[0][1],
-        dispose_timeout_source=timings[1][1],
-        sweep_interval_source=timings[2][1],
-        refresh_ahead_ms=refresh[0],
-        refresh_ahead_source=refresh[1],
-        stale_while_rebuilding=stale[0],
-        stale_while_rebuilding_source=stale[1],
-        idle_ttl_ms=idle[0],
-        idle_ttl_source=idle[1],
-        ttl_jitter=jitter[0],
-        ttl_jitter_source=jitter[1],
-        max_entries_per_user=quota,
-        max_entries_per_user_source=quota_source,
+        **resolved,  # type: ignore[arg-type]
     )
     logger.info("snak_runtime limits: %s", limits.describe())
     return limits
@@ -378,16 +323,16 @@ def resolve_max_entries_per_user(
     """The per-user quota (None: no quota) and where it came from.
 
     Keyword > ``AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER`` > no quota, then the guard's
-    optional ``max_entries_per_user`` caps it with a WARNING; with a guard ceiling, "no
+    optional per-user ceiling caps it with a WARNING; with a guard ceiling, "no
     quota" is capped to the ceiling too. A bad keyword (0, negative, not an integer) raises
     ValueError; a bad variable is ignored with a WARNING naming it, then falls through.
     """
-    ceiling = guards.max_entries_per_user
+    ceiling: int | None = getattr(guards, QUOTA_ROW.name)  # the guard's field of that name
     value: int | None
     if keyword is not None:
         if not _is_positive_int(keyword):
-            raise ValueError(f"max_entries_per_user must be a positive integer, got {keyword!r}")
-        value, given = keyword, f"keyword max_entries_per_user={keyword}"
+            raise ValueError(f"{QUOTA_ROW.keyword} must be a positive integer, got {keyword!r}")
+        value, given = keyword, f"keyword {QUOTA_ROW.keyword}={keyword}"
     else:
         value = raw  # parsed (and a bad one dropped, with a warning) when read
         given = f"{MAX_ENTRIES_PER_USER_VAR}={value}"
@@ -422,7 +367,7 @@ def resolve_seed_ttl_ms(ttl_ms: int | None, default_ttl_ms: int, max_ttl_ms: int
 def resolve_refresh_ahead_ms(
     keyword: int | None, raw: int | None, default_ttl_ms: int, collected: list[str]
 ) -> tuple[int, str]:
-    """``refresh_ahead_ms`` and its source: keyword > ``AGENT_RUNTIME_CACHE_REFRESH_AHEAD_MS``
+    """The refresh-ahead window and its source: keyword > ``AGENT_RUNTIME_CACHE_REFRESH_AHEAD_MS``
     > 0 (off).
 
     The default TTL is its guard: a window as long as an entry's whole life would refresh
@@ -432,12 +377,15 @@ def resolve_refresh_ahead_ms(
     """
     if keyword is not None:
         if isinstance(keyword, bool) or not isinstance(keyword, int) or keyword < 0:
-            raise ValueError(f"refresh_ahead_ms must be an integer >= 0, got {keyword!r}")
+            raise ValueError(
+                f"{REFRESH_AHEAD_ROW.keyword} must be an integer >= 0, got {keyword!r}"
+            )
         if keyword >= default_ttl_ms:
             raise ValueError(
-                f"refresh_ahead_ms={keyword} must be below the default TTL ({default_ttl_ms} ms)"
+                f"{REFRESH_AHEAD_ROW.keyword}={keyword} must be below the default TTL"
+                f" ({default_ttl_ms} ms)"
             )
-        return keyword, f"keyword refresh_ahead_ms={keyword}"
+        return keyword, f"keyword {REFRESH_AHEAD_ROW.keyword}={keyword}"
     if raw is None:
         return 0, "default"
     if raw >= default_ttl_ms:

@@ -1,5 +1,5 @@
-"""The expiry options of issue 16, resolved under the settings rule: ``idle_ttl_ms`` (idle
-expiry) and ``ttl_jitter`` (TTLs shortened at random so a batch does not expire at once).
+"""The expiry options of issue 16, resolved under the settings rule: the idle TTL (idle
+expiry) and the TTL jitter (TTLs shortened at random so a batch does not expire at once).
 
 Kept apart from ``_config`` (which calls these from ``resolve_limits``) to keep it readable; it
 imports only the guards and the table (no cycle): the caller passes its warning function.
@@ -11,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ._guards import _MAX_TTL_KEY, GuardConfig
-from ._options import BY_NAME
+from ._options import IDLE_TTL_ROW as _IDLE
 from ._options import MAX_TTL_JITTER as MAX_TTL_JITTER
+from ._options import TTL_JITTER_ROW as _JITTER
 
 Warn = Callable[..., None]
 """``warn(collected, fmt, *args)``: log a WARNING and collect its text (``_config._warn``)."""
 
-_IDLE = BY_NAME["idle_ttl_ms"]
-_JITTER = BY_NAME["ttl_jitter"]
 
 
 def resolve_idle_ttl_ms(

@@ -315,3 +315,72 @@ def environment_text(values: object, name: str) -> str | None:
     """The text of option ``name``'s variable as ``values`` read it (None: not from there)."""
     texts = getattr(values, "environment_texts", None)
     return texts.get(name) if isinstance(texts, dict) else None
+
+
+def _default(name: str) -> int:
+    value = BY_NAME[name].default
+    assert isinstance(value, int)
+    return value
+
+
+# Rows the resolver treats apart (a guard, a cross-check): named once, here.
+REFRESH_AHEAD_ROW: Final = BY_NAME["refresh_ahead_ms"]
+STALE_ROW: Final = BY_NAME["stale_while_rebuilding"]
+IDLE_TTL_ROW: Final = BY_NAME["idle_ttl_ms"]
+TTL_JITTER_ROW: Final = BY_NAME["ttl_jitter"]
+QUOTA_ROW: Final = BY_NAME["max_entries_per_user"]
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedLimits:
+    """The limits the manager runs with, where each came from, and what was warned about."""
+
+    max_entries: int
+    default_ttl_ms: int
+    max_entries_source: str
+    default_ttl_source: str
+    warnings: tuple[str, ...] = ()
+    build_timeout_ms: int = _default("build_timeout_ms")
+    dispose_timeout_ms: int = _default("dispose_timeout_ms")
+    sweep_interval_ms: int = _default("sweep_interval_ms")
+    build_timeout_source: str = "default"
+    dispose_timeout_source: str = "default"
+    sweep_interval_source: str = "default"
+    refresh_ahead_ms: int = 0  # 0: refresh-ahead off
+    refresh_ahead_source: str = "default"
+    stale_while_rebuilding: bool = False
+    stale_while_rebuilding_source: str = "default"
+    idle_ttl_ms: int = 0  # 0: idle expiry off
+    idle_ttl_source: str = "default (off)"
+    ttl_jitter: float = 0.0
+    ttl_jitter_source: str = "default (off)"
+    max_entries_per_user: int | None = None  # the per-user quota; None: none
+    max_entries_per_user_source: str = "default (no quota)"
+
+    def rows(self) -> list[tuple[str, object, str]]:
+        """Each resolved option as (name, value, source), in the start-up line's order."""
+        return [(label, getattr(self, value), getattr(self, source))
+                for label, value, source in RESOLVED_FIELDS]
+
+    def describe(self) -> str:
+        """One line for the start-up log: each effective value and where it came from."""
+        return ", ".join(f"{label}={value} ({source})" for label, value, source in self.rows())
+
+
+def _source_field(name: str) -> str:
+    """``ResolvedLimits``' attribute for the source of option ``name``."""
+    fields = ResolvedLimits.__dataclass_fields__
+    return f"{name}_source" if f"{name}_source" in fields else f"{name.removesuffix('_ms')}_source"
+
+
+RESOLVED_FIELDS: Final[tuple[tuple[str, str, str], ...]] = (
+    ("max_entries", "max_entries", "max_entries_source"),
+    ("default_ttl_ms", "default_ttl_ms", "default_ttl_source"),
+    *(
+        (o.name, o.name, _source_field(o.name))
+        for o in CACHE_OPTIONS
+        if o.keyword is not None and o.kind != "str"
+    ),
+)
+"""(label, value attribute, source attribute) of each resolved option of ``ResolvedLimits``,
+from the table: the start-up line, ``config`` and a test read them."""

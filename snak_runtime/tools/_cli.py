@@ -31,8 +31,7 @@ from .._config import (
     resolve_limits,
     resolve_ms,
 )
-from .._guards import _MAX_PER_USER_KEY
-from .._options import BY_NAME, CACHE_OPTIONS, FLEET_OPTIONS, OPTIONS, Option
+from .._options import BY_NAME, FLEET_OPTIONS, OPTIONS, QUOTA_ROW, Option
 from .._policies import POLICY_NAMES, resolve_eviction
 from ..containers import RuntimeContainer
 from ..invalidation._redis_config import redacted_url
@@ -116,42 +115,21 @@ def _run_config(args: argparse.Namespace) -> int:
 
 
 def _limit_lines(limits: ResolvedLimits, backoff_cap: tuple[int, str]) -> list[str]:
-    """Each resolved setting, its value and where the value came from (the table's order)."""
-    shown = {"max_entries": "max_entries", "ttl_ms": "default_ttl_ms"}
-    rows: list[tuple[str, object, str]] = [
-        ("backoff_cap_ms", *backoff_cap) if option.name == BACKOFF_CAP.keyword
-        else _limit_row(limits, option.name, shown.get(option.name))
-        for option in (*CACHE_OPTIONS, BY_NAME[BACKOFF_CAP.keyword])
-        if (option.keyword is not None or option.name in shown) and option.kind != "str"
-    ]
-    built_in = {setting.keyword for setting in MS_SETTINGS}  # the built-in guards first
-    rows.sort(key=lambda row: row[0] not in built_in)
-    first = [row for row in rows if row[0] in shown.values()]
-    rest = [row for row in rows if row[0] not in shown.values()]
-    quota = [row for row in rest if row[1] is None or row[0] == _QUOTA]
-    timings = [row for row in rest if row not in quota]
+    """Each resolved setting, its value and where the value came from (the table's order;
+    the built-in guards' timings first, the subscriber's backoff cap among them)."""
+    rows = [(name, str(value).lower() if isinstance(value, bool) else value, source)
+            for name, value, source in limits.rows()]
+    first, rest = rows[:2], rows[2:]
+    built_in = [row for row in rest if row[0] in {s.keyword for s in MS_SETTINGS}]
+    others = [row for row in rest if row not in built_in]
+    quota = [row for row in others if row[0] == QUOTA_ROW.name]
     return [
         *(f"  {name:<16}{value:>10}   from {source}" for name, value, source in first),
-        *(f"  {name:<18}{value:>8}   from {source}" for name, value, source in timings),
+        *(f"  {name:<18}{value:>8}   from {source}" for name, value, source in
+          (*built_in, ("backoff_cap_ms", *backoff_cap), *(r for r in others if r not in quota))),
         *(f"  {name} {'none' if value is None else value:>5}   from {source}"
           for name, value, source in quota),
     ]
-
-
-_QUOTA = next(o.name for o in CACHE_OPTIONS if o.ceiling == _MAX_PER_USER_KEY)
-# ResolvedLimits' names where they differ from the option's: value attribute, source attribute.
-_RESOLVED = {"ttl_ms": ("default_ttl_ms", "default_ttl_source")}
-
-
-def _limit_row(limits: ResolvedLimits, name: str, label: str | None) -> tuple[str, object, str]:
-    value_attr, source_attr = _RESOLVED.get(
-        name, (name, f"{name.removesuffix('_ms')}_source"
-                     if not hasattr(limits, f"{name}_source") else f"{name}_source")
-    )
-    value = getattr(limits, value_attr)
-    if isinstance(value, bool):
-        value = str(value).lower()
-    return (label or name, value, getattr(limits, source_attr))
 
 
 def _eviction_line(configured: str | None, collected: list[str]) -> str:
@@ -215,12 +193,12 @@ def _guard_lines(settings: RuntimeCacheSettings, guards: GuardConfig) -> list[st
         if settings.guards_config_path
         else f"built-in defaults ({GUARDS_PATH_VAR} unset)"
     )
-    quota = guards.max_entries_per_user
+    quota = getattr(guards, QUOTA_ROW.name)  # the guard's field of the option's name
     return [
         f"guard ceilings: {origin}",
         f"  max_entries     {guards.max_entries:>10}",
         f"  max_ttl_ms      {guards.max_ttl_ms:>10}",
-        *([] if quota is None else [f"  {_QUOTA} {quota:>5}"]),
+        *([] if quota is None else [f"  {QUOTA_ROW.name} {quota:>5}"]),
         f"  {raise_guard_hint(f'{_MAX_ENTRIES_KEY} / {_MAX_TTL_KEY}')}",
         "  built-in guards: "
         + ", ".join(f"{setting.keyword} <= {setting.guard}" for setting in MS_SETTINGS),
