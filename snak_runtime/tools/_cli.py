@@ -20,6 +20,7 @@ from .._config import (
     _MAX_ENTRIES_KEY,
     _MAX_TTL_KEY,
     BACKOFF_CAP,
+    BUILD_TIMEOUT,
     GUARDS_PATH_VAR,
     MS_SETTINGS,
     GuardConfig,
@@ -31,7 +32,16 @@ from .._config import (
     resolve_limits,
     resolve_ms,
 )
-from .._options import BY_NAME, FLEET_OPTIONS, OPTIONS, QUOTA_ROW, Option
+from .._options import (
+    BY_NAME,
+    FLEET_OPTIONS,
+    IDLE_TTL_ROW,
+    OPTIONS,
+    QUOTA_ROW,
+    STALE_ROW,
+    TTL_JITTER_ROW,
+    Option,
+)
 from .._policies import POLICY_NAMES, resolve_eviction
 from ..containers import RuntimeContainer
 from ..invalidation._redis_config import redacted_url
@@ -259,8 +269,9 @@ def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
             metavar=parameter.kind.__name__.upper(),
             help=parameter.help if default is None else f"{parameter.help} (%(default)s)",
         )
-    parser.add_argument("--stale-while-rebuilding", action="store_true",
-                        help="the manager's stale_while_rebuilding (off unless given)")
+    for option in (STALE_ROW,):  # the manager's boolean options: a switch each
+        parser.add_argument(option.flag or "", action="store_true", dest=option.name,
+                            help=f"the manager's {option.name} (off unless given)")
     parser.add_argument(
         "--policy", action="append", dest="policies", choices=POLICY_NAMES, metavar="NAME",
         help=f"eviction policy ({', '.join(POLICY_NAMES)}); repeat to compare them side by "
@@ -331,7 +342,7 @@ def _simulation_config(args: argparse.Namespace) -> SimulationConfig | None:
     try:
         return SimulationConfig(
             **{name: getattr(args, name) for name in PARAMETERS}, guards=guards, trace=trace,
-            stale_while_rebuilding=args.stale_while_rebuilding,
+            **{STALE_ROW.name: getattr(args, STALE_ROW.name)},
         )
     except SimulationConfigError as exc:  # bounds on the run as a whole (span, events)
         print(f"snak-runtime simulate: error: {exc.cli_message}", file=sys.stderr)
@@ -344,12 +355,13 @@ def _summary(config: SimulationConfig, r: SimulationResult) -> list[str]:
         f"simulated {_workload(config)} over {r.virtual_s:,.0f} s of virtual time,"
         f" in {r.wall_s:.1f} s",
         f"  cache           max_entries={r.max_entries}  ttl_ms={r.ttl_ms}"
-        f"  idle_ttl_ms={r.idle_ttl_ms or 'off'}  ttl_jitter={r.ttl_jitter:g}"
+        f"  {IDLE_TTL_ROW.name}={getattr(r, IDLE_TTL_ROW.name) or 'off'}"
+        f"  {TTL_JITTER_ROW.name}={getattr(r, TTL_JITTER_ROW.name):g}"
         f"  eviction={r.eviction}  peak size={r.peak_size}  mean size={r.mean_size:.1f}",
         f"  hit rate        {r.hit_rate:.1%}  ({r.hits:,} hits, {r.misses:,} misses)",
         *_returning_lines(config, r),
         f"  builds          {r.builds:,}  (failures {r.build_failures:,};"
-        f" build_timeout_ms={r.build_timeout_ms})",
+        f" {BUILD_TIMEOUT.keyword}={getattr(r, BUILD_TIMEOUT.keyword)})",
         f"  failed requests {r.failed_requests:,}  (their build failed)",
         f"  peak builds/s   {r.peak_builds_per_s:,}  (in second {r.peak_builds_second:,};"
         f" loads and rebuilds started; {config.deploy:,} agents deployed at 0 s)",
@@ -384,8 +396,9 @@ def _trace_lines(config: SimulationConfig, r: SimulationResult) -> list[str]:
 def _user_lines(config: SimulationConfig, r: SimulationResult) -> list[str]:
     """Issue 19: the per-user quota, and what a burst of one user costs the others."""
     lines = []
-    if r.max_entries_per_user is not None or config.burst_agents:
-        lines.append(f"  quota           max_entries_per_user={r.max_entries_per_user}"
+    quota = getattr(r, QUOTA_ROW.name)
+    if quota is not None or config.burst_agents:
+        lines.append(f"  quota           {QUOTA_ROW.name}={quota}"
                      f"  quota evictions {r.quota_evictions:,}")
     if config.burst_agents or config.users > 1:
         lines.append(f"  other users     hit rate {r.other_hit_rate:.1%}  ({r.other_requests:,}"
@@ -400,7 +413,7 @@ def _hot_lines(config: SimulationConfig, r: SimulationResult) -> list[str]:
     if not r.hot_agents:
         return []
     return [f"  hot agents      {r.hot_agents:,} requested at least once per "
-            f"{config.hot_window_ms or config.refresh_ahead_ms} ms: {r.hot_waited:,} of their "
+            f"{config.hot_window} ms: {r.hot_waited:,} of their "
             f"{r.hot_requests:,} later requests waited"]
 
 
