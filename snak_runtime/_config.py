@@ -172,9 +172,10 @@ def resolve_ms(
             )
         value, source = keyword, f"keyword {setting.keyword}={keyword}"
     else:
-        parsed = (
-            raw if isinstance(raw, int) else _read_int(setting.variable, raw, minimum, collected)
-        )
+        if isinstance(raw, int):  # parsed when read: only the caller's minimum is left to check
+            parsed = _read_int(setting.variable, str(raw), minimum, collected)
+        else:
+            parsed = _read_int(setting.variable, raw, minimum, collected)
         if parsed is None:
             value, source = setting.default, "default"
         else:

@@ -187,3 +187,29 @@ def test_no_import_cycle_between_config_and_expiry_options() -> None:
     tree = ast.parse((ROOT / "snak_runtime" / "_expiry_options.py").read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert "_config" not in imported
+
+
+# fleet timings: typed too
+
+
+def test_fleet_timings_are_typed_and_a_bad_variable_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from snak_runtime.invalidation import InvalidationSettings
+
+    monkeypatch.setenv("AGENT_CFG_VERSION_SOURCE_TIMEOUT_MS", "2500")
+    monkeypatch.setenv("AGENT_CFG_RECONCILE_INTERVAL_MS", "1.5")
+    settings = InvalidationSettings()  # never raises on the environment
+    assert (settings.version_source_timeout_ms, settings.reconcile_interval_ms) == (2500, None)
+    assert [args[:2] for _, args in settings.rejected_environment] == [
+        ("AGENT_CFG_RECONCILE_INTERVAL_MS", "1.5")
+    ]
+    given = InvalidationSettings.model_validate({"AGENT_CFG_BACKOFF_CAP_MS": "7000"})
+    assert given.backoff_cap_ms == 7000
+    with pytest.raises(ValidationError, match=r"backoff_cap_ms|AGENT_CFG_BACKOFF_CAP_MS"):
+        InvalidationSettings.model_validate({"AGENT_CFG_BACKOFF_CAP_MS": True})
+
+
+def test_resolve_limits_refuses_an_unknown_keyword() -> None:
+    with pytest.raises(TypeError, match="no_such_option"):
+        resolve_limits(GuardConfig(), RuntimeCacheSettings(), no_such_option=1)
