@@ -111,8 +111,9 @@ class InvalidationSettings(BaseSettings):
     ``REDIS_URL`` wins over ``REDIS_HOST``/``REDIS_PORT``/``REDIS_PASSWORD``/``REDIS_DB``.
     ``REDIS_SENTINELS``/``REDIS_SENTINEL_MASTER`` find the master through Sentinel instead
     (``target()``). With none of them set, ``configured`` is false and nothing connects.
-    The Redis fields hold their text (the timings are typed), checked when the target is resolved (``target()``, which the
-    subscriber and the publisher call when they are built): a malformed value raises
+    The Redis fields hold their text (the timings are typed), checked when the target is
+    resolved (``target()``, which the subscriber and the publisher call when they are
+    built): a malformed value raises
     ``RedisConfigError`` naming the variable. An empty variable is unset.
     """
 
