@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, final, runtime_checkable
 
-from .._config import env_int
 from .._stats import RemovalCause
 from ._bounded import CallCancelled, CallTimedOut, call_bounded
 from ._dispatch import Job
@@ -91,7 +90,11 @@ def resolve_timings(
     source_timeout_ms: int | None,
     reconcile_interval_ms: int | None,
 ) -> VersionCheckTimings:
-    """Keyword > environment > default, each capped; a bad keyword is a ``ValueError``."""
+    """Keyword > environment > default, each capped; a bad keyword is a ``ValueError``; a bad
+    variable (dropped when the settings read it) is a WARNING naming it, then the default."""
+    for fmt, args in getattr(settings, "rejected_environment", ()):
+        if args[0] in (VERSION_SOURCE_TIMEOUT_VAR, RECONCILE_INTERVAL_VAR):
+            logger.warning(fmt, *args)
     timeout = _resolve(
         "version_source_timeout_ms", source_timeout_ms, VERSION_SOURCE_TIMEOUT_VAR,
         settings.version_source_timeout_ms, DEFAULT_SOURCE_TIMEOUT_MS, 1, MAX_SOURCE_TIMEOUT_MS,
@@ -109,14 +112,14 @@ def resolve_timings(
 
 
 def _resolve(
-    keyword: str, value: int | None, var: str, raw: str | None, default: int, low: int, cap: int
+    keyword: str, value: int | None, var: str, raw: int | None, default: int, low: int, cap: int
 ) -> int:
     if value is not None:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{keyword} must be an integer >= {low}, got {value!r}")
         given = f"{keyword}={value}"
     else:
-        value = env_int(var, raw, default, minimum=low)
+        value = default if raw is None else raw  # parsed (>= its row's minimum) when read
         given = f"{var}={value}"
     if value > cap:
         logger.warning("%s is above the ceiling %d ms; capped to %d", given, cap, cap)
