@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, final
 
 from . import _operators
-from ._cache import RemovalListener
+from ._cache import RemovalListener, _CacheRules
 from ._clock import Clock, MonotonicClock
 from ._config import (
     EVICTION_VAR,
@@ -33,8 +33,8 @@ from ._disposal import DefaultDisposer, Disposer
 from ._generation import _Generation
 from ._info import EntryInfo
 from ._operators import Predicate
-from ._parts import _Parts
-from ._policies import resolve_eviction
+from ._parts import _Parts, _Timings, ticks_per_ms
+from ._policies import make_policy, resolve_eviction
 from ._seed import AcquiredRuntime, Build, RuntimeLease, RuntimeSeed
 from ._stats import CacheStats, RemovalCause
 from ._writes import evict_cause
@@ -109,9 +109,21 @@ class AgentRuntimeManager(Generic[R, A]):
         self, clock: Clock, disposer: Disposer, logger: logging.Logger | None, rand: Random
     ) -> None:
         """Make the parts (``_parts``); keep them, and the hot path's aliases of their state."""
-        parts: _Parts[R, A] = _Parts.of(
-            self._limits, self._guards, self._eviction, clock, disposer, logger, rand
+        limits = self._limits  # the one place that reads the options for the parts
+        rules = _CacheRules(
+            max_entries=limits.max_entries, default_ttl_ms=limits.default_ttl_ms,
+            max_ttl_ms=self._guards.max_ttl_ms, ticks_per_ms=ticks_per_ms(clock),
+            idle_ms=limits.idle_ttl_ms, jitter=limits.ttl_jitter,
+            refresh_window_ms=limits.refresh_ahead_ms, user_quota=limits.max_entries_per_user,
         )
+        timings = _Timings(
+            build_timeout_s=limits.build_timeout_ms / 1000,
+            dispose_timeout_s=limits.dispose_timeout_ms / 1000,
+            sweep_interval_s=limits.sweep_interval_ms / 1000,
+            stale_reads=limits.stale_while_rebuilding,
+        )
+        policy = make_policy(self._eviction, limits.max_entries)
+        parts: _Parts[R, A] = _Parts(timings, rules, policy, clock, disposer, logger, rand)
         self._parts = parts  # every part; the facade's own references below
         self._disposer = disposer
         self._now = parts.now
@@ -209,11 +221,9 @@ class AgentRuntimeManager(Generic[R, A]):
         return _operators.peek(self._cache, agent_id)
 
     def snapshot(self) -> list[EntryInfo]:
-        """Every live entry as a frozen ``EntryInfo``, next to be evicted first.
-
-        Does not pin, reorder or count a hit. Visits every entry (O(n)): meant for
-        operators and metrics scrapes, never for a request path.
-        """
+        """Every live entry as a frozen ``EntryInfo``, next to be evicted first. Does not pin,
+        reorder or count a hit. Visits every entry (O(n)): for operators and metrics scrapes,
+        never for a request path."""
         return _operators.snapshot(self._cache)
 
     def agent_ids(self, user_id: str | None = None) -> list[str]:
@@ -231,18 +241,14 @@ class AgentRuntimeManager(Generic[R, A]):
         return self._stats.snapshot(size=len(self._current), pinned=self._stats.pinned())
 
     def on_removal(self, callback: RemovalListener) -> Callable[[], None]:
-        """Call ``callback(agent_id, cause)`` whenever a generation leaves the map.
-
-        Returns a function that unregisters it. A listener that raises is logged.
-        """
+        """Call ``callback(agent_id, cause)`` whenever a generation leaves the map; returns a
+        function that unregisters it. A listener that raises is logged."""
         return self._cache.on_removal(callback)
 
     def resync_view(self) -> dict[str, int | None]:
         """For the fleet's versioned resync: each live entry's ``cfg_version``, and ``None``
-        for an agent whose load is in flight (what it installs is not known yet).
-
-        A copy (changing it changes nothing); visits every entry (O(n)).
-        """
+        for an agent whose load is in flight (what it installs is not known yet). A copy;
+        visits every entry (O(n))."""
         view: dict[str, int | None] = dict(self._cache.version_view())
         view.update(dict.fromkeys(self._parts.loads.agent_ids()))
         return view

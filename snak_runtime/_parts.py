@@ -1,6 +1,6 @@
 """The manager's parts, wired to each other: each part gets the few others it calls and the
 resolved values it needs (``_Timings``, ``_CacheRules``, made once from the resolved limits
-in ``_Parts.of``: no part reads an option),
+by the facade: no part reads an option),
 and the observers are registered here, at construction (a write supersedes a refresh,
 ``evict_user`` marks the refreshes in flight, a removal supersedes a refresh)."""
 
@@ -11,18 +11,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from random import Random
-from typing import Any, Generic, TypeVar, final
+from typing import Generic, TypeVar, final
 
 from ._binding import _Binding, part_logger
 from ._cache import _Cache, _CacheRules
 from ._calls import _UserCalls
 from ._clock import Clock, MonotonicClock
-from ._config import GuardConfig, ResolvedLimits
 from ._disposal import Disposer, _Disposals
 from ._keyed import _KeyedTurns
 from ._lifecycle import _Lifecycle
 from ._loads import _Loads
-from ._policies import EvictionPolicy, make_policy
+from ._policies import EvictionPolicy
 from ._reads import _SlowReads
 from ._refresh import _Refreshes
 from ._stats import _StatsCounter
@@ -115,34 +114,3 @@ class _Parts(Generic[R, A]):
             sweep_interval_s=timings.sweep_interval_s, cancel_bound_s=build_timeout_s,
             log=part_logger(logger, "snak_runtime._lifecycle"),
         )
-
-    @staticmethod
-    def of(
-        limits: ResolvedLimits,
-        guards: GuardConfig,
-        eviction: str,
-        clock: Clock,
-        disposer: Disposer,
-        logger: logging.Logger | None,
-        rand: Random,
-    ) -> _Parts[Any, Any]:
-        """The parts for these resolved limits: the one place that turns them into the
-        values each part is given."""
-        timings = _Timings(
-            build_timeout_s=limits.build_timeout_ms / 1000,
-            dispose_timeout_s=limits.dispose_timeout_ms / 1000,
-            sweep_interval_s=limits.sweep_interval_ms / 1000,
-            stale_reads=limits.stale_while_rebuilding,
-        )
-        rules = _CacheRules(
-            max_entries=limits.max_entries,
-            default_ttl_ms=limits.default_ttl_ms,
-            max_ttl_ms=guards.max_ttl_ms,
-            ticks_per_ms=ticks_per_ms(clock),
-            idle_ms=limits.idle_ttl_ms,
-            jitter=limits.ttl_jitter,
-            refresh_window_ms=limits.refresh_ahead_ms,
-            user_quota=limits.max_entries_per_user,
-        )
-        policy = make_policy(eviction, limits.max_entries)
-        return _Parts(timings, rules, policy, clock, disposer, logger, rand)
