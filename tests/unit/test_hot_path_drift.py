@@ -1,7 +1,7 @@
 """The hot path's inline copies cannot drift apart (issue 10).
 
 ``acquire``, ``acquire_with_agent`` and ``_LeaseContext.__aenter__`` each write the
-plain-hit rule inline, and ``release`` repeats the common case of ``_unpinned``: a shared
+plain-hit rule inline, and ``release`` repeats the common case of ``_Cache.unpinned``: a shared
 helper measurably slows the hot path. These tests compare the copies' syntax trees
 (normalized for the names that legitimately differ), so that changing one copy without
 the others fails here instead of only in some behaviour test.
