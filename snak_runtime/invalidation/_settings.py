@@ -39,6 +39,8 @@ _DEFAULT_HOST: Final = "localhost"
 _DEFAULT_PORT: Final = 6379
 VERSION_SOURCE_TIMEOUT_VAR: Final = "AGENT_CFG_VERSION_SOURCE_TIMEOUT_MS"
 RECONCILE_INTERVAL_VAR: Final = "AGENT_CFG_RECONCILE_INTERVAL_MS"
+GAP_TOLERANCE_MESSAGES_VAR: Final = "AGENT_CFG_GAP_TOLERANCE_MESSAGES"
+GAP_TOLERANCE_MS_VAR: Final = "AGENT_CFG_GAP_TOLERANCE_MS"
 
 
 @final
@@ -93,6 +95,11 @@ class InvalidationSettings(BaseSettings):
         default=None, validation_alias=VERSION_SOURCE_TIMEOUT_VAR
     )
     reconcile_interval_ms: str | None = Field(default=None, validation_alias=RECONCILE_INTERVAL_VAR)
+    # Loss detection from outbox_id gaps (only with a version source); resolved by _versions.
+    gap_tolerance_messages: str | None = Field(
+        default=None, validation_alias=GAP_TOLERANCE_MESSAGES_VAR
+    )
+    gap_tolerance_ms: str | None = Field(default=None, validation_alias=GAP_TOLERANCE_MS_VAR)
     backoff_cap_ms: str | None = Field(default=None, validation_alias=BACKOFF_CAP_VAR)
 
     @field_validator(

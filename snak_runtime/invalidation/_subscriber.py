@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any, Final, final
@@ -17,6 +18,8 @@ from . import _client
 from ._bounded import finish_within
 from ._client import close_quietly, make_client, redis_errors, require_redis
 from ._dispatch import InvalidationTarget, _Dispatcher, _Inbox
+from ._gaps import GapTracker
+from ._loss import LossWatch
 from ._pacing import Breather, Liveness
 from ._ratelog import RateLimitedLog
 from ._redis_config import check_channel
@@ -54,7 +57,11 @@ class InvalidationSubscriber:
     published meanwhile (the seed's subscriber did neither): with a ``version_source``, only
     the entries whose version changed or that were deleted are repaired; without one, or when
     the source fails, every cached entry is evicted. With a source, the same check also runs
-    every ``reconcile_interval_ms`` while connected, catching publishes that never happened.
+    every ``reconcile_interval_ms`` while connected, catching publishes that never happened,
+    and at once when snak's ``outbox_id`` shows a gap that stays open beyond the tolerance
+    (``gap_tolerance_messages`` later messages or ``gap_tolerance_ms``, whichever first; see
+    ``_gaps``). ``wall_clock`` (seconds since the epoch) measures the propagation lag from a
+    message's ``processed_at``.
     ``await stop()`` is clean at any point, also mid-reconnect. ``start()`` raises
     ``ImportError`` when the ``redis`` extra is missing.
     """
@@ -74,6 +81,9 @@ class InvalidationSubscriber:
         version_source_timeout_ms: int | None = None,
         reconcile_interval_ms: int | None = None,
         stop_timeout_ms: int = DEFAULT_STOP_TIMEOUT_MS,
+        gap_tolerance_messages: int | None = None,
+        gap_tolerance_ms: int | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if source is None:
             settings = InvalidationSettings()
@@ -104,14 +114,25 @@ class InvalidationSubscriber:
         self._rng = rng
         self._manager = manager
         self._log = RateLimitedLog(logger)  # bad input: one line per reason per minute
-        self._dispatcher = _Dispatcher(manager)
-        self._inbox = _Inbox(self._dispatcher, self._log)
         timings = resolve_timings(
             settings,
             has_source=version_source is not None,
             source_timeout_ms=version_source_timeout_ms,
             reconcile_interval_ms=reconcile_interval_ms,
+            gap_tolerance_messages=gap_tolerance_messages,
+            gap_tolerance_ms=gap_tolerance_ms,
         )
+        # Loss detection needs a source to reconcile with (resolve_timings gives 0 without).
+        gaps = None
+        if timings.gap_tolerance_ms > 0:
+            gaps = GapTracker(
+                tolerance_messages=timings.gap_tolerance_messages,
+                tolerance_s=timings.gap_tolerance_ms / 1000,
+            )
+        self._loss = LossWatch(gaps, wall_clock)
+        self._dispatcher = _Dispatcher(manager, self._loss.applied)
+        observe = None if gaps is None else self._loss.observe
+        self._inbox = _Inbox(self._dispatcher, self._log, observe)
         self._reconcile_s = timings.reconcile_interval_ms / 1000
         self._hooks = resync_hooks(manager)
         self._check: VersionCheck | None = None
@@ -169,7 +190,7 @@ class InvalidationSubscriber:
             name=f"snak-invalidation:{self._channel}",
         )
         self._task.add_done_callback(_log_if_died)
-        if self._reconcile_s > 0:
+        if self._check is not None and (self._reconcile_s > 0 or self._loss.gaps is not None):
             self._reconciler = loop.create_task(
                 self._supervisor.run("reconciler", lambda: self._reconcile_forever(run), run),
                 name=f"snak-invalidation-reconcile:{self._channel}",
@@ -237,6 +258,7 @@ class InvalidationSubscriber:
 
     def stats(self) -> InvalidationStats:
         inbox, dispatcher, check = self._inbox, self._dispatcher, self._check
+        loss, gaps = self._loss, self._loss.gaps
         return InvalidationStats(
             received=inbox.received,
             applied=dispatcher.applied,
@@ -253,6 +275,14 @@ class InvalidationSubscriber:
             reconciliations=self._reconciliations,
             coalesced=dispatcher.coalesced,
             restarts=self._supervisor.restarts,
+            gaps_detected=gaps.gaps_detected if gaps else 0,
+            gap_reconciliations=loss.gap_reconciliations,
+            gap_resets=gaps.resets if gaps else 0,
+            malformed_outbox_ids=inbox.malformed_outbox_ids,
+            malformed_processed_at=inbox.malformed_processed_at,
+            lag_clamped=loss.lag.clamped,
+            lag_buckets=tuple(loss.lag.buckets),
+            lag_time_ms=loss.lag.total_ms,
             connected=self.connected,
             pending=dispatcher.pending,
             dropped=MappingProxyType(dict(inbox.dropped)),
@@ -298,6 +328,7 @@ class InvalidationSubscriber:
 
     async def _subscribe(self, pubsub: Any) -> None:
         """Subscribe and wait for the server's confirmation; ``TimeoutError`` without one."""
+        self._loss.reset()  # a new connection: its resync covers what the last one lost
         limit_s = self._connect_timeout_s * 2
         async with asyncio.timeout(limit_s):
             await pubsub.subscribe(self._channel)
@@ -332,6 +363,7 @@ class InvalidationSubscriber:
             if liveness.ping_due(loop.time()):
                 await pubsub.ping()
             message = await pubsub.get_message(timeout=min(_POLL_S, self._health_s))
+            self._loss.poll(loop.time())
             if message is None:
                 breather.rested()  # it waited for data: the loop ran meanwhile
                 continue
@@ -391,7 +423,8 @@ class InvalidationSubscriber:
         logger.info("invalidation subscriber: resync evicted %d runtime(s)", removed)
 
     async def _reconcile_forever(self, run: Run | None = None) -> None:
-        """While connected, repeat the version check: catches publishes that never happened.
+        """While connected, repeat the version check: catches publishes that never happened;
+        at once, too, when the gap tracker gave up an outbox id as lost.
 
         A failing source is counted and retried at the next interval; it never empties the
         cache (only a reconnect falls back to evicting everything).
@@ -399,7 +432,7 @@ class InvalidationSubscriber:
         assert self._check is not None
         run = run if run is not None else Run()
         while not run.stopped:
-            await asyncio.sleep(self._reconcile_s)
+            gap = await self._loss.next_reconciliation(self._reconcile_s)
             if run.stopped:
                 return
             if not self.connected:
@@ -419,7 +452,10 @@ class InvalidationSubscriber:
             except Exception:  # a bug must not end reconciliation for the process
                 logger.exception("invalidation subscriber: reconciliation failed")
                 continue
-            self._reconciliations += 1
+            if gap:
+                self._loss.gap_reconciliations += 1
+            else:
+                self._reconciliations += 1
             if repairs:
                 logger.info("invalidation subscriber: reconciliation queued %d repair(s)", repairs)
 
