@@ -38,7 +38,8 @@ MAX_RANGES: Final = 1_024
 @final
 @dataclass(slots=True)
 class _Range:
-    """Missing ids ``low..high`` (inclusive), noticed at ``since`` after ``seen`` messages."""
+    """Missing ids ``low..high`` (inclusive), noticed at ``since``, when ``seen`` messages
+    had come before the one that revealed them."""
 
     low: int
     high: int
@@ -110,7 +111,8 @@ class GapTracker:
                 self._restart(outbox_id)
                 return
             if outbox_id > highest + 1:
-                self._ranges.append(_Range(highest + 1, outbox_id - 1, now, self._seen))
+                # counted from before this message: it is the first of the later ones
+                self._ranges.append(_Range(highest + 1, outbox_id - 1, now, self._seen - 1))
                 if len(self._ranges) > self._max_ranges:
                     self._give_up(self._ranges.pop(0))
             self._highest = outbox_id

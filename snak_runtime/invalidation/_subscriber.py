@@ -363,13 +363,14 @@ class InvalidationSubscriber:
             if liveness.ping_due(loop.time()):
                 await pubsub.ping()
             message = await pubsub.get_message(timeout=min(_POLL_S, self._health_s))
-            self._loss.poll(loop.time())
             if message is None:
+                self._loss.poll(loop.time())  # a gap's time tolerance runs out when quiet too
                 breather.rested()  # it waited for data: the loop ran meanwhile
                 continue
             liveness.heard(loop.time())
             if message["type"] == "message":
                 self._inbox.accept(message["data"])
+                self._loss.poll(loop.time())
             if breather.due():
                 await asyncio.sleep(0)
                 breather.rested()
