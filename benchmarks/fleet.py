@@ -1,7 +1,7 @@
 """The fleet at scale (issue 26): one Valkey, hundreds of subscribers, what a change costs.
 
     nice -n 19 python benchmarks/fleet.py [--processes 4] [--levels 50,100,200,400]
-        [--agents 200] [--cache-fraction 0.2] [--deliveries 20000] [--rate 4000] [--mode eager]
+        [--agents 200] [--cache-fraction 0.2] [--deliveries 10000] [--rate 1000] [--mode eager]
 
 A throwaway Valkey/Redis server on a loopback port (the binary the integration tests use), and
 ``--processes`` worker processes (this script with ``--worker``), each running several *nodes*:
@@ -21,6 +21,8 @@ every node to serve its hot agents. Per level it prints:
 - rebuilds per invalidation across the fleet: every node caching the agent rebuilds it in
   eager mode (lazy: only those that serve it again; that mode lands with the manager's lazy
   invalidation, see ``MODES``);
+- the fleet's CPU per delivery (the workers' process time over the batch, over publishes x
+  subscribers): what one message costs each subscriber;
 - the server's CPU per publish: its CPU time (``/proc/<pid>/task/*/schedstat``, nanoseconds;
   ``/proc/<pid>/stat`` utime+stime in clock ticks as a cross-check) over the batch, minus the
   idle rate measured just before it, divided by the publishes.
@@ -164,6 +166,7 @@ async def worker(args: argparse.Namespace) -> None:
                 "rebuilds": sum(node.manager.stats().rebuilds for node in nodes),
                 "caching": sum(len(node.cached) for node in nodes),
                 "gaps": sum(s.gaps_detected for s in stats),
+                "cpu": time.process_time(),
             })
     for node in nodes:
         await node.subscriber.stop()
@@ -266,6 +269,7 @@ async def run_level(
     cpu = [(b - a - rate * elapsed) for a, b, rate in zip(cpu0, cpu1, idle_rate, strict=True)]
     lat = [(t - sent[(a, v)]) * 1000 for a, v, t in applied if (a, v) in sent]
     rebuilds = sum(r["rebuilds"] for r in after) - sum(b["rebuilds"] for b in before)
+    client_cpu = sum(r["cpu"] for r in reports) - sum(b["cpu"] for b in before)
     return {
         "subscribers": subscribers,
         "publishes": publishes,
@@ -274,6 +278,7 @@ async def run_level(
         "p99": percentile(lat, 0.99),
         "us_per_publish": max(cpu[0], 0.0) / publishes * 1e6,
         "us_per_publish_ticks": max(cpu[1], 0.0) / publishes * 1e6,
+        "client_us_per_delivery": client_cpu / (publishes * subscribers) * 1e6,
         "rebuilds_per_inv": rebuilds / publishes,
         "caching": sum(r["caching"] for r in after) / args.agents,
         "gaps": sum(r["gaps"] for r in after),
@@ -357,7 +362,8 @@ def _row(r: dict[str, Any], mode: str) -> str:
     return (
         f"| {r['subscribers']:>11} | {r['publishes']:>9} | {r['p50']:>7.1f} | {r['p99']:>7.1f} "
         f"| {r['us_per_publish']:>12.1f} | {r['us_per_publish_ticks']:>10.0f} "
-        f"| {r['us_per_publish'] / r['subscribers']:>9.2f} | {r['caching']:>7.1f} "
+        f"| {r['us_per_publish'] / r['subscribers']:>9.2f} "
+        f"| {r['client_us_per_delivery']:>9.0f} | {r['caching']:>7.1f} "
         f"| {eager:>5} | {lazy} |"
     )
 
@@ -368,8 +374,9 @@ def _print(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         f"{args.cache_fraction:.0%} of them and serves half of those; {args.rate} deliveries/s\n"
     )
     print("| subscribers | publishes | p50 ms | p99 ms | server us/pub | (ticks) "
-          "| us/deliv. | caching | eager rebuilds/inv | lazy rebuilds/inv |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| server us/deliv. | client us/deliv. | caching | eager rebuilds/inv "
+          "| lazy rebuilds/inv |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(_row(r, args.mode))
     a, b = fit(rows)
@@ -393,9 +400,9 @@ def main() -> None:
     parser.add_argument("--levels", default="50,100,200,400")
     parser.add_argument("--agents", type=int, default=200)
     parser.add_argument("--cache-fraction", type=float, default=0.2)
-    parser.add_argument("--deliveries", type=int, default=20_000,
+    parser.add_argument("--deliveries", type=int, default=10_000,
                         help="messages x subscribers per level")
-    parser.add_argument("--rate", type=int, default=4_000,
+    parser.add_argument("--rate", type=int, default=1_000,
                         help="deliveries per second (publishes/s = rate / subscribers)")
     parser.add_argument("--mode", choices=sorted(MODES), default="eager")
     parser.add_argument("--verbose", action="store_true", help="print each level as it ends")
