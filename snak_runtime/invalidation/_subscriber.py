@@ -257,36 +257,7 @@ class InvalidationSubscriber:
         await self._dispatcher.drain()
 
     def stats(self) -> InvalidationStats:
-        inbox, dispatcher, check = self._inbox, self._dispatcher, self._check
-        loss, gaps = self._loss, self._loss.gaps
-        return InvalidationStats(
-            received=inbox.received,
-            applied=dispatcher.applied,
-            failures=dispatcher.failures,
-            unknown_events=inbox.unknown_events,
-            reconnects=self._reconnects,
-            resyncs=self._resyncs,
-            resync_evictions=self._resync_evictions + (check.evictions if check else 0),
-            version_checked=check.checked if check else 0,
-            version_repaired=check.repaired if check else 0,
-            version_unusable=check.unusable if check else 0,
-            version_source_failures=check.source_failures if check else 0,
-            version_source_abandoned=check.abandoned if check else 0,
-            reconciliations=self._reconciliations,
-            coalesced=dispatcher.coalesced,
-            restarts=self._supervisor.restarts,
-            gaps_detected=gaps.gaps_detected if gaps else 0,
-            gap_reconciliations=loss.gap_reconciliations,
-            gap_resets=gaps.resets if gaps else 0,
-            malformed_outbox_ids=inbox.malformed_outbox_ids,
-            malformed_processed_at=inbox.malformed_processed_at,
-            lag_clamped=loss.lag.clamped,
-            lag_buckets=tuple(loss.lag.buckets),
-            lag_time_ms=loss.lag.total_ms,
-            connected=self.connected,
-            pending=dispatcher.pending,
-            dropped=MappingProxyType(dict(inbox.dropped)),
-        )
+        return _snapshot(self)
 
     # --- the connection loop -----------------------------------------------------------------
 
@@ -477,6 +448,40 @@ class InvalidationSubscriber:
             )
         else:
             logger.debug("invalidation subscriber: retry %d failed: %r", failed, exc)
+
+
+def _snapshot(sub: InvalidationSubscriber) -> InvalidationStats:
+    """The subscriber's counters, read from its parts (outside the class: it only reads)."""
+    inbox, dispatcher, check = sub._inbox, sub._dispatcher, sub._check
+    loss, gaps = sub._loss, sub._loss.gaps
+    return InvalidationStats(
+        received=inbox.received,
+        applied=dispatcher.applied,
+        failures=dispatcher.failures,
+        unknown_events=inbox.unknown_events,
+        reconnects=sub._reconnects,
+        resyncs=sub._resyncs,
+        resync_evictions=sub._resync_evictions + (check.evictions if check else 0),
+        version_checked=check.checked if check else 0,
+        version_repaired=check.repaired if check else 0,
+        version_unusable=check.unusable if check else 0,
+        version_source_failures=check.source_failures if check else 0,
+        version_source_abandoned=check.abandoned if check else 0,
+        reconciliations=sub._reconciliations,
+        coalesced=dispatcher.coalesced,
+        restarts=sub._supervisor.restarts,
+        gaps_detected=gaps.gaps_detected if gaps else 0,
+        gap_reconciliations=loss.gap_reconciliations,
+        gap_resets=gaps.resets if gaps else 0,
+        malformed_outbox_ids=inbox.malformed_outbox_ids,
+        malformed_processed_at=inbox.malformed_processed_at,
+        lag_clamped=loss.lag.clamped,
+        lag_buckets=tuple(loss.lag.buckets),
+        lag_time_ms=loss.lag.total_ms,
+        connected=sub.connected,
+        pending=dispatcher.pending,
+        dropped=MappingProxyType(dict(inbox.dropped)),
+    )
 
 
 def _log_if_died(task: asyncio.Task[None]) -> None:
