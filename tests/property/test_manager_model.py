@@ -947,6 +947,18 @@ CostAwareMachine.TestCase.settings = settings(
 TestManagerModelCostAware = CostAwareMachine.TestCase
 
 
+class AdaptiveMachine(ManagerMachine):
+    """The same operations with the adaptive policy (issue 25): the capacity rules."""
+
+    eviction = "adaptive"
+
+
+AdaptiveMachine.TestCase.settings = settings(
+    CostAwareMachine.TestCase.settings, max_examples=300
+)
+TestManagerModelAdaptive = AdaptiveMachine.TestCase
+
+
 class QuotaMachine(ManagerMachine):
     """The same machine with a per-user quota (issue 19) under a roomier capacity, so that
     both the quota and the capacity rule are reached."""

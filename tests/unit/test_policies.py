@@ -39,10 +39,11 @@ def gen(agent_id: str) -> Gen:
 
 
 def test_registry_names_lru_and_refuses_unknown_names() -> None:
-    assert POLICY_NAMES == ("lru", "cost-aware")
+    assert POLICY_NAMES == ("lru", "cost-aware", "adaptive")
     policy = make_policy("lru", 8)
     assert isinstance(policy, LruPolicy) and policy.capacity == 8
-    with pytest.raises(ValueError, match="unknown eviction policy 'lfu'; known: lru, cost-aware"):
+    known = "known: lru, cost-aware, adaptive"
+    with pytest.raises(ValueError, match=f"unknown eviction policy 'lfu'; {known}"):
         make_policy("lfu", 8)
 
 
@@ -140,7 +141,7 @@ def test_default_policy_is_cost_aware(make_manager: MakeManager) -> None:
 def test_unknown_eviction_keyword_is_a_value_error_listing_the_names(
     make_manager: MakeManager, bad: str
 ) -> None:
-    message = f"unknown eviction policy {bad!r}; known: lru, cost-aware"
+    message = f"unknown eviction policy {bad!r}; known: lru, cost-aware, adaptive"
     with pytest.raises(ValueError, match=message):
         make_manager(eviction=bad)
 
