@@ -27,7 +27,7 @@ class _Turn:
         self.readers: list[asyncio.Future[None]] = []
         self.owner: asyncio.Task[Any] | None = None  # the task running user code (build)
         # readers may be served what is cached instead of waiting for this turn
-        # (an invalidation under stale_while_rebuilding)
+        # (an invalidation that serves the stale generation meanwhile)
         self.stale_ok = stale_ok
         # users evicted (evict_user) while this operation was in flight: a seed of theirs
         # made before that must not be installed

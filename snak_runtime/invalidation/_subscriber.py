@@ -95,7 +95,10 @@ class InvalidationSubscriber:
         self._channel = check_channel("channel", channel) if channel else settings.channel
         # Keyword > AGENT_CFG_BACKOFF_CAP_MS (settings, else the environment: for_url settings
         # skip it) > default, under a built-in guard, never below the base.
-        raw_cap = settings.backoff_cap_ms or environment_value(BACKOFF_CAP_VAR)
+        # Unset, or dropped as unparseable: the variable's text (resolve_ms warns about it).
+        raw_cap: int | str | None = settings.backoff_cap_ms
+        if raw_cap is None:
+            raw_cap = environment_value(BACKOFF_CAP_VAR)
         backoff_cap_ms, _ = resolve_ms(
             BACKOFF_CAP, backoff_cap_ms, raw_cap, [], minimum=backoff_base_ms
         )

@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, cast, final
 
-from .._config import env_int
 from .._stats import RemovalCause
 from ._bounded import CallCancelled, CallTimedOut, call_bounded
 from ._dispatch import Job
@@ -101,11 +100,17 @@ def resolve_timings(
     gap_tolerance_messages: int | None = None,
     gap_tolerance_ms: int | None = None,
 ) -> VersionCheckTimings:
-    """Keyword > environment > default, each capped; a bad keyword is a ``ValueError``.
+    """Keyword > environment > default, each capped; a bad keyword is a ``ValueError``; a bad
+    variable (dropped when the settings read it) is a WARNING naming it, then the default.
 
-    Every timing of the version check lives here (the gap tolerances of ``_gaps`` too), so
-    each setting is read one way, in one place.
+    Every timing of the version check is resolved here (the gap tolerances of ``_gaps`` too).
     """
+    for fmt, args in getattr(settings, "rejected_environment", ()):
+        if args[0] in (
+            VERSION_SOURCE_TIMEOUT_VAR, RECONCILE_INTERVAL_VAR, GAP_TOLERANCE_MESSAGES_VAR,
+            GAP_TOLERANCE_MS_VAR,
+        ):
+            logger.warning(fmt, *args)
     timeout = _resolve(
         "version_source_timeout_ms", source_timeout_ms, VERSION_SOURCE_TIMEOUT_VAR,
         settings.version_source_timeout_ms, DEFAULT_SOURCE_TIMEOUT_MS, 1, MAX_SOURCE_TIMEOUT_MS,
@@ -124,6 +129,7 @@ def resolve_timings(
     gap_messages = _resolve(
         "gap_tolerance_messages", gap_tolerance_messages, GAP_TOLERANCE_MESSAGES_VAR,
         settings.gap_tolerance_messages, DEFAULT_TOLERANCE_MESSAGES, 1, MAX_TOLERANCE_MESSAGES,
+        unit="messages",
     )
     gap_ms = _resolve(
         "gap_tolerance_ms", gap_tolerance_ms, GAP_TOLERANCE_MS_VAR,
@@ -133,17 +139,18 @@ def resolve_timings(
 
 
 def _resolve(
-    keyword: str, value: int | None, var: str, raw: str | None, default: int, low: int, cap: int
+    keyword: str, value: int | None, var: str, raw: int | None, default: int, low: int, cap: int,
+    unit: str = "ms",
 ) -> int:
     if value is not None:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{keyword} must be an integer >= {low}, got {value!r}")
         given = f"{keyword}={value}"
     else:
-        value = env_int(var, raw, default, minimum=low)
+        value = default if raw is None else raw  # parsed (>= its row's minimum) when read
         given = f"{var}={value}"
     if value > cap:
-        logger.warning("%s is above the ceiling %d ms; capped to %d", given, cap, cap)
+        logger.warning("%s is above the ceiling %d %s; capped to %d", given, cap, unit, cap)
         return cap
     return value
 

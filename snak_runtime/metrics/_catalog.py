@@ -149,7 +149,7 @@ CACHE_METRICS: tuple[Metric[CacheReading], ...] = (
     _cache_counter("disposals", "{disposal}", "Disposer calls."),
     _cache_counter("dispose_failures", "{disposal}", "Disposer calls that raised or timed out."),
     _cache_counter("quota_evictions", "{entry}",
-                   "Entries evicted because their user held more than max_entries_per_user."),
+                   "Entries evicted because their user held more than the per-user quota."),
     Labelled("removals", "{generation}",
              "Generations that left the map, by cause (capacity, expired and idle are evictions).",
              "cause", _removals),

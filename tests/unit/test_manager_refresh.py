@@ -93,7 +93,7 @@ def test_refresh_ahead_from_the_environment_and_the_keyword_wins(
     monkeypatch.setenv("AGENT_RUNTIME_CACHE_REFRESH_AHEAD_MS", "250")
     assert make_manager(settings=RuntimeCacheSettings()).refresh_ahead_ms == 250
     assert make_manager(settings=RuntimeCacheSettings(), refresh_ahead_ms=10).refresh_ahead_ms == 10
-    assert RuntimeCacheSettings(refresh_ahead_ms="30").refresh_ahead_ms == "30"
+    assert RuntimeCacheSettings(refresh_ahead_ms="30").refresh_ahead_ms == 30  # typed (issue 24)
 
 
 @pytest.mark.parametrize("raw", ["abc", "1e3", "-5", str(TTL), "99999"])
