@@ -243,7 +243,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
            "an outbox_id still missing after this many later messages is lost (with a source)",
            "invalidation_settings.gap_tolerance_messages", group="fleet", minimum=1),
     _ms("gap_tolerance_ms", "AGENT_CFG_GAP_TOLERANCE_MS", 2_000, 3_600_000,
-        "... or after this long; at most one gap reconciliation per this window (0: off)",
+        "or missing this long; at most one gap reconciliation per this window (0: off)",
         minimum=0, container="invalidation_settings.gap_tolerance_ms", group="fleet"),
 )
 """Every option, cache then fleet, in the order ``config`` and the README show them."""
