@@ -1,7 +1,7 @@
 """The fleet at scale (issue 26): one Valkey, hundreds of subscribers, what a change costs.
 
     nice -n 19 python benchmarks/fleet.py [--processes 4] [--levels 50,100,200,400]
-        [--agents 200] [--cache-fraction 0.2] [--deliveries 10000] [--rate 1000] [--mode eager]
+        [--agents 200] [--cache-fraction 0.2] [--deliveries 20000] [--rate 1000] [--mode eager]
 
 A throwaway Valkey/Redis server on a loopback port (the binary the integration tests use), and
 ``--processes`` worker processes (this script with ``--worker``), each running several *nodes*:
@@ -401,7 +401,7 @@ def main() -> None:
     parser.add_argument("--levels", default="50,100,200,400")
     parser.add_argument("--agents", type=int, default=200)
     parser.add_argument("--cache-fraction", type=float, default=0.2)
-    parser.add_argument("--deliveries", type=int, default=10_000,
+    parser.add_argument("--deliveries", type=int, default=20_000,
                         help="messages x subscribers per level")
     parser.add_argument("--rate", type=int, default=1_000,
                         help="deliveries per second (publishes/s = rate / subscribers)")
