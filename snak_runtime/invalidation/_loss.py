@@ -17,8 +17,14 @@ class LossWatch:
     """Feeds outbox ids to the tracker, wakes the reconciler when a gap is given up, and
     records each applied message's lag on ``wall_clock`` (seconds since the epoch)."""
 
-    def __init__(self, gaps: GapTracker | None, wall_clock: Callable[[], float]) -> None:
-        self.gaps = gaps
+    def __init__(
+        self, tolerance_messages: int, tolerance_ms: int, wall_clock: Callable[[], float]
+    ) -> None:
+        self.gaps: GapTracker | None = None  # loss detection off (0 ms, or no version source)
+        if tolerance_ms > 0:
+            self.gaps = GapTracker(
+                tolerance_messages=tolerance_messages, tolerance_s=tolerance_ms / 1000
+            )
         self.lag = LagHistogram()
         self._wall_clock = wall_clock
         self._due = asyncio.Event()  # the tracker asks for a reconciliation now

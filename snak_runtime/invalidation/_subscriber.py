@@ -18,7 +18,6 @@ from . import _client
 from ._bounded import finish_within
 from ._client import close_quietly, make_client, redis_errors, require_redis
 from ._dispatch import InvalidationTarget, _Dispatcher, _Inbox
-from ._gaps import GapTracker
 from ._loss import LossWatch
 from ._pacing import Breather, Liveness
 from ._ratelog import RateLimitedLog
@@ -126,15 +125,9 @@ class InvalidationSubscriber:
             gap_tolerance_ms=gap_tolerance_ms,
         )
         # Loss detection needs a source to reconcile with (resolve_timings gives 0 without).
-        gaps = None
-        if timings.gap_tolerance_ms > 0:
-            gaps = GapTracker(
-                tolerance_messages=timings.gap_tolerance_messages,
-                tolerance_s=timings.gap_tolerance_ms / 1000,
-            )
-        self._loss = LossWatch(gaps, wall_clock)
+        self._loss = LossWatch(timings.gap_tolerance_messages, timings.gap_tolerance_ms, wall_clock)
         self._dispatcher = _Dispatcher(manager, self._loss.applied)
-        observe = None if gaps is None else self._loss.observe
+        observe = None if self._loss.gaps is None else self._loss.observe
         self._inbox = _Inbox(self._dispatcher, self._log, observe)
         self._reconcile_s = timings.reconcile_interval_ms / 1000
         self._hooks = resync_hooks(manager)
