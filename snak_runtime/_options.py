@@ -238,6 +238,13 @@ OPTIONS: Final[tuple[Option, ...]] = (
     _ms("backoff_cap_ms", "AGENT_CFG_BACKOFF_CAP_MS", 5_000, 300_000,
         "the longest wait between reconnects", container="invalidation_backoff_cap_ms",
         group="fleet"),
+    Option("gap_tolerance_messages", "gap_tolerance_messages",
+           "AGENT_CFG_GAP_TOLERANCE_MESSAGES", "int", 64, 1_000_000, "messages",
+           "an outbox_id still missing after this many later messages is lost (with a source)",
+           "invalidation_settings.gap_tolerance_messages", group="fleet", minimum=1),
+    _ms("gap_tolerance_ms", "AGENT_CFG_GAP_TOLERANCE_MS", 2_000, 3_600_000,
+        "or missing this long; at most one gap reconciliation per this window (0: off)",
+        minimum=0, container="invalidation_settings.gap_tolerance_ms", group="fleet"),
 )
 """Every option, cache then fleet, in the order ``config`` and the README show them."""
 

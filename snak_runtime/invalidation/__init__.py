@@ -14,6 +14,8 @@ needs it. The modules, in the order a message travels:
 - ``_pacing``: when the receive loop yields, and the liveness check;
 - ``_supervise``: the listener and the reconciler restarted after an unexpected exit;
 - ``_versions``: the version check behind resync and reconciliation (a user's version source);
+- ``_gaps``: loss detection from gaps in snak's ``outbox_id`` (pure), ``_lag``: the propagation
+  lag histogram, ``_loss``: their glue with the receive loop and the reconciler;
 - ``_bounded``: awaiting user code with a bound that holds even if it ignores cancellation;
 - ``_ratelog``: warnings about bad input, one line per reason per interval, never a payload;
 - ``_publisher``: the sending side; ``_stats``: the subscriber's counters;

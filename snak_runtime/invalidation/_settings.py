@@ -42,6 +42,8 @@ _DEFAULT_HOST: Final = "localhost"
 _DEFAULT_PORT: Final = 6379
 VERSION_SOURCE_TIMEOUT_VAR: Final = "AGENT_CFG_VERSION_SOURCE_TIMEOUT_MS"
 RECONCILE_INTERVAL_VAR: Final = "AGENT_CFG_RECONCILE_INTERVAL_MS"
+GAP_TOLERANCE_MESSAGES_VAR: Final = "AGENT_CFG_GAP_TOLERANCE_MESSAGES"
+GAP_TOLERANCE_MS_VAR: Final = "AGENT_CFG_GAP_TOLERANCE_MS"
 
 
 @final
@@ -69,7 +71,13 @@ class RedisEndpoint:
         return f"redis://{self.host}:{self.port}/{self.db}"
 
 
-_TIMINGS: Final = ("version_source_timeout_ms", "reconcile_interval_ms", "backoff_cap_ms")
+_TIMINGS: Final = (
+    "version_source_timeout_ms",
+    "reconcile_interval_ms",
+    "backoff_cap_ms",
+    "gap_tolerance_messages",
+    "gap_tolerance_ms",
+)
 _REJECTED: contextvars.ContextVar[list[Rejection] | None] = contextvars.ContextVar(
     "snak_runtime_rejected_fleet_environment", default=None
 )
@@ -135,6 +143,11 @@ class InvalidationSettings(BaseSettings):
     )
     reconcile_interval_ms: int | None = Field(default=None, validation_alias=RECONCILE_INTERVAL_VAR)
     backoff_cap_ms: int | None = Field(default=None, validation_alias=BACKOFF_CAP_VAR)
+    # Loss detection from outbox_id gaps (only with a version source); resolved by _versions.
+    gap_tolerance_messages: int | None = Field(
+        default=None, validation_alias=GAP_TOLERANCE_MESSAGES_VAR
+    )
+    gap_tolerance_ms: int | None = Field(default=None, validation_alias=GAP_TOLERANCE_MS_VAR)
 
     _rejected: tuple[Rejection, ...] = PrivateAttr(default=())
 

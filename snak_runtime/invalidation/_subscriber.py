@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any, Final, final
@@ -17,6 +18,7 @@ from . import _client
 from ._bounded import finish_within
 from ._client import close_quietly, make_client, redis_errors, require_redis
 from ._dispatch import InvalidationTarget, _Dispatcher, _Inbox
+from ._loss import LossWatch
 from ._pacing import Breather, Liveness
 from ._ratelog import RateLimitedLog
 from ._redis_config import check_channel
@@ -54,7 +56,11 @@ class InvalidationSubscriber:
     published meanwhile (the seed's subscriber did neither): with a ``version_source``, only
     the entries whose version changed or that were deleted are repaired; without one, or when
     the source fails, every cached entry is evicted. With a source, the same check also runs
-    every ``reconcile_interval_ms`` while connected, catching publishes that never happened.
+    every ``reconcile_interval_ms`` while connected, catching publishes that never happened,
+    and at once when snak's ``outbox_id`` shows a gap that stays open beyond the tolerance
+    (``gap_tolerance_messages`` later messages or ``gap_tolerance_ms``, whichever first; see
+    ``_gaps``). ``wall_clock`` (seconds since the epoch) measures the propagation lag from a
+    message's ``processed_at``.
     ``await stop()`` is clean at any point, also mid-reconnect. ``start()`` raises
     ``ImportError`` when the ``redis`` extra is missing.
     """
@@ -74,6 +80,9 @@ class InvalidationSubscriber:
         version_source_timeout_ms: int | None = None,
         reconcile_interval_ms: int | None = None,
         stop_timeout_ms: int = DEFAULT_STOP_TIMEOUT_MS,
+        gap_tolerance_messages: int | None = None,
+        gap_tolerance_ms: int | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if source is None:
             settings = InvalidationSettings()
@@ -107,14 +116,19 @@ class InvalidationSubscriber:
         self._rng = rng
         self._manager = manager
         self._log = RateLimitedLog(logger)  # bad input: one line per reason per minute
-        self._dispatcher = _Dispatcher(manager)
-        self._inbox = _Inbox(self._dispatcher, self._log)
         timings = resolve_timings(
             settings,
             has_source=version_source is not None,
             source_timeout_ms=version_source_timeout_ms,
             reconcile_interval_ms=reconcile_interval_ms,
+            gap_tolerance_messages=gap_tolerance_messages,
+            gap_tolerance_ms=gap_tolerance_ms,
         )
+        # Loss detection needs a source to reconcile with (resolve_timings gives 0 without).
+        self._loss = LossWatch(timings.gap_tolerance_messages, timings.gap_tolerance_ms, wall_clock)
+        self._dispatcher = _Dispatcher(manager, self._loss.applied)
+        observe = None if self._loss.gaps is None else self._loss.observe
+        self._inbox = _Inbox(self._dispatcher, self._log, observe)
         self._reconcile_s = timings.reconcile_interval_ms / 1000
         self._hooks = resync_target(manager)
         self._check: VersionCheck | None = None
@@ -172,7 +186,7 @@ class InvalidationSubscriber:
             name=f"snak-invalidation:{self._channel}",
         )
         self._task.add_done_callback(_log_if_died)
-        if self._reconcile_s > 0:
+        if self._check is not None and (self._reconcile_s > 0 or self._loss.gaps is not None):
             self._reconciler = loop.create_task(
                 self._supervisor.run("reconciler", lambda: self._reconcile_forever(run), run),
                 name=f"snak-invalidation-reconcile:{self._channel}",
@@ -239,27 +253,7 @@ class InvalidationSubscriber:
         await self._dispatcher.drain()
 
     def stats(self) -> InvalidationStats:
-        inbox, dispatcher, check = self._inbox, self._dispatcher, self._check
-        return InvalidationStats(
-            received=inbox.received,
-            applied=dispatcher.applied,
-            failures=dispatcher.failures,
-            unknown_events=inbox.unknown_events,
-            reconnects=self._reconnects,
-            resyncs=self._resyncs,
-            resync_evictions=self._resync_evictions + (check.evictions if check else 0),
-            version_checked=check.checked if check else 0,
-            version_repaired=check.repaired if check else 0,
-            version_unusable=check.unusable if check else 0,
-            version_source_failures=check.source_failures if check else 0,
-            version_source_abandoned=check.abandoned if check else 0,
-            reconciliations=self._reconciliations,
-            coalesced=dispatcher.coalesced,
-            restarts=self._supervisor.restarts,
-            connected=self.connected,
-            pending=dispatcher.pending,
-            dropped=MappingProxyType(dict(inbox.dropped)),
-        )
+        return _snapshot(self)
 
     # --- the connection loop -----------------------------------------------------------------
 
@@ -301,6 +295,7 @@ class InvalidationSubscriber:
 
     async def _subscribe(self, pubsub: Any) -> None:
         """Subscribe and wait for the server's confirmation; ``TimeoutError`` without one."""
+        self._loss.reset()  # a new connection: its resync covers what the last one lost
         limit_s = self._connect_timeout_s * 2
         async with asyncio.timeout(limit_s):
             await pubsub.subscribe(self._channel)
@@ -336,11 +331,13 @@ class InvalidationSubscriber:
                 await pubsub.ping()
             message = await pubsub.get_message(timeout=min(_POLL_S, self._health_s))
             if message is None:
+                self._loss.poll(loop.time())  # a gap's time tolerance runs out when quiet too
                 breather.rested()  # it waited for data: the loop ran meanwhile
                 continue
             liveness.heard(loop.time())
             if message["type"] == "message":
                 self._inbox.accept(message["data"])
+                self._loss.poll(loop.time())
             if breather.due():
                 await asyncio.sleep(0)
                 breather.rested()
@@ -394,7 +391,8 @@ class InvalidationSubscriber:
         logger.info("invalidation subscriber: resync evicted %d runtime(s)", removed)
 
     async def _reconcile_forever(self, run: Run | None = None) -> None:
-        """While connected, repeat the version check: catches publishes that never happened.
+        """While connected, repeat the version check: catches publishes that never happened;
+        at once, too, when the gap tracker gave up an outbox id as lost.
 
         A failing source is counted and retried at the next interval; it never empties the
         cache (only a reconnect falls back to evicting everything).
@@ -402,7 +400,7 @@ class InvalidationSubscriber:
         assert self._check is not None
         run = run if run is not None else Run()
         while not run.stopped:
-            await asyncio.sleep(self._reconcile_s)
+            gap = await self._loss.next_reconciliation(self._reconcile_s)
             if run.stopped:
                 return
             if not self.connected:
@@ -422,7 +420,10 @@ class InvalidationSubscriber:
             except Exception:  # a bug must not end reconciliation for the process
                 logger.exception("invalidation subscriber: reconciliation failed")
                 continue
-            self._reconciliations += 1
+            if gap:
+                self._loss.gap_reconciliations += 1
+            else:
+                self._reconciliations += 1
             if repairs:
                 logger.info("invalidation subscriber: reconciliation queued %d repair(s)", repairs)
 
@@ -443,6 +444,40 @@ class InvalidationSubscriber:
             )
         else:
             logger.debug("invalidation subscriber: retry %d failed: %r", failed, exc)
+
+
+def _snapshot(sub: InvalidationSubscriber) -> InvalidationStats:
+    """The subscriber's counters, read from its parts (outside the class: it only reads)."""
+    inbox, dispatcher, check = sub._inbox, sub._dispatcher, sub._check
+    loss, gaps = sub._loss, sub._loss.gaps
+    return InvalidationStats(
+        received=inbox.received,
+        applied=dispatcher.applied,
+        failures=dispatcher.failures,
+        unknown_events=inbox.unknown_events,
+        reconnects=sub._reconnects,
+        resyncs=sub._resyncs,
+        resync_evictions=sub._resync_evictions + (check.evictions if check else 0),
+        version_checked=check.checked if check else 0,
+        version_repaired=check.repaired if check else 0,
+        version_unusable=check.unusable if check else 0,
+        version_source_failures=check.source_failures if check else 0,
+        version_source_abandoned=check.abandoned if check else 0,
+        reconciliations=sub._reconciliations,
+        coalesced=dispatcher.coalesced,
+        restarts=sub._supervisor.restarts,
+        gaps_detected=gaps.gaps_detected if gaps else 0,
+        gap_reconciliations=loss.gap_reconciliations,
+        gap_resets=gaps.resets if gaps else 0,
+        malformed_outbox_ids=inbox.malformed_outbox_ids,
+        malformed_processed_at=inbox.malformed_processed_at,
+        lag_clamped=loss.lag.clamped,
+        lag_buckets=tuple(loss.lag.buckets),
+        lag_time_ms=loss.lag.total_ms,
+        connected=sub.connected,
+        pending=dispatcher.pending,
+        dropped=MappingProxyType(dict(inbox.dropped)),
+    )
 
 
 def _log_if_died(task: asyncio.Task[None]) -> None:

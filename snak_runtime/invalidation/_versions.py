@@ -20,8 +20,20 @@ from typing import Final, Protocol, final, runtime_checkable
 from .._stats import RemovalCause
 from ._bounded import CallCancelled, CallTimedOut, call_bounded
 from ._dispatch import Job
+from ._gaps import (
+    DEFAULT_TOLERANCE_MESSAGES,
+    DEFAULT_TOLERANCE_MS,
+    MAX_TOLERANCE_MESSAGES,
+    MAX_TOLERANCE_MS,
+)
 from ._ratelog import RateLimitedLog, shown, shown_exc
-from ._settings import RECONCILE_INTERVAL_VAR, VERSION_SOURCE_TIMEOUT_VAR, InvalidationSettings
+from ._settings import (
+    GAP_TOLERANCE_MESSAGES_VAR,
+    GAP_TOLERANCE_MS_VAR,
+    RECONCILE_INTERVAL_VAR,
+    VERSION_SOURCE_TIMEOUT_VAR,
+    InvalidationSettings,
+)
 from ._wire import MAX_CFG_VERSION
 
 logger = logging.getLogger(__name__)
@@ -81,6 +93,8 @@ class VersionCheckTimings:
 
     source_timeout_ms: int
     reconcile_interval_ms: int  # 0: no periodic reconciliation
+    gap_tolerance_messages: int = DEFAULT_TOLERANCE_MESSAGES
+    gap_tolerance_ms: int = 0  # 0: no loss detection from outbox_id gaps
 
 
 def resolve_timings(
@@ -89,11 +103,19 @@ def resolve_timings(
     has_source: bool,
     source_timeout_ms: int | None,
     reconcile_interval_ms: int | None,
+    gap_tolerance_messages: int | None = None,
+    gap_tolerance_ms: int | None = None,
 ) -> VersionCheckTimings:
     """Keyword > environment > default, each capped; a bad keyword is a ``ValueError``; a bad
-    variable (dropped when the settings read it) is a WARNING naming it, then the default."""
+    variable (dropped when the settings read it) is a WARNING naming it, then the default.
+
+    Every timing of the version check is resolved here (the gap tolerances of ``_gaps`` too).
+    """
     for fmt, args in getattr(settings, "rejected_environment", ()):
-        if args[0] in (VERSION_SOURCE_TIMEOUT_VAR, RECONCILE_INTERVAL_VAR):
+        if args[0] in (
+            VERSION_SOURCE_TIMEOUT_VAR, RECONCILE_INTERVAL_VAR, GAP_TOLERANCE_MESSAGES_VAR,
+            GAP_TOLERANCE_MS_VAR,
+        ):
             logger.warning(fmt, *args)
     timeout = _resolve(
         "version_source_timeout_ms", source_timeout_ms, VERSION_SOURCE_TIMEOUT_VAR,
@@ -102,17 +124,29 @@ def resolve_timings(
     if not has_source:
         if reconcile_interval_ms:
             raise ValueError("reconcile_interval_ms needs a version_source to compare against")
+        if gap_tolerance_ms:
+            raise ValueError("gap_tolerance_ms needs a version_source to reconcile with")
         return VersionCheckTimings(timeout, 0)
     interval = _resolve(
         "reconcile_interval_ms", reconcile_interval_ms, RECONCILE_INTERVAL_VAR,
         settings.reconcile_interval_ms, DEFAULT_RECONCILE_INTERVAL_MS, 0,
         MAX_RECONCILE_INTERVAL_MS,
     )
-    return VersionCheckTimings(timeout, interval)
+    gap_messages = _resolve(
+        "gap_tolerance_messages", gap_tolerance_messages, GAP_TOLERANCE_MESSAGES_VAR,
+        settings.gap_tolerance_messages, DEFAULT_TOLERANCE_MESSAGES, 1, MAX_TOLERANCE_MESSAGES,
+        unit="messages",
+    )
+    gap_ms = _resolve(
+        "gap_tolerance_ms", gap_tolerance_ms, GAP_TOLERANCE_MS_VAR,
+        settings.gap_tolerance_ms, DEFAULT_TOLERANCE_MS, 0, MAX_TOLERANCE_MS,
+    )
+    return VersionCheckTimings(timeout, interval, gap_messages, gap_ms)
 
 
 def _resolve(
-    keyword: str, value: int | None, var: str, raw: int | None, default: int, low: int, cap: int
+    keyword: str, value: int | None, var: str, raw: int | None, default: int, low: int, cap: int,
+    unit: str = "ms",
 ) -> int:
     if value is not None:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -122,7 +156,7 @@ def _resolve(
         value = default if raw is None else raw  # parsed (>= its row's minimum) when read
         given = f"{var}={value}"
     if value > cap:
-        logger.warning("%s is above the ceiling %d ms; capped to %d", given, cap, cap)
+        logger.warning("%s is above the ceiling %d %s; capped to %d", given, cap, unit, cap)
         return cap
     return value
 

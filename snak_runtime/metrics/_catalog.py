@@ -216,6 +216,24 @@ INVALIDATION_METRICS: tuple[Metric[InvalidationStats], ...] = (
     _invalidation_counter("restarts", "{restart}",
                           "Unexpected exits of the listener or the reconciler, each followed by "
                           "a restart."),
+    _invalidation_counter("gaps_detected", "{message}",
+                          "Outbox ids given up as lost after the gap tolerance (a lost publish, "
+                          "or an id never published such as a rolled-back transaction's)."),
+    _invalidation_counter("gap_reconciliations", "{check}",
+                          "Reconciliations run at once because of outbox id gaps "
+                          "(at most one per tolerance window)."),
+    _invalidation_counter("gap_resets", "{reset}",
+                          "Outbox id jumps too large to chase (a bogus id, a sequence reset), "
+                          "which restarted gap tracking."),
+    _invalidation_counter("malformed_outbox_ids", "{message}",
+                          "Messages whose outbox_id was malformed (ignored; the message applied)."),
+    _invalidation_counter("malformed_processed_at", "{message}",
+                          "Messages whose processed_at was malformed (ignored; the message "
+                          "applied)."),
+    _invalidation_counter("lag_clamped", "{message}",
+                          "Negative propagation lags (clock skew between hosts) recorded as 0."),
+    Duration("invalidation.lag", "propagation, from the publisher's processed_at to applied "
+             "here", lambda stats: (stats.lag_buckets, stats.lag_time_ms)),
     Labelled("invalidation.dropped", "{message}",
              "Invalid invalidation payloads dropped, by reason.", "reason", _dropped),
     _invalidation_gauge("connected", "1", "1 while subscribed (and resynced)."),
