@@ -85,8 +85,8 @@ class _Parts(Generic[R, A]):
         )
         cache = self.cache
         self.turns = turns = _KeyedTurns()
-        # Builds and rebuilds: bounded by build_timeout_ms; once cancelled, one may take up
-        # to dispose_timeout_ms (or build_timeout_ms, if shorter) to end before it is
+        # Builds and rebuilds: bounded by the build timeout; once cancelled, one may take up
+        # to the dispose timeout (or the build timeout, if shorter) to end before it is
         # abandoned, so an evict waits at most build + dispose timeouts for one in flight.
         self.calls = calls = _UserCalls(
             build_timeout_s, min(build_timeout_s, dispose_timeout_s),
