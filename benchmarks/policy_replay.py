@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from snak_runtime import RuntimeSeed
+from snak_runtime._generation import _Generation
 from snak_runtime._policies import EvictionPolicy, make_policy
-from snak_runtime._store import _Generation
 
 
 async def _no_rebuild() -> None:

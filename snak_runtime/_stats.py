@@ -107,12 +107,18 @@ class _StatsCounter:
         "refresh_failures",
         "refreshes",
         "removals",
+        "unpins",
+        "waiter_pins",
     )
 
     def __init__(self) -> None:
         self.hits = 0
         self.misses = 0
         self.denied = 0
+        # Outstanding pins = hits + pins given to load waiters - unpins (see ``pinned``); kept
+        # as counters so that a hit updates one number, not two.
+        self.waiter_pins = 0
+        self.unpins = 0
         self.loads = 0
         self.load_failures = 0
         self.invalidations = 0
@@ -127,6 +133,13 @@ class _StatsCounter:
         self.removals: dict[RemovalCause, int] = dict.fromkeys(RemovalCause, 0)
         self.load_buckets = [0] * (len(DURATION_BUCKETS_MS) + 1)
         self.rebuild_buckets = [0] * (len(DURATION_BUCKETS_MS) + 1)
+
+    def pinned(self) -> int:
+        """Outstanding pins, all generations. Every pin is a hit (``hits``: the inline hot
+        paths and the cache's ``hit``/``lookup``) or a pin handed to a load waiter
+        (``waiter_pins``); every unpin is counted in ``unpins``. A new pin path counts one
+        of these, or it breaks this sum."""
+        return self.hits + self.waiter_pins - self.unpins
 
     def record_load_time(self, ms: float) -> None:
         self.load_time_ms += ms

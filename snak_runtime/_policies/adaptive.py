@@ -49,7 +49,7 @@ from ._climber import Climber, Knob
 from ._values import Values
 
 if TYPE_CHECKING:
-    from .._store import _Generation
+    from .._generation import _Generation
 
     Gen = _Generation[Any, Any]
 

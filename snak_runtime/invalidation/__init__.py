@@ -33,6 +33,7 @@ from ._settings import InvalidationSettings as InvalidationSettings
 from ._settings import RedisEndpoint as RedisEndpoint
 from ._stats import InvalidationStats as InvalidationStats
 from ._subscriber import InvalidationSubscriber as InvalidationSubscriber
+from ._versions import ResyncTarget as ResyncTarget
 from ._versions import VersionSource as VersionSource
 from ._wire import MAX_AGENT_ID_CHARS as MAX_AGENT_ID_CHARS
 from ._wire import MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
@@ -59,6 +60,7 @@ __all__ = (
     "InvalidationTarget",
     "RedisConfigError",
     "RedisEndpoint",
+    "ResyncTarget",
     "SentinelEndpoint",
     "VersionSource",
     "backoff_ms",

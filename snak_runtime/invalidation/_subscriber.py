@@ -31,7 +31,7 @@ from ._versions import (
     VersionSource,
     VersionSourceFailed,
     resolve_timings,
-    resync_hooks,
+    resync_target,
 )
 from ._wire import Dropped, InvalidationMessage, backoff_ms
 
@@ -130,7 +130,7 @@ class InvalidationSubscriber:
         observe = None if self._loss.gaps is None else self._loss.observe
         self._inbox = _Inbox(self._dispatcher, self._log, observe)
         self._reconcile_s = timings.reconcile_interval_ms / 1000
-        self._hooks = resync_hooks(manager)
+        self._hooks = resync_target(manager)
         self._check: VersionCheck | None = None
         if version_source is not None:
             if self._hooks is None:
@@ -383,7 +383,7 @@ class InvalidationSubscriber:
                 "stale after the reconnect; evicting them all (cause resync)"
             )
         if self._hooks is not None:
-            removed = await self._hooks._evict_all(RemovalCause.RESYNC)
+            removed = await self._hooks.evict_all(cause=RemovalCause.RESYNC)
         else:  # a target of the user's own: its evict_all() is all we know
             removed = await self._manager.evict_all()
         self._resync_evictions += removed

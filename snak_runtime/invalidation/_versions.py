@@ -15,7 +15,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, cast, final
+from typing import Final, Protocol, final, runtime_checkable
 
 from .._stats import RemovalCause
 from ._bounded import CallCancelled, CallTimedOut, call_bounded
@@ -59,25 +59,31 @@ class VersionSourceFailed(Exception):
     answered with no mapping or with one whose lookups raise."""
 
 
-class ResyncHooks(Protocol):
-    """What the version check needs of the manager beyond ``InvalidationTarget``.
+@runtime_checkable
+class ResyncTarget(Protocol):
+    """The public interface versioned resync drives (``AgentRuntimeManager`` implements it):
 
-    ``AgentRuntimeManager`` has these (internal: the subscriber is their only caller).
+    - ``resync_view()``: each live entry's ``cfg_version``, ``None`` for an agent whose load
+      is in flight (what it installs is checked once it has);
+    - ``evict(agent_id, cause=RemovalCause.RESYNC)`` for a deleted agent or an unusable
+      version, and ``evict_all(cause=RemovalCause.RESYNC)`` when there is no version source
+      or it failed (removal listeners and ``stats().removals`` see the cause ``resync``);
+    - ``on_invalidate(agent_id, version)`` for a newer version.
     """
 
-    def _resync_view(self) -> dict[str, int | None]: ...
+    def resync_view(self) -> Mapping[str, int | None]: ...
 
-    async def _evict(self, agent_id: str, cause: RemovalCause) -> bool: ...
+    async def evict(self, agent_id: str, *, cause: RemovalCause = ...) -> bool: ...
 
-    async def _evict_all(self, cause: RemovalCause) -> int: ...
+    async def evict_all(self, *, cause: RemovalCause = ...) -> int: ...
 
     async def on_invalidate(self, agent_id: str, cfg_version: int) -> None: ...
 
 
-def resync_hooks(target: object) -> ResyncHooks | None:
-    """``target`` as ``ResyncHooks`` when it has them (the manager), else ``None``."""
-    names = ("_resync_view", "_evict", "_evict_all", "on_invalidate")
-    return cast(ResyncHooks, target) if all(hasattr(target, n) for n in names) else None
+def resync_target(target: object) -> ResyncTarget | None:
+    """``target`` when it implements ``ResyncTarget`` (the manager does), else ``None``: a
+    plain ``InvalidationTarget`` gets no versioned resync and no resync cause."""
+    return target if isinstance(target, ResyncTarget) else None
 
 
 @final
@@ -173,7 +179,7 @@ class VersionCheck:
 
     def __init__(
         self,
-        hooks: ResyncHooks,
+        hooks: ResyncTarget,
         source: VersionSource,
         timeout_ms: int,
         enqueue: Enqueue,
@@ -200,7 +206,7 @@ class VersionCheck:
         Raises ``VersionSourceFailed`` (counted) at the first batch the source failed; the
         repairs of earlier batches stay queued.
         """
-        view = self._hooks._resync_view()
+        view = self._hooks.resync_view()
         ids = list(view)
         queued = 0
         for start in range(0, len(ids), BATCH_SIZE):
@@ -287,7 +293,7 @@ class VersionCheck:
 
     def _evict_work(self, agent_id: str) -> Job:
         async def evict() -> None:
-            if await self._hooks._evict(agent_id, RemovalCause.RESYNC):
+            if await self._hooks.evict(agent_id, cause=RemovalCause.RESYNC):
                 self.evictions += 1
 
         return self._tracked(agent_id, Job(True, 0, work=evict))

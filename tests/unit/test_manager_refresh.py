@@ -17,7 +17,7 @@ from snak_runtime import (
     RuntimeNotCached,
     RuntimeSeed,
 )
-from snak_runtime.testing import FakeClock, RecordingDisposer
+from snak_runtime.testing import FakeClock, RecordingDisposer, internals
 
 Manager = AgentRuntimeManager[str, object]
 MakeManager = Callable[..., Manager]
@@ -268,7 +268,7 @@ async def test_a_refresh_keeps_the_entrys_eviction_policy_state(
     make_manager: MakeManager, make_seed: MakeSeed, fake_clock: FakeClock
 ) -> None:
     m = refreshing(make_manager)
-    policy = m._store.policy
+    policy = internals(m).policy
     seen: list[tuple[object, object]] = []
     inserted = policy.inserted
 

@@ -10,10 +10,10 @@ from collections.abc import Callable
 import pytest
 
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeSeed
+from snak_runtime._generation import _Generation
 from snak_runtime._policies import make_policy
 from snak_runtime._policies._values import MEMORY
 from snak_runtime._policies.adaptive import RING, AdaptivePolicy
-from snak_runtime._store import _Generation
 from snak_runtime.testing import FakeClock
 
 Manager = AgentRuntimeManager[str, object]
