@@ -23,6 +23,9 @@ MAX_PAYLOAD_BYTES: Final = 64 * 1024
 
 MAX_AGENT_ID_CHARS: Final = 255
 
+MAX_DETAIL_CHARS: Final = 120
+"""The longest ``Dropped.detail``: what a log line may carry of a rejected payload."""
+
 MAX_CFG_VERSION: Final = 2**63 - 1
 """snak stores versions in a Postgres integer column; anything past a signed 64-bit is not one."""
 
@@ -106,9 +109,13 @@ def parse_message(data: bytes | str) -> InvalidationMessage | Dropped:
     input.
     """
     try:
-        return _parse(data)
+        parsed = _parse(data)
     except Exception as exc:  # pragma: no cover - a bug; the property test looks for one
         return Dropped(DropReason.INTERNAL_ERROR, f"parser error {type(exc).__name__}")
+    if isinstance(parsed, Dropped) and len(parsed.detail) > MAX_DETAIL_CHARS:
+        # two shown values side by side can pass the bound of one: the detail as a whole is cut
+        return Dropped(parsed.reason, prefix(parsed.detail, MAX_DETAIL_CHARS))
+    return parsed
 
 
 def _parse(data: bytes | str) -> InvalidationMessage | Dropped:
