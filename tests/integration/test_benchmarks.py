@@ -53,7 +53,8 @@ def test_side_by_side_against_a_git_ref_reports_ratios(tmp_path: Path) -> None:
     assert result["sides"]["new"]["options"] == {}
     keys = ["new+options/new", "new/baseline", "new+options/baseline"]
     assert result["ratios"] == keys
-    systems = ["acquire+release", "acquire_with_agent+release", "async with lease"]
+    systems = ["acquire+release", "acquire_with_agent+release", "async with lease",
+               "miss: lease+build+install", "on_invalidate+rebuild", "evict+shadow_seed"]
     rows = result["rows"]
     assert {(r["system"], r["size"], r["dist"]) for r in rows} == {
         (name, size, dist) for name in systems for size in (64, 10_000)
