@@ -82,7 +82,10 @@ FRAGMENTS = [b for b in BLOCKS if b.fragment]
 
 
 def _compile(block: Block) -> types.CodeType:
-    return compile(block.source, block.id, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    code: types.CodeType = compile(
+        block.source, block.id, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    )
+    return code
 
 
 def test_the_pages_have_blocks_of_each_kind() -> None:

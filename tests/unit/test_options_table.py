@@ -2,7 +2,8 @@
 
 Typed settings (a bad keyword is a ValidationError naming the field; a bad variable is a
 warning and a fall-through), the environment reader, the ``config`` command, the container
-paths, the settings table of docs/configuration.md and the ``simulate`` flags are each held to the table.
+paths, the settings table of docs/configuration.md and the ``simulate`` flags are each held
+to the table.
 """
 
 from __future__ import annotations
