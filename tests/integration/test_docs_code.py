@@ -3,7 +3,10 @@
 Every ```python block of README.md and docs/**/*.md is executed, in a module of its own,
 unless the line before it is ``<!-- fragment -->``: a fragment (a piece that names the
 reader's own objects, or needs Redis or a network) is compiled, and every name it imports is
-imported and looked up, so a renamed or removed public name fails here. A block that only
+imported and looked up, so a renamed or removed public name fails here. Every block, run or
+not, is also type-checked with ``mypy --strict`` (one run over all of them), with the names a
+fragment leaves to the reader (``manager``, ``db``) taken as ``Any`` and top-level ``await``
+allowed. A block that only
 includes a file (``--8<-- "examples/..."``) is checked to include a file that exists; the
 examples themselves run in ``test_examples.py``. The ``config`` sample of the configuration
 page is compared with what the command prints today.
@@ -15,7 +18,9 @@ import ast
 import asyncio
 import importlib
 import re
+import os
 import shlex
+import subprocess
 import sys
 import types
 from dataclasses import dataclass
@@ -167,3 +172,21 @@ def test_the_config_sample_is_what_config_prints(
         monkeypatch.setenv(name, value)
     assert cli_main(["config"]) == 0
     assert capsys.readouterr().out == shown
+
+
+def test_every_block_type_checks(tmp_path: Path) -> None:
+    blocks = [b for b in BLOCKS if b not in INCLUDES]
+    for number, block in enumerate(blocks):
+        (tmp_path / f"block_{number:03d}.py").write_text(f"# {block.id}\n{block.source}")
+    environment = {**os.environ, "MYPYPATH": str(ROOT)}  # the editable install hides the source
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
+         "--cache-dir", str(tmp_path / ".mypy_cache"), "--python-version", "3.11",
+         "--disable-error-code", "name-defined", "--disable-error-code", "top-level-await",
+         "--config-file", os.devnull, "."],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600, check=False,
+    )
+    shown = checked.stdout
+    for number, block in enumerate(blocks):
+        shown = shown.replace(f"block_{number:03d}.py:", f"{block.id} +")
+    assert checked.returncode == 0, shown
