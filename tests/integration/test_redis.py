@@ -609,6 +609,7 @@ async def converge(
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow  # a multi-process fleet: the full suite (--full)
 async def test_fleet_burst_converges_on_every_process(
     redis_server: RedisServer, client: Redis, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -661,6 +662,7 @@ async def test_fleet_burst_converges_on_every_process(
         )
 
 
+@pytest.mark.slow  # a multi-process fleet: the full suite (--full)
 async def test_fleet_outage_reconnects_and_serves_nothing_stale(
     redis_server: RedisServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -37,6 +37,9 @@ from snak_runtime.invalidation import (
 
 Manager = AgentRuntimeManager[str, object]
 
+# A master, a replica and three sentinels started for the session: the full suite (--full).
+pytestmark = pytest.mark.slow
+
 
 def sentinel_env(cluster: SentinelCluster, master: str | None = None) -> dict[str, str]:
     return {

@@ -32,6 +32,7 @@ from snak_runtime import (
     RuntimeSeed,
 )
 from snak_runtime.testing import FakeClock
+from tests.helpers import examples
 
 AGENT_IDS = st.sampled_from(["a", "b", "c"])
 OUTCOMES = st.sampled_from(["seed", "seed", "none", "raise", "slow"])
@@ -507,7 +508,7 @@ class ConcurrentMachine(RuleBasedStateMachine):
 
 
 ConcurrentMachine.TestCase.settings = settings(
-    max_examples=300,
+    max_examples=examples(0.3),  # 300 under --full
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -523,6 +524,6 @@ class QuotaConcurrentMachine(ConcurrentMachine):
 
 
 QuotaConcurrentMachine.TestCase.settings = settings(
-    ConcurrentMachine.TestCase.settings, max_examples=150
+    ConcurrentMachine.TestCase.settings, max_examples=examples(0.15)  # 150 under --full
 )
 TestManagerConcurrentWithQuota = QuotaConcurrentMachine.TestCase

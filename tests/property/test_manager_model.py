@@ -48,6 +48,7 @@ from snak_runtime import (
     RuntimeSeed,
 )
 from snak_runtime.testing import FakeClock
+from tests.helpers import examples
 
 MAX_ENTRIES = 2
 MAX_TTL_MS = 100
@@ -887,7 +888,7 @@ def _install_everything_expired(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 ManagerMachine.TestCase.settings = settings(
-    max_examples=1000,
+    max_examples=examples(1.0),  # 1,000 under --full
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -902,7 +903,7 @@ class CostAwareMachine(ManagerMachine):
 
 
 CostAwareMachine.TestCase.settings = settings(
-    max_examples=500,
+    max_examples=examples(0.5),  # 500 under --full
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -919,6 +920,6 @@ class QuotaMachine(ManagerMachine):
 
 
 QuotaMachine.TestCase.settings = settings(
-    ManagerMachine.TestCase.settings, max_examples=400
+    ManagerMachine.TestCase.settings, max_examples=examples(0.4)  # 400 under --full
 )
 TestManagerModelWithQuota = QuotaMachine.TestCase
