@@ -36,10 +36,11 @@ from snak_runtime.testing import FakeClock, RecordingDisposer
 
 # --- the fast and the full suite, and the Hypothesis profiles ----------------------------------
 
-_NOT_ON_TIME = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
-settings.register_profile("fast", max_examples=100, **_NOT_ON_TIME)
-settings.register_profile("ci", max_examples=100, database=None, print_blob=True, **_NOT_ON_TIME)
-settings.register_profile("full", max_examples=1_000, print_blob=True, **_NOT_ON_TIME)
+settings.register_profile(
+    "fast", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("ci", settings.get_profile("fast"), database=None, print_blob=True)
+settings.register_profile("full", settings.get_profile("fast"), max_examples=1_000, print_blob=True)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -42,4 +42,4 @@ def examples(share: float) -> int:
     ``max_examples`` (tests/conftest.py: 100 in the fast suite, 1,000 under ``--full``).
 
     Property tests are bounded by example counts, never by time."""
-    return max(1, round(settings.default.max_examples * share))
+    return max(1, round(settings().max_examples * share))  # settings(): the loaded profile
