@@ -899,17 +899,32 @@ async def test_manager_first_used_elsewhere_refuses_this_loop(make_seed: MakeSee
         await m.evict("a")
 
 
+def _run_on_a_loop_of_its_own(coro: Coroutine[Any, Any, Any]) -> Any:
+    """``asyncio.run`` without touching the thread's current event loop.
+
+    ``asyncio.run`` sets the current loop to None on its way out, dropping without closing the
+    loop pytest-asyncio 1.0 leaves current after an async test: the garbage collector then finds
+    an unclosed loop (and its two self-pipe sockets) during some later test, which fails it.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
 @pytest.mark.parametrize("call", ["acquire", "acquire_with_agent", "lease", "shadow_seed"])
 def test_a_second_loop_in_the_same_thread_is_refused(make_seed: MakeSeed, call: str) -> None:
-    """Sequential ``asyncio.run`` calls in one thread: the hit path's one-comparison check
-    (is the bound loop running in this thread?) still tells the loops apart."""
+    """Sequential loops run in one thread: the hit path's one-comparison check (is the bound
+    loop running in this thread?) still tells the loops apart."""
     m: Manager = AgentRuntimeManager(
         guards=GuardConfig(max_entries=3, max_ttl_ms=1_000), clock=FakeClock(),
         disposer=RecordingDisposer(),
     )
-    asyncio.run(m.shadow_seed(make_seed("a", agent=None)))
+    _run_on_a_loop_of_its_own(m.shadow_seed(make_seed("a", agent=None)))
     with pytest.raises(RuntimeError, match="loop"):
-        asyncio.run(make_op(call, make_seed)(m, "a"))
+        _run_on_a_loop_of_its_own(make_op(call, make_seed)(m, "a"))
 
 
 async def test_loops_without_a_thread_record_are_checked_the_slow_way() -> None:
