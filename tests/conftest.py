@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -33,6 +33,7 @@ from snak_runtime import (
     RuntimeSeed,
 )
 from snak_runtime.testing import FakeClock, RecordingDisposer
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, Rebuild
 
 # --- the fast and the full suite, and the Hypothesis profiles ----------------------------------
 
@@ -99,12 +100,6 @@ ENV_VARS = (
 # Small guards so capacity and expiry are reached in a few steps.
 SMALL_MAX_ENTRIES = 3
 SMALL_MAX_TTL_MS = 1_000
-
-Manager = AgentRuntimeManager[str, object]
-MakeManager = Callable[..., Manager]
-Rebuild = Callable[[], Awaitable[RuntimeSeed[str, object] | None]]
-MakeSeed = Callable[..., RuntimeSeed[str, object]]
-AssertStats = Callable[..., None]
 
 
 class Agent:

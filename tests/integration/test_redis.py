@@ -35,10 +35,10 @@ from snak_runtime.invalidation import (
     publish_invalidation,
 )
 from snak_runtime.testing import RecordingDisposer
+from tests.helpers import Manager
 
 WORKER = Path(__file__).with_name("fleet_worker.py")
 CHANNEL = "agent_cfg_invalidate"
-Manager = AgentRuntimeManager[str, object]
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ from redis_server import HOST, free_port
 from sentinel_cluster import SentinelCluster
 from test_redis import WORKER, Worker, write_version
 
-from containers import RuntimeContainer
-from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeSeed
+from snak_runtime import GuardConfig, RuntimeSeed
+from snak_runtime.containers import RuntimeContainer
 from snak_runtime.invalidation import (
     InvalidationPublisher,
     InvalidationSettings,
@@ -34,8 +34,7 @@ from snak_runtime.invalidation import (
     SentinelEndpoint,
     publish_invalidation,
 )
-
-Manager = AgentRuntimeManager[str, object]
+from tests.helpers import Manager
 
 # A master, a replica and three sentinels started for the session: the full suite (--full).
 pytestmark = pytest.mark.slow

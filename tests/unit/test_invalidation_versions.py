@@ -21,8 +21,8 @@ from snak_runtime.invalidation._versions import (
     resolve_timings,
 )
 from snak_runtime.testing import RecordingDisposer
+from tests.helpers import Manager
 
-Manager = AgentRuntimeManager[str, object]
 URL = "redis://127.0.0.1:1/0"  # never connected to
 
 

@@ -20,20 +20,11 @@ from snak_runtime import (
 )
 from snak_runtime._lifecycle import _ThreadOf
 from snak_runtime.testing import FakeClock, RecordingDisposer
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, Seed, listen, settle
 
-Manager = AgentRuntimeManager[str, object]
-MakeManager = Callable[..., Manager]
-MakeSeed = Callable[..., RuntimeSeed[str, object]]
-AssertStats = Callable[..., None]
-Seed = RuntimeSeed[str, object]
 Op = Callable[[Manager, str], Coroutine[Any, Any, Any]]
 
 SAFETY_S = 5  # nothing here should take long; a hang fails the test instead of timing it out
-
-
-async def settle(n: int = 10) -> None:
-    for _ in range(n):
-        await asyncio.sleep(0)
 
 
 class Tracker:
@@ -86,12 +77,6 @@ class Gate:
 
     def open(self) -> None:
         self.opened.set()
-
-
-def listen(m: Manager) -> list[tuple[str, str]]:
-    removed: list[tuple[str, str]] = []
-    m.on_removal(lambda agent_id, cause: removed.append((agent_id, str(cause))))
-    return removed
 
 
 async def seeded_with_gated_rebuild(

@@ -10,20 +10,11 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from snak_runtime import AgentRuntimeManager, DefaultDisposer, RuntimeSeed
+from snak_runtime import AgentRuntimeManager, DefaultDisposer
 from snak_runtime.testing import FakeClock, RecordingDisposer
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, Seed, settle
 
-Manager = AgentRuntimeManager[str, object]
-MakeManager = Callable[..., Manager]
-MakeSeed = Callable[..., RuntimeSeed[str, object]]
-AssertStats = Callable[..., None]
-Seed = RuntimeSeed[str, object]
 SAFETY_S = 5
-
-
-async def settle() -> None:
-    for _ in range(10):
-        await asyncio.sleep(0)
 
 
 class PinAwareDisposer:

@@ -11,7 +11,7 @@ import pytest
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings, RuntimeSeed
 from snak_runtime._stats import RemovalCause
 from snak_runtime.testing import FakeClock, RecordingDisposer
-from tests.conftest import AssertStats, MakeManager, MakeSeed, Manager
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, settle
 
 IDLE = 100
 GUARDS = GuardConfig(max_entries=10, max_ttl_ms=1_000)
@@ -26,11 +26,6 @@ def removals(m: Manager) -> list[tuple[str, RemovalCause]]:
     seen: list[tuple[str, RemovalCause]] = []
     m.on_removal(lambda agent_id, cause: seen.append((agent_id, cause)))
     return seen
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 # ---------------------------------------------------------------- idle expiry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 import pytest
@@ -15,30 +15,12 @@ from snak_runtime import (
     RemovalCause,
     RuntimeCacheSettings,
     RuntimeNotCached,
-    RuntimeSeed,
 )
 from snak_runtime.testing import FakeClock, RecordingDisposer
-
-Manager = AgentRuntimeManager[str, object]
-MakeManager = Callable[..., Manager]
-MakeSeed = Callable[..., RuntimeSeed[str, object]]
-AssertStats = Callable[..., None]
-Seed = RuntimeSeed[str, object]
-Rebuild = Callable[[], Awaitable[Seed | None]]
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, Seed, listen, settle
 
 TTL = 1_000  # the small guard's max_ttl_ms: the default TTL of these managers
 WINDOW = 200
-
-
-async def settle() -> None:
-    for _ in range(10):
-        await asyncio.sleep(0)
-
-
-def listen(m: Manager) -> list[tuple[str, str]]:
-    removed: list[tuple[str, str]] = []
-    m.on_removal(lambda agent_id, cause: removed.append((agent_id, str(cause))))
-    return removed
 
 
 def completes_at_once(coro: Coroutine[Any, Any, Any]) -> Any:

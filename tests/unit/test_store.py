@@ -9,8 +9,7 @@ import pytest
 
 from snak_runtime import RemovalCause, RuntimeSeed
 from snak_runtime._store import _Store
-
-Seed = RuntimeSeed[str, object]
+from tests.helpers import Seed
 
 
 async def _rebuild() -> Seed | None:
