@@ -43,3 +43,21 @@ def examples(share: float) -> int:
 
     Property tests are bounded by example counts, never by time."""
     return max(1, round(settings().max_examples * share))  # settings(): the loaded profile
+
+
+def removal_event(m: AgentRuntimeManager[Any, Any], n: int = 1) -> asyncio.Event:
+    """An event set once ``m`` has removed ``n`` more entries (any cause), counted from now.
+
+    The sweeper runs on the event loop's timer, not on the injected clock: a test waits for
+    what the sweeper did (this event), never for time to pass."""
+    done = asyncio.Event()
+    seen = 0
+
+    def count(agent_id: str, cause: object) -> None:
+        nonlocal seen
+        seen += 1
+        if seen >= n:
+            done.set()
+
+    m.on_removal(count)
+    return done

@@ -12,7 +12,7 @@ import pytest
 
 from snak_runtime import AgentRuntimeManager, DefaultDisposer
 from snak_runtime.testing import FakeClock, RecordingDisposer
-from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, Seed, settle
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, Seed, removal_event, settle
 
 SAFETY_S = 5
 
@@ -64,10 +64,10 @@ async def remove_by(cause: str, m: Manager, make_seed: MakeSeed, clock: FakeCloc
         assert await m.acquire("a") is None
     elif cause == "expired-sweep":
         await m.start()
+        swept = removal_event(m, 1)
         clock.advance(m.default_ttl_ms)
         async with asyncio.timeout(SAFETY_S):
-            while m.size:
-                await asyncio.sleep(0.005)
+            await swept.wait()  # m.size == 0
     elif cause == "capacity":
         for k in "bcd":
             await m.shadow_seed(make_seed(k))

@@ -12,7 +12,7 @@ import pytest
 
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeManagerClosed
 from snak_runtime.testing import FakeClock, RecordingDisposer
-from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, Seed, settle
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, Seed, removal_event, settle
 
 SAFETY_S = 5
 
@@ -196,7 +196,7 @@ async def test_aclose_waits_for_every_disposal(
 
     class SlowDisposer:
         async def dispose(self, agent: object) -> None:
-            await asyncio.sleep(0.02)
+            await settle()  # takes a few loop rounds: aclose must wait for them
             finished.append(agent)
 
     m = make_manager(disposer=SlowDisposer())
@@ -307,10 +307,10 @@ async def test_async_with_starts_the_sweeper_and_closes(
         assert same is m
         await m.shadow_seed(a)
         await m.shadow_seed(b)
+        swept = removal_event(m, 1)
         fake_clock.advance(100)
         async with asyncio.timeout(SAFETY_S):
-            while m.size != 1:
-                await asyncio.sleep(0.005)
+            await swept.wait()  # m.size == 1
         await settle()
         assert disposer.disposed == [a.agent]
     assert m.closed

@@ -477,13 +477,23 @@ async def test_a_refresh_is_bounded_by_the_build_timeout(
 ) -> None:
     m = refreshing(make_manager, build_timeout_ms=1)
     gate = Gate(make_seed("a", 1), held=True)  # never opened
-    seed = make_seed("a", 1, rebuild=gate)
+    timed_out = asyncio.Event()
+
+    async def rebuild() -> Seed | None:
+        try:
+            return await gate()
+        except asyncio.CancelledError:  # the build timeout (the loop's timer) ends the wait
+            timed_out.set()
+            raise
+
+    seed = make_seed("a", 1, rebuild=rebuild)
     await m.shadow_seed(seed)
     fake_clock.advance(TTL - WINDOW)
     await m.acquire("a")
     m.release("a")
-    while not m.stats().refresh_failures:
-        await asyncio.sleep(0.001)
+    async with asyncio.timeout(60):
+        await timed_out.wait()
+    await settle()  # the refresh counts its failure
     assert await m.acquire("a") == seed.runtime
     m.release("a")
     assert_stats(m, refreshes=1, refresh_failures=1)
