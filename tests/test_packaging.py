@@ -82,5 +82,7 @@ def test_lint_and_type_tools_are_pinned_not_floored() -> None:
 
 def test_ci_runs_the_suite_against_the_floors() -> None:
     script = (ROOT / ".ci" / "run").read_text()
+    assert "set -euo pipefail" in script  # a failing step fails the run
     assert "-c .ci/floors.txt" in script
-    assert script.count("-m pytest") >= 2
+    assert "run_pytest .ci-floors-venv/bin/python\n" in script  # the fast suite, at the floors
+    assert "run_pytest python --full\n" in script  # the full suite, once, at the newest
