@@ -17,7 +17,7 @@ import dataclasses
 import pathlib
 import time
 
-from snak_runtime._simulate import SimulationConfig, SimulationResult, simulate
+from snak_runtime.tools._simulate import SimulationConfig, SimulationResult, simulate
 
 FULL = SimulationConfig(
     agents=200, zipf_s=1.1, requests=180_000, rate_per_s=50.0, build_ms=250.0,

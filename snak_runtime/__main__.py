@@ -1,6 +1,6 @@
-"""``python -m snak_runtime``: the command line (see ``snak_runtime._cli``)."""
+"""``python -m snak_runtime``: the command line (see ``snak_runtime.tools._cli``)."""
 
-from ._cli import main as main
+from .tools._cli import main as main
 
 if __name__ == "__main__":
     raise SystemExit(main())

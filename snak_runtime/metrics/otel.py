@@ -21,15 +21,16 @@ counter of its ``stats()`` (``received``, ``applied``, ..., ``version_checked``,
 ``snak_runtime.invalidation.dropped`` (attribute ``reason``), and observable gauges
 ``snak_runtime.invalidation.connected`` and ``.pending``.
 
-Nothing is recorded on the hit path; the callbacks only read counters, so a periodic
-reader may run them in its own thread.
+Every instrument, its unit and its description come from the one catalog both exporters read
+(``_catalog.py``). Nothing is recorded on the hit path; the callbacks only read counters, so a
+periodic reader may run them in its own thread.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, final
+from typing import Any, TypeVar, final
 
 from opentelemetry.metrics import (
     CallbackOptions,
@@ -41,74 +42,45 @@ from opentelemetry.metrics import (
 
 from .. import __version__
 from .._manager import AgentRuntimeManager
-from .._stats import DURATION_BUCKETS_MS, CacheStats, RemovalCause
 from ..invalidation._stats import InvalidationStats
-from ..invalidation._wire import DropReason
+from ._catalog import (
+    CACHE_METRICS,
+    INVALIDATION_METRICS,
+    CacheReading,
+    Duration,
+    Labelled,
+    Metric,
+    Scalar,
+    Subscriber,
+    cumulative,
+)
 
 __all__ = ("COUNTERS", "GAUGES", "INVALIDATION_COUNTERS", "RuntimeCacheInstruments", "instrument")
 
 Manager = AgentRuntimeManager[Any, Any]
+S = TypeVar("S")
 _Points = Iterable[tuple[float, dict[str, str]]]
+_Callback = Callable[[CallbackOptions], Iterable[Observation]]
 
 
-class Subscriber(Protocol):
-    """What is read of an ``InvalidationSubscriber``."""
-
-    def stats(self) -> InvalidationStats: ...
-
-COUNTERS: tuple[tuple[str, str, str, str], ...] = (
-    ("snak_runtime.hits", "hits", "{read}", "Reads that found a live entry."),
-    ("snak_runtime.misses", "misses", "{read}", "Reads that found no live entry."),
-    ("snak_runtime.denied", "denied", "{read}",
-     "Reads refused because the entry belongs to another user."),
-    ("snak_runtime.loads", "loads", "{build}", "Calls of a build loader on a miss."),
-    ("snak_runtime.load_failures", "load_failures", "{build}",
-     "Build loader calls that raised, timed out or returned None."),
-    ("snak_runtime.rebuilds", "rebuilds", "{rebuild}",
-     "Calls of an entry's rebuild() on invalidation."),
-    ("snak_runtime.rebuild_failures", "rebuild_failures", "{rebuild}",
-     "rebuild() calls that raised, timed out or were cancelled."),
-    ("snak_runtime.refreshes", "refreshes", "{refresh}",
-     "Calls of an entry's rebuild() by refresh-ahead, before the entry expires."),
-    ("snak_runtime.refresh_failures", "refresh_failures", "{refresh}",
-     "Refreshes that raised, timed out, were cancelled or gave a seed not installed."),
-    ("snak_runtime.invalidations", "invalidations", "{invalidation}",
-     "Calls of on_invalidate()."),
-    ("snak_runtime.disposals", "disposals", "{disposal}", "Disposer calls."),
-    ("snak_runtime.dispose_failures", "dispose_failures", "{disposal}",
-     "Disposer calls that raised or timed out."),
-    ("snak_runtime.quota_evictions", "quota_evictions", "{entry}",
-     "Entries evicted because their user held more than max_entries_per_user."),
+COUNTERS: tuple[tuple[str, str, str, str], ...] = tuple(
+    (f"snak_runtime.{m.name}", m.name, m.unit, m.help)
+    for m in CACHE_METRICS if isinstance(m, Scalar) and m.kind == "counter"
 )
-"""(instrument name, ``CacheStats`` field, unit, description) of each plain counter."""
+"""(instrument name, ``CacheStats`` field, unit, description) of each plain counter: a view
+of the catalog (``_catalog.CACHE_METRICS``)."""
 
-GAUGES: tuple[tuple[str, str, str], ...] = (
-    ("snak_runtime.entries", "{entry}", "Entries in the map (current generations)."),
-    ("snak_runtime.pinned", "{pin}", "Outstanding pins, all generations."),
-    ("snak_runtime.max_entries", "{entry}", "Resolved capacity of the cache."),
-    ("snak_runtime.default_ttl", "s", "Resolved default time to live of an entry."),
+GAUGES: tuple[tuple[str, str, str], ...] = tuple(
+    (f"snak_runtime.{m.name}", m.unit, m.help)
+    for m in CACHE_METRICS if isinstance(m, Scalar) and m.kind == "gauge"
 )
 
-INVALIDATION_COUNTERS: tuple[tuple[str, str, str], ...] = (
-    ("received", "{message}", "Payloads received on the invalidation channel (valid or not)."),
-    ("applied", "{message}", "Invalidation messages applied."),
-    ("failures", "{message}", "Invalidation messages whose on_invalidate/evict raised."),
-    ("unknown_events", "{message}", "Valid messages with an unknown event (evicted)."),
-    ("reconnects", "{connection}", "Subscriptions after a lost connection or failed attempt."),
-    ("resyncs", "{resync}", "Resyncs after those reconnects."),
-    ("resync_evictions", "{entry}", "Entries removed with cause resync."),
-    ("version_checked", "{agent}",
-     "Cached agents compared with the version source (resync and reconciliation)."),
-    ("version_repaired", "{agent}",
-     "Compared agents found stale, deleted or unusable, and repaired."),
-    ("version_unusable", "{agent}", "Versions from the source that were not versions."),
-    ("version_source_failures", "{call}",
-     "Version source calls that raised, timed out or returned no mapping."),
-    ("reconciliations", "{check}", "Periodic reconciliations completed."),
+INVALIDATION_COUNTERS: tuple[tuple[str, str, str], ...] = tuple(
+    (m.name.removeprefix("invalidation."), m.unit, m.help)
+    for m in INVALIDATION_METRICS if isinstance(m, Scalar) and m.kind == "counter"
 )
-"""(``InvalidationStats`` field, unit, description): ``snak_runtime.invalidation.<field>``."""
-
-_BUCKET_BOUNDS = (*(repr(ms / 1000) for ms in DURATION_BUCKETS_MS), "+Inf")
+"""(``InvalidationStats`` field, unit, description): ``snak_runtime.invalidation.<field>``;
+a view of the catalog (``_catalog.INVALIDATION_METRICS``)."""
 
 # One set of instruments per meter provider: the SDK returns an already created instrument
 # without its new callbacks, so a second manager gets a label value, not new instruments.
@@ -117,16 +89,8 @@ _instruments: weakref.WeakKeyDictionary[MeterProvider, _Instruments] = (
 )
 
 
-def _gauge_values(manager: Manager, stats: CacheStats) -> tuple[float, ...]:
-    return (stats.size, stats.pinned, manager.max_entries, manager.default_ttl_ms / 1000)
-
-
-def _cumulative(counts: tuple[int, ...]) -> list[int]:
-    total, out = 0, []
-    for count in counts or (0,) * len(_BUCKET_BOUNDS):
-        total += count
-        out.append(total)
-    return out
+def _reading(manager: Manager) -> CacheReading:
+    return CacheReading(manager.stats(), manager.max_entries, manager.default_ttl_ms)
 
 
 @final
@@ -137,69 +101,24 @@ class _Instruments:
         # Replaced, never mutated, so a reader thread iterates a stable dict.
         self.managers: dict[str, Manager] = {}
         self.subscribers: dict[str, Subscriber] = {}
-        for name, field, unit, doc in COUNTERS:
-            meter.create_observable_counter(
-                name, [self._callback(self._field(field))], unit=unit, description=doc
-            )
-        meter.create_observable_counter(
-            "snak_runtime.removals",
-            [self._callback(self._removals)],
-            unit="{generation}",
-            description="Generations that left the map, by cause "
-            "(capacity, expired and idle are evictions).",
-        )
-        for i, (name, unit, doc) in enumerate(GAUGES):
-            meter.create_observable_gauge(
-                name, [self._callback(self._gauge(i))], unit=unit, description=doc
-            )
-        for kind, what, total, buckets in (
-            ("build", "build loaders (misses)", "load_time_ms", "load_duration_buckets"),
-            ("rebuild", "rebuild() (invalidations)", "rebuild_time_ms",
-             "rebuild_duration_buckets"),
-        ):
-            meter.create_observable_counter(
-                f"snak_runtime.{kind}.time",
-                [self._callback(self._seconds(total))],
-                unit="s",
-                description=f"Total time spent in {what}.",
-            )
-            meter.create_observable_counter(
-                f"snak_runtime.{kind}.count",
-                [self._callback(self._buckets(buckets))],
-                unit=f"{{{kind}}}",
-                description=f"Calls of {what} that took at most `le` seconds (cumulative).",
-            )
+        for metric in CACHE_METRICS:
+            _create(meter, metric, self._manager_callback)
+        for invalidation in INVALIDATION_METRICS:
+            _create(meter, invalidation, self._subscriber_callback)
 
-        self._instrument_subscribers(meter)
+    def _manager_callback(self, points: Callable[[CacheReading], _Points]) -> _Callback:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            return [
+                Observation(value, {"cache": cache, **attributes})
+                for cache, manager in self.managers.items()
+                for value, attributes in points(_reading(manager))
+            ]
 
-    def _instrument_subscribers(self, meter: Meter) -> None:
-        for field, unit, doc in INVALIDATION_COUNTERS:
-            meter.create_observable_counter(
-                f"snak_runtime.invalidation.{field}",
-                [self._subscriber_callback(self._subscriber_field(field))],
-                unit=unit,
-                description=doc,
-            )
-        meter.create_observable_counter(
-            "snak_runtime.invalidation.dropped",
-            [self._subscriber_callback(self._dropped)],
-            unit="{message}",
-            description="Invalid invalidation payloads dropped, by reason.",
-        )
-        for field, unit, doc in (
-            ("connected", "1", "1 while subscribed (and resynced)."),
-            ("pending", "{message}", "Messages and repairs queued."),
-        ):
-            meter.create_observable_gauge(
-                f"snak_runtime.invalidation.{field}",
-                [self._subscriber_callback(self._subscriber_field(field))],
-                unit=unit,
-                description=doc,
-            )
+        return callback
 
     def _subscriber_callback(
         self, points: Callable[[InvalidationStats], _Points]
-    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    ) -> _Callback:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             return [
                 Observation(value, {"cache": cache, **attributes})
@@ -209,49 +128,52 @@ class _Instruments:
 
         return callback
 
-    @staticmethod
-    def _subscriber_field(field: str) -> Callable[[InvalidationStats], _Points]:
-        return lambda stats: ((float(getattr(stats, field)), {}),)
 
-    @staticmethod
-    def _dropped(stats: InvalidationStats) -> _Points:
-        return ((stats.dropped.get(r.value, 0), {"reason": r.value}) for r in DropReason)
+def _create(
+    meter: Meter, metric: Metric[S], callback: Callable[[Callable[[S], _Points]], _Callback]
+) -> None:
+    """The instrument(s) of one catalog row, each reading its points through ``callback``."""
+    name = f"snak_runtime.{metric.name}"
+    if isinstance(metric, Duration):
+        _create_duration(meter, name, metric, callback)
+        return
+    create = (
+        meter.create_observable_gauge if metric.kind == "gauge"
+        else meter.create_observable_counter
+    )
+    create(name, [callback(_points(metric))], unit=metric.unit, description=metric.help)
 
-    def _callback(
-        self, points: Callable[[Manager, CacheStats], _Points]
-    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        def callback(options: CallbackOptions) -> Iterable[Observation]:
-            observations = []
-            for cache, manager in self.managers.items():
-                stats = manager.stats()
-                for value, attributes in points(manager, stats):
-                    observations.append(Observation(value, {"cache": cache, **attributes}))
-            return observations
 
-        return callback
+def _points(metric: Scalar[S] | Labelled[S]) -> Callable[[S], _Points]:
+    if isinstance(metric, Scalar):
+        read = metric.read
+        return lambda snapshot: ((read(snapshot), {}),)
+    label, values = metric.label, metric.read
+    return lambda snapshot: ((value, {label: key}) for key, value in values(snapshot))
 
-    @staticmethod
-    def _field(field: str) -> Callable[[Manager, CacheStats], _Points]:
-        return lambda manager, stats: ((getattr(stats, field), {}),)
 
-    @staticmethod
-    def _removals(manager: Manager, stats: CacheStats) -> _Points:
-        return ((stats.removals.get(c.value, 0), {"cause": c.value}) for c in RemovalCause)
+def _create_duration(
+    meter: Meter, name: str, metric: Duration[S],
+    callback: Callable[[Callable[[S], _Points]], _Callback],
+) -> None:
+    """OpenTelemetry has no observable histogram: a counter of total seconds and one of calls
+    per ``le`` bound (cumulative, as Prometheus buckets)."""
+    read = metric.read
 
-    @staticmethod
-    def _gauge(i: int) -> Callable[[Manager, CacheStats], _Points]:
-        return lambda manager, stats: ((_gauge_values(manager, stats)[i], {}),)
+    def total(snapshot: S) -> _Points:
+        return ((read(snapshot)[1] / 1000, {}),)
 
-    @staticmethod
-    def _seconds(field: str) -> Callable[[Manager, CacheStats], _Points]:
-        return lambda manager, stats: ((getattr(stats, field) / 1000, {}),)
+    def counts(snapshot: S) -> _Points:
+        return ((n, {"le": le}) for le, n in cumulative(read(snapshot)[0]))
 
-    @staticmethod
-    def _buckets(field: str) -> Callable[[Manager, CacheStats], _Points]:
-        return lambda manager, stats: (
-            (n, {"le": le})
-            for le, n in zip(_BUCKET_BOUNDS, _cumulative(getattr(stats, field)), strict=True)
-        )
+    meter.create_observable_counter(
+        f"{name}.time", [callback(total)], unit="s",
+        description=f"Total time spent in {metric.what}.",
+    )
+    meter.create_observable_counter(
+        f"{name}.count", [callback(counts)], unit=f"{{{metric.name}}}",
+        description=f"Calls of {metric.what} that took at most `le` seconds (cumulative).",
+    )
 
 
 @final

@@ -4,27 +4,36 @@ Every sample carries a ``cache`` label, one value per manager, so several manage
 one registry without colliding. A manager's invalidation subscriber, when given, is exported
 under the same label (``snak_runtime_invalidation_*``). The collector only reads counters:
 nothing is recorded on the hit path, and scraping from another thread (``start_http_server``)
-is safe.
+is safe. Every family and its help text come from the one catalog both exporters read
+(``_catalog.py``).
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator
-from typing import Any, Protocol, final
+from typing import Any, TypeVar, final
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
-    Metric,
 )
+from prometheus_client.metrics_core import Metric as Family
 
 from .._manager import AgentRuntimeManager
-from .._stats import DURATION_BUCKETS_MS, CacheStats, RemovalCause
-from ..invalidation._stats import InvalidationStats
-from ..invalidation._wire import DropReason
+from ._catalog import (
+    CACHE_METRICS,
+    INVALIDATION_METRICS,
+    CacheReading,
+    Duration,
+    Labelled,
+    Metric,
+    Scalar,
+    Subscriber,
+    cumulative,
+)
 
 __all__ = (
     "COUNTERS",
@@ -35,65 +44,30 @@ __all__ = (
 )
 
 Manager = AgentRuntimeManager[Any, Any]
+S = TypeVar("S")
 
 
-class Subscriber(Protocol):
-    """What is read of an ``InvalidationSubscriber``."""
+def metric_name(metric: Metric[Any]) -> str:
+    """The family name of a catalog row (counters without ``_total``: the client adds it)."""
+    base = "snak_runtime_" + metric.name.replace(".", "_")
+    if isinstance(metric, Duration):
+        return f"{base}_duration_seconds"
+    return f"{base}_seconds" if metric.unit == "s" else base
 
-    def stats(self) -> InvalidationStats: ...
 
-COUNTERS: tuple[tuple[str, str, str], ...] = (
-    ("snak_runtime_hits", "hits", "Reads that found a live entry."),
-    ("snak_runtime_misses", "misses", "Reads that found no live entry."),
-    ("snak_runtime_denied", "denied", "Reads refused because the entry belongs to another user."),
-    ("snak_runtime_loads", "loads", "Calls of a build loader on a miss."),
-    ("snak_runtime_load_failures", "load_failures",
-     "Build loader calls that raised, timed out or returned None."),
-    ("snak_runtime_rebuilds", "rebuilds", "Calls of an entry's rebuild() on invalidation."),
-    ("snak_runtime_rebuild_failures", "rebuild_failures",
-     "rebuild() calls that raised, timed out or were cancelled."),
-    ("snak_runtime_refreshes", "refreshes",
-     "Calls of an entry's rebuild() by refresh-ahead, before the entry expires."),
-    ("snak_runtime_refresh_failures", "refresh_failures",
-     "Refreshes that raised, timed out, were cancelled or gave a seed not installed."),
-    ("snak_runtime_invalidations", "invalidations", "Calls of on_invalidate()."),
-    ("snak_runtime_disposals", "disposals", "Disposer calls."),
-    ("snak_runtime_dispose_failures", "dispose_failures",
-     "Disposer calls that raised or timed out."),
-    ("snak_runtime_quota_evictions", "quota_evictions",
-     "Entries evicted because their user held more than max_entries_per_user."),
+COUNTERS: tuple[tuple[str, str, str], ...] = tuple(
+    (metric_name(m), m.name, m.help)
+    for m in CACHE_METRICS if isinstance(m, Scalar) and m.kind == "counter"
 )
-"""(metric name without ``_total``, ``CacheStats`` field, help text) of each plain counter."""
+"""(metric name without ``_total``, ``CacheStats`` field, help text) of each plain counter:
+a view of the catalog (``_catalog.CACHE_METRICS``)."""
 
-INVALIDATION_COUNTERS: tuple[tuple[str, str, str], ...] = (
-    ("snak_runtime_invalidation_received", "received",
-     "Payloads received on the invalidation channel (valid or not)."),
-    ("snak_runtime_invalidation_applied", "applied", "Invalidation messages applied."),
-    ("snak_runtime_invalidation_failures", "failures",
-     "Invalidation messages whose on_invalidate/evict raised."),
-    ("snak_runtime_invalidation_unknown_events", "unknown_events",
-     "Valid messages with an unknown event (evicted)."),
-    ("snak_runtime_invalidation_reconnects", "reconnects",
-     "Subscriptions after a lost connection or a failed attempt."),
-    ("snak_runtime_invalidation_resyncs", "resyncs", "Resyncs after those reconnects."),
-    ("snak_runtime_invalidation_resync_evictions", "resync_evictions",
-     "Entries removed with cause resync."),
-    ("snak_runtime_invalidation_version_checked", "version_checked",
-     "Cached agents compared with the version source (resync and reconciliation)."),
-    ("snak_runtime_invalidation_version_repaired", "version_repaired",
-     "Compared agents found stale, deleted or unusable, and repaired."),
-    ("snak_runtime_invalidation_version_unusable", "version_unusable",
-     "Versions from the source that were not versions (evicted)."),
-    ("snak_runtime_invalidation_version_source_failures", "version_source_failures",
-     "Version source calls that raised, timed out or returned no mapping."),
-    ("snak_runtime_invalidation_reconciliations", "reconciliations",
-     "Periodic reconciliations completed."),
+INVALIDATION_COUNTERS: tuple[tuple[str, str, str], ...] = tuple(
+    (metric_name(m), m.name.removeprefix("invalidation."), m.help)
+    for m in INVALIDATION_METRICS if isinstance(m, Scalar) and m.kind == "counter"
 )
-"""(metric name without ``_total``, ``InvalidationStats`` field, help text) of each counter."""
-
-# repr() of the bound in seconds, as prometheus_client writes ``le`` ("0.001", "1.0", "+Inf").
-_BUCKET_BOUNDS = (*(repr(ms / 1000) for ms in DURATION_BUCKETS_MS), "+Inf")
-_EMPTY_BUCKETS = (0,) * len(_BUCKET_BOUNDS)
+"""(metric name without ``_total``, ``InvalidationStats`` field, help text) of each counter:
+a view of the catalog (``_catalog.INVALIDATION_METRICS``)."""
 
 # One collector per registry, so that every manager registered there is one more label value
 # of the same metric families (two collectors would emit each family twice).
@@ -154,99 +128,57 @@ class RuntimeCacheCollector:
         self._subscribers = {k: s for k, s in self._subscribers.items() if k in kept}
         return removed
 
-    def describe(self) -> Iterator[Metric]:
+    def describe(self) -> Iterator[Family]:
         """The metric families without samples, so the registry can detect collisions."""
-        yield from self._families(())
-        yield from _invalidation_families(())
+        yield from _families(CACHE_METRICS, ())
+        yield from _families(INVALIDATION_METRICS, ())
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         """Read every manager's and subscriber's ``stats()`` now and yield the families."""
-        yield from self._families(
-            tuple((label, m.stats(), m.max_entries, m.default_ttl_ms)
-                  for label, m in self._managers.items())
-        )
-        yield from _invalidation_families(
-            tuple((label, s.stats()) for label, s in self._subscribers.items())
+        yield from _families(CACHE_METRICS, tuple(
+            (label, CacheReading(m.stats(), m.max_entries, m.default_ttl_ms))
+            for label, m in self._managers.items()
+        ))
+        yield from _families(
+            INVALIDATION_METRICS,
+            tuple((label, s.stats()) for label, s in self._subscribers.items()),
         )
 
-    def _families(
-        self, snapshots: tuple[tuple[str, CacheStats, int, int], ...]
-    ) -> Iterator[Metric]:
-        for name, field, doc in COUNTERS:
-            counter = CounterMetricFamily(name, doc, labels=("cache",))
-            for label, stats, _, _ in snapshots:
-                counter.add_metric((label,), getattr(stats, field))
-            yield counter
 
-        removals = CounterMetricFamily(
-            "snak_runtime_removals",
-            "Generations that left the map, by cause (capacity, expired and idle are evictions).",
-            labels=("cache", "cause"),
-        )
-        for label, stats, _, _ in snapshots:
-            for cause in RemovalCause:
-                removals.add_metric((label, cause.value), stats.removals.get(cause.value, 0))
-        yield removals
-
-        gauges = (
-            ("snak_runtime_entries", "Entries in the map (current generations)."),
-            ("snak_runtime_pinned", "Outstanding pins, all generations."),
-            ("snak_runtime_max_entries", "Resolved capacity of the cache."),
-            ("snak_runtime_default_ttl_seconds", "Resolved default time to live of an entry."),
-        )
-        values = tuple(
-            (label, (stats.size, stats.pinned, max_entries, ttl_ms / 1000))
-            for label, stats, max_entries, ttl_ms in snapshots
-        )
-        for i, (name, doc) in enumerate(gauges):
-            gauge = GaugeMetricFamily(name, doc, labels=("cache",))
-            for label, row in values:
-                gauge.add_metric((label,), row[i])
-            yield gauge
-
-        histograms = (
-            ("snak_runtime_build_duration_seconds", "Time spent in build loaders (misses).",
-             "load_duration_buckets", "load_time_ms"),
-            ("snak_runtime_rebuild_duration_seconds", "Time spent in rebuild() (invalidations).",
-             "rebuild_duration_buckets", "rebuild_time_ms"),
-        )
-        for name, doc, buckets_field, total_field in histograms:
-            histogram = HistogramMetricFamily(name, doc, labels=("cache",), unit="seconds")
-            for label, stats, _, _ in snapshots:
-                counts: tuple[int, ...] = getattr(stats, buckets_field) or _EMPTY_BUCKETS
-                cumulative, buckets = 0, []
-                for bound, count in zip(_BUCKET_BOUNDS, counts, strict=True):
-                    cumulative += count
-                    buckets.append((bound, float(cumulative)))
-                histogram.add_metric((label,), buckets, getattr(stats, total_field) / 1000)
-            yield histogram
+def _families(
+    catalog: tuple[Metric[S], ...], snapshots: tuple[tuple[str, S], ...]
+) -> Iterator[Family]:
+    """One family per catalog row, a sample (or a label set of them) per ``cache`` label."""
+    for metric in catalog:
+        name = metric_name(metric)
+        family: Family
+        if isinstance(metric, Scalar):
+            scalar = (CounterMetricFamily if metric.kind == "counter" else GaugeMetricFamily)(
+                name, metric.help, labels=("cache",)
+            )
+            for label, snapshot in snapshots:
+                scalar.add_metric((label,), metric.read(snapshot))
+            family = scalar
+        elif isinstance(metric, Labelled):
+            labelled = CounterMetricFamily(name, metric.help, labels=("cache", metric.label))
+            for label, snapshot in snapshots:
+                for value_label, value in metric.read(snapshot):
+                    labelled.add_metric((label, value_label), value)
+            family = labelled
+        else:
+            family = _histogram(name, metric, snapshots)
+        yield family
 
 
-def _invalidation_families(
-    snapshots: tuple[tuple[str, InvalidationStats], ...],
-) -> Iterator[Metric]:
-    for name, field, doc in INVALIDATION_COUNTERS:
-        counter = CounterMetricFamily(name, doc, labels=("cache",))
-        for label, stats in snapshots:
-            counter.add_metric((label,), getattr(stats, field))
-        yield counter
-    dropped = CounterMetricFamily(
-        "snak_runtime_invalidation_dropped",
-        "Invalid invalidation payloads dropped, by reason.",
-        labels=("cache", "reason"),
-    )
-    for label, stats in snapshots:
-        for reason in DropReason:
-            dropped.add_metric((label, reason.value), stats.dropped.get(reason.value, 0))
-    yield dropped
-    for name, doc, field in (
-        ("snak_runtime_invalidation_connected", "1 while subscribed (and resynced).", "connected"),
-        ("snak_runtime_invalidation_pending", "Messages and repairs queued.", "pending"),
-    ):
-        gauge = GaugeMetricFamily(name, doc, labels=("cache",))
-        for label, stats in snapshots:
-            gauge.add_metric((label,), float(getattr(stats, field)))
-        yield gauge
+def _histogram(
+    name: str, metric: Duration[S], snapshots: tuple[tuple[str, S], ...]
+) -> HistogramMetricFamily:
+    histogram = HistogramMetricFamily(name, metric.help, labels=("cache",), unit="seconds")
+    for label, snapshot in snapshots:
+        counts, total_ms = metric.read(snapshot)
+        buckets = [(bound, float(n)) for bound, n in cumulative(counts)]
+        histogram.add_metric((label,), buckets, total_ms / 1000)
+    return histogram
 
 
 def register(

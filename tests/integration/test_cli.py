@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from snak_runtime import __main__ as entry_point
-from snak_runtime._cli import COMMANDS, main
+from snak_runtime.tools._cli import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parents[2]
 # The machine's own cache, guard and Redis settings must not reach the CLI under test.

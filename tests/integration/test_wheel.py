@@ -129,6 +129,7 @@ def test_wheel_ships_the_container_inside_snak_runtime(installed: Installed) -> 
     assert "snak_runtime/containers/__init__.py" in names
     assert "snak_runtime/containers/runtime.py" in names
     assert "snak_runtime/py.typed" in names
+    assert "snak_runtime/tools/_cli.py" in names  # the command line, beside the runtime
     assert {name for name in top_level if not name.endswith(".dist-info")} == {"snak_runtime"}
     assert declared == ["snak_runtime"]
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from snak_runtime import GuardConfig
-from snak_runtime._simulate import SimulationConfig, SimulationResult, simulate
-from snak_runtime._simulate_params import (
+from snak_runtime.tools._simulate import SimulationConfig, SimulationResult, simulate
+from snak_runtime.tools._simulate_params import (
     MAX_SPAN_S,
     PARAMETERS,
     SimulationConfigError,
     expected_span_s,
 )
-from snak_runtime._trace import TraceError, TraceRequest, read_trace
+from snak_runtime.tools._trace import TraceError, TraceRequest, read_trace
 
 SMALL = SimulationConfig(agents=50, requests=2_000, rate_per_s=100.0, build_ms=50.0,
                          hold_ms=20.0, invalidations_per_s=2.0, max_entries=16, ttl_ms=5_000)

@@ -37,11 +37,7 @@ def read_trace(path: str | Path) -> tuple[TraceRequest, ...]:
                 if not text or text.startswith("#"):
                     continue
                 request = _parse(text, path, number)
-                if request.at_ms is not None:
-                    if last_ms is not None and request.at_ms < last_ms:
-                        raise TraceError(f"{path} line {number}: timestamp {request.at_ms} "
-                                         f"goes back in time (previous {last_ms})")
-                    last_ms = request.at_ms
+                last_ms = _in_order(request.at_ms, last_ms, path, number)
                 requests.append(request)
                 if len(requests) > MAX_TRACE_REQUESTS:
                     raise TraceError(f"{path}: more than {MAX_TRACE_REQUESTS:,} requests")
@@ -52,6 +48,16 @@ def read_trace(path: str | Path) -> tuple[TraceRequest, ...]:
     if not requests:
         raise TraceError(f"{path}: no requests")
     return tuple(requests)
+
+
+def _in_order(at_ms: int | None, last_ms: int | None, path: str | Path, number: int) -> int | None:
+    """The latest timestamp so far; ``TraceError`` if this one goes back in time."""
+    if at_ms is None:
+        return last_ms
+    if last_ms is not None and at_ms < last_ms:
+        raise TraceError(f"{path} line {number}: timestamp {at_ms} "
+                         f"goes back in time (previous {last_ms})")
+    return at_ms
 
 
 def _parse(text: str, path: str | Path, number: int) -> TraceRequest:

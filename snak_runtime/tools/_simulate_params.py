@@ -1,4 +1,5 @@
-"""The ``simulate`` workload's parameters: names, flags, bounds and validation, in one table.
+"""The ``simulate`` workload's parameters: names, flags, bounds and validation, in one table;
+``SimulationConfig``, which holds them, and the manager they configure.
 
 Every parameter is checked here, for the library (``SimulationConfig``, errors name the field)
 and for the command line (errors name the flag). The bounds keep any accepted input finite
@@ -10,9 +11,17 @@ number of events are capped too, not only each number on its own.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, final
+
+from .._clock import Clock
+from .._config import GuardConfig
+from .._manager import AgentRuntimeManager
+from .._policies import POLICY_NAMES
+from .._settings import RuntimeCacheSettings
+from ._trace import TraceRequest
 
 MAX_SPAN_S = 7 * 24 * 3600
 """Longest run, in virtual seconds (the sweeper wakes once a virtual second: ~15 s of wall)."""
@@ -131,7 +140,8 @@ PARAMETERS: Mapping[str, Parameter] = {
                   "share of requests for one-time agents, never requested again"),
     )
 }
-"""Every numeric parameter, in ``--help`` order. Add a parameter here and to SimulationConfig."""
+"""Every numeric parameter, in ``--help`` order. Add a parameter here and to SimulationConfig
+(below)."""
 
 DEFAULT_BUILD_TIMEOUT_MS = 30_000
 
@@ -171,3 +181,137 @@ def validate(values: Mapping[str, Any]) -> None:
             f"{MAX_INVALIDATIONS:,} (a lower rate or fewer requests)",
         )
 
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationConfig:
+    """The workload. ``max_entries`` / ``ttl_ms`` left as None use the manager's own
+    resolution (``guards`` and the ``AGENT_RUNTIME_CACHE_*`` environment variables);
+    ``build_timeout_ms`` None is the manager's default. ``guards`` None is the built-in
+    defaults (the CLI passes the guard file's, read as ``config`` reads it).
+
+    Every number is checked against ``PARAMETERS`` (``SimulationConfigError``, a
+    ``ValueError`` naming the field), and so is the run as a whole: its span of virtual
+    time and its expected invalidations are capped, so any accepted workload finishes.
+
+    ``eviction`` None is the manager's resolution (``AGENT_RUNTIME_CACHE_EVICTION`` or the
+    default policy). With ``trace``, its requests replace ``agents``, ``zipf_s`` and
+    ``requests``; ``rate_per_s`` paces the requests that carry no timestamp.
+    """
+
+    agents: int = 1_000
+    zipf_s: float = 1.1
+    requests: int = 50_000
+    rate_per_s: float = 50.0
+    build_ms: float = 250.0
+    hold_ms: float = 100.0
+    invalidations_per_s: float = 0.2
+    max_entries: int | None = None
+    ttl_ms: int | None = None
+    build_timeout_ms: int | None = None
+    seed: int = 1
+    refresh_ahead_ms: int = 0  # the manager's option (0: off)
+    # Requests for agents whose every gap between requests is at most this are counted
+    # apart (``hot_waited``); None: ``refresh_ahead_ms`` (0: no agent is counted apart).
+    hot_window_ms: int | None = None
+    stale_while_rebuilding: bool = False  # the manager's option (not a numeric parameter)
+    guards: GuardConfig | None = None
+    idle_ttl_ms: int | None = None
+    ttl_jitter: float | None = None
+    deploy: int = 0
+    one_time_share: float = 0.0
+    eviction: str | None = None
+    trace: tuple[TraceRequest, ...] | None = None
+    users: int = 1
+    burst_agents: int = 0
+    burst_rate_per_s: float = 50.0
+    max_entries_per_user: int | None = None
+
+    def __post_init__(self) -> None:
+        values = {name: getattr(self, name) for name in PARAMETERS}
+        if self.trace is not None:
+            if not self.trace:
+                raise ValueError("trace: no requests")
+            values["requests"] = len(self.trace)
+            stamps = [r.at_ms for r in self.trace if r.at_ms is not None]
+            if stamps and (stamps[-1] - stamps[0]) / 1000 > MAX_SPAN_S:
+                raise SimulationConfigError(
+                    ("requests",), f"the trace spans more than {MAX_SPAN_S:,} s of time")
+        validate(values)
+        if self.eviction is not None and self.eviction not in POLICY_NAMES:
+            raise ValueError(
+                f"eviction: unknown eviction policy {self.eviction!r}; "
+                f"known: {', '.join(POLICY_NAMES)}"
+            )
+
+    @property
+    def request_count(self) -> int:
+        return len(self.trace) if self.trace is not None else self.requests
+
+    @property
+    def timeout_ms(self) -> int:
+        """The build timeout the run uses (``build_timeout_ms`` or the manager's default)."""
+        return self.build_timeout_ms or DEFAULT_BUILD_TIMEOUT_MS
+
+    @property
+    def hot_window(self) -> int:
+        """``hot_window_ms``, or ``refresh_ahead_ms`` when not given."""
+        return self.hot_window_ms if self.hot_window_ms is not None else self.refresh_ahead_ms
+
+
+@final
+class SimAgent:
+    """A stand-in agent: something for the manager to dispose."""
+
+    __slots__ = ("closed",)
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def make_manager(config: SimulationConfig, clock: Clock) -> AgentRuntimeManager[str, SimAgent]:
+    """The manager the workload configures; explicit sizes raise the guards to allow them."""
+    # None leaves each expiry option to its variable, then its default (off).
+    options: dict[str, Any] = {
+        "build_timeout_ms": config.timeout_ms,
+        "idle_ttl_ms": config.idle_ttl_ms,
+        "ttl_jitter": config.ttl_jitter,
+        "ttl_jitter_random": random.Random(config.seed),
+        "eviction": config.eviction,
+        "max_entries_per_user": config.max_entries_per_user,
+        "stale_while_rebuilding": config.stale_while_rebuilding,
+    }
+    if config.refresh_ahead_ms:
+        options["refresh_ahead_ms"] = config.refresh_ahead_ms
+    base = _quota_guard(config)
+    if config.max_entries is None and config.ttl_ms is None:
+        # The embedded default: guards + environment, as `config` resolves them.
+        return AgentRuntimeManager(guards=base, clock=clock, **options)
+    env = RuntimeCacheSettings()
+    max_entries = config.max_entries
+    ttl_ms = config.ttl_ms
+    # An explicit value is what the operator wants to try: raise the guard to allow it.
+    guards = GuardConfig(
+        max_entries=max(base.max_entries, max_entries or 0),
+        max_ttl_ms=max(base.max_ttl_ms, ttl_ms or 0),
+        max_entries_per_user=base.max_entries_per_user,
+    )
+    settings = RuntimeCacheSettings(
+        max_entries=str(max_entries) if max_entries is not None else env.max_entries,
+        ttl_ms=str(ttl_ms) if ttl_ms is not None else env.ttl_ms,
+        ttl_seconds=env.ttl_seconds,
+    )
+    return AgentRuntimeManager(guards=guards, settings=settings, clock=clock, **options)
+
+
+def _quota_guard(config: SimulationConfig) -> GuardConfig:
+    """The guards, with the per-user ceiling raised to an explicit quota."""
+    base = config.guards if config.guards is not None else GuardConfig()
+    quota = config.max_entries_per_user
+    if quota is not None and base.max_entries_per_user is not None:
+        # An explicit value is what the operator wants to try: raise the guard to allow it.
+        base = replace(base, max_entries_per_user=max(base.max_entries_per_user, quota))
+    return base

@@ -1,0 +1,429 @@
+"""The ``snak-runtime`` command line: ``demo``, ``config``, ``simulate`` (only the CLI prints).
+
+The parser and the command registry, the ``config`` command and the ``simulate`` command's
+flags and report; the demo scenario is in ``_demo.py``, the simulator in ``_simulate.py``.
+``python -m snak_runtime`` and the ``snak-runtime`` script run :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
+
+from .._config import (
+    _MAX_ENTRIES_KEY,
+    _MAX_TTL_KEY,
+    BACKOFF_CAP,
+    GUARDS_PATH_VAR,
+    IDLE_TTL_MS_VAR,
+    MAX_ENTRIES_PER_USER_VAR,
+    MAX_ENTRIES_VAR,
+    MS_SETTINGS,
+    REFRESH_AHEAD_VAR,
+    STALE_WHILE_REBUILDING_VAR,
+    TTL_JITTER_VAR,
+    TTL_MS_VAR,
+    TTL_SECONDS_VAR,
+    GuardConfig,
+    GuardConfigError,
+    ResolvedLimits,
+    environment_value,
+    raise_guard_hint,
+    resolve_limits,
+    resolve_ms,
+)
+from .._policies import POLICY_NAMES
+from ..containers import RuntimeContainer
+from ._demo import run_demo
+from ._simulate_params import PARAMETERS, Parameter, SimulationConfig, SimulationConfigError
+from ._trace import TraceError, read_trace
+
+if TYPE_CHECKING:
+    from .._settings import RuntimeCacheSettings
+    from ._simulate import SimulationResult
+
+EXIT_OK = 0
+EXIT_CONFIG_ERROR = 2
+
+
+class Command(NamedTuple):
+    """One subcommand: its help line, what it runs, and (optionally) its own arguments."""
+
+    help: str
+    run: Callable[[argparse.Namespace], int]
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+COMMANDS: dict[str, Command] = {}
+"""Subcommand registry, in ``--help`` order; add one with :func:`register`."""
+
+
+def register(name: str, command: Command) -> None:
+    """Add a subcommand (``simulate`` and others plug in here)."""
+    COMMANDS[name] = command
+
+
+def _container() -> RuntimeContainer:
+    return RuntimeContainer()
+
+
+# ---------------------------------------------------------------------------------------- config
+
+
+@contextlib.contextmanager
+def _library_logs_muted() -> Iterator[None]:
+    """``config`` prints the resolution's warnings itself; keep the log copies off stderr."""
+    library = logging.getLogger("snak_runtime")
+    previous = library.level
+    library.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        library.setLevel(previous)
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    container = _container()
+    settings = container.settings()
+    guards = container.guards()  # GuardConfigError for a bad GUARDS_CONFIG_PATH: exit 2
+    collected: list[str] = []
+    with _library_logs_muted():
+        limits = resolve_limits(guards, settings)
+        backoff_cap = resolve_ms(
+            BACKOFF_CAP, None, environment_value(BACKOFF_CAP.variable), collected
+        )
+    warnings = [*limits.warnings, *collected]
+    lines = [
+        "snak_runtime effective limits",
+        *_limit_lines(limits, backoff_cap),
+        *_guard_lines(settings, guards),
+        "environment:",
+        *_environment_lines(settings),
+        f"warnings: {len(warnings)}",
+        *(f"  - {warning}" for warning in warnings),
+    ]
+    for line in lines:
+        print(line)
+    return EXIT_OK
+
+
+def _limit_lines(limits: ResolvedLimits, backoff_cap: tuple[int, str]) -> list[str]:
+    """Each resolved setting, its value and where the value came from."""
+    timings = (
+        ("build_timeout_ms", limits.build_timeout_ms, limits.build_timeout_source),
+        ("dispose_timeout_ms", limits.dispose_timeout_ms, limits.dispose_timeout_source),
+        ("sweep_interval_ms", limits.sweep_interval_ms, limits.sweep_interval_source),
+        ("backoff_cap_ms", *backoff_cap),
+        ("refresh_ahead_ms", limits.refresh_ahead_ms, limits.refresh_ahead_source),
+        ("stale_while_rebuilding", str(limits.stale_while_rebuilding).lower(),
+         limits.stale_while_rebuilding_source),
+        ("idle_ttl_ms", limits.idle_ttl_ms, limits.idle_ttl_source),
+        ("ttl_jitter", limits.ttl_jitter, limits.ttl_jitter_source),
+    )
+    quota = "none" if limits.max_entries_per_user is None else limits.max_entries_per_user
+    return [
+        f"  max_entries     {limits.max_entries:>10}   from {limits.max_entries_source}",
+        f"  default_ttl_ms  {limits.default_ttl_ms:>10}   from {limits.default_ttl_source}",
+        *(f"  {name:<18}{value:>8}   from {source}" for name, value, source in timings),
+        f"  max_entries_per_user {quota:>5}   from {limits.max_entries_per_user_source}",
+    ]
+
+
+def _guard_lines(settings: RuntimeCacheSettings, guards: GuardConfig) -> list[str]:
+    """The ceilings, where they come from and how to raise them."""
+    origin = (
+        f"file {settings.guards_config_path} ({GUARDS_PATH_VAR})"
+        if settings.guards_config_path
+        else f"built-in defaults ({GUARDS_PATH_VAR} unset)"
+    )
+    quota = guards.max_entries_per_user
+    return [
+        f"guard ceilings: {origin}",
+        f"  max_entries     {guards.max_entries:>10}",
+        f"  max_ttl_ms      {guards.max_ttl_ms:>10}",
+        *([] if quota is None else [f"  max_entries_per_user {quota:>5}"]),
+        f"  {raise_guard_hint(f'{_MAX_ENTRIES_KEY} / {_MAX_TTL_KEY}')}",
+        "  built-in guards: "
+        + ", ".join(f"{setting.keyword} <= {setting.guard}" for setting in MS_SETTINGS),
+    ]
+
+
+def _environment_lines(settings: RuntimeCacheSettings) -> list[str]:
+    """Each variable as read (``repr``), or ``(unset)``."""
+    raw_values = (
+        (MAX_ENTRIES_VAR, settings.max_entries),
+        (TTL_MS_VAR, settings.ttl_ms),
+        (TTL_SECONDS_VAR, settings.ttl_seconds),
+        (GUARDS_PATH_VAR, settings.guards_config_path),
+        (MAX_ENTRIES_PER_USER_VAR, settings.max_entries_per_user),
+        *((s.variable, environment_value(s.variable)) for s in MS_SETTINGS),
+        (IDLE_TTL_MS_VAR, settings.idle_ttl_ms),
+        (TTL_JITTER_VAR, settings.ttl_jitter),
+    )
+    width = max(len(name) for name, _ in raw_values)
+    raw_values += (  # issue 15's options (longer names: not widening the column above)
+        (REFRESH_AHEAD_VAR, environment_value(REFRESH_AHEAD_VAR)),
+        (STALE_WHILE_REBUILDING_VAR, environment_value(STALE_WHILE_REBUILDING_VAR)),
+    )
+    return [f"  {name:<{width}}  {'(unset)' if raw is None else repr(raw)}"
+            for name, raw in raw_values]
+
+
+register("demo", Command("run the quickstart scenario on the embedded cache", run_demo))
+register("config", Command("print the effective limits, their sources and warnings", _run_config))
+
+
+# -------------------------------------------------------------------------------------- simulate
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """A subcommand's usage error is one line naming the flag (exit 2), like a bad guard file."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _flag_type(parameter: Parameter) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return parameter.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = SimulationConfig()
+    for parameter in PARAMETERS.values():  # one table: flag, bounds and help (_simulate_params)
+        default = getattr(defaults, parameter.field)
+        parser.add_argument(
+            parameter.flag,
+            dest=parameter.field,
+            type=_flag_type(parameter),
+            default=default,
+            metavar=parameter.kind.__name__.upper(),
+            help=parameter.help if default is None else f"{parameter.help} (%(default)s)",
+        )
+    parser.add_argument("--stale-while-rebuilding", action="store_true",
+                        help="the manager's stale_while_rebuilding (off unless given)")
+    parser.add_argument(
+        "--policy", action="append", dest="policies", choices=POLICY_NAMES, metavar="NAME",
+        help=f"eviction policy ({', '.join(POLICY_NAMES)}); repeat to compare them side by "
+        "side (default: as configured)",
+    )
+    parser.add_argument(
+        "--trace", metavar="FILE", default=None,
+        help="replay requests from FILE instead of the Zipf workload, one a line: "
+        "agent_id[,user_id[,timestamp_ms]]",
+    )
+    parser.add_argument(
+        "--sizes", type=_sizes, default=None, metavar="N,N,...",
+        help="print the miss-ratio curve over these cache sizes (max_entries)",
+    )
+
+
+def _sizes(text: str) -> list[int]:
+    """``16,64,256``: each a valid --max-entries, at most 32 of them."""
+    parameter = PARAMETERS["max_entries"]
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts or len(parts) > _MAX_SIZES:
+        raise argparse.ArgumentTypeError(f"1 to {_MAX_SIZES} sizes, got {text!r}")
+    try:
+        return sorted({int(parameter.parse(part)) for part in parts})
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_MAX_SIZES = 32
+
+
+def _progress_bar(done: int, total: int) -> None:
+    filled = 30 * done // total
+    end = "\n" if done == total else ""
+    print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done:,}/{total:,} requests",
+          end=end, file=sys.stderr, flush=True)
+
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    from ._simulate import simulate
+
+    config = _simulation_config(args)
+    if config is None:
+        return EXIT_CONFIG_ERROR
+    policies: list[str | None] = list(args.policies or [None])
+    if len(policies) > 1 or args.sizes is not None:
+        with _library_logs_muted():
+            _compare_policies(config, policies, args.sizes or [config.max_entries], simulate)
+        return EXIT_OK
+    # A progress bar is for a person watching: not for a pipe or a log file. Failed builds
+    # are counted in the summary, not logged one by one.
+    with _library_logs_muted():
+        result = simulate(dataclasses.replace(config, eviction=policies[0]),
+                          _progress_bar if sys.stderr.isatty() else None)
+    for line in _summary(config, result):
+        print(line)
+    return EXIT_OK
+
+
+def _simulation_config(args: argparse.Namespace) -> SimulationConfig | None:
+    """The workload the flags describe, or None after a one-line error on stderr."""
+    guards = _container().guards()  # as `config` reads it: a bad GUARDS_CONFIG_PATH exits 2
+    try:
+        trace = read_trace(args.trace) if args.trace is not None else None
+    except TraceError as exc:
+        print(f"snak-runtime simulate: error: --trace: {exc}", file=sys.stderr)
+        return None
+    try:
+        return SimulationConfig(
+            **{name: getattr(args, name) for name in PARAMETERS}, guards=guards, trace=trace,
+            stale_while_rebuilding=args.stale_while_rebuilding,
+        )
+    except SimulationConfigError as exc:  # bounds on the run as a whole (span, events)
+        print(f"snak-runtime simulate: error: {exc.cli_message}", file=sys.stderr)
+        return None
+
+
+def _summary(config: SimulationConfig, r: SimulationResult) -> list[str]:
+    """The run's report, a line per measure; lines that do not apply to this workload left out."""
+    return [
+        f"simulated {_workload(config)} over {r.virtual_s:,.0f} s of virtual time,"
+        f" in {r.wall_s:.1f} s",
+        f"  cache           max_entries={r.max_entries}  ttl_ms={r.ttl_ms}"
+        f"  idle_ttl_ms={r.idle_ttl_ms or 'off'}  ttl_jitter={r.ttl_jitter:g}"
+        f"  eviction={r.eviction}  peak size={r.peak_size}  mean size={r.mean_size:.1f}",
+        f"  hit rate        {r.hit_rate:.1%}  ({r.hits:,} hits, {r.misses:,} misses)",
+        *_returning_lines(config, r),
+        f"  builds          {r.builds:,}  (failures {r.build_failures:,};"
+        f" build_timeout_ms={r.build_timeout_ms})",
+        f"  failed requests {r.failed_requests:,}  (their build failed)",
+        f"  peak builds/s   {r.peak_builds_per_s:,}  (in second {r.peak_builds_second:,};"
+        f" loads and rebuilds started; {config.deploy:,} agents deployed at 0 s)",
+        *_trace_lines(config, r),
+        f"  evictions       {r.evictions:,}  (capacity)",
+        f"  expirations     {r.expirations:,}  (idle: {r.idle_expirations:,})",
+        *_user_lines(config, r),
+        f"  invalidations   {r.invalidations:,}  (rebuilds {r.rebuilds:,},"
+        f" failures {r.rebuild_failures:,})",
+        f"  lease latency   p50 {r.p50_ms:.1f} ms  p99 {r.p99_ms:.1f} ms  max {r.max_ms:.1f} ms"
+        "  (virtual: waiting for builds)",
+        f"  waited          {r.waited:,} requests waited for a build"
+        f"  (refreshes {r.refreshes:,}, failed {r.refresh_failures:,})",
+        *_hot_lines(config, r),
+    ]
+
+
+def _returning_lines(config: SimulationConfig, r: SimulationResult) -> list[str]:
+    if not config.one_time_share:
+        return []
+    return [f"  returning       hit rate {r.returning_hit_rate:.1%}"
+            f"  ({r.returning_hits:,} of {r.returning_requests:,} requests for the"
+            f" {config.agents:,} returning agents; the rest were one-time agents)"]
+
+
+def _trace_lines(config: SimulationConfig, r: SimulationResult) -> list[str]:
+    if config.trace is None:
+        return []
+    return [f"  denied          {r.denied:,}  (another user's agent was cached)"]
+
+
+def _user_lines(config: SimulationConfig, r: SimulationResult) -> list[str]:
+    """Issue 19: the per-user quota, and what a burst of one user costs the others."""
+    lines = []
+    if r.max_entries_per_user is not None or config.burst_agents:
+        lines.append(f"  quota           max_entries_per_user={r.max_entries_per_user}"
+                     f"  quota evictions {r.quota_evictions:,}")
+    if config.burst_agents or config.users > 1:
+        lines.append(f"  other users     hit rate {r.other_hit_rate:.1%}  ({r.other_requests:,}"
+                     f" requests; the burst of {config.burst_agents:,} agents is not counted)")
+        lines.append(f"  mid-run window  hit rate {r.window_hit_rate:.1%}"
+                     f"  ({r.window_requests:,} requests of the other users from the middle"
+                     " on, where a burst starts)")
+    return lines
+
+
+def _hot_lines(config: SimulationConfig, r: SimulationResult) -> list[str]:
+    if not r.hot_agents:
+        return []
+    return [f"  hot agents      {r.hot_agents:,} requested at least once per "
+            f"{config.hot_window_ms or config.refresh_ahead_ms} ms: {r.hot_waited:,} of their "
+            f"{r.hot_requests:,} later requests waited"]
+
+
+def _workload(config: SimulationConfig) -> str:
+    if config.trace is not None:
+        agents = len({request.agent_id for request in config.trace})
+        return f"{len(config.trace):,} trace requests for {agents:,} agents"
+    return f"{config.requests:,} requests for {config.agents:,} agents (Zipf {config.zipf_s})"
+
+
+def _compare_policies(
+    config: SimulationConfig, policies: list[str | None], sizes: list[int | None],
+    simulate: Callable[[SimulationConfig], SimulationResult],
+) -> None:
+    """One run per (size, policy) on the same workload; miss ratio (and builds) a cell."""
+    results = {
+        (size, policy): simulate(
+            dataclasses.replace(config, max_entries=size, eviction=policy)
+        )
+        for size in sizes
+        for policy in policies
+    }
+    names = [results[(sizes[0], policy)].eviction for policy in policies]
+    print(f"miss ratio (builds) by cache size and eviction policy: {_workload(config)}")
+    print(f"  {'max_entries':>11}" + "".join(f"  {name:>20}" for name in names))
+    for size in sizes:
+        row = [results[(size, policy)] for policy in policies]
+        print(f"  {row[0].max_entries:>11}" + "".join(
+            f"  {1 - r.hit_rate:>9.1%} ({r.builds:>7,})" for r in row))
+
+
+register("simulate", Command(
+    "simulate traffic (Zipf popularity, builds, TTL, invalidations) to size the cache",
+    _run_simulate, _simulate_arguments,
+))
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subparser per registered command."""
+    parser = argparse.ArgumentParser(
+        prog="snak-runtime",
+        description="In-process cache of live agent runtimes.",
+    )
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_OneLineErrors
+    )
+    for name, command in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=command.help, description=command.help)
+        if command.add_arguments is not None:
+            command.add_arguments(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; 0 on success, 2 for a usage or configuration error."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except BrokenPipeError:
+        # The reader went away (`snak-runtime demo | head`): stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except GuardConfigError as exc:
+        # One line naming the file and the key, no traceback.
+        message = " ".join(str(exc).split())
+        print(f"snak-runtime: error: {message}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
