@@ -23,10 +23,12 @@ from ._cache import RemovalListener, _CacheRules
 from ._clock import Clock, MonotonicClock
 from ._config import (
     EVICTION_VAR,
+    INVALIDATION_MODE_VAR,
     GuardConfig,
     LimitSettings,
     ResolvedLimits,
     environment_value,
+    resolve_invalidation_mode,
     resolve_limits,
 )
 from ._disposal import DefaultDisposer, Disposer
@@ -77,6 +79,7 @@ class AgentRuntimeManager(Generic[R, A]):
         ttl_jitter_random: Random | None = None,
         eviction: str | None = None,
         max_entries_per_user: int | None = None,
+        invalidation_mode: str | None = None,
     ) -> None:
         self._guards = guards if guards is not None else GuardConfig()
         # Keyword > environment (settings, else os.environ) > default; a guard caps each.
@@ -98,6 +101,12 @@ class AgentRuntimeManager(Generic[R, A]):
             else getattr(settings, "eviction", None)
         )
         self._eviction = resolve_eviction(eviction, EVICTION_VAR, from_env)
+        mode_env = (
+            environment_value(INVALIDATION_MODE_VAR)
+            if settings is None
+            else getattr(settings, "invalidation_mode", None)
+        )
+        self._invalidation_mode = resolve_invalidation_mode(invalidation_mode, mode_env)
         self._assemble(
             clock if clock is not None else MonotonicClock(),
             disposer if disposer is not None else DefaultDisposer(),
@@ -121,6 +130,7 @@ class AgentRuntimeManager(Generic[R, A]):
             dispose_timeout_s=limits.dispose_timeout_ms / 1000,
             sweep_interval_s=limits.sweep_interval_ms / 1000,
             stale_reads=limits.stale_while_rebuilding,
+            lazy=self._invalidation_mode == "lazy",
         )
         policy = make_policy(self._eviction, limits.max_entries)
         parts: _Parts[R, A] = _Parts(timings, rules, policy, clock, disposer, logger, rand)
@@ -168,6 +178,12 @@ class AgentRuntimeManager(Generic[R, A]):
     def eviction(self) -> str:
         """The eviction policy's name (``"cost-aware"`` by default; ``"lru"``: the original)."""
         return self._eviction
+
+    @property
+    def invalidation_mode(self) -> str:
+        """``"eager"``: ``on_invalidate`` rebuilds at once (the original); ``"lazy"``: it
+        marks the entry superseded and the next read rebuilds it (README, "Run a fleet")."""
+        return self._invalidation_mode
 
     @property
     def guards(self) -> GuardConfig:
@@ -272,6 +288,10 @@ class AgentRuntimeManager(Generic[R, A]):
         and its seed replaces the entry; ``None`` evicts it; a failure, timeout or
         cancellation evicts it and is re-raised. Either way, once this returns or raises,
         no runtime older than ``cfg_version`` is handed out again.
+
+        With ``invalidation_mode="lazy"`` nothing is rebuilt here: the entry is marked
+        superseded (never served again) and the next read runs its ``rebuild()``, which that
+        read awaits (and gets the failure of); an entry that leaves first is never rebuilt.
         """
         await self._writes.on_invalidate(agent_id, cfg_version)
 

@@ -29,6 +29,7 @@ from .._config import (
     ResolvedLimits,
     environment_value,
     raise_guard_hint,
+    resolve_invalidation_mode,
     resolve_limits,
     resolve_ms,
 )
@@ -105,12 +106,14 @@ def _run_config(args: argparse.Namespace) -> int:
             BACKOFF_CAP, None, environment_value(BACKOFF_CAP.variable), collected
         )
         eviction = _eviction_line(settings.eviction, collected)
+        mode = _mode_line(settings.invalidation_mode, collected)
         fleet = _fleet_lines(container, backoff_cap, collected)
     warnings = [*limits.warnings, *collected]
     lines = [
         "snak_runtime effective limits",
         *_limit_lines(limits, backoff_cap),
         eviction,
+        mode,
         *_guard_lines(settings, guards),
         "fleet (Redis invalidation):",
         *fleet,
@@ -155,6 +158,22 @@ def _eviction_line(configured: str | None, collected: list[str]) -> str:
         collected.append(f"{option.variable}={configured!r} ignored: not an eviction policy "
                          f"(known: {', '.join(POLICY_NAMES)}); using {name!r}")
     return f"  {option.name:<18}{name:>8}   from {source}"
+
+
+def _mode_line(configured: str | None, collected: list[str]) -> str:
+    """The invalidation mode the manager would use, and where it came from."""
+    option = BY_NAME["invalidation_mode"]
+    with _library_logs_muted():
+        mode = resolve_invalidation_mode(None, configured)
+    if configured is None or not configured.strip():
+        source = "default"
+    elif configured.strip().lower() == mode:
+        source = f"{option.variable}={configured.strip()}"
+    else:
+        source = "default"
+        collected.append(f"{option.variable}={configured!r} ignored: not an invalidation mode "
+                         f"(eager, lazy); using {mode!r}")
+    return f"  {option.name:<18}{mode:>8}   from {source}"
 
 
 def _fleet_lines(
