@@ -418,10 +418,16 @@ def resolve_flag(
     return raw, f"{variable}={str(raw).lower() if text is None else text}"
 
 
-def resolve_invalidation_mode(keyword: str | None, raw: str | None) -> str:
+def resolve_invalidation_mode(keyword: str | None, settings: LimitSettings | None) -> str:
     """``"eager"`` (the original: rebuild when the invalidation arrives) or ``"lazy"``
-    (rebuild at the next read): the keyword (ValueError if unknown), else the variable's
-    text (unknown: WARNING naming it, then the default), else ``"eager"``."""
+    (rebuild at the next read): the keyword (ValueError if unknown), else the variable as
+    ``settings`` read it, or ``os.environ`` without settings (unknown: WARNING naming it,
+    then the default), else ``"eager"``."""
+    raw = (
+        environment_value(INVALIDATION_MODE_VAR)
+        if settings is None
+        else getattr(settings, "invalidation_mode", None)
+    )
     if keyword is not None:
         if keyword not in INVALIDATION_MODES:
             raise ValueError(

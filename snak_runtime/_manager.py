@@ -23,7 +23,6 @@ from ._cache import RemovalListener, _CacheRules
 from ._clock import Clock, MonotonicClock
 from ._config import (
     EVICTION_VAR,
-    INVALIDATION_MODE_VAR,
     GuardConfig,
     LimitSettings,
     ResolvedLimits,
@@ -95,18 +94,10 @@ class AgentRuntimeManager(Generic[R, A]):
             ttl_jitter=ttl_jitter,
             max_entries_per_user=max_entries_per_user,
         )
-        from_env = (
-            environment_value(EVICTION_VAR)
-            if settings is None
-            else getattr(settings, "eviction", None)
-        )
+        from_env = (environment_value(EVICTION_VAR) if settings is None
+                    else getattr(settings, "eviction", None))
         self._eviction = resolve_eviction(eviction, EVICTION_VAR, from_env)
-        mode_env = (
-            environment_value(INVALIDATION_MODE_VAR)
-            if settings is None
-            else getattr(settings, "invalidation_mode", None)
-        )
-        self._invalidation_mode = resolve_invalidation_mode(invalidation_mode, mode_env)
+        self._invalidation_mode = resolve_invalidation_mode(invalidation_mode, settings)
         self._assemble(
             clock if clock is not None else MonotonicClock(),
             disposer if disposer is not None else DefaultDisposer(),
@@ -129,8 +120,7 @@ class AgentRuntimeManager(Generic[R, A]):
             build_timeout_s=limits.build_timeout_ms / 1000,
             dispose_timeout_s=limits.dispose_timeout_ms / 1000,
             sweep_interval_s=limits.sweep_interval_ms / 1000,
-            stale_reads=limits.stale_while_rebuilding,
-            lazy=self._invalidation_mode == "lazy",
+            stale_reads=limits.stale_while_rebuilding, lazy=self._invalidation_mode == "lazy",
         )
         policy = make_policy(self._eviction, limits.max_entries)
         parts: _Parts[R, A] = _Parts(timings, rules, policy, clock, disposer, logger, rand)
@@ -180,9 +170,7 @@ class AgentRuntimeManager(Generic[R, A]):
         return self._eviction
 
     @property
-    def invalidation_mode(self) -> str:
-        """``"eager"``: ``on_invalidate`` rebuilds at once (the original); ``"lazy"``: it
-        marks the entry superseded and the next read rebuilds it (README, "Run a fleet")."""
+    def invalidation_mode(self) -> str:  # "eager": rebuild at once; "lazy": at the next read
         return self._invalidation_mode
 
     @property
@@ -287,11 +275,7 @@ class AgentRuntimeManager(Generic[R, A]):
         rebuilt. Otherwise the entry's ``rebuild()`` runs (bounded by ``build_timeout_ms``)
         and its seed replaces the entry; ``None`` evicts it; a failure, timeout or
         cancellation evicts it and is re-raised. Either way, once this returns or raises,
-        no runtime older than ``cfg_version`` is handed out again.
-
-        With ``invalidation_mode="lazy"`` nothing is rebuilt here: the entry is marked
-        superseded (never served again) and the next read runs its ``rebuild()``, which that
-        read awaits (and gets the failure of); an entry that leaves first is never rebuilt.
+        no runtime older than ``cfg_version`` is handed out again (lazy: its next read rebuilds).
         """
         await self._writes.on_invalidate(agent_id, cfg_version)
 
