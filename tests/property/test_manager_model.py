@@ -769,7 +769,7 @@ class ManagerMachine(RuleBasedStateMachine):
         self.invalidate(agent_id, event_version, outcome, rebuilt_version, "u1", None)
         if lease:
             opened = self.lease_enter(agent_id, reader, "none", 1, "u1")
-            if opened is not None:
+            if isinstance(opened, OpenLease):
                 self.exit_lease(opened)
         else:
             self.acquire(agent_id, reader, False)
