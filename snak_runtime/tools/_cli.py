@@ -29,6 +29,7 @@ from .._config import (
     ResolvedLimits,
     environment_value,
     raise_guard_hint,
+    resolve_invalidation_mode,
     resolve_limits,
     resolve_ms,
 )
@@ -105,13 +106,20 @@ def _run_config(args: argparse.Namespace) -> int:
         backoff_cap = resolve_ms(
             BACKOFF_CAP, None, environment_value(BACKOFF_CAP.variable), collected
         )
-        eviction = _eviction_line(settings.eviction, collected)
+        eviction = _name_line(
+            "eviction", settings.eviction, resolve_eviction(None, "", settings.eviction),
+            f"an eviction policy (known: {', '.join(POLICY_NAMES)})", collected)
+        mode = _name_line(
+            "invalidation_mode", settings.invalidation_mode,
+            resolve_invalidation_mode(None, settings), "an invalidation mode (eager, lazy)",
+            collected)
         fleet = _fleet_lines(container, backoff_cap, collected)
     warnings = [*limits.warnings, *collected]
     lines = [
         "snak_runtime effective limits",
         *_limit_lines(limits, backoff_cap),
         eviction,
+        mode,
         *_guard_lines(settings, guards),
         "fleet (Redis invalidation):",
         *fleet,
@@ -143,19 +151,20 @@ def _limit_lines(limits: ResolvedLimits, backoff_cap: tuple[int, str]) -> list[s
     ]
 
 
-def _eviction_line(configured: str | None, collected: list[str]) -> str:
-    """The eviction policy the manager would use, and where the name came from."""
-    option = BY_NAME["eviction"]
-    name = resolve_eviction(None, option.variable, configured)
+def _name_line(name: str, configured: str | None, resolved: str, known: str,
+               collected: list[str]) -> str:
+    """A named choice (eviction policy, invalidation mode) the manager would use, and where
+    it came from; ``known`` completes the warning's "not ..." for a name it does not know."""
+    option = BY_NAME[name]
     if configured is None or not configured.strip():
         source = "default"
-    elif configured.strip().lower() == name:
+    elif configured.strip().lower() == resolved:
         source = f"{option.variable}={configured.strip()}"
     else:
         source = "default"
-        collected.append(f"{option.variable}={configured!r} ignored: not an eviction policy "
-                         f"(known: {', '.join(POLICY_NAMES)}); using {name!r}")
-    return f"  {option.name:<18}{name:>8}   from {source}"
+        collected.append(f"{option.variable}={configured!r} ignored: not {known}; "
+                         f"using {resolved!r}")
+    return f"  {option.name:<18}{resolved:>8}   from {source}"
 
 
 def _fleet_lines(
