@@ -19,8 +19,8 @@ every node to serve its hot agents. Per level it prints:
 - publish -> applied latency p50/p99 over every (subscriber, message): from just before
   ``PUBLISH`` to ``on_invalidate`` returning, both on this machine's wall clock;
 - rebuilds per invalidation across the fleet: every node caching the agent rebuilds it in
-  eager mode (lazy: only those that serve it again; that mode lands with the manager's lazy
-  invalidation, see ``MODES``);
+  eager mode; in lazy mode (``--mode lazy``) only those that serve it again, once for all the
+  invalidations before that read;
 - the fleet's CPU per delivery (the workers' process time over the batch, over publishes x
   subscribers): what one message costs each subscriber;
 - the server's CPU per publish: its CPU time (``/proc/<pid>/task/*/schedstat``, nanoseconds;
@@ -62,12 +62,10 @@ from snak_runtime.invalidation import InvalidationSubscriber, encode_message  # 
 
 CHANNEL = "agent_cfg_invalidate"
 SERVE_EVERY = 10  # publishes between two "serve" rounds
-LAZY_NA = "n/a (lands with the manager's lazy mode)"
-
-# The manager keywords of each invalidation mode. Lazy mode, once the manager has it, is one
-# line here: "lazy": {"invalidation_mode": "lazy"},
+# The manager keywords of each invalidation mode.
 MODES: dict[str, dict[str, Any]] = {
     "eager": {},
+    "lazy": {"invalidation_mode": "lazy"},
 }
 
 
@@ -359,7 +357,7 @@ def _spread(total: int, parts: int) -> list[int]:
 
 def _row(r: dict[str, Any], mode: str) -> str:
     eager = f"{r['rebuilds_per_inv']:.1f}" if mode == "eager" else "-"
-    lazy = f"{r['rebuilds_per_inv']:.1f}" if mode == "lazy" else LAZY_NA
+    lazy = f"{r['rebuilds_per_inv']:.1f}" if mode == "lazy" else "-"
     return (
         f"| {r['subscribers']:>11} | {r['publishes']:>9} | {r['p50']:>7.1f} | {r['p99']:>7.1f} "
         f"| {r['us_per_publish']:>12.1f} | {r['us_per_publish_ticks']:>10.0f} "

@@ -86,7 +86,8 @@ class _Cache(Generic[R, A]):
         self._log = log
         self._idle_ticks = rules.idle_ms * rules.ticks_per_ms
         self._store: _Store[R, A] = _Store(
-            self._removed, orphaned, policy, idle_ticks=self._idle_ticks
+            self._removed, orphaned, policy, idle_ticks=self._idle_ticks,
+            on_saved=stats.rebuild_saved,
         )
         self.current = self._store.current  # never reassigned: the hot path aliases it
         self.detached = self._store.detached
@@ -137,7 +138,25 @@ class _Cache(Generic[R, A]):
 
     def is_live(self, gen: _Generation[R, A], now: int) -> bool:
         """Whether the current ``gen`` is live at ``now`` (nothing removed, nothing bumped)."""
-        return now < gen.expires_at or self._store.cause(gen, now) is None
+        return now < gen.expires_at or (
+            not gen.superseded and self._store.cause(gen, now) is None
+        )
+
+    def superseded(self, agent_id: str) -> _Generation[R, A] | None:
+        """``agent_id``'s current generation if a lazy invalidation superseded it and its TTL
+        has not passed (then its ``rebuild()`` is what the next read runs)."""
+        gen = self.current.get(agent_id)
+        if gen is None or not gen.superseded or self._now() >= gen.deadline:
+            return None
+        return gen
+
+    def supersede(self, gen: _Generation[R, A], cfg_version: int) -> None:
+        """Lazy invalidation: ``gen`` is never served again; the next read rebuilds it for
+        ``cfg_version`` (or the highest version asked for meanwhile, kept in ``ceiling``)."""
+        gen.superseded = True
+        gen.expires_at = 0  # fails the hot path's expiry test: every read goes slow
+        if cfg_version > gen.ceiling:
+            gen.ceiling = cfg_version
 
     def owns(self, agent: object) -> bool:
         return self._store.owns(agent)
@@ -157,9 +176,17 @@ class _Cache(Generic[R, A]):
         return order
 
     def version_view(self) -> dict[str, int]:
-        """Each live entry's ``cfg_version``."""
+        """Each live entry's ``cfg_version``, and for an entry a lazy invalidation superseded
+        (unexpired) the version its rebuild must reach: a resync comparing versions does
+        not invalidate it again for what it already waits to rebuild."""
         now = self._now()
-        return {a: g.cfg_version for a, g in self.current.items() if self.is_live(g, now)}
+        view = {}
+        for agent_id, gen in self.current.items():
+            if self.is_live(gen, now):
+                view[agent_id] = gen.cfg_version
+            elif gen.superseded and now < gen.deadline:
+                view[agent_id] = gen.ceiling
+        return view
 
     def user_index(self) -> dict[str, set[str]]:
         """The agent ids of each user (built on first use)."""
@@ -307,7 +334,7 @@ class _Cache(Generic[R, A]):
         if now >= gen.expires_at:
             cause = self._store.cause(gen, now)
             if cause is None:  # an idle bound or the refresh window, not the TTL, had passed
-                return gen
+                return None if gen.superseded else gen  # (superseded: for its rebuild)
             if gen.pins == 0:
                 self._store.detach(gen, cause)
             return None
@@ -353,7 +380,7 @@ class _Cache(Generic[R, A]):
                 self._drained.set()
             return
         live = now < gen.deadline  # (``expires_at`` may be refresh-ahead's threshold)
-        if live and type(gen) is _IdleGeneration:
+        if live and type(gen) is _IdleGeneration and not gen.superseded:
             # in use until now, so never idle: its idle time starts here, and the hot
             # path's bound moves with it (an open refresh window stays)
             gen.last_used = now

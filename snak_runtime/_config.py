@@ -50,6 +50,8 @@ STALE_WHILE_REBUILDING_VAR = "AGENT_RUNTIME_CACHE_STALE_WHILE_REBUILDING"
 IDLE_TTL_MS_VAR = "AGENT_RUNTIME_CACHE_IDLE_TTL_MS"
 TTL_JITTER_VAR = "AGENT_RUNTIME_CACHE_TTL_JITTER"
 MAX_ENTRIES_PER_USER_VAR = "AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER"
+INVALIDATION_MODE_VAR = "AGENT_RUNTIME_CACHE_INVALIDATION_MODE"
+INVALIDATION_MODES: Final = ("eager", "lazy")
 
 LimitSettings = CacheValues
 """What the resolution reads: each cache option's typed value or None (``RuntimeCacheSettings``
@@ -414,3 +416,31 @@ def resolve_flag(
     if raw is None:
         return False, "default"
     return raw, f"{variable}={str(raw).lower() if text is None else text}"
+
+
+def resolve_invalidation_mode(keyword: str | None, settings: LimitSettings | None) -> str:
+    """``"eager"`` (the original: rebuild when the invalidation arrives) or ``"lazy"``
+    (rebuild at the next read): the keyword (ValueError if unknown), else the variable as
+    ``settings`` read it, or ``os.environ`` without settings (unknown: WARNING naming it,
+    then the default), else ``"eager"``."""
+    raw = (
+        environment_value(INVALIDATION_MODE_VAR)
+        if settings is None
+        else getattr(settings, "invalidation_mode", None)
+    )
+    if keyword is not None:
+        if keyword not in INVALIDATION_MODES:
+            raise ValueError(
+                f"invalidation_mode must be 'eager' or 'lazy', got {keyword!r}"
+            )
+        return keyword
+    if raw is None or not raw.strip():
+        return "eager"
+    mode = raw.strip().lower()
+    if mode not in INVALIDATION_MODES:
+        logger.warning(
+            "%s=%r ignored: not an invalidation mode (eager, lazy); using 'eager'",
+            INVALIDATION_MODE_VAR, raw,
+        )
+        return "eager"
+    return mode

@@ -33,6 +33,7 @@ class _Generation(RuntimeLease[R, A]):
         "loose_pins",
         "rebuild",
         "refresh_at",
+        "superseded",
     )
 
     def __init__(self, seed: RuntimeSeed[R, A], expires_at: int, installed_at: int = 0) -> None:
@@ -60,6 +61,10 @@ class _Generation(RuntimeLease[R, A]):
         self.current = True  # the map's entry for its agent id
         self.in_expiry = True  # still queued in the expiry FIFO or heap
         self.finished = False  # agent reference given up (disposed or handed on)
+        # Lazy invalidation: an invalidation found it older; never served again, its
+        # ``rebuild()`` runs at the next read (to reach ``ceiling``). ``expires_at`` is 0
+        # meanwhile, so the hot path's expiry test sends every read to the slow path.
+        self.superseded = False
 
     @property
     def pins(self) -> int:

@@ -5,6 +5,11 @@ generation for each waiter before waking it. The counting rules live here: a wai
 counted once, when it leaves the load (a miss, or a denial when the built entry is not
 its user's), whether it is resolved, failed or cancelled; each waiter's pin is taken by
 the cache's ``pin_waiter``.
+
+Lazy invalidation: a load that finds, at its turn, the entry superseded by a lazy
+invalidation runs that entry's ``rebuild()`` (``_Writes.rebuild_superseded``) instead of a
+build: the reads that found it superseded start or join that load (``lazy``), so they share
+one rebuild, and a rebuild whose last waiter left is cancelled as a build is.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Generic, TypeVar, final
 
@@ -27,6 +33,9 @@ from ._stats import RemovalCause, _StatsCounter
 R = TypeVar("R")
 A = TypeVar("A")
 
+# _Writes.rebuild_superseded: a superseded entry's rebuild in a load's turn.
+RebuildSuperseded = Callable[[_Generation[Any, Any], _Turn], Awaitable[Any]]
+
 
 @final
 class _Load(Generic[R, A]):
@@ -36,14 +45,20 @@ class _Load(Generic[R, A]):
     tail of that id's queue is the one a newcomer joins.
     """
 
-    __slots__ = ("abandoned", "agent_id", "build", "build_ms", "task", "turn", "waiters")
+    __slots__ = (
+        "abandoned", "agent_id", "build", "build_ms", "lazy", "task", "turn", "waiters",
+    )
 
-    def __init__(self, agent_id: str, build: Build[R, A], turn: _Turn) -> None:
+    def __init__(
+        self, agent_id: str, build: Build[R, A] | None, turn: _Turn, lazy: bool = False
+    ) -> None:
         self.abandoned = False  # its last waiter left and cancelled it: nobody may join it
         self.agent_id = agent_id
-        self.build = build
+        self.build = build  # None: a lazy rebuild's load, started by a read without build
+        self.lazy = lazy  # started for an entry a lazy invalidation superseded
         self.turn = turn
-        self.waiters: list[tuple[str | None, asyncio.Future[_Generation[R, A]]]] = []
+        # (user id, future, whether its pin is an acquire's)
+        self.waiters: list[tuple[str | None, asyncio.Future[_Generation[R, A]], bool]] = []
         self.task: asyncio.Task[None] | None = None
         self.build_ms: float | None = None  # how long the build took, once it ended
 
@@ -60,7 +75,10 @@ class _Loads(Generic[R, A]):
         binding: _Binding,
         stats: _StatsCounter,
         log: logging.Logger,
+        *,
+        rebuild: RebuildSuperseded,
     ) -> None:
+        self._rebuild = rebuild
         self._cache = cache
         self._turns = turns
         self._calls = calls
@@ -82,29 +100,34 @@ class _Loads(Generic[R, A]):
         return [load.task for load in self._in_flight.values() if load.task is not None]
 
     # departure: the original had no loader; every caller that missed built its own runtime.
-    def start(self, agent_id: str, build: Build[R, A]) -> _Load[R, A]:
+    def start(
+        self, agent_id: str, build: Build[R, A] | None, *, lazy: bool = False
+    ) -> _Load[R, A]:
         turn = self._turns.enqueue(agent_id, self._binding.running_loop())
-        load: _Load[R, A] = _Load(agent_id, build, turn)
+        load: _Load[R, A] = _Load(agent_id, build, turn, lazy)
         self._in_flight[agent_id] = load
         load.task = self._binding.running_loop().create_task(self._run_load(load))
         return load
 
-    def joinable(self, load: _Load[R, A], build: Build[R, A]) -> _Load[R, A]:
+    def joinable(self, load: _Load[R, A], build: Build[R, A] | None) -> _Load[R, A]:
         """``load``, unless its last waiter just left and cancelled it (it has not ended yet):
         then a fresh load queued behind it, so that a newcomer never inherits a
         cancellation it did not ask for (issue 9)."""
         if load.abandoned:
-            return self.start(load.agent_id, build)
+            return self.start(load.agent_id, build or load.build, lazy=load.lazy)
         return load
 
-    async def join(self, load: _Load[R, A], user_id: str | None) -> _Generation[R, A]:
+    async def join(
+        self, load: _Load[R, A], user_id: str | None, *, loose: bool = False
+    ) -> _Generation[R, A]:
         """Wait for ``load``; it pins the generation for this waiter before waking it.
 
         The waiter is counted when it leaves the load: a miss (resolved, failed or
-        cancelled), or a denial when the built entry is another user's.
+        cancelled), or a denial when the built entry is another user's. ``loose``: the pin
+        is an ``acquire``'s (``release(agent_id)`` gives it back).
         """
         fut: asyncio.Future[_Generation[R, A]] = self._binding.running_loop().create_future()
-        entry = (user_id, fut)
+        entry = (user_id, fut, loose)
         load.waiters.append(entry)
         try:
             return await fut
@@ -118,7 +141,10 @@ class _Loads(Generic[R, A]):
                     load.task.cancel()  # nobody wants the result any more
             elif fut.exception() is None:
                 gen = fut.result()  # pinned for us just as we were cancelled
-                gen.lease_pins -= 1
+                if loose:
+                    gen.loose_pins -= 1
+                else:
+                    gen.lease_pins -= 1
                 self._cache.unpinned(gen)
             raise
 
@@ -131,7 +157,15 @@ class _Loads(Generic[R, A]):
             if self._binding.closed:
                 raise RuntimeManagerClosed("the runtime manager is closed")
             gen = self._cache.live(agent_id)
-            if gen is None:
+            stale = None if gen is not None else self._cache.superseded(agent_id)
+            if stale is not None:
+                # a lazy invalidation superseded it: its own rebuild() (a load's build too)
+                gen = await self._rebuild(stale, turn)
+                if gen is None:
+                    raise RuntimeNotCached(agent_id, "its rebuild returned None")
+            elif gen is None and load.build is None:
+                raise RuntimeNotCached(agent_id)  # a lazy read's load: the entry left meanwhile
+            elif gen is None:
                 turn.discards = None  # only an evict_user from now on concerns this build
                 seed = await self._call_build(load)
                 if discarded(turn, seed):
@@ -147,7 +181,7 @@ class _Loads(Generic[R, A]):
                 if self._binding.closed
                 else exc
             )
-            for _, fut in load.waiters:
+            for _, fut, _ in load.waiters:
                 if not fut.done():
                     self._stats.misses += 1
                     if isinstance(failure, asyncio.CancelledError):
@@ -166,12 +200,14 @@ class _Loads(Generic[R, A]):
 
     async def _call_build(self, load: _Load[R, A]) -> RuntimeSeed[R, A]:
         agent_id = load.agent_id
+        build = load.build
+        assert build is not None
         self._stats.loads += 1
         started = time.perf_counter()
         started_ms = self._cache.clock_ms()
         try:
             seed = await self._calls.run(
-                "build", agent_id, partial(load.build, agent_id), load.turn
+                "build", agent_id, partial(build, agent_id), load.turn
             )
         except BaseException as exc:
             self._stats.load_failures += 1
@@ -195,7 +231,7 @@ class _Loads(Generic[R, A]):
 
     def _resolve_waiters(self, load: _Load[R, A], gen: _Generation[R, A]) -> None:
         stats = self._stats
-        for user_id, fut in load.waiters:
+        for user_id, fut, loose in load.waiters:
             if fut.done():
                 continue
             if user_id is not None and user_id != gen._user_id:
@@ -203,6 +239,6 @@ class _Loads(Generic[R, A]):
                 fut.set_exception(RuntimeNotCached(load.agent_id))
                 continue
             stats.misses += 1
-            self._cache.pin_waiter(gen)
+            self._cache.pin_waiter(gen, loose=loose)
             fut.set_result(gen)
         load.waiters.clear()

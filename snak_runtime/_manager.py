@@ -27,6 +27,7 @@ from ._config import (
     LimitSettings,
     ResolvedLimits,
     environment_value,
+    resolve_invalidation_mode,
     resolve_limits,
 )
 from ._disposal import DefaultDisposer, Disposer
@@ -77,6 +78,7 @@ class AgentRuntimeManager(Generic[R, A]):
         ttl_jitter_random: Random | None = None,
         eviction: str | None = None,
         max_entries_per_user: int | None = None,
+        invalidation_mode: str | None = None,
     ) -> None:
         self._guards = guards if guards is not None else GuardConfig()
         # Keyword > environment (settings, else os.environ) > default; a guard caps each.
@@ -92,12 +94,10 @@ class AgentRuntimeManager(Generic[R, A]):
             ttl_jitter=ttl_jitter,
             max_entries_per_user=max_entries_per_user,
         )
-        from_env = (
-            environment_value(EVICTION_VAR)
-            if settings is None
-            else getattr(settings, "eviction", None)
-        )
+        from_env = (environment_value(EVICTION_VAR) if settings is None
+                    else getattr(settings, "eviction", None))
         self._eviction = resolve_eviction(eviction, EVICTION_VAR, from_env)
+        self._invalidation_mode = resolve_invalidation_mode(invalidation_mode, settings)
         self._assemble(
             clock if clock is not None else MonotonicClock(),
             disposer if disposer is not None else DefaultDisposer(),
@@ -120,7 +120,7 @@ class AgentRuntimeManager(Generic[R, A]):
             build_timeout_s=limits.build_timeout_ms / 1000,
             dispose_timeout_s=limits.dispose_timeout_ms / 1000,
             sweep_interval_s=limits.sweep_interval_ms / 1000,
-            stale_reads=limits.stale_while_rebuilding,
+            stale_reads=limits.stale_while_rebuilding, lazy=self._invalidation_mode == "lazy",
         )
         policy = make_policy(self._eviction, limits.max_entries)
         parts: _Parts[R, A] = _Parts(timings, rules, policy, clock, disposer, logger, rand)
@@ -168,6 +168,10 @@ class AgentRuntimeManager(Generic[R, A]):
     def eviction(self) -> str:
         """The eviction policy's name (``"cost-aware"`` by default; ``"lru"``: the original)."""
         return self._eviction
+
+    @property
+    def invalidation_mode(self) -> str:  # "eager": rebuild at once; "lazy": at the next read
+        return self._invalidation_mode
 
     @property
     def guards(self) -> GuardConfig:
@@ -271,7 +275,7 @@ class AgentRuntimeManager(Generic[R, A]):
         rebuilt. Otherwise the entry's ``rebuild()`` runs (bounded by ``build_timeout_ms``)
         and its seed replaces the entry; ``None`` evicts it; a failure, timeout or
         cancellation evicts it and is re-raised. Either way, once this returns or raises,
-        no runtime older than ``cfg_version`` is handed out again.
+        no runtime older than ``cfg_version`` is handed out again (lazy: its next read rebuilds).
         """
         await self._writes.on_invalidate(agent_id, cfg_version)
 

@@ -66,8 +66,8 @@ def _infos(
     make = _fast_entry_info
     out = []
     for gen in gens:
-        if now >= gen.expires_at and cause(gen, now) is not None:
-            continue  # expired (or idle: issue 16)
+        if now >= gen.expires_at and (gen.superseded or cause(gen, now) is not None):
+            continue  # expired (or idle: issue 16), or superseded by a lazy invalidation
         # ``expires_at`` is the hot path's early bound (idle expiry, refresh-ahead): when the
         # entry itself expires is its TTL, or while unused the earlier of that and its idle
         # deadline

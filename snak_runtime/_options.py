@@ -206,6 +206,10 @@ OPTIONS: Final[tuple[Option, ...]] = (
            "AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER", "int", None, _MAX_PER_USER_KEY,
            "entries", "the per-user quota (unset: none)", "max_entries_per_user",
            "--max-entries-per-user", minimum=1),
+    Option("invalidation_mode", "invalidation_mode", "AGENT_RUNTIME_CACHE_INVALIDATION_MODE",
+           "str", "eager", None, "name",
+           "eager: rebuild on invalidation; lazy: on the next read of the agent",
+           "invalidation_mode"),
     # The fleet (CONTRACT §11): a malformed value fails start-up naming the variable (§12).
     Option("redis_url", None, "REDIS_URL", "secret", None, None, "url",
            "the Redis to subscribe to; wins over REDIS_HOST/PORT/PASSWORD/DB",
@@ -309,6 +313,7 @@ class CacheValues:
     ttl_jitter: float | None = None
     eviction: str | None = None
     max_entries_per_user: int | None = None
+    invalidation_mode: str | None = None
 
 
 def rejected_environment(values: object) -> tuple[Rejection, ...]:

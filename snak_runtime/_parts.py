@@ -50,6 +50,7 @@ class _Timings:
     dispose_timeout_s: float
     sweep_interval_s: float
     stale_reads: bool  # reads are served the cached entry while an invalidation rebuilds
+    lazy: bool = False  # lazy invalidation: the next read rebuilds a superseded entry
 
 
 @final
@@ -98,13 +99,14 @@ class _Parts(Generic[R, A]):
             cache, turns, calls, binding, stats, part_logger(logger, "snak_runtime._refresh"),
             enabled=refresh_on,
         )
-        self.loads: _Loads[R, A] = _Loads(
-            cache, turns, calls, binding, stats, part_logger(logger, "snak_runtime._loads")
-        )
         self.writes: _Writes[R, A] = _Writes(
             cache, turns, calls, binding, stats, part_logger(logger, "snak_runtime._writes"),
             stale_reads=stale, on_write=self.refreshes.supersede if refresh_on else None,
-            on_user_evicted=self.refreshes.discard_user,
+            on_user_evicted=self.refreshes.discard_user, lazy=timings.lazy,
+        )
+        self.loads: _Loads[R, A] = _Loads(
+            cache, turns, calls, binding, stats, part_logger(logger, "snak_runtime._loads"),
+            rebuild=self.writes.rebuild_superseded,
         )
         self.reads: _SlowReads[R, A] = _SlowReads(
             cache, turns, self.loads, self.refreshes, binding, stats, stale_reads=stale

@@ -1,5 +1,11 @@
 """The slow read path: reads that are not a plain hit (an operation in flight for the id,
-a miss, an expired entry, another user's entry). The facade's hot path hands these over."""
+a miss, an expired entry, another user's entry, an entry a lazy invalidation superseded).
+The facade's hot path hands these over.
+
+A superseded entry has ``expires_at`` 0, so the hot path's expiry test sends its reads here
+without a test of its own; here they start or join the single-flight load that runs its
+``rebuild()`` (``_loads``), whatever ``stale_while_rebuilding`` says: nothing older than
+the invalidation is served."""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from ._cache import _Cache, _Denied
 from ._errors import RuntimeNotCached
 from ._generation import _Generation
 from ._keyed import _KeyedTurns
-from ._loads import _Loads
+from ._loads import _Load, _Loads
 from ._refresh import _Refreshes
 from ._seed import Build
 from ._stats import _StatsCounter
@@ -53,7 +59,16 @@ class _SlowReads(Generic[R, A]):
             # contract §6 promises, not the runtime it is replacing (issue 23)
             self._turns.check_reentry(agent_id, self._binding.loop)
             if self._must_wait(agent_id):
+                load = self._lazy_load_at_tail(agent_id)
+                if load is not None:
+                    return await self._acquire_lazily(load, user_id)
                 await self._wait_in_line(agent_id)
+        stale = self._cache.superseded(agent_id)
+        if stale is not None:
+            if user_id is not None and user_id != stale._user_id:
+                self._stats.denied += 1  # not rebuilt for a read it would be refused to
+                return None
+            return await self._acquire_lazily(self._loads.start(agent_id, None, lazy=True), user_id)
         if self._refreshes and await self._refreshes.join(agent_id):
             if agent_id in self._queues:  # something else started meanwhile: as any read
                 return await self.acquire(agent_id, user_id)
@@ -73,6 +88,24 @@ class _SlowReads(Generic[R, A]):
             gen.loose_pins += 1
             self._refreshes.maybe_refresh(gen)
         return gen
+
+    def _lazy_load_at_tail(self, agent_id: str) -> _Load[R, A] | None:
+        """The lazy rebuild last in ``agent_id``'s queue, which a read joins (one rebuild for
+        every read of a superseded entry), or None."""
+        load = self._loads.get(agent_id)
+        if load is None or not load.lazy or load.turn is not self._turns.tail(agent_id):
+            return None
+        return self._loads.joinable(load, None)
+
+    async def _acquire_lazily(
+        self, load: _Load[R, A], user_id: str | None
+    ) -> _Generation[R, A] | None:
+        """An acquire waits for the lazy rebuild ``load``: its failure propagates, as a
+        failed build's does to a lease; no entry after it (None, or another user's): None."""
+        try:
+            return await self._loads.join(load, user_id, loose=True)
+        except RuntimeNotCached:
+            return None
 
     def _must_wait(self, agent_id: str) -> bool:
         """Whether a read must wait for what is in flight for ``agent_id``: always, unless
@@ -104,7 +137,7 @@ class _SlowReads(Generic[R, A]):
             # Something is in flight for this id: join a load at the tail, or wait in line.
             tail = self._turns.tail(agent_id)
             load = self._loads.get(agent_id)
-            if build is not None and load is not None and load.turn is tail:
+            if load is not None and load.turn is tail and (build is not None or load.lazy):
                 return await self._loads.join(self._loads.joinable(load, build), user_id)
             await self._turns.wait_for_tail(agent_id, self._binding.running_loop())
             self._binding.refuse_if_closed()
@@ -135,7 +168,14 @@ class _SlowReads(Generic[R, A]):
     async def _lease_miss(
         self, agent_id: str, user_id: str | None, build: Build[R, A] | None
     ) -> _Generation[R, A]:
-        """A lease found nothing: load it (the load counts its miss), or count it and raise."""
+        """A lease found nothing: load it (the load counts its miss), or count it and raise.
+        An entry a lazy invalidation superseded is rebuilt by that load, ``build`` or not."""
+        stale = self._cache.superseded(agent_id)
+        if stale is not None:
+            if user_id is not None and user_id != stale._user_id:
+                self._stats.denied += 1  # not rebuilt for a read it would be refused to
+                raise RuntimeNotCached(agent_id)
+            return await self._loads.join(self._loads.start(agent_id, build, lazy=True), user_id)
         if build is None:
             self._stats.misses += 1
             raise RuntimeNotCached(agent_id)

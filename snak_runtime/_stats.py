@@ -41,7 +41,10 @@ class CacheStats:
     ``evictions`` counts capacity removals only, ``expirations`` TTL expiries only,
     ``idle_expirations`` idle expiries (the idle TTL) and ``quota_evictions`` the per-user
     quota's (cause ``quota``); ``removals`` counts every cause.
-    ``rebuilds`` counts the ``rebuild()`` calls of ``on_invalidate``; ``refreshes`` those of
+    ``rebuilds`` counts the ``rebuild()`` calls of ``on_invalidate`` (with lazy invalidation,
+    those of the reads that found an entry superseded); ``rebuilds_saved`` the entries a lazy
+    invalidation superseded that left (expired, evicted) before any read rebuilt them;
+    ``refreshes`` those of
     refresh-ahead (its window), and ``refresh_failures`` the refreshes that raised,
     timed out, were cancelled or returned a seed that could not be installed.
     ``load_time_ms`` / ``rebuild_time_ms`` are the total wall time spent in ``build`` /
@@ -72,6 +75,7 @@ class CacheStats:
     load_duration_buckets: tuple[int, ...] = ()
     """Non-cumulative counts of build durations per ``DURATION_BUCKETS_MS`` bound, +Inf last."""
     rebuild_duration_buckets: tuple[int, ...] = ()
+    rebuilds_saved: int = 0
 
     @property
     def requests(self) -> int:
@@ -104,6 +108,7 @@ class _StatsCounter:
         "rebuild_failures",
         "rebuild_time_ms",
         "rebuilds",
+        "rebuilds_saved",
         "refresh_failures",
         "refreshes",
         "removals",
@@ -124,6 +129,7 @@ class _StatsCounter:
         self.invalidations = 0
         self.rebuilds = 0
         self.rebuild_failures = 0
+        self.rebuilds_saved = 0
         self.refreshes = 0
         self.refresh_failures = 0
         self.disposals = 0
@@ -148,6 +154,10 @@ class _StatsCounter:
     def record_rebuild_time(self, ms: float) -> None:
         self.rebuild_time_ms += ms
         self.rebuild_buckets[bisect_left(DURATION_BUCKETS_MS, ms)] += 1
+
+    def rebuild_saved(self) -> None:
+        """A generation a lazy invalidation superseded left the map before any read."""
+        self.rebuilds_saved += 1
 
     def record_removal(self, cause: RemovalCause) -> None:
         self.removals[cause] += 1
@@ -178,4 +188,5 @@ class _StatsCounter:
             removals=MappingProxyType({str(c): n for c, n in removals.items()}),
             load_duration_buckets=tuple(self.load_buckets),
             rebuild_duration_buckets=tuple(self.rebuild_buckets),
+            rebuilds_saved=self.rebuilds_saved,
         )

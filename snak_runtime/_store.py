@@ -74,6 +74,7 @@ class _Store(Generic[R, A]):
         "current",
         "detached",
         "idle_ticks",
+        "on_saved",
         "policy",
     )
 
@@ -84,7 +85,9 @@ class _Store(Generic[R, A]):
         policy: EvictionPolicy | None = None,
         *,
         idle_ticks: int = 0,
+        on_saved: Callable[[], None] = lambda: None,
     ) -> None:
+        self.on_saved = on_saved  # a superseded generation left unread (rebuilds_saved)
         self.current: dict[str, _Generation[R, A]] = {}
         self.idle_ticks = idle_ticks  # 0: idle expiry off
         self._idle_heap: list[tuple[int, int, _Generation[R, A]]] = []
@@ -175,6 +178,9 @@ class _Store(Generic[R, A]):
         names the cause (the TTL on a tie).
         """
         deadline = gen.deadline
+        if gen.superseded:
+            # lazy invalidation: never idle, and its ``expires_at`` (0) must stay put
+            return RemovalCause.EXPIRED if now >= deadline else None
         if not isinstance(gen, _IdleGeneration):
             # (before the deadline, ``expires_at`` was refresh-ahead's ``refresh_at``: kept)
             return RemovalCause.EXPIRED if now >= deadline else None
@@ -204,6 +210,9 @@ class _Store(Generic[R, A]):
         agent_id = gen._agent_id
         del self.current[agent_id]
         gen.current = False
+        if gen.superseded:  # left before any read asked for its lazy rebuild
+            gen.superseded = False
+            self.on_saved()
         by_user = self.by_user
         if by_user is not None:
             ids = by_user[gen._user_id]

@@ -60,6 +60,7 @@ class _Writes(Generic[R, A]):
         stale_reads: bool,
         on_write: Observer | None,
         on_user_evicted: Observer,
+        lazy: bool = False,
     ) -> None:
         self._cache = cache
         self._current = cache.current
@@ -73,6 +74,7 @@ class _Writes(Generic[R, A]):
         self._stale_reads = stale_reads  # reads are served the cached entry while rebuilding
         self._on_write = on_write
         self._on_user_evicted = on_user_evicted
+        self._lazy = lazy  # on_invalidate supersedes; the next read rebuilds (_loads)
         self._rebuilds: set[asyncio.Task[Any]] = set()  # their turns hold the ids
 
     def tasks(self) -> list[asyncio.Task[Any]]:
@@ -101,6 +103,15 @@ class _Writes(Generic[R, A]):
                 cause: RemovalCause | None = RemovalCause.REPLACED
             elif now >= old.expires_at and (ended := self._cache.cause(old, now)) is not None:
                 cause = ended  # expired, or idle
+            elif old.superseded and seed.cfg_version < old.ceiling:
+                # a lazy invalidation asked for a newer version: as an older seed, ignored
+                self._log.debug(
+                    "shadow_seed for agent %r ignored: version %d is older than the %d its "
+                    "invalidation asked for", agent_id, seed.cfg_version, old.ceiling,
+                )
+                return
+            elif old.superseded:
+                cause = RemovalCause.REPLACED  # a seed as new as asked for: no rebuild needed
             elif seed.cfg_version == old.cfg_version:
                 # departure: the original dropped a replaced agent undisposed; the superseded
                 # generation is detached here, so its agent is disposed after its last pin.
@@ -158,11 +169,27 @@ class _Writes(Generic[R, A]):
                     agent_id, cfg_version, gen.cfg_version, gen.ceiling,
                 )
                 return
+            if self._lazy:
+                # departure: the original rebuilt in every process at once; lazy mode only
+                # marks the entry (never served again) and leaves the rebuild to its next read
+                self._cache.supersede(gen, cfg_version)
+                return
             await self._rebuild(gen, cfg_version, turn)
         finally:
             self._exit(agent_id, turn)
 
-    async def _rebuild(self, gen: _Generation[R, A], cfg_version: int, turn: _Turn) -> None:
+    async def rebuild_superseded(
+        self, gen: _Generation[R, A], turn: _Turn
+    ) -> _Generation[R, A] | None:
+        """A read found ``gen`` superseded by a lazy invalidation: run its ``rebuild()`` in the
+        read's turn (a load's), as ``on_invalidate`` would have; the new generation, or None
+        (the rebuild returned None: the entry is gone). A failure removes the entry (cause
+        ``invalidated``) and propagates."""
+        return await self._rebuild(gen, gen.ceiling, turn)
+
+    async def _rebuild(
+        self, gen: _Generation[R, A], cfg_version: int, turn: _Turn
+    ) -> _Generation[R, A] | None:
         agent_id = gen.agent_id
         self._stats.rebuilds += 1
         turn.discards = None  # only an evict_user from now on concerns this rebuild
@@ -178,6 +205,7 @@ class _Writes(Generic[R, A]):
             if seed is not None:
                 check_seed(seed, agent_id)
         except BaseException as exc:
+            gen.superseded = False  # rebuilt (and failed): not a rebuild saved
             self._stats.rebuild_failures += 1
             if task.done() and not task.cancelled() and task.exception() is None:
                 # a seed that arrived just as we were cancelled, or one that failed the check
@@ -204,6 +232,7 @@ class _Writes(Generic[R, A]):
             cost_ms = self._cache.learn_cost(agent_id, started_ms)
             self._rebuilds.discard(task)
             turn.owner = None
+        gen.superseded = False  # rebuilt: not a rebuild saved (it leaves the map below)
         if seed is None:
             # departure: the original evicted without disposing.
             self._log.warning(
@@ -213,7 +242,7 @@ class _Writes(Generic[R, A]):
             )
             if gen.current:
                 self._cache.detach(gen, RemovalCause.INVALIDATED)
-            return
+            return None
         if seed.cfg_version < cfg_version:
             self._log.warning(
                 "rebuilt runtime of agent %r has version %d, older than invalidation version "
@@ -230,12 +259,13 @@ class _Writes(Generic[R, A]):
             self._cache.discard(agent_id, seed)
             if gen.current:
                 self._cache.detach(gen, RemovalCause.INVALIDATED)
-            return
+            return None
         new = self._cache.install(seed, RemovalCause.INVALIDATED, build_ms=cost_ms)
         # what was requested stays requested while the entry stays cached (CONTRACT §12)
         ceiling = max(cfg_version, gen.ceiling)
         if ceiling > new.ceiling:
             new.ceiling = ceiling
+        return new
 
     async def evict(self, agent_id: str, cause: RemovalCause) -> bool:
         """Remove ``agent_id``'s entry in its turn, whatever its version; return whether one

@@ -139,6 +139,8 @@ CACHE_METRICS: tuple[Metric[CacheReading], ...] = (
     _cache_counter("rebuilds", "{rebuild}", "Calls of an entry's rebuild() on invalidation."),
     _cache_counter("rebuild_failures", "{rebuild}",
                    "rebuild() calls that raised, timed out or were cancelled."),
+    _cache_counter("rebuilds_saved", "{rebuild}",
+                   "Lazily invalidated entries that left before any read rebuilt them."),
     _cache_counter("refreshes", "{refresh}",
                    "Calls of an entry's rebuild() by refresh-ahead, before the entry expires."),
     _cache_counter(

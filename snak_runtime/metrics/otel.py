@@ -3,7 +3,7 @@
 Instruments (meter ``snak_runtime``), every data point with a ``cache`` attribute:
 
 - observable counters ``snak_runtime.hits``, ``.misses``, ``.denied``, ``.loads``,
-  ``.load_failures``, ``.rebuilds``, ``.rebuild_failures``, ``.refreshes``,
+  ``.load_failures``, ``.rebuilds``, ``.rebuild_failures``, ``.rebuilds_saved``, ``.refreshes``,
   ``.refresh_failures``, ``.invalidations``, ``.disposals``, ``.dispose_failures``,
   ``.quota_evictions``, and ``snak_runtime.removals`` (attribute ``cause``);
 - observable gauges ``snak_runtime.entries``, ``.pinned``, ``.max_entries`` and

@@ -29,6 +29,7 @@ from .._config import (
     ResolvedLimits,
     environment_value,
     raise_guard_hint,
+    resolve_invalidation_mode,
     resolve_limits,
     resolve_ms,
 )
@@ -47,6 +48,7 @@ from ..containers import RuntimeContainer
 from ..invalidation._redis_config import redacted_url
 from ..invalidation._sentinel import RedisConfigError
 from ._demo import run_demo
+from ._simulate_flags import Given, conflict, given, sizes
 from ._simulate_params import PARAMETERS, Parameter, SimulationConfig, SimulationConfigError
 from ._trace import TraceError, read_trace
 
@@ -104,13 +106,20 @@ def _run_config(args: argparse.Namespace) -> int:
         backoff_cap = resolve_ms(
             BACKOFF_CAP, None, environment_value(BACKOFF_CAP.variable), collected
         )
-        eviction = _eviction_line(settings.eviction, collected)
+        eviction = _name_line(
+            "eviction", settings.eviction, resolve_eviction(None, "", settings.eviction),
+            f"an eviction policy (known: {', '.join(POLICY_NAMES)})", collected)
+        mode = _name_line(
+            "invalidation_mode", settings.invalidation_mode,
+            resolve_invalidation_mode(None, settings), "an invalidation mode (eager, lazy)",
+            collected)
         fleet = _fleet_lines(container, backoff_cap, collected)
     warnings = [*limits.warnings, *collected]
     lines = [
         "snak_runtime effective limits",
         *_limit_lines(limits, backoff_cap),
         eviction,
+        mode,
         *_guard_lines(settings, guards),
         "fleet (Redis invalidation):",
         *fleet,
@@ -142,19 +151,20 @@ def _limit_lines(limits: ResolvedLimits, backoff_cap: tuple[int, str]) -> list[s
     ]
 
 
-def _eviction_line(configured: str | None, collected: list[str]) -> str:
-    """The eviction policy the manager would use, and where the name came from."""
-    option = BY_NAME["eviction"]
-    name = resolve_eviction(None, option.variable, configured)
+def _name_line(name: str, configured: str | None, resolved: str, known: str,
+               collected: list[str]) -> str:
+    """A named choice (eviction policy, invalidation mode) the manager would use, and where
+    it came from; ``known`` completes the warning's "not ..." for a name it does not know."""
+    option = BY_NAME[name]
     if configured is None or not configured.strip():
         source = "default"
-    elif configured.strip().lower() == name:
+    elif configured.strip().lower() == resolved:
         source = f"{option.variable}={configured.strip()}"
     else:
         source = "default"
-        collected.append(f"{option.variable}={configured!r} ignored: not an eviction policy "
-                         f"(known: {', '.join(POLICY_NAMES)}); using {name!r}")
-    return f"  {option.name:<18}{name:>8}   from {source}"
+        collected.append(f"{option.variable}={configured!r} ignored: not {known}; "
+                         f"using {resolved!r}")
+    return f"  {option.name:<18}{resolved:>8}   from {source}"
 
 
 def _fleet_lines(
@@ -264,6 +274,7 @@ def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             parameter.flag,
             dest=parameter.field,
+            action=Given,
             type=_flag_type(parameter),
             default=default,
             metavar=parameter.kind.__name__.upper(),
@@ -283,24 +294,9 @@ def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
         "agent_id[,user_id[,timestamp_ms]]",
     )
     parser.add_argument(
-        "--sizes", type=_sizes, default=None, metavar="N,N,...",
+        "--sizes", type=sizes, default=None, metavar="N,N,...",
         help="print the miss-ratio curve over these cache sizes (max_entries)",
     )
-
-
-def _sizes(text: str) -> list[int]:
-    """``16,64,256``: each a valid --max-entries, at most 32 of them."""
-    parameter = PARAMETERS["max_entries"]
-    parts = [part.strip() for part in text.split(",") if part.strip()]
-    if not parts or len(parts) > _MAX_SIZES:
-        raise argparse.ArgumentTypeError(f"1 to {_MAX_SIZES} sizes, got {text!r}")
-    try:
-        return sorted({int(parameter.parse(part)) for part in parts})
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-_MAX_SIZES = 32
 
 
 def _progress_bar(done: int, total: int) -> None:
@@ -333,12 +329,21 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
 def _simulation_config(args: argparse.Namespace) -> SimulationConfig | None:
     """The workload the flags describe, or None after a one-line error on stderr."""
-    guards = _container().guards()  # as `config` reads it: a bad GUARDS_CONFIG_PATH exits 2
+    container = _container()
+    guards = container.guards()  # as `config` reads it: a bad GUARDS_CONFIG_PATH exits 2
+    if (problem := conflict(args)) is not None:
+        print(f"snak-runtime simulate: error: {problem}", file=sys.stderr)
+        return None
+    with _library_logs_muted():  # printed once here, as `config` and `demo` show them
+        for warning in resolve_limits(guards, container.settings()).warnings:
+            print(f"snak-runtime simulate: warning: {warning}", file=sys.stderr)
     try:
         trace = read_trace(args.trace) if args.trace is not None else None
     except TraceError as exc:
         print(f"snak-runtime simulate: error: --trace: {exc}", file=sys.stderr)
         return None
+    if trace is not None and "--requests" in given(args):
+        trace = trace[: args.requests]
     try:
         return SimulationConfig(
             **{name: getattr(args, name) for name in PARAMETERS}, guards=guards, trace=trace,

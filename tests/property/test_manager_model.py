@@ -94,6 +94,7 @@ class MGen:
     loose: int = 0
     leased: int = 0
     ceiling: int = 0  # the highest version requested while cached (set by install)
+    superseded: bool = False  # lazy invalidation: never served; its next read rebuilds it
     current: bool = True
     finished: bool = False
 
@@ -121,10 +122,18 @@ class Model:
     max_entries: int = MAX_ENTRIES
     quota: int | None = None  # max_entries_per_user
     over_quota: set[str] = field(default_factory=set)  # users pins keep above the quota
+    saved: int = 0  # superseded entries that left unread (rebuilds_saved)
 
     def expired(self, gen: MGen) -> bool:
-        """Not live: past its TTL, or (unpinned) unused for ``idle_ttl``."""
+        """Past its TTL, or (unpinned) unused for ``idle_ttl``; a superseded entry (lazy
+        invalidation) only by its TTL."""
+        if gen.superseded:
+            return self.now >= gen.deadline
         return self.now >= gen.deadline or self.cause(gen) == "idle"
+
+    def serves(self, gen: MGen) -> bool:
+        """What the views (``in``, ``peek``, ``snapshot``, ``version_of``) call live."""
+        return not gen.superseded and not self.expired(gen)
 
     def expires_at(self, gen: MGen) -> int:
         """When a live entry expires: its TTL while in use, else the earlier of the TTL and
@@ -136,6 +145,8 @@ class Model:
     def cause(self, gen: MGen) -> str:
         """Why an entry that is not live left: the earlier deadline (the TTL on a tie)."""
         idle_at = gen.last_used + self.idle_ttl
+        if gen.superseded:
+            return "expired"
         if self.idle_ttl and gen.pins == 0 and idle_at < gen.deadline and self.now >= idle_at:
             return "idle"
         return "expired"
@@ -149,6 +160,9 @@ class Model:
     def detach(self, gen: MGen, cause: str | None) -> None:
         del self.current[gen.agent_id]
         gen.current = False
+        if gen.superseded:
+            gen.superseded = False
+            self.saved += 1
         self.idle.pop(gen.agent_id, None)
         if cause is not None:
             self.removals.append((gen.agent_id, cause))
@@ -292,7 +306,7 @@ class Model:
 
     def live_entries(self) -> dict[str, MGen]:
         """What peek and snapshot see: current and not expired (nothing is removed)."""
-        return {k: g for k, g in self.current.items() if not self.expired(g)}
+        return {k: g for k, g in self.current.items() if self.serves(g)}
 
 
 @dataclass(eq=False)
@@ -308,6 +322,7 @@ class ManagerMachine(RuleBasedStateMachine):
     eviction = "lru"
     max_entries = MAX_ENTRIES
     quota: int | None = None  # max_entries_per_user
+    lazy = False  # invalidation_mode="lazy" (issue 26)
 
     def __init__(self) -> None:
         super().__init__()
@@ -339,6 +354,7 @@ class ManagerMachine(RuleBasedStateMachine):
             disposer=Disposer(),
             eviction=self.eviction,
             max_entries_per_user=self.quota,
+            invalidation_mode="lazy" if self.lazy else "eager",
         )
         self.manager.on_removal(self.on_removal)
 
@@ -367,6 +383,7 @@ class ManagerMachine(RuleBasedStateMachine):
             max_entries_per_user=self.quota,
             refresh_ahead_ms=refresh_ahead,
             stale_while_rebuilding=stale,
+            invalidation_mode="lazy" if self.lazy else "eager",
         )
         self.manager.on_removal(self.on_removal)
         self.model.refresh_ahead_ms = refresh_ahead
@@ -447,6 +464,35 @@ class ManagerMachine(RuleBasedStateMachine):
             return
         m.install(seed, "refreshed", 0.0)  # a rebuild: its duration on the still fake clock
 
+    def rebuilt(
+        self, gen: MGen, user: str | None, raised: BaseException | None, made_before: int
+    ) -> MGen | None:
+        """A read found ``gen`` superseded (lazy invalidation): the model of the rebuild it
+        ran, with this run's rebuild plan. The new generation to pin for the reader (a
+        load waiter's pin), or None: refused (another user's, not rebuilt), or the rebuild
+        failed or returned None (entry removed, cause invalidated)."""
+        m = self.model
+        if user is not None and user != gen.user_id:
+            assert raised is None and len(self.made) == made_before
+            return None
+        plan = self.rebuild_plan
+        event(f"lazy rebuild: {plan[0]}")
+        gen.superseded = False  # rebuilt: not a rebuild saved
+        if plan[0] in ("raise", "cancelled"):
+            assert isinstance(raised, Boom if plan[0] == "raise" else UserCodeCancelled), raised
+            m.detach(gen, "invalidated")
+            return None
+        assert raised is None
+        if plan[0] == "none":
+            m.detach(gen, "invalidated")
+            return None
+        assert len(self.made) == made_before + 1
+        new = m.install(self.made[-1], "invalidated", build_ms=0.0)
+        new.ceiling = max(new.ceiling, gen.ceiling)
+        if user is not None and user != new.user_id:
+            return None
+        return new
+
     # ----------------------------------------------------------------- rules
 
     @precondition(lambda self: not self.closed)
@@ -468,6 +514,9 @@ class ManagerMachine(RuleBasedStateMachine):
             m.install(seed, "replaced")
         elif m.expired(old):
             m.install(seed, m.cause(old))
+        elif old.superseded:  # older than what the invalidation asked for: ignored
+            if version >= old.ceiling:
+                m.install(seed, "replaced")
         elif version == old.version:
             m.install(seed, None)
         elif version > old.version:
@@ -477,12 +526,27 @@ class ManagerMachine(RuleBasedStateMachine):
     @precondition(lambda self: not self.closed)
     @rule(agent_id=AGENT_IDS, user=st.none() | USERS, with_agent=st.booleans())
     def acquire(self, agent_id: str, user: str | None, with_agent: bool) -> None:
-        if with_agent:
-            got = self.run(self.manager.acquire_with_agent(agent_id, user_id=user))
-            runtime = None if got is None else got.runtime
-        else:
-            runtime = self.run(self.manager.acquire(agent_id, user_id=user))
+        made_before = len(self.made)
+        raised: BaseException | None = None
+        got, runtime = None, None
+        try:
+            if with_agent:
+                got = self.run(self.manager.acquire_with_agent(agent_id, user_id=user))
+                runtime = None if got is None else got.runtime
+            else:
+                runtime = self.run(self.manager.acquire(agent_id, user_id=user))
+        except (Boom, UserCodeCancelled) as exc:  # a lazy rebuild's failure
+            raised = exc
         gen = self.model.live(agent_id)
+        if gen is not None and gen.superseded:
+            new = self.rebuilt(gen, user, raised, made_before)
+            if new is None:
+                assert runtime is None
+                return
+            assert runtime == new.runtime, "a read after a lazy invalidation got no rebuild"
+            self.model.pin(new, leased=False, hit=False)
+            return
+        assert raised is None, raised
         if gen is None or (user is not None and user != gen.user_id):
             assert runtime is None
             return
@@ -532,12 +596,26 @@ class ManagerMachine(RuleBasedStateMachine):
             agent_id, user_id=user, build=None if build == "none" else builder
         )
         outcome: Any
+        made_before = len(self.made)
         try:
             outcome = self.run(context.__aenter__())
         except (RuntimeNotCached, Boom, UserCodeCancelled) as exc:
             outcome = exc
         m = self.model
         gen = m.live(agent_id)
+        if gen is not None and gen.superseded:
+            assert not built, "a lease's build ran for a superseded entry"
+            raised = None if isinstance(outcome, (RuntimeLease, RuntimeNotCached)) else outcome
+            new = self.rebuilt(gen, user, raised, made_before)
+            if new is None:
+                assert not isinstance(outcome, RuntimeLease), outcome
+                return None
+            assert isinstance(outcome, RuntimeLease), outcome
+            assert outcome.runtime == new.runtime
+            m.pin(new, leased=True, hit=False)
+            opened = OpenLease(context, outcome, new)
+            self.open_leases.append(opened)
+            return opened
         if gen is not None:
             if user is not None and user != gen.user_id:
                 assert isinstance(outcome, RuntimeNotCached)
@@ -634,6 +712,11 @@ class ManagerMachine(RuleBasedStateMachine):
         if gen.ceiling >= event_version:  # its version, or one requested already
             assert raised is None and not rebuilt
             return
+        if self.lazy:  # superseded at once, rebuilt by its next read
+            assert raised is None and not rebuilt
+            gen.superseded = True
+            gen.ceiling = event_version
+            return
         if outcome == "raise":
             assert isinstance(raised, Boom)
             m.detach(gen, "invalidated")
@@ -667,6 +750,31 @@ class ManagerMachine(RuleBasedStateMachine):
         if gen is not None:
             again = max(1, gen.ceiling - below)
             self.invalidate(agent_id, again, "seed", rebuilt_version, "u1", None)
+
+    @precondition(lambda self: self.lazy and not self.closed)
+    @rule(
+        agent_id=AGENT_IDS,
+        event_version=VERSIONS,
+        outcome=st.sampled_from(["seed", "none", "raise", "cancelled"]),
+        rebuilt_version=VERSIONS,
+        reader=st.none() | USERS,
+        lease=st.booleans(),
+    )
+    def invalidate_then_read(
+        self, agent_id: str, event_version: int, outcome: str, rebuilt_version: int,
+        reader: str | None, lease: bool,
+    ) -> None:
+        """Lazy mode: a seed (unless a newer one is cached), an invalidation, then a read of
+        the same agent (its lazy rebuild, with this plan) and its release."""
+        self.shadow_seed(agent_id, 1, "u1", None, False)
+        self.invalidate(agent_id, event_version, outcome, rebuilt_version, "u1", None)
+        if lease:
+            opened = self.lease_enter(agent_id, reader, "none", 1, "u1")
+            if isinstance(opened, OpenLease):
+                self.exit_lease(opened)
+        else:
+            self.acquire(agent_id, reader, False)
+            self.release(agent_id)
 
     @precondition(lambda self: not self.closed)
     @rule(agent_id=AGENT_IDS, resync=st.booleans())
@@ -763,7 +871,7 @@ class ManagerMachine(RuleBasedStateMachine):
     @rule(agent_id=AGENT_IDS)
     def contains(self, agent_id: str) -> None:
         gen = self.model.current.get(agent_id)
-        assert (agent_id in self.manager) == (gen is not None and not self.model.expired(gen))
+        assert (agent_id in self.manager) == (gen is not None and self.model.serves(gen))
 
     @precondition(lambda self: not self.closed)
     @rule(drain=st.booleans(), now=st.integers(min_value=0, max_value=7))
@@ -819,9 +927,10 @@ class ManagerMachine(RuleBasedStateMachine):
             assert sorted(idle) == sorted(m.idle), "idle entries differ"
             assert m.victims == [], f"evicted {m.victims} while not above capacity"
         assert Counter(self.removals) == Counter(m.removals)
+        assert stats.rebuilds_saved == m.saved
         if not self.closed:  # liveness as the model predicts it (looking changes nothing)
             for agent_id, gen in m.current.items():
-                live = not m.expired(gen)
+                live = m.serves(gen)
                 assert (agent_id in self.manager) == live, agent_id
                 assert self.manager.version_of(agent_id) == (gen.version if live else None)
 
@@ -873,7 +982,10 @@ class ManagerMachine(RuleBasedStateMachine):
         # What the invalidation subscriber's version check compares (no load is in flight
         # between rules: every rule runs to completion).
         m = self.model
-        expected = {a: g.version for a, g in m.current.items() if not m.expired(g)}
+        expected = {a: g.version for a, g in m.current.items() if m.serves(g)}
+        # a superseded entry: the version its lazy rebuild must reach
+        expected |= {a: g.ceiling for a, g in m.current.items()
+                     if g.superseded and not m.expired(g)}
         assert self.manager.resync_view() == expected
 
     @invariant()
@@ -973,3 +1085,17 @@ QuotaMachine.TestCase.settings = settings(
     ManagerMachine.TestCase.settings, max_examples=examples(0.4)  # 400 under --full
 )
 TestManagerModelWithQuota = QuotaMachine.TestCase
+
+
+class LazyMachine(ManagerMachine):
+    """The same operations with lazy invalidation (issue 26): an invalidation supersedes the
+    entry; the model predicts that the next read gets the rebuilt generation (or the
+    rebuild's failure), and that an entry that leaves unread counts as a rebuild saved."""
+
+    lazy = True
+
+
+LazyMachine.TestCase.settings = settings(
+    ManagerMachine.TestCase.settings, max_examples=300
+)
+TestManagerModelLazy = LazyMachine.TestCase
