@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from ._sentinel import SentinelEndpoint
@@ -76,6 +77,42 @@ def make_client(endpoint: RedisEndpoint | SentinelEndpoint, *, timeout_s: float)
         db=endpoint.db,
         **options,
     )
+
+
+def endpoint_of(client: Any) -> RedisEndpoint:
+    """Where an application's client connects, for logs (host, port and db; never a password)."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    host, port, db = kwargs.get("host"), kwargs.get("port"), kwargs.get("db")
+    if isinstance(host, str) and isinstance(port, int) and isinstance(db, int):
+        return RedisEndpoint(host=host, port=port, db=db)
+    return RedisEndpoint(url="redis://(the application's client)")
+
+
+def without_retries(pubsub: Any) -> Callable[[], None]:
+    """Make a subscription's connection raise every error instead of retrying; returns the undo.
+
+    An application's client may retry (redis-py 6 and later do by default), and a retried
+    pub/sub read reconnects and resubscribes silently, losing what was published meanwhile
+    with no resync. The connection belongs to the application's pool: the undo puts its retry
+    policy back before the subscription hands the connection back.
+    """
+    connection = getattr(pubsub, "connection", None)
+    if connection is None:
+        return _nothing
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    original = connection.retry
+    connection.retry = Retry(NoBackoff(), 0)
+
+    def undo() -> None:
+        connection.retry = original
+
+    return undo
+
+
+def _nothing() -> None:
+    pass
 
 
 def redis_errors() -> tuple[type[BaseException], ...]:

@@ -8,14 +8,21 @@ import logging
 import random
 from collections.abc import Callable
 from types import MappingProxyType
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 from .._config import BACKOFF_CAP, BACKOFF_CAP_VAR, environment_value, resolve_ms
 from .._errors import RuntimeManagerClosed
 from .._stats import RemovalCause
 from . import _client
 from ._bounded import finish_within
-from ._client import close_quietly, make_client, redis_errors, require_redis
+from ._client import (
+    close_quietly,
+    endpoint_of,
+    make_client,
+    redis_errors,
+    require_redis,
+    without_retries,
+)
 from ._dispatch import InvalidationTarget, _Dispatcher, _Inbox
 from ._pacing import Breather, Liveness
 from ._ratelog import RateLimitedLog
@@ -32,6 +39,9 @@ from ._versions import (
     resync_hooks,
 )
 from ._wire import Dropped, InvalidationMessage, backoff_ms
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +67,11 @@ class InvalidationSubscriber:
     every ``reconcile_interval_ms`` while connected, catching publishes that never happened.
     ``await stop()`` is clean at any point, also mid-reconnect. ``start()`` raises
     ``ImportError`` when the ``redis`` extra is missing.
+
+    ``client``: a ``redis.asyncio.Redis`` the application already has (say the one its own
+    code uses). The subscriber then subscribes through that client's connection pool and never
+    builds a client, nor closes that one: the application closes it, after ``stop()``. Only the
+    channel and the timings are read from ``source``/the environment then.
     """
 
     def __init__(
@@ -74,6 +89,7 @@ class InvalidationSubscriber:
         version_source_timeout_ms: int | None = None,
         reconcile_interval_ms: int | None = None,
         stop_timeout_ms: int = DEFAULT_STOP_TIMEOUT_MS,
+        client: Redis | None = None,
     ) -> None:
         if source is None:
             settings = InvalidationSettings()
@@ -81,7 +97,8 @@ class InvalidationSubscriber:
             settings = InvalidationSettings.for_url(source)
         else:
             settings = source
-        self._endpoint = settings.target()
+        self._client = client  # the application's: used, never closed
+        self._endpoint = settings.target() if client is None else endpoint_of(client)
         self._channel = check_channel("channel", channel) if channel else settings.channel
         # Keyword > AGENT_CFG_BACKOFF_CAP_MS (settings, else the environment: for_url settings
         # skip it) > default, under a built-in guard, never below the base.
@@ -273,10 +290,13 @@ class InvalidationSubscriber:
         where = self._endpoint.describe()
         failed = 0  # attempts failed since the last subscription: the backoff exponent
         while not run.stopped:
-            client = make_client(self._endpoint, timeout_s=self._connect_timeout_s)
+            shared = self._client
+            client = shared or make_client(self._endpoint, timeout_s=self._connect_timeout_s)
             pubsub = client.pubsub()
+            undo = _undo_nothing
             try:
                 await self._subscribe(pubsub)
+                undo = without_retries(pubsub)
                 await self._on_subscribed(where, failed)
                 failed = 0
                 await self._receive(pubsub, run)
@@ -288,7 +308,8 @@ class InvalidationSubscriber:
                 self._on_lost(where, failed, None)
                 logger.exception("invalidation subscriber: unexpected error on %s", where)
             finally:
-                await close_quietly(pubsub, client)
+                undo()
+                await close_quietly(*((pubsub,) if shared is not None else (pubsub, client)))
             self._settled.set()
             delay = backoff_ms(
                 failed, base_ms=self._backoff_base_ms, cap_ms=self._backoff_cap_ms, rng=self._rng
@@ -440,6 +461,10 @@ class InvalidationSubscriber:
             )
         else:
             logger.debug("invalidation subscriber: retry %d failed: %r", failed, exc)
+
+
+def _undo_nothing() -> None:
+    pass
 
 
 def _log_if_died(task: asyncio.Task[None]) -> None:
