@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+from dependency_injector import providers
 from fastapi import FastAPI
 
 from ._sources import CONTAINER_STATE, MANAGER_STATE, manager_provider
@@ -20,6 +21,23 @@ async def _awaited(result: object) -> None:
     resource is async (and ``None`` otherwise): await what there is to await."""
     if inspect.isawaitable(result):
         await result
+
+
+async def _stop_own_resources(container: Any) -> None:
+    """Shut down the Resources ``container`` itself declares, dependents first.
+
+    Run on the runtime's container before the host's ``shutdown_resources()``: the
+    subscriber and the manager stop (agents disposed) while the host's own resources, a Redis
+    client the subscriber shares or a database a disposer needs, still run.
+    dependency-injector orders a shutdown by direct dependencies only, and a host's provider
+    given to an embedded container is not one, so without this step the host's client could
+    be closed under a running subscriber.
+    """
+    own = [p for p in container.providers.values() if isinstance(p, providers.Resource)]
+    while running := [p for p in own if p.initialized]:
+        free = [p for p in running if not any(p in o.related for o in running if o is not p)]
+        for resource in free or running:
+            await _awaited(resource.shutdown())
 
 
 def runtime_lifespan(
@@ -47,13 +65,20 @@ def runtime_lifespan(
     ``snak_runtime_manager``); the dependencies read them per request, so one app can run
     its lifespan again (a second ``with TestClient(app)``) and get a fresh manager. If the
     start-up fails half-way, what did start is shut down before the error propagates.
+
+    Shutdown order: the embedded runtime container's resources stop first (the subscriber,
+    then the manager, disposing every agent), then the rest of yours, so a disposer or the
+    subscriber never finds a client of yours already closed.
     """
     if not callable(getattr(container, "init_resources", None)):
         raise TypeError(
             f"runtime_lifespan() needs a dependency-injector container, got "
             f"{type(container).__name__}"
         )
-    provider = manager if manager is not None else manager_provider(container)
+    if manager is None:
+        provider, runtime = manager_provider(container)
+    else:
+        provider, runtime = manager, container
     if not callable(provider):
         raise TypeError(f"manager must be a provider (callable), got {type(provider).__name__}")
 
@@ -74,6 +99,10 @@ def runtime_lifespan(
                 async with lifespan(app) as state:
                     yield state
         finally:
-            await _awaited(container.shutdown_resources())
+            try:
+                if runtime is not container:
+                    await _stop_own_resources(runtime)
+            finally:
+                await _awaited(container.shutdown_resources())
 
     return run

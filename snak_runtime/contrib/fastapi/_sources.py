@@ -9,6 +9,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from dependency_injector import providers as di
 from fastapi import Depends, Request
 from starlette.datastructures import State
 
@@ -97,34 +98,32 @@ def _search(container: Any, provider: Any, prefix: tuple[str, ...]) -> tuple[str
         if candidate is provider:
             return (*prefix, name)
     for name, candidate in providers.items():
-        inner = getattr(candidate, "container", None)  # providers.Container(...)
-        if inner is not None and inner is not container and len(prefix) < 8:
-            found = _search(inner, provider, (*prefix, name))
+        if isinstance(candidate, di.Container) and len(prefix) < 8:
+            found = _search(candidate.container, provider, (*prefix, name))
             if found is not None:
                 return found
     return None
 
 
-def manager_provider(container: Any) -> Callable[[], Any]:
-    """The container's manager provider: its ``manager``, else the ``manager`` of the one
-    embedded container that has one (``providers.Container(RuntimeContainer)``)."""
+def manager_provider(container: Any) -> tuple[Callable[[], Any], Any]:
+    """The container's manager provider, and the container that declares it: its own
+    ``manager``, else the ``manager`` of the one container it embeds
+    (``providers.Container(RuntimeContainer)``)."""
     own = getattr(container, "providers", {}).get("manager")
     if own is not None:
-        return own  # type: ignore[no-any-return]
-    found = [
-        inner.providers["manager"]
-        for inner in (
-            getattr(p, "container", None) for p in getattr(container, "providers", {}).values()
-        )
-        if inner is not None and "manager" in getattr(inner, "providers", {})
+        return own, container
+    embedded = [
+        p.container for p in getattr(container, "providers", {}).values()
+        if isinstance(p, di.Container)
     ]
+    found = [(c.providers["manager"], c) for c in embedded if "manager" in c.providers]
     if len(found) != 1:
         raise TypeError(
             f"cannot tell which manager {type(container).__name__} provides "
             f"({len(found)} embedded containers have one): pass manager=<its provider>, "
             "for example manager=container.runtime.manager"
         )
-    return found[0]  # type: ignore[no-any-return]
+    return found[0]
 
 
 def manager_dependency(source: ManagerSource) -> Callable[..., Any]:
