@@ -40,7 +40,7 @@ from .._config import (
 )
 from .._policies import POLICY_NAMES
 from ..containers import RuntimeContainer
-from ._demo import run_demo
+from ._demo import demo_arguments, run_demo
 from ._simulate_params import PARAMETERS, Parameter, SimulationConfig, SimulationConfigError
 from ._trace import TraceError, read_trace
 
@@ -175,7 +175,10 @@ def _environment_lines(settings: RuntimeCacheSettings) -> list[str]:
             for name, raw in raw_values]
 
 
-register("demo", Command("run the quickstart scenario on the embedded cache", run_demo))
+register(
+    "demo",
+    Command("run the quickstart scenario on the embedded cache", run_demo, demo_arguments),
+)
 register("config", Command("print the effective limits, their sources and warnings", _run_config))
 
 
