@@ -1,4 +1,5 @@
-"""Side by side: the hit path of this working tree against a git ref of the project, and
+"""Side by side: the hit path and the slow paths (miss -> build -> install, on_invalidate with
+its rebuild, evict) of this working tree against a git ref of the project, and
 the working tree with some constructor keywords against the working tree without them.
 
 ``python benchmarks/run.py --baseline REF [--option NAME=VALUE ...]`` (see run.py).
@@ -52,7 +53,16 @@ ROOT = HERE.parent
 ACQUIRE = "acquire+release"
 ACQUIRE_AGENT = "acquire_with_agent+release"
 LEASE = "async with lease"
-SYSTEMS = (ACQUIRE, ACQUIRE_AGENT, LEASE)
+HIT_SYSTEMS = (ACQUIRE, ACQUIRE_AGENT, LEASE)
+# The slow paths (issue 24): a lease that misses, builds and installs (evicting the least
+# recently used entry to make room); on_invalidate with a newer version, whose rebuild
+# installs a new generation; evict of a cached entry, then shadow_seed to put it back.
+MISS = "miss: lease+build+install"
+INVALIDATE = "on_invalidate+rebuild"
+EVICT = "evict+shadow_seed"
+SLOW_SYSTEMS = (MISS, INVALIDATE, EVICT)
+SYSTEMS = HIT_SYSTEMS + SLOW_SYSTEMS
+SLOW_DIVISOR = 8  # a slow-path sample runs this many times fewer operations than a hit's
 SIZES = (64, 10_000)
 DISTS = ("uniform", "zipf")
 QUICK_ROUNDS = 31
@@ -121,7 +131,66 @@ async def _systems(keys: list[str], options: dict[str, Any]) -> tuple[dict[str, 
                 pass
 
     runs = {ACQUIRE: run_acquire, ACQUIRE_AGENT: run_acquire_agent, LEASE: run_lease}
+    runs.update(await _slow_systems(keys, options))
     return runs, manager
+
+
+async def _slow_systems(keys: list[str], options: dict[str, Any]) -> dict[str, Run]:
+    """The slow paths, each on a manager of its own (LRU, so that a miss always misses)."""
+    from common import make_manager, make_seed
+
+    options = {"eviction": "lru", **options}
+    # miss: a pool of ids twice the capacity, taken in turn: each was evicted since its last
+    # lease (LRU), so every lease misses, builds, installs and evicts one entry
+    missing = make_manager(len(keys), **options)
+    pool = [f"miss-{key}" for key in keys] + [f"miss2-{key}" for key in keys]
+    cursor = [0]
+
+    async def build(agent_id: str) -> Any:
+        return make_seed(agent_id, _Runtime(agent_id))
+
+    async def run_miss(seq: list[str]) -> None:
+        lease, n, i = missing.lease, len(pool), cursor[0]
+        for _ in seq:
+            async with lease(pool[i % n], build=build):
+                pass
+            i += 1
+        cursor[0] = i
+
+    # invalidate: every event is one version newer than the cached entry's
+    invalidated = make_manager(len(keys), **options)
+    versions = dict.fromkeys(keys, 1)
+
+    def seed_of(agent_id: str) -> Any:
+        seed = make_seed(agent_id, _Runtime(agent_id), version=versions[agent_id])
+
+        async def rebuild() -> Any:
+            return seed_of(agent_id)
+
+        return type(seed)(seed.agent_id, seed.user_id, seed.cfg_version, seed.runtime, rebuild)
+
+    for key in keys:
+        await invalidated.shadow_seed(seed_of(key))
+
+    async def run_invalidate(seq: list[str]) -> None:
+        invalidate = invalidated.on_invalidate
+        for key in seq:
+            version = versions[key] + 1
+            versions[key] = version
+            await invalidate(key, version)
+
+    evicted = make_manager(len(keys), **options)
+    seeds = {key: make_seed(key, _Runtime(key)) for key in keys}
+    for seed in seeds.values():
+        await evicted.shadow_seed(seed)
+
+    async def run_evict(seq: list[str]) -> None:
+        evict, shadow_seed = evicted.evict, evicted.shadow_seed
+        for key in seq:
+            await evict(key)
+            await shadow_seed(seeds[key])
+
+    return {MISS: run_miss, INVALIDATE: run_invalidate, EVICT: run_evict}
 
 
 async def _serve(options: dict[str, Any], ops: int, seed: int) -> None:
@@ -145,6 +214,8 @@ async def _serve(options: dict[str, Any], ops: int, seed: int) -> None:
             break
         run = runs[request["system"], request["size"]]
         seq = seqs[request["size"], request["dist"]]
+        if request["system"] in SLOW_SYSTEMS:
+            seq = seq[: max(1, len(seq) // SLOW_DIVISOR)]
         await run(seq[:WARM_OPS])
         timings = [await timed(functools.partial(run, seq), len(seq)) for _ in range(REPEATS)]
         _reply({"ns": min(timings)})
@@ -411,7 +482,7 @@ def compare_markdown(result: dict[str, Any], meta: dict[str, Any]) -> str:
     ratios: list[str] = result["ratios"]
     sides: dict[str, Any] = result["sides"]
     lines = [
-        "# Side by side: hit path",
+        "# Side by side: hit path and slow paths",
         "",
         f"{meta['machine']}, {meta['python']}, {meta['date']}. Each side in its own process,",
         f"taking turns sample by sample (rotating order), median of {result['rounds']} rounds "

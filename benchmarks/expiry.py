@@ -22,6 +22,7 @@ from common import (
 )
 
 from snak_runtime import AgentRuntimeManager
+from snak_runtime.testing import internals
 
 TTL_MS = 60_000
 LIVE = 1_000
@@ -91,7 +92,7 @@ async def run_expiry(settings: Settings, say: ProgressFn) -> list[Series]:
                     if i:
                         series[name].samples_ns.append(sample)
         clock.now = TTL_MS
-        store = manager._store
+        store = internals(manager).store
         enabled = gc.isenabled()
         gc.disable()
         try:

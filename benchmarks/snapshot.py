@@ -32,6 +32,7 @@ from snak_runtime import (
     RuntimeCacheSettings,
     RuntimeSeed,
 )
+from snak_runtime.testing import internals
 
 SIZES = (64, 1_000, 10_000)
 USER_ENTRIES = 10  # entries of the user that evict_user removes
@@ -80,7 +81,7 @@ def _per_call_ns(call: Callable[[], object], calls: int) -> float:
 
 
 def _records(manager: AgentRuntimeManager[Any, Any]) -> Callable[[], object]:
-    gens = list(manager._store.current.values())
+    gens = list(internals(manager).store.current.values())
 
     def build() -> object:
         return [
@@ -126,9 +127,10 @@ async def run(rounds: int) -> list[dict[str, Any]]:
     for size in SIZES:
         manager = await _filled(size)
         calls = max(3, 20_000 // size)
+        entries = internals(manager).store.current
         systems: dict[str, Callable[[], object]] = {
             "snapshot()": manager.snapshot,
-            "floor: list(map.values())": lambda m=manager: list(m._store.current.values()),
+            "floor: list(map.values())": lambda e=entries: list(e.values()),
             "reference: EntryInfo(...) per entry": _records(manager),
             "peek(one id)": lambda m=manager: m.peek("agent-0000003"),
             "stats()": manager.stats,

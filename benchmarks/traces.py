@@ -22,6 +22,7 @@ Families (each a function ``(seed, length) -> Trace``):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -121,3 +122,123 @@ FAMILIES: dict[str, Callable[[int, int], Trace]] = {
     "shifting": shifting,
     "sessions": sessions,
 }
+
+
+# ------------------------------------------------------------------ issue 25's grid
+#
+# Families of ``(seed, length, capacity) -> Trace`` (the loop's size depends on the cache's),
+# and the three cost models. Held-out variants (other exponents, loop ratios, session
+# lengths) are the same functions with other parameters: ``HELD_OUT``.
+
+
+def zipf(s: float, agents: int = AGENTS) -> Callable[[int, int, int], Trace]:
+    def make(seed: int, length: int, capacity: int) -> Trace:
+        rng = np.random.default_rng(seed)
+        requests = _zipf(rng, agents, s, length)
+        return Trace(f"zipf-{s}", seed, requests.tolist(), _costs(rng, agents))
+
+    return make
+
+
+def conversations(
+    mean_turns: float = 20.0, agents: int = 5_000, low: int = 50, high: int = 500,
+    phase: int = 10_000,
+) -> Callable[[int, int, int], Trace]:
+    """Concurrent conversations: each picks its agent by Zipf(0.8) popularity and lasts a
+    geometric number of turns (mean ``mean_turns``); between ``low`` and ``high`` run at
+    once (drawn log-uniformly every ``phase`` requests), their turns interleaved."""
+
+    def make(seed: int, length: int, capacity: int) -> Trace:
+        rng = np.random.default_rng(seed)
+        starts = iter(_zipf(rng, agents, 0.8, 2 * length + high).tolist())
+        active = [next(starts) for _ in range(high)]
+        ends = rng.random(length) < 1.0 / mean_turns
+        picks = rng.random(length)
+        requests: list[int] = []
+        concurrent = low
+        for i in range(length):
+            if i % phase == 0:
+                concurrent = round(math.exp(rng.uniform(math.log(low), math.log(high))))
+            slot = int(picks[i] * concurrent)
+            requests.append(active[slot])
+            if ends[i]:
+                active[slot] = next(starts)
+        return Trace("conversations", seed, requests, _costs(rng, agents))
+
+    return make
+
+
+def loop(ratio: float = 1.1) -> Callable[[int, int, int], Trace]:
+    """A batch job cycling over ``ratio`` x capacity agents, in the same order every pass."""
+
+    def make(seed: int, length: int, capacity: int) -> Trace:
+        rng = np.random.default_rng(seed)
+        n = max(2, round(ratio * capacity))
+        order = rng.permutation(n).tolist()
+        requests = (order * (length // n + 1))[:length]
+        return Trace(f"loop-{ratio}", seed, requests, _costs(rng, n))
+
+    return make
+
+
+def libcachesim_synthetic(dist: str, alpha: float = 1.0, objects: int = AGENTS
+                          ) -> Callable[[int, int, int], Trace]:
+    """libCacheSim's synthetic reader (``SyntheticReader``): ``dist`` is "zipf" or "uniform"."""
+
+    def make(seed: int, length: int, capacity: int) -> Trace:
+        import libcachesim as lcs
+
+        reader = lcs.SyntheticReader(num_of_req=length, num_objects=objects, alpha=alpha,
+                                     dist=dist, seed=seed, obj_size=1)
+        ids: dict[int, int] = {}
+        requests = [ids.setdefault(int(r.obj_id), len(ids)) for r in reader]
+        rng = np.random.default_rng(seed)
+        return Trace(f"lcs-{dist}", seed, requests, _costs(rng, len(ids)))
+
+    return make
+
+
+def _keep_capacity(family: Callable[[int, int], Trace]) -> Callable[[int, int, int], Trace]:
+    return lambda seed, length, capacity: family(seed, length)
+
+
+GRID: dict[str, Callable[[int, int, int], Trace]] = {
+    "zipf-0.7": zipf(0.7),
+    "zipf-0.9": zipf(0.9),
+    "zipf-1.1": zipf(1.1),
+    "one-hit": _keep_capacity(one_hit),
+    "scans": _keep_capacity(scans),
+    "shifting": _keep_capacity(shifting),
+    "conversations": conversations(),
+    "loop-1.1x": loop(1.1),
+    "lcs-zipf": libcachesim_synthetic("zipf"),
+    "lcs-uniform": libcachesim_synthetic("uniform"),
+}
+# Same families, parameters the policy was never measured on while it was designed.
+HELD_OUT: dict[str, Callable[[int, int, int], Trace]] = {
+    "zipf-0.8": zipf(0.8),
+    "zipf-1.0": zipf(1.0),
+    "shifting-10k": _keep_capacity(lambda seed, length: shifting(seed, length, phase=10_000)),
+    "conversations-10": conversations(mean_turns=10.0),
+    "conversations-40": conversations(mean_turns=40.0),
+    "loop-1.05x": loop(1.05),
+    "loop-1.3x": loop(1.3),
+}
+
+
+def cost_model(trace: Trace, model: str) -> list[int]:
+    """The trace's costs under ``model``: "lognormal" (independent of popularity, as drawn),
+    "cheap-popular" (the same costs, the most requested agents the cheapest) or
+    "dear-popular" (the most requested the most expensive)."""
+    if model == "lognormal":
+        return trace.costs_ms
+    counts = np.bincount(np.asarray(trace.requests), minlength=trace.agents)
+    by_popularity = np.argsort(-counts, kind="stable")
+    ordered = sorted(trace.costs_ms, reverse=model == "dear-popular")
+    costs = [0] * trace.agents
+    for agent, cost in zip(by_popularity.tolist(), ordered, strict=True):
+        costs[agent] = cost
+    return costs
+
+
+COST_MODELS = ("lognormal", "cheap-popular", "dear-popular")

@@ -9,9 +9,17 @@ from dependency_injector.containers import DeclarativeContainer
 
 from snak_runtime import AgentRuntimeManager, DefaultDisposer, MonotonicClock, RuntimeCacheSettings
 from snak_runtime._config import load_guards
+from snak_runtime._options import CACHE_OPTIONS
 from snak_runtime.invalidation import InvalidationSettings
 
 from .resources import prometheus_resource, run_invalidation, run_manager
+
+# The manager's keyword options, a provider each (``Object(None)``: not given).
+_MANAGER_OPTIONS: dict[str, providers.Provider[Any]] = {
+    option.container: providers.Object(None)
+    for option in CACHE_OPTIONS
+    if option.keyword is not None and option.container == option.keyword
+}
 
 
 class RuntimeContainer(DeclarativeContainer):
@@ -26,35 +34,16 @@ class RuntimeContainer(DeclarativeContainer):
     guards = providers.Singleton(load_guards, path=settings.provided.guards_config_path)
     clock = providers.Singleton(MonotonicClock)
     disposer = providers.Singleton(DefaultDisposer)
-    # Timings: None leaves each to its environment variable, then its default (README table).
-    build_timeout_ms: providers.Object[int | None] = providers.Object(None)
-    dispose_timeout_ms: providers.Object[int | None] = providers.Object(None)
-    sweep_interval_ms: providers.Object[int | None] = providers.Object(None)
-    # Issue 15's options, the same way (README "Hot agents never wait").
-    refresh_ahead_ms: providers.Object[int | None] = providers.Object(None)
-    stale_while_rebuilding: providers.Object[bool | None] = providers.Object(None)
-    # Expiry options, the same way: None leaves each to its variable, then its default (off).
-    idle_ttl_ms: providers.Object[int | None] = providers.Object(None)
-    ttl_jitter: providers.Object[float | None] = providers.Object(None)
-    # The eviction policy's name: None reads AGENT_RUNTIME_CACHE_EVICTION, else the default.
-    eviction: providers.Object[str | None] = providers.Object(None)
-    # Per-user quota: None leaves it to AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER, then none.
-    max_entries_per_user: providers.Object[int | None] = providers.Object(None)
+    # One provider per manager option of the table (``snak_runtime._options``), named by its
+    # container path: None leaves each to its variable, then its default (README table).
+    locals().update(_MANAGER_OPTIONS)
     manager: providers.Singleton[AgentRuntimeManager[Any, Any]] = providers.Singleton(
         AgentRuntimeManager,
         guards=guards,
         settings=settings,
         clock=clock,
         disposer=disposer,
-        build_timeout_ms=build_timeout_ms,
-        dispose_timeout_ms=dispose_timeout_ms,
-        sweep_interval_ms=sweep_interval_ms,
-        refresh_ahead_ms=refresh_ahead_ms,
-        stale_while_rebuilding=stale_while_rebuilding,
-        idle_ttl_ms=idle_ttl_ms,
-        ttl_jitter=ttl_jitter,
-        eviction=eviction,
-        max_entries_per_user=max_entries_per_user,
+        **_MANAGER_OPTIONS,
     )
     lifespan = providers.Resource(run_manager, manager=manager, provider=manager.provider)
 

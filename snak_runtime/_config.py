@@ -4,16 +4,35 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final
 
+from ._expiry_options import resolve_idle_ttl_ms, resolve_ttl_jitter
 from ._guards import _MAX_ENTRIES_KEY as _MAX_ENTRIES_KEY
 from ._guards import _MAX_PER_USER_KEY, _is_positive_int
 from ._guards import _MAX_TTL_KEY as _MAX_TTL_KEY
 from ._guards import GuardConfig as GuardConfig
 from ._guards import GuardConfigError as GuardConfigError
 from ._guards import load_guards as load_guards
+from ._options import (
+    BY_NAME,
+    CACHE_OPTIONS,
+    IDLE_TTL_ROW,
+    QUOTA_ROW,
+    REFRESH_AHEAD_ROW,
+    STALE_ROW,
+    TTL_JITTER_ROW,
+    CacheValues,
+    Option,
+    Rejected,
+    Rejection,
+    _source_field,
+    environment_text,
+    parse_int,
+    read_environment,
+)
+from ._options import ResolvedLimits as ResolvedLimits
+from ._options import rejected_environment as rejected_environment
 
 logger = logging.getLogger(__name__)
 
@@ -32,35 +51,9 @@ IDLE_TTL_MS_VAR = "AGENT_RUNTIME_CACHE_IDLE_TTL_MS"
 TTL_JITTER_VAR = "AGENT_RUNTIME_CACHE_TTL_JITTER"
 MAX_ENTRIES_PER_USER_VAR = "AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER"
 
-# Optional sign and ASCII decimal digits, blanks around: int() alone would also take "4_2" and "٤٢".
-_INT_RE = re.compile(r"\s*([+-]?[0-9]+)\s*", re.ASCII)
-
-
-class LimitSettings(Protocol):
-    """What the resolution reads: raw text per variable (``RuntimeCacheSettings`` fits)."""
-
-    @property
-    def max_entries(self) -> str | None: ...
-    @property
-    def ttl_ms(self) -> str | None: ...
-    @property
-    def ttl_seconds(self) -> str | None: ...
-    @property
-    def build_timeout_ms(self) -> str | None: ...
-    @property
-    def dispose_timeout_ms(self) -> str | None: ...
-    @property
-    def sweep_interval_ms(self) -> str | None: ...
-    @property
-    def refresh_ahead_ms(self) -> str | None: ...
-    @property
-    def stale_while_rebuilding(self) -> str | None: ...
-    @property
-    def idle_ttl_ms(self) -> str | None: ...
-    @property
-    def ttl_jitter(self) -> str | None: ...
-    @property
-    def max_entries_per_user(self) -> str | None: ...
+LimitSettings = CacheValues
+"""What the resolution reads: each cache option's typed value or None (``RuntimeCacheSettings``
+fits; the variables it dropped as unparseable are in its ``rejected_environment``)."""
 
 
 def environment_value(name: str) -> str | None:
@@ -68,43 +61,21 @@ def environment_value(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
-@dataclass(frozen=True, slots=True)
-class _Environment:
-    """The variables read straight from ``os.environ``: what a manager built without settings
-    uses, so that it never needs pydantic-settings (``RuntimeCacheSettings`` reads the same)."""
+class _Environment(CacheValues):
+    """The variables read straight from ``os.environ`` by the table's parsers: what a manager
+    built without settings uses, so that it never needs pydantic-settings."""
 
-    max_entries: str | None
-    ttl_ms: str | None
-    ttl_seconds: str | None
-    build_timeout_ms: str | None
-    dispose_timeout_ms: str | None
-    sweep_interval_ms: str | None
-    refresh_ahead_ms: str | None
-    stale_while_rebuilding: str | None
-    idle_ttl_ms: str | None
-    ttl_jitter: str | None
-    max_entries_per_user: str | None
+    def __init__(
+        self, values: dict[str, object], rejected: tuple[Rejection, ...], texts: dict[str, str]
+    ) -> None:
+        for name, value in values.items():
+            setattr(self, name, value)
+        self.rejected_environment = rejected
+        self.environment_texts = texts
 
     @classmethod
     def read(cls) -> _Environment:
-        return cls(
-            *(
-                environment_value(name)
-                for name in (
-                    MAX_ENTRIES_VAR,
-                    TTL_MS_VAR,
-                    TTL_SECONDS_VAR,
-                    BUILD_TIMEOUT_VAR,
-                    DISPOSE_TIMEOUT_VAR,
-                    SWEEP_INTERVAL_VAR,
-                    REFRESH_AHEAD_VAR,
-                    STALE_WHILE_REBUILDING_VAR,
-                    IDLE_TTL_MS_VAR,
-                    TTL_JITTER_VAR,
-                    MAX_ENTRIES_PER_USER_VAR,
-                )
-            )
-        )
+        return cls(*read_environment(CACHE_OPTIONS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,55 +88,19 @@ class MsSetting:
     guard: int
 
 
-BUILD_TIMEOUT: Final = MsSetting("build_timeout_ms", BUILD_TIMEOUT_VAR, 30_000, 600_000)
-DISPOSE_TIMEOUT: Final = MsSetting("dispose_timeout_ms", DISPOSE_TIMEOUT_VAR, 10_000, 600_000)
-SWEEP_INTERVAL: Final = MsSetting("sweep_interval_ms", SWEEP_INTERVAL_VAR, 1_000, 60_000)
-BACKOFF_CAP: Final = MsSetting("backoff_cap_ms", BACKOFF_CAP_VAR, 5_000, 300_000)
+def _ms_setting(variable: str) -> MsSetting:
+    """The row of the table whose variable is ``variable``, as an ``MsSetting``."""
+    (option,) = (o for o in BY_NAME.values() if o.variable == variable)
+    assert isinstance(option.default, int) and isinstance(option.ceiling, int)
+    return MsSetting(option.name, option.variable, option.default, option.ceiling)
+
+
+BUILD_TIMEOUT: Final = _ms_setting(BUILD_TIMEOUT_VAR)
+DISPOSE_TIMEOUT: Final = _ms_setting(DISPOSE_TIMEOUT_VAR)
+SWEEP_INTERVAL: Final = _ms_setting(SWEEP_INTERVAL_VAR)
+BACKOFF_CAP: Final = _ms_setting(BACKOFF_CAP_VAR)
+MANAGER_MS_SETTINGS: Final = (BUILD_TIMEOUT, DISPOSE_TIMEOUT, SWEEP_INTERVAL)
 MS_SETTINGS: Final = (BUILD_TIMEOUT, DISPOSE_TIMEOUT, SWEEP_INTERVAL, BACKOFF_CAP)
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvedLimits:
-    """The limits the manager runs with, where each came from, and what was warned about."""
-
-    max_entries: int
-    default_ttl_ms: int
-    max_entries_source: str
-    default_ttl_source: str
-    warnings: tuple[str, ...] = ()
-    build_timeout_ms: int = BUILD_TIMEOUT.default
-    dispose_timeout_ms: int = DISPOSE_TIMEOUT.default
-    sweep_interval_ms: int = SWEEP_INTERVAL.default
-    build_timeout_source: str = "default"
-    dispose_timeout_source: str = "default"
-    sweep_interval_source: str = "default"
-    refresh_ahead_ms: int = 0  # 0: refresh-ahead off
-    refresh_ahead_source: str = "default"
-    stale_while_rebuilding: bool = False
-    stale_while_rebuilding_source: str = "default"
-    idle_ttl_ms: int = 0  # 0: idle expiry off
-    idle_ttl_source: str = "default (off)"
-    ttl_jitter: float = 0.0
-    ttl_jitter_source: str = "default (off)"
-    max_entries_per_user: int | None = None  # the per-user quota; None: none
-    max_entries_per_user_source: str = "default (no quota)"
-
-    def describe(self) -> str:
-        """One line for the start-up log: each effective value and where it came from."""
-        return (
-            f"max_entries={self.max_entries} ({self.max_entries_source}), "
-            f"default_ttl_ms={self.default_ttl_ms} ({self.default_ttl_source}), "
-            f"build_timeout_ms={self.build_timeout_ms} ({self.build_timeout_source}), "
-            f"dispose_timeout_ms={self.dispose_timeout_ms} ({self.dispose_timeout_source}), "
-            f"sweep_interval_ms={self.sweep_interval_ms} ({self.sweep_interval_source}), "
-            f"refresh_ahead_ms={self.refresh_ahead_ms} ({self.refresh_ahead_source}), "
-            f"stale_while_rebuilding={self.stale_while_rebuilding} "
-            f"({self.stale_while_rebuilding_source}), "
-            f"idle_ttl_ms={self.idle_ttl_ms} ({self.idle_ttl_source}), "
-            f"ttl_jitter={self.ttl_jitter} ({self.ttl_jitter_source}), "
-            f"max_entries_per_user={self.max_entries_per_user}"
-            f" ({self.max_entries_per_user_source})"
-        )
 
 
 def _guard_label(guards: GuardConfig) -> str:
@@ -203,22 +138,11 @@ def _read_int(
     # departure: the original fell back silently on a bad value; we warn, naming variable and value.
     if raw is None or not raw.strip():
         return None
-    match = _INT_RE.fullmatch(raw)
-    if match is None:
-        _warn(collected, "%s=%r ignored: not an integer", name, raw)
-        return None
     try:
-        value = int(match.group(1))
-    except ValueError:  # more digits than int() accepts
-        _warn(collected, "%s=%r ignored: too many digits", name, raw)
+        return parse_int(raw, minimum, maximum)
+    except Rejected as exc:
+        _warn(collected, "%s=%r ignored: " + exc.fmt, name, raw, *exc.args_)
         return None
-    if value < minimum:
-        _warn(collected, "%s=%r ignored: must be >= %d", name, raw, minimum)
-        return None
-    if maximum is not None and value > maximum:
-        _warn(collected, "%s=%r ignored: must be <= %d", name, raw, maximum)
-        return None
-    return value
 
 
 def raise_guard_hint(key: str) -> str:
@@ -229,7 +153,7 @@ def raise_guard_hint(key: str) -> str:
 def resolve_ms(
     setting: MsSetting,
     keyword: int | None,
-    raw: str | None,
+    raw: str | int | None,
     collected: list[str],
     *,
     minimum: int = 1,
@@ -248,7 +172,10 @@ def resolve_ms(
             )
         value, source = keyword, f"keyword {setting.keyword}={keyword}"
     else:
-        parsed = _read_int(setting.variable, raw, minimum, collected)
+        if isinstance(raw, int):  # parsed when read: only the caller's minimum is left to check
+            parsed = _read_int(setting.variable, str(raw), minimum, collected)
+        else:
+            parsed = _read_int(setting.variable, raw, minimum, collected)
         if parsed is None:
             value, source = setting.default, "default"
         else:
@@ -267,30 +194,35 @@ def resolve_ms(
 
 
 def resolve_limits(
-    guards: GuardConfig,
-    settings: LimitSettings | None = None,
-    *,
-    build_timeout_ms: int | None = None,
-    dispose_timeout_ms: int | None = None,
-    sweep_interval_ms: int | None = None,
-    refresh_ahead_ms: int | None = None,
-    stale_while_rebuilding: bool | None = None,
-    idle_ttl_ms: int | None = None,
-    ttl_jitter: float | None = None,
-    max_entries_per_user: int | None = None,
+    guards: GuardConfig, settings: LimitSettings | None = None, **keywords: Any
 ) -> ResolvedLimits:
     """Resolve every limit: keyword > environment (``settings``) > default, capped by a guard.
+
+    ``keywords`` are the manager's options by their table names (``None``: not given); an
+    unknown one is a TypeError.
 
     ``settings=None`` reads the variables from ``os.environ`` directly. Raises ValueError for
     a bad keyword only; every other problem is a WARNING log, also collected in ``warnings``.
     The result is logged at INFO with where each value came from.
     """
+    unknown = set(keywords) - {o.name for o in CACHE_OPTIONS if o.keyword is not None}
+    if unknown:
+        raise TypeError(f"resolve_limits() got unexpected keywords: {', '.join(sorted(unknown))}")
     collected: list[str] = []
     if settings is None:
         settings = _Environment.read()
-    label = _guard_label(guards)
+    # Variables dropped as unparseable when read: each logged where its option is resolved.
+    rejections = {args[0]: (fmt, args) for fmt, args in rejected_environment(settings)}
 
-    max_entries = _read_int(MAX_ENTRIES_VAR, settings.max_entries, 1, collected)
+    def dropped(variable: str) -> None:
+        entry = rejections.pop(variable, None)
+        if entry is not None:
+            _warn(collected, entry[0], *entry[1])
+
+    label = _guard_label(guards)
+    dropped(MAX_ENTRIES_VAR)
+
+    max_entries = settings.max_entries
     if max_entries is None:
         entries, entries_source = guards.max_entries, label
     elif max_entries > guards.max_entries:
@@ -312,11 +244,14 @@ def resolve_limits(
     # TTL_MS wins over TTL_SECONDS; a bad TTL_MS falls through to TTL_SECONDS.
     ttl: int | None = None
     given = label
-    parsed_ms = _read_int(TTL_MS_VAR, settings.ttl_ms, 0, collected)
+    dropped(TTL_MS_VAR)
+    parsed_ms = settings.ttl_ms
     if parsed_ms is not None:
         ttl, given = parsed_ms, f"{TTL_MS_VAR}={parsed_ms}"
+        rejections.pop(TTL_SECONDS_VAR, None)  # not consulted: TTL_MS wins
     else:
-        parsed_s = _read_int(TTL_SECONDS_VAR, settings.ttl_seconds, 0, collected)
+        dropped(TTL_SECONDS_VAR)
+        parsed_s = settings.ttl_seconds
         if parsed_s is not None:
             ttl, given = parsed_s * 1000, f"{TTL_SECONDS_VAR}={parsed_s}"
     if ttl is None:
@@ -346,76 +281,61 @@ def resolve_limits(
     else:
         ttl_ms, ttl_source = ttl, given
 
-    timings = [
-        resolve_ms(setting, keyword, raw, collected)
-        for setting, keyword, raw in (
-            (BUILD_TIMEOUT, build_timeout_ms, settings.build_timeout_ms),
-            (DISPOSE_TIMEOUT, dispose_timeout_ms, settings.dispose_timeout_ms),
-            (SWEEP_INTERVAL, sweep_interval_ms, settings.sweep_interval_ms),
-        )
-    ]
-    refresh = resolve_refresh_ahead_ms(
-        refresh_ahead_ms, settings.refresh_ahead_ms, ttl_ms, collected
-    )
-    stale = resolve_flag(
-        "stale_while_rebuilding",
-        STALE_WHILE_REBUILDING_VAR,
-        stale_while_rebuilding,
-        settings.stale_while_rebuilding,
-        collected,
-    )
-    from ._expiry_options import resolve_idle_ttl_ms, resolve_ttl_jitter  # (imports this)
+    resolved: dict[str, object] = {}
 
-    idle = resolve_idle_ttl_ms(idle_ttl_ms, settings.idle_ttl_ms, guards, collected)
-    jitter = resolve_ttl_jitter(ttl_jitter, settings.ttl_jitter, collected)
-    quota, quota_source = resolve_max_entries_per_user(
-        max_entries_per_user, settings.max_entries_per_user, guards, collected
-    )
+    def keep(option: Option, value: object, source: str) -> None:
+        resolved[option.name] = value
+        resolved[_source_field(option.name)] = source
+
+    for setting in MANAGER_MS_SETTINGS:
+        dropped(setting.variable)
+        keep(BY_NAME[setting.keyword], *resolve_ms(
+            setting, keywords.get(setting.keyword), getattr(settings, setting.keyword), collected
+        ))
+    for option in CACHE_OPTIONS:  # the rest, in the table's order
+        dropped(option.variable)
+
+    def asked(option: Option) -> tuple[Any, Any]:
+        return keywords.get(option.name), getattr(settings, option.name)
+
+    keep(REFRESH_AHEAD_ROW, *resolve_refresh_ahead_ms(*asked(REFRESH_AHEAD_ROW), ttl_ms, collected))
+    keep(STALE_ROW, *resolve_flag(
+        STALE_ROW.name, STALE_ROW.variable, *asked(STALE_ROW), collected,
+        environment_text(settings, STALE_ROW.name),
+    ))
+    keep(IDLE_TTL_ROW, *resolve_idle_ttl_ms(*asked(IDLE_TTL_ROW), guards, collected, _warn))
+    keep(TTL_JITTER_ROW, *resolve_ttl_jitter(*asked(TTL_JITTER_ROW)))
+    keep(QUOTA_ROW, *resolve_max_entries_per_user(*asked(QUOTA_ROW), guards, collected))
     limits = ResolvedLimits(
         max_entries=entries,
         default_ttl_ms=ttl_ms,
         max_entries_source=entries_source,
         default_ttl_source=ttl_source,
         warnings=tuple(collected),
-        build_timeout_ms=timings[0][0],
-        dispose_timeout_ms=timings[1][0],
-        sweep_interval_ms=timings[2][0],
-        build_timeout_source=timings[0][1],
-        dispose_timeout_source=timings[1][1],
-        sweep_interval_source=timings[2][1],
-        refresh_ahead_ms=refresh[0],
-        refresh_ahead_source=refresh[1],
-        stale_while_rebuilding=stale[0],
-        stale_while_rebuilding_source=stale[1],
-        idle_ttl_ms=idle[0],
-        idle_ttl_source=idle[1],
-        ttl_jitter=jitter[0],
-        ttl_jitter_source=jitter[1],
-        max_entries_per_user=quota,
-        max_entries_per_user_source=quota_source,
+        **resolved,  # type: ignore[arg-type]
     )
     logger.info("snak_runtime limits: %s", limits.describe())
     return limits
 
 
 def resolve_max_entries_per_user(
-    keyword: int | None, raw: str | None, guards: GuardConfig, collected: list[str]
+    keyword: int | None, raw: int | None, guards: GuardConfig, collected: list[str]
 ) -> tuple[int | None, str]:
     """The per-user quota (None: no quota) and where it came from.
 
     Keyword > ``AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER`` > no quota, then the guard's
-    optional ``max_entries_per_user`` caps it with a WARNING; with a guard ceiling, "no
+    optional per-user ceiling caps it with a WARNING; with a guard ceiling, "no
     quota" is capped to the ceiling too. A bad keyword (0, negative, not an integer) raises
     ValueError; a bad variable is ignored with a WARNING naming it, then falls through.
     """
-    ceiling = guards.max_entries_per_user
+    ceiling: int | None = getattr(guards, QUOTA_ROW.name)  # the guard's field of that name
     value: int | None
     if keyword is not None:
         if not _is_positive_int(keyword):
-            raise ValueError(f"max_entries_per_user must be a positive integer, got {keyword!r}")
-        value, given = keyword, f"keyword max_entries_per_user={keyword}"
+            raise ValueError(f"{QUOTA_ROW.keyword} must be a positive integer, got {keyword!r}")
+        value, given = keyword, f"keyword {QUOTA_ROW.keyword}={keyword}"
     else:
-        value = _read_int(MAX_ENTRIES_PER_USER_VAR, raw, 1, collected)
+        value = raw  # parsed (and a bad one dropped, with a warning) when read
         given = f"{MAX_ENTRIES_PER_USER_VAR}={value}"
     if ceiling is None:
         return value, ("default (no quota)" if value is None else given)
@@ -446,9 +366,9 @@ def resolve_seed_ttl_ms(ttl_ms: int | None, default_ttl_ms: int, max_ttl_ms: int
 
 
 def resolve_refresh_ahead_ms(
-    keyword: int | None, raw: str | None, default_ttl_ms: int, collected: list[str]
+    keyword: int | None, raw: int | None, default_ttl_ms: int, collected: list[str]
 ) -> tuple[int, str]:
-    """``refresh_ahead_ms`` and its source: keyword > ``AGENT_RUNTIME_CACHE_REFRESH_AHEAD_MS``
+    """The refresh-ahead window and its source: keyword > ``AGENT_RUNTIME_CACHE_REFRESH_AHEAD_MS``
     > 0 (off).
 
     The default TTL is its guard: a window as long as an entry's whole life would refresh
@@ -458,42 +378,39 @@ def resolve_refresh_ahead_ms(
     """
     if keyword is not None:
         if isinstance(keyword, bool) or not isinstance(keyword, int) or keyword < 0:
-            raise ValueError(f"refresh_ahead_ms must be an integer >= 0, got {keyword!r}")
+            raise ValueError(
+                f"{REFRESH_AHEAD_ROW.keyword} must be an integer >= 0, got {keyword!r}"
+            )
         if keyword >= default_ttl_ms:
             raise ValueError(
-                f"refresh_ahead_ms={keyword} must be below the default TTL ({default_ttl_ms} ms)"
+                f"{REFRESH_AHEAD_ROW.keyword}={keyword} must be below the default TTL"
+                f" ({default_ttl_ms} ms)"
             )
-        return keyword, f"keyword refresh_ahead_ms={keyword}"
-    parsed = _read_int(REFRESH_AHEAD_VAR, raw, 0, collected, default_ttl_ms - 1)
-    if parsed is None:
+        return keyword, f"keyword {REFRESH_AHEAD_ROW.keyword}={keyword}"
+    if raw is None:
         return 0, "default"
-    return parsed, f"{REFRESH_AHEAD_VAR}={parsed}"
-
-
-_TRUE = frozenset(("1", "true", "yes", "on"))
-_FALSE = frozenset(("0", "false", "no", "off"))
+    if raw >= default_ttl_ms:
+        _warn(collected, "%s=%r ignored: must be <= %d", REFRESH_AHEAD_VAR, str(raw),
+              default_ttl_ms - 1)
+        return 0, "default"
+    return raw, f"{REFRESH_AHEAD_VAR}={raw}"
 
 
 def resolve_flag(
     keyword_name: str,
     variable: str,
     keyword: bool | None,
-    raw: str | None,
+    raw: bool | None,
     collected: list[str],
+    text: str | None = None,
 ) -> tuple[bool, str]:
     """A boolean setting and its source: keyword > variable > False. A keyword that is not a
-    bool raises ValueError; a variable that is not one of 1/0, true/false, yes/no, on/off (any
-    case, blanks around) is a WARNING naming it and its value, then False."""
+    bool raises ValueError; the variable arrives parsed (one of 1/0, true/false, yes/no,
+    on/off; anything else was dropped with a WARNING naming it when read)."""
     if keyword is not None:
         if not isinstance(keyword, bool):
             raise ValueError(f"{keyword_name} must be True or False, got {keyword!r}")
         return keyword, f"keyword {keyword_name}={keyword}"
-    if raw is None or not raw.strip():
+    if raw is None:
         return False, "default"
-    text = raw.strip().lower()
-    if text in _TRUE:
-        return True, f"{variable}={raw.strip()}"
-    if text in _FALSE:
-        return False, f"{variable}={raw.strip()}"
-    _warn(collected, "%s=%r ignored: not a boolean (true/false)", variable, raw)
-    return False, "default"
+    return raw, f"{variable}={str(raw).lower() if text is None else text}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, final, runtime_checkable
 
@@ -57,17 +58,51 @@ class _Disposals:
     and timeouts are logged and counted, never raised into a cache operation.
     """
 
-    __slots__ = ("_abandoned", "_disposer", "_log", "_pending", "_stats", "_timeout_s")
+    __slots__ = (
+        "_abandoned", "_disposer", "_forced", "_log", "_loop_of", "_pending", "_stats",
+        "_timeout_s",
+    )
 
     def __init__(
-        self, disposer: Disposer, timeout_s: float, stats: _StatsCounter, log: logging.Logger
+        self,
+        disposer: Disposer,
+        timeout_s: float,
+        stats: _StatsCounter,
+        log: logging.Logger,
+        loop_of: Callable[[], asyncio.AbstractEventLoop | None],
     ) -> None:
         self._disposer = disposer
+        self._loop_of = loop_of  # the manager's loop, once bound
+        self._forced = False  # the grace period is over: every agent was disposed already
         self._timeout_s = timeout_s
         self._stats = stats
         self._log = log
         self._pending: set[asyncio.Future[Any]] = set()  # what wait() waits for
         self._abandoned: set[asyncio.Future[Any]] = set()  # timed out, still running
+
+    def orphaned(self, agent_id: str, agent: object) -> None:
+        """No cached generation holds ``agent`` any more: dispose it off the caller's path."""
+        if self._forced:
+            return  # the grace period is over: every agent was disposed already
+        loop = self._loop_of()
+        if loop is None or loop.is_closed():
+            self._log.warning(
+                "agent %r cannot be disposed: its event loop is gone", agent_id,
+                extra={"agent_id": agent_id},
+            )
+            return
+        self.schedule(loop, agent_id, agent)
+
+    def late(self, agent_id: str, agent: object) -> None:
+        """The agent of a seed that a build or rebuild given up returned after all: never
+        cached, so disposed even after the grace period."""
+        loop = self._loop_of()
+        if loop is not None and not loop.is_closed():  # (a done callback runs in the loop)
+            self.schedule(loop, agent_id, agent)
+
+    def force(self) -> None:
+        """Close's grace period is over: what the cache still held was disposed."""
+        self._forced = True
 
     def schedule(self, loop: asyncio.AbstractEventLoop, agent_id: str, agent: object) -> None:
         self._stats.disposals += 1

@@ -1,47 +1,45 @@
-"""The expiry options of issue 16, resolved under the settings rule: ``idle_ttl_ms`` (idle
-expiry) and ``ttl_jitter`` (TTLs shortened at random so a batch does not expire at once).
+"""The expiry options of issue 16, resolved under the settings rule: the idle TTL (idle
+expiry) and the TTL jitter (TTLs shortened at random so a batch does not expire at once).
 
-Kept apart from ``_config`` (which calls these from ``resolve_limits``) to keep it readable.
+Kept apart from ``_config`` (which calls these from ``resolve_limits``) to keep it readable; it
+imports only the guards and the table (no cycle): the caller passes its warning function.
+Environment values arrive parsed by their rows (a bad one was dropped, with a warning).
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
-from ._config import (
-    _MAX_TTL_KEY,
-    IDLE_TTL_MS_VAR,
-    TTL_JITTER_VAR,
-    GuardConfig,
-    _read_int,
-    _warn,
-)
+from ._guards import _MAX_TTL_KEY, GuardConfig
+from ._options import IDLE_TTL_ROW as _IDLE
+from ._options import MAX_TTL_JITTER as MAX_TTL_JITTER
+from ._options import TTL_JITTER_ROW as _JITTER
 
-MAX_TTL_JITTER = 0.5
-"""The largest ``ttl_jitter``: half the TTL at most, so an entry lives at least half of it."""
+Warn = Callable[..., None]
+"""``warn(collected, fmt, *args)``: log a WARNING and collect its text (``_config._warn``)."""
+
 
 
 def resolve_idle_ttl_ms(
-    keyword: int | None, raw: str | None, guards: GuardConfig, collected: list[str]
+    keyword: int | None, raw: int | None, guards: GuardConfig, collected: list[str], warn: Warn
 ) -> tuple[int, str]:
-    """``idle_ttl_ms`` and its source: keyword > variable > default (0, off); the guard's
+    """Idle expiry and its source: keyword > variable > default (0, off); the guard's
     ``max_ttl_ms`` caps it (an idle time beyond every TTL could never take effect).
 
-    A bad keyword raises ValueError; a bad variable is a WARNING and gives the default.
+    A bad keyword raises ValueError.
     """
     if keyword is not None:
         if isinstance(keyword, bool) or not isinstance(keyword, int) or keyword < 0:
             raise ValueError(
-                f"idle_ttl_ms must be a non-negative integer (0: off), got {keyword!r}"
+                f"{_IDLE.keyword} must be a non-negative integer (0: off), got {keyword!r}"
             )
-        value, source = keyword, f"keyword idle_ttl_ms={keyword}"
+        value, source = keyword, f"keyword {_IDLE.keyword}={keyword}"
     else:
-        parsed = _read_int(IDLE_TTL_MS_VAR, raw, 0, collected)
-        if parsed is None:
+        if raw is None:
             return 0, "default (off)"
-        value, source = parsed, f"{IDLE_TTL_MS_VAR}={parsed}"
+        value, source = raw, f"{_IDLE.variable}={raw}"
     if value > guards.max_ttl_ms:
-        _warn(
+        warn(
             collected,
             "%s is above the guard %s=%d; capped to %d",
             source,
@@ -53,13 +51,11 @@ def resolve_idle_ttl_ms(
     return value, source
 
 
-def resolve_ttl_jitter(
-    keyword: float | None, raw: str | None, collected: list[str]
-) -> tuple[float, str]:
-    """``ttl_jitter`` and its source: keyword > variable > default (0.0, off).
+def resolve_ttl_jitter(keyword: float | None, raw: float | None) -> tuple[float, str]:
+    """TTL jitter and its source: keyword > variable > default (0.0, off).
 
     A fraction from 0 to ``MAX_TTL_JITTER``: outside that, or not a number, a keyword raises
-    ValueError and a variable is a WARNING naming it and its value, then the default.
+    ValueError.
     """
     if keyword is not None:
         if (
@@ -68,22 +64,9 @@ def resolve_ttl_jitter(
             or not 0 <= keyword <= MAX_TTL_JITTER
         ):
             raise ValueError(
-                f"ttl_jitter must be a number from 0 to {MAX_TTL_JITTER}, got {keyword!r}"
+                f"{_JITTER.keyword} must be a number from 0 to {MAX_TTL_JITTER}, got {keyword!r}"
             )
-        return float(keyword), f"keyword ttl_jitter={keyword}"
-    if raw is None or not raw.strip():
+        return float(keyword), f"keyword {_JITTER.keyword}={keyword}"
+    if raw is None:
         return 0.0, "default (off)"
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value <= MAX_TTL_JITTER:  # NaN fails this too
-        _warn(
-            collected,
-            "%s=%r ignored: must be a number from 0 to %s",
-            TTL_JITTER_VAR,
-            raw,
-            MAX_TTL_JITTER,
-        )
-        return 0.0, "default (off)"
-    return value, f"{TTL_JITTER_VAR}={value}"
+    return raw, f"{_JITTER.variable}={raw}"

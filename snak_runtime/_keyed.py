@@ -12,6 +12,8 @@ import asyncio
 from collections import deque
 from typing import Any, final
 
+from ._seed import RuntimeSeed
+
 # departure: the original chained promises, so two waiters could run at once after the
 # first finished; here a queue hands the turn to exactly one waiter at a time.
 
@@ -27,7 +29,7 @@ class _Turn:
         self.readers: list[asyncio.Future[None]] = []
         self.owner: asyncio.Task[Any] | None = None  # the task running user code (build)
         # readers may be served what is cached instead of waiting for this turn
-        # (an invalidation under stale_while_rebuilding)
+        # (an invalidation that serves the stale generation meanwhile)
         self.stale_ok = stale_ok
         # users evicted (evict_user) while this operation was in flight: a seed of theirs
         # made before that must not be installed
@@ -112,6 +114,28 @@ class _KeyedTurns:
         queue[-1].readers.append(waiter)
         await waiter  # cancellation cancels only this reader's own future
 
+    # departure: in the original a rebuild calling back into its own id waited on itself.
+    def check_reentry(self, key: str, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Raise if the task running ``key``'s user code (a build, a rebuild) is the caller:
+        waiting for its own turn, it would wait on itself forever."""
+        holder = self.holder(key)
+        if holder is not None and holder.owner is not None \
+                and holder.owner is asyncio.current_task(loop):
+            raise RuntimeError(
+                f"a build or rebuild of agent {key!r} called back into the manager for "
+                "the same agent id; that would wait on itself forever"
+            )
+
+    def discard_user(self, user_id: str) -> None:
+        """``evict_user`` ran: every operation in flight must not install a seed of
+        ``user_id`` made before now (see ``discarded``)."""
+        for queue in self.queues.values():
+            for turn in queue:
+                if turn.discards is None:
+                    turn.discards = {user_id}
+                else:
+                    turn.discards.add(user_id)
+
     def holder(self, key: str) -> _Turn | None:
         queue = self.queues.get(key)
         return queue[0] if queue else None
@@ -119,6 +143,12 @@ class _KeyedTurns:
     def tail(self, key: str) -> _Turn | None:
         queue = self.queues.get(key)
         return queue[-1] if queue else None
+
+
+def discarded(turn: _Turn | None, seed: RuntimeSeed[Any, Any]) -> bool:
+    """Whether ``evict_user`` ran for ``seed``'s user while the operation holding ``turn``
+    was making (or, for ``shadow_seed``, waiting to install) it."""
+    return turn is not None and turn.discards is not None and seed.user_id in turn.discards
 
 
 def _wake(readers: list[asyncio.Future[None]]) -> None:

@@ -4,23 +4,25 @@ A load holds its agent id's turn while it builds, installs the seed and pins the
 generation for each waiter before waking it. The counting rules live here: a waiter is
 counted once, when it leaves the load (a miss, or a denial when the built entry is not
 its user's), whether it is resolved, failed or cancelled; each waiter's pin is taken by
-``_pin_waiter``.
+the cache's ``pin_waiter``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from functools import partial
-from typing import Generic, TypeVar, final
+from typing import Any, Generic, TypeVar, final
 
+from ._binding import _Binding
+from ._cache import _Cache
+from ._calls import _UserCalls
 from ._errors import RuntimeManagerClosed, RuntimeNotCached
-from ._keyed import _Turn
-from ._operators import discarded
-from ._refresh import _Refreshes
-from ._seed import Build, RuntimeSeed
-from ._stats import RemovalCause
-from ._store import _Generation
+from ._generation import _Generation
+from ._keyed import _KeyedTurns, _Turn, discarded
+from ._seed import Build, RuntimeSeed, check_seed
+from ._stats import RemovalCause, _StatsCounter
 
 R = TypeVar("R")
 A = TypeVar("A")
@@ -30,7 +32,7 @@ A = TypeVar("A")
 class _Load(Generic[R, A]):
     """One single-flight build: a task, the turn it holds, the leases waiting on it.
 
-    ``manager._loads`` maps an agent id to its latest load; the load whose turn is the
+    ``_Loads`` maps an agent id to its latest load; the load whose turn is the
     tail of that id's queue is the one a newcomer joins.
     """
 
@@ -46,32 +48,62 @@ class _Load(Generic[R, A]):
         self.build_ms: float | None = None  # how long the build took, once it ended
 
 
-class _Loads(_Refreshes[R, A]):
-    """Starting, joining and running single-flight loads."""
+@final
+class _Loads(Generic[R, A]):
+    """Starting, joining and running single-flight loads; owns the loads in flight."""
+
+    def __init__(
+        self,
+        cache: _Cache[R, A],
+        turns: _KeyedTurns,
+        calls: _UserCalls,
+        binding: _Binding,
+        stats: _StatsCounter,
+        log: logging.Logger,
+    ) -> None:
+        self._cache = cache
+        self._turns = turns
+        self._calls = calls
+        self._binding = binding
+        self._stats = stats
+        self._log = log
+        self._in_flight: dict[str, _Load[R, A]] = {}  # the latest load of each agent id
+
+    def get(self, agent_id: str) -> _Load[R, A] | None:
+        """The latest load of ``agent_id`` in flight, if any."""
+        return self._in_flight.get(agent_id)
+
+    def agent_ids(self) -> list[str]:
+        """The agent ids with a load in flight (what they install is not known yet)."""
+        return list(self._in_flight)
+
+    def tasks(self) -> list[asyncio.Task[Any]]:
+        """The loads in flight, for close to cancel."""
+        return [load.task for load in self._in_flight.values() if load.task is not None]
 
     # departure: the original had no loader; every caller that missed built its own runtime.
-    def _start_load(self, agent_id: str, build: Build[R, A]) -> _Load[R, A]:
-        turn = self._turns.enqueue(agent_id, self._running_loop())
+    def start(self, agent_id: str, build: Build[R, A]) -> _Load[R, A]:
+        turn = self._turns.enqueue(agent_id, self._binding.running_loop())
         load: _Load[R, A] = _Load(agent_id, build, turn)
-        self._loads[agent_id] = load
-        load.task = self._running_loop().create_task(self._run_load(load))
+        self._in_flight[agent_id] = load
+        load.task = self._binding.running_loop().create_task(self._run_load(load))
         return load
 
-    def _joinable(self, load: _Load[R, A], build: Build[R, A]) -> _Load[R, A]:
+    def joinable(self, load: _Load[R, A], build: Build[R, A]) -> _Load[R, A]:
         """``load``, unless its last waiter just left and cancelled it (it has not ended yet):
         then a fresh load queued behind it, so that a newcomer never inherits a
         cancellation it did not ask for (issue 9)."""
         if load.abandoned:
-            return self._start_load(load.agent_id, build)
+            return self.start(load.agent_id, build)
         return load
 
-    async def _join_load(self, load: _Load[R, A], user_id: str | None) -> _Generation[R, A]:
+    async def join(self, load: _Load[R, A], user_id: str | None) -> _Generation[R, A]:
         """Wait for ``load``; it pins the generation for this waiter before waking it.
 
         The waiter is counted when it leaves the load: a miss (resolved, failed or
         cancelled), or a denial when the built entry is another user's.
         """
-        fut: asyncio.Future[_Generation[R, A]] = self._running_loop().create_future()
+        fut: asyncio.Future[_Generation[R, A]] = self._binding.running_loop().create_future()
         entry = (user_id, fut)
         load.waiters.append(entry)
         try:
@@ -87,7 +119,7 @@ class _Loads(_Refreshes[R, A]):
             elif fut.exception() is None:
                 gen = fut.result()  # pinned for us just as we were cancelled
                 gen.lease_pins -= 1
-                self._unpinned(gen)
+                self._cache.unpinned(gen)
             raise
 
     async def _run_load(self, load: _Load[R, A]) -> None:
@@ -96,23 +128,23 @@ class _Loads(_Refreshes[R, A]):
         try:
             await self._turns.wait_turn(agent_id, turn)
             held = True
-            if self._closed:
+            if self._binding.closed:
                 raise RuntimeManagerClosed("the runtime manager is closed")
-            gen = self._live(agent_id)
+            gen = self._cache.live(agent_id)
             if gen is None:
                 turn.discards = None  # only an evict_user from now on concerns this build
                 seed = await self._call_build(load)
                 if discarded(turn, seed):
                     # evict_user ran for its user meanwhile: made with what that revoked
-                    self._discard_seed(agent_id, seed)
+                    self._cache.discard(agent_id, seed)
                     raise RuntimeNotCached(agent_id, "its user's runtimes were evicted meanwhile")
                 # what is left under this id, if anything, is an expired pinned entry
-                gen = self._install(seed, RemovalCause.EXPIRED, build_ms=load.build_ms)
+                gen = self._cache.install(seed, RemovalCause.EXPIRED, build_ms=load.build_ms)
             self._resolve_waiters(load, gen)
         except BaseException as exc:
             failure = (
                 RuntimeManagerClosed("the runtime manager closed during the build")
-                if self._closed
+                if self._binding.closed
                 else exc
             )
             for _, fut in load.waiters:
@@ -126,8 +158,8 @@ class _Loads(_Refreshes[R, A]):
             if not isinstance(failure, Exception):
                 raise
         finally:
-            if self._loads.get(agent_id) is load:
-                del self._loads[agent_id]
+            if self._in_flight.get(agent_id) is load:
+                del self._in_flight[agent_id]
             turn.owner = None
             if held:
                 self._turns.leave(agent_id, turn)
@@ -136,7 +168,7 @@ class _Loads(_Refreshes[R, A]):
         agent_id = load.agent_id
         self._stats.loads += 1
         started = time.perf_counter()
-        started_ms = self._clock.now_ms()
+        started_ms = self._cache.clock_ms()
         try:
             seed = await self._calls.run(
                 "build", agent_id, partial(load.build, agent_id), load.turn
@@ -149,15 +181,15 @@ class _Loads(_Refreshes[R, A]):
             raise
         finally:
             self._stats.record_load_time((time.perf_counter() - started) * 1000)
-            load.build_ms = self._learn_cost(agent_id, started_ms)
+            load.build_ms = self._cache.learn_cost(agent_id, started_ms)
         if seed is None:
             self._stats.load_failures += 1
             raise RuntimeNotCached(agent_id, "the builder returned None")
         try:
-            self._check_seed(seed, agent_id)
+            check_seed(seed, agent_id)
         except (TypeError, ValueError):
             self._stats.load_failures += 1
-            self._discard_seed(agent_id, seed)
+            self._cache.discard(agent_id, seed)
             raise
         return seed
 
@@ -171,6 +203,6 @@ class _Loads(_Refreshes[R, A]):
                 fut.set_exception(RuntimeNotCached(load.agent_id))
                 continue
             stats.misses += 1
-            self._pin_waiter(gen)
+            self._cache.pin_waiter(gen)
             fut.set_result(gen)
         load.waiters.clear()

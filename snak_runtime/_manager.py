@@ -1,24 +1,25 @@
-"""AgentRuntimeManager: the public facade, and the hot path in one marked section.
+"""AgentRuntimeManager: the public facade over the parts (``_parts``: each owns its state,
+see the README's "How it works"), and the hot path in one marked section. Each public
+method forwards to one part.
 
 The hot path (``acquire``, ``acquire_with_agent``, ``release``, ``lease`` and its context)
-is written inline, without helper calls, because each call measurably slows it; its
-copies of the plain-hit rule are kept identical by tests/unit/test_hot_path_drift.py.
-Everything behind an ``await`` lives in the layers this class builds on (see ``_core``).
+is written inline, without helper calls, because each call measurably slows it; it reads
+plain facade attributes that alias part state that is never reassigned, and its copies of
+the plain-hit rule are kept identical by tests/unit/test_hot_path_drift.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from random import Random
 from threading import get_ident
 from types import TracebackType
-from typing import Any, Generic, TypeVar, final
+from typing import Any, Generic, Self, TypeVar, final
 
 from . import _operators
-from ._calls import _UserCalls
+from ._cache import RemovalListener, _CacheRules
 from ._clock import Clock, MonotonicClock
 from ._config import (
     EVICTION_VAR,
@@ -28,28 +29,20 @@ from ._config import (
     environment_value,
     resolve_limits,
 )
-from ._core import RemovalListener
-from ._disposal import DefaultDisposer, Disposer, _Disposals
+from ._disposal import DefaultDisposer, Disposer
+from ._generation import _Generation
 from ._info import EntryInfo
-from ._keyed import _KeyedTurns
-from ._lifecycle import _UNBOUND
+from ._operators import Predicate
+from ._parts import _Parts, _Timings, ticks_per_ms
 from ._policies import make_policy, resolve_eviction
-from ._reads import _SlowReads
-from ._seed import AcquiredRuntime, Build, RuntimeLease
-from ._stats import CacheStats, _StatsCounter
-from ._store import _Generation, _Store
+from ._seed import AcquiredRuntime, Build, RuntimeLease, RuntimeSeed
+from ._stats import CacheStats, RemovalCause
+from ._writes import evict_cause
 
 R = TypeVar("R")
 A = TypeVar("A")
 
-logger = logging.getLogger(__name__)
-
-
-def _ignore(gen: object) -> None:
-    """The last-release hook of a policy that does not want it."""
-
-
-class AgentRuntimeManager(_SlowReads[R, A]):
+class AgentRuntimeManager(Generic[R, A]):
     """An in-process cache of live agent runtimes (``R``) and their agents (``A``).
 
     Entries are pinned while in use (``acquire``/``release`` or ``lease``), expire a fixed
@@ -57,6 +50,10 @@ class AgentRuntimeManager(_SlowReads[R, A]):
     unused for ``idle_ttl_ms``), are rebuilt on configuration invalidation and are
     disposed exactly once, never while pinned. Operations on one agent id run one at a
     time in arrival order; reads with nothing in flight never suspend.
+
+    The invalidation package drives it through a public interface: ``on_invalidate``,
+    ``evict(agent_id, cause=...)``, ``evict_all(cause=...)`` and ``resync_view()``
+    (``snak_runtime.invalidation.ResyncTarget``).
 
     Not thread-safe: use one manager from one event loop (it binds to the first loop it
     runs on and raises ``RuntimeError`` on any other).
@@ -95,121 +92,81 @@ class AgentRuntimeManager(_SlowReads[R, A]):
             ttl_jitter=ttl_jitter,
             max_entries_per_user=max_entries_per_user,
         )
-        self._idle_ttl_ms = self._limits.idle_ttl_ms
-        self._ttl_jitter = self._limits.ttl_jitter
-        self._jitter_random = ttl_jitter_random if ttl_jitter_random is not None else Random()
-        self._eviction = resolve_eviction(
-            eviction,
-            EVICTION_VAR,
+        from_env = (
             environment_value(EVICTION_VAR)
             if settings is None
-            else getattr(settings, "eviction", None),
+            else getattr(settings, "eviction", None)
         )
-        # The per-user quota (None: none), checked at install only: never on a read.
-        self._max_entries_per_user = self._limits.max_entries_per_user
-        self._over_quota: set[str] = set()
-        self._max_entries = self._limits.max_entries
-        self._default_ttl_ms = self._limits.default_ttl_ms
-        self._clock: Clock = clock if clock is not None else MonotonicClock()
-        # Expiry is kept in clock ticks: the default clock is read as raw monotonic_ns (one
-        # C call on the hot path), any other clock through its now_ms().
-        self._now: Callable[[], int]
-        if type(self._clock) is MonotonicClock:
-            self._now, self._ticks_per_ms = time.monotonic_ns, 1_000_000
-        else:
-            self._now, self._ticks_per_ms = self._clock.now_ms, 1
-        self._disposer: Disposer = disposer if disposer is not None else DefaultDisposer()
-        self._log = logger if logger is not None else logging.getLogger(__name__)
-        self._build_timeout_s = self._limits.build_timeout_ms / 1000
-        self._sweep_interval_s = self._limits.sweep_interval_ms / 1000
-        self._dispose_timeout_s = self._limits.dispose_timeout_ms / 1000
-        self._refresh_ahead_ms = self._limits.refresh_ahead_ms  # 0: off
-        self._stale_while_rebuilding = self._limits.stale_while_rebuilding
+        self._eviction = resolve_eviction(eviction, EVICTION_VAR, from_env)
+        self._assemble(
+            clock if clock is not None else MonotonicClock(),
+            disposer if disposer is not None else DefaultDisposer(),
+            logger,
+            ttl_jitter_random if ttl_jitter_random is not None else Random(),
+        )
 
-        self._store: _Store[R, A] = _Store(
-            self._removed,
-            self._orphaned,
-            make_policy(self._eviction, self._max_entries),
-            idle_ticks=self._idle_ttl_ms * self._ticks_per_ms,
+    def _assemble(
+        self, clock: Clock, disposer: Disposer, logger: logging.Logger | None, rand: Random
+    ) -> None:
+        """Make the parts (``_parts``); keep them, and the hot path's aliases of their state."""
+        limits = self._limits  # the one place that reads the options for the parts
+        rules = _CacheRules(
+            max_entries=limits.max_entries, default_ttl_ms=limits.default_ttl_ms,
+            max_ttl_ms=self._guards.max_ttl_ms, ticks_per_ms=ticks_per_ms(clock),
+            idle_ms=limits.idle_ttl_ms, jitter=limits.ttl_jitter,
+            refresh_window_ms=limits.refresh_ahead_ms, user_quota=limits.max_entries_per_user,
         )
-        self._idle_ticks = self._store.idle_ticks
-        self._current = self._store.current  # hot path aliases
-        self._recency = self._store.recency  # the policy's order, for tests: never written here
-        policy = self._store.policy
-        if self._max_entries_per_user is not None:
-            policy.keep_ranks()  # before reading its touch: ranking may change it
-            self._store.index_users()  # the quota reads it at every install
-        self._idle = policy.idle if policy.wants_idle else _ignore
-        self._touch = policy.touch if policy.wants_idle else _ignore
-        self._over_capacity = False  # pins kept the map above max_entries after a trim
-        # The release path's one test for "not the common case": over capacity, or idle
-        # expiry is on (the slow path records the release time: the hot path stays as it was).
-        self._slow_release = self._idle_ttl_ms > 0
-        self._detached = self._store.detached
-        self._turns = _KeyedTurns()
-        self._queues = self._turns.queues
-        self._loads = {}
-        self._rebuilds: set[asyncio.Task[Any]] = set()  # their turns hold the ids
-        self._refreshes = {}  # refresh-ahead in flight: no turn held while rebuilding
-        self._stats = _StatsCounter()
-        # Outstanding pins = hits + pins given to load waiters - pins released; kept as
-        # counters so a hit updates one number, not two.
-        self._waiter_pins = 0
-        self._unpins = 0
-        self._listeners: list[RemovalListener] = []
-        self._disposals = _Disposals(
-            self._disposer, self._dispose_timeout_s, self._stats, self._log
+        timings = _Timings(
+            build_timeout_s=limits.build_timeout_ms / 1000,
+            dispose_timeout_s=limits.dispose_timeout_ms / 1000,
+            sweep_interval_s=limits.sweep_interval_ms / 1000,
+            stale_reads=limits.stale_while_rebuilding,
         )
-        # Builds and rebuilds: bounded by build_timeout_ms; once cancelled, one may take up
-        # to dispose_timeout_ms (or build_timeout_ms, if shorter) to end before it is
-        # abandoned, so an evict waits at most build + dispose timeouts for one in flight.
-        self._calls = _UserCalls(
-            self._build_timeout_s,
-            min(self._build_timeout_s, self._dispose_timeout_s),
-            self._log,
-            self._late_seed,
-        )
-        self._loop: asyncio.AbstractEventLoop | None = None
-        # The hit path's loop check: the bound loop is running in this very thread (one
-        # loop runs per thread at a time, so it is the running loop). ``get_running_loop``
-        # costs a system call per call on Python 3.11.
-        self._loop_ref: Any = _UNBOUND
-        self._sweeper: asyncio.Task[None] | None = None
-        self._closed = False
-        self._close_task: asyncio.Task[None] | None = None
-        self._drained: asyncio.Event | None = None  # set while closing, when pins reach 0
-        self._forced = False  # grace period over: agents already disposed
+        policy = make_policy(self._eviction, limits.max_entries)
+        parts: _Parts[R, A] = _Parts(timings, rules, policy, clock, disposer, logger, rand)
+        self._parts = parts  # every part; the facade's own references below
+        self._disposer = disposer
+        self._now = parts.now
+        self._stats = parts.stats
+        self._binding = parts.binding
+        self._loop_ref: Any = parts.binding.ref  # the hot path's copy (see _gate)
+        self._cache = cache = parts.cache
+        # hot path aliases: part state that is never reassigned
+        self._current, self._detached = cache.current, cache.detached
+        self._idle, self._touch = cache.idle, cache.touch
+        self._capacity = cache.capacity  # its slow_release: the release path's one test
+        self._queues = parts.turns.queues
+        self._writes = parts.writes
+        self._reads = parts.reads
 
     # ------------------------------------------------------------------ properties
 
     @property
     def max_entries(self) -> int:
-        return self._max_entries
+        return self._limits.max_entries
 
     @property
     def default_ttl_ms(self) -> int:
-        return self._default_ttl_ms
+        return self._limits.default_ttl_ms
 
     @property
     def max_entries_per_user(self) -> int | None:
-        """The per-user quota: at most this many entries per user, beyond what pins hold
-        (None: no quota)."""
-        return self._max_entries_per_user
+        """At most this many entries per user, beyond what pins hold (None: no quota)."""
+        return self._limits.max_entries_per_user
 
     @property
     def idle_ttl_ms(self) -> int:
         """Idle expiry: an unpinned entry unused this long expires (0: off)."""
-        return self._idle_ttl_ms
+        return self._limits.idle_ttl_ms
 
     @property
     def ttl_jitter(self) -> float:
         """The largest fraction by which an install's TTL is shortened at random (0: off)."""
-        return self._ttl_jitter
+        return self._limits.ttl_jitter
 
     @property
     def eviction(self) -> str:
-        """The eviction policy's name (keyword, else AGENT_RUNTIME_CACHE_EVICTION, else the
-        default: ``"cost-aware"``; ``"lru"`` is the original's order)."""
+        """The eviction policy's name (``"cost-aware"`` by default; ``"lru"``: the original)."""
         return self._eviction
 
     @property
@@ -218,22 +175,22 @@ class AgentRuntimeManager(_SlowReads[R, A]):
 
     @property
     def limits(self) -> ResolvedLimits:
-        """The resolved limits with where each came from and the warnings on the way."""
+        """The resolved limits, where each came from, and the warnings on the way."""
         return self._limits
 
     @property
     def refresh_ahead_ms(self) -> int:
         """The resolved refresh window (0: refresh-ahead off)."""
-        return self._refresh_ahead_ms
+        return self._limits.refresh_ahead_ms
 
     @property
     def stale_while_rebuilding(self) -> bool:
         """Whether reads are served the cached generation while an invalidation rebuilds."""
-        return self._stale_while_rebuilding
+        return self._limits.stale_while_rebuilding
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._binding.closed
 
     @property
     def size(self) -> int:
@@ -246,12 +203,12 @@ class AgentRuntimeManager(_SlowReads[R, A]):
     def __contains__(self, agent_id: object) -> bool:
         """True for a live (unexpired) entry. Does not pin or reorder."""
         gen = self._current.get(agent_id) if isinstance(agent_id, str) else None
-        return gen is not None and self._is_live(gen, self._now())
+        return gen is not None and self._cache.is_live(gen, self._now())
 
     def version_of(self, agent_id: str) -> int | None:
         """The live entry's ``cfg_version``, or None. Does not pin or reorder."""
         gen = self._current.get(agent_id)
-        if gen is None or not self._is_live(gen, self._now()):
+        if gen is None or not self._cache.is_live(gen, self._now()):
             return None
         return gen._cfg_version
 
@@ -261,15 +218,13 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         Does not pin, reorder or count a hit (an expired entry is left for the sweeper).
         Empty or non-string ids raise ``ValueError`` / ``TypeError``.
         """
-        return _operators.peek(self, agent_id)
+        return _operators.peek(self._cache, agent_id)
 
     def snapshot(self) -> list[EntryInfo]:
-        """Every live entry as a frozen ``EntryInfo``, next to be evicted first.
-
-        Does not pin, reorder or count a hit. Visits every entry (O(n)): meant for
-        operators and metrics scrapes, never for a request path.
-        """
-        return _operators.snapshot(self)
+        """Every live entry as a frozen ``EntryInfo``, next to be evicted first. Does not pin,
+        reorder or count a hit. Visits every entry (O(n)): for operators and metrics scrapes,
+        never for a request path."""
+        return _operators.snapshot(self._cache)
 
     def agent_ids(self, user_id: str | None = None) -> list[str]:
         """The ids in the map (``user_id``: that user's), unordered, as a new list.
@@ -279,29 +234,125 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         yielding to the event loop between them, where ``snapshot()`` would hold it. An empty
         or non-string ``user_id`` raises ``ValueError`` / ``TypeError``.
         """
-        return _operators.agent_ids(self, user_id)
+        return _operators.agent_ids(self._cache, user_id)
 
     # departure: the original promised hit/miss metrics in a comment and recorded none.
     def stats(self) -> CacheStats:
-        return self._stats.snapshot(size=len(self._current), pinned=self._pinned())
+        return self._stats.snapshot(size=len(self._current), pinned=self._stats.pinned())
 
     def on_removal(self, callback: RemovalListener) -> Callable[[], None]:
-        """Call ``callback(agent_id, cause)`` whenever a generation leaves the map.
+        """Call ``callback(agent_id, cause)`` whenever a generation leaves the map; returns a
+        function that unregisters it. A listener that raises is logged."""
+        return self._cache.on_removal(callback)
 
-        Returns a function that unregisters it. A listener that raises is logged.
+    def resync_view(self) -> dict[str, int | None]:
+        """For the fleet's versioned resync: each live entry's ``cfg_version``, and ``None``
+        for an agent whose load is in flight (what it installs is not known yet). A copy;
+        visits every entry (O(n))."""
+        view: dict[str, int | None] = dict(self._cache.version_view())
+        view.update(dict.fromkeys(self._parts.loads.agent_ids()))
+        return view
+
+    # ------------------------------------------------------------------ writes
+
+    async def shadow_seed(self, seed: RuntimeSeed[R, A]) -> None:
+        """Prime the cache with ``seed`` without serving from it.
+
+        Same version as the live entry: refreshed in place (expiry restarted, marked most
+        recently used). Older than the live entry: ignored, the seed's agent stays yours.
+        Otherwise (absent, expired, newer): installed as a new generation.
         """
-        self._listeners.append(callback)
+        await self._writes.shadow_seed(seed)
 
-        def unsubscribe() -> None:
-            if callback in self._listeners:
-                self._listeners.remove(callback)
+    async def on_invalidate(self, agent_id: str, cfg_version: int) -> None:
+        """Rebuild ``agent_id``'s entry for configuration ``cfg_version``.
 
-        return unsubscribe
+        No entry, an expired one, or one already at ``cfg_version`` or newer: nothing is
+        rebuilt. Otherwise the entry's ``rebuild()`` runs (bounded by ``build_timeout_ms``)
+        and its seed replaces the entry; ``None`` evicts it; a failure, timeout or
+        cancellation evicts it and is re-raised. Either way, once this returns or raises,
+        no runtime older than ``cfg_version`` is handed out again.
+        """
+        await self._writes.on_invalidate(agent_id, cfg_version)
+
+    async def evict(self, agent_id: str, *, cause: RemovalCause = RemovalCause.EXPLICIT) -> bool:
+        """Remove ``agent_id``'s entry whatever its version (disposal waits for its pins).
+
+        This is how a deleted agent leaves. Returns whether an entry was removed.
+        ``cause`` (reported to removal listeners and counted): ``explicit``, or ``resync``
+        when the fleet's resync removes it.
+        """
+        # departure: the original had no way to drop an entry (cfg_deleted carries the old
+        # version, which the version rule of on_invalidate would ignore).
+        return await self._writes.evict(agent_id, evict_cause(cause))
+
+    async def evict_all(self, *, cause: RemovalCause = RemovalCause.EXPLICIT) -> int:
+        """Evict every entry (each after whatever is in flight for it); return how many.
+        ``cause`` as for ``evict``."""
+        return await self._writes.evict_all(evict_cause(cause))
+
+    async def evict_user(self, user_id: str) -> int:
+        """Remove every entry of ``user_id`` (cause ``explicit``); return how many left.
+
+        Pinned ones are disposed at their last release, as ``evict`` does. From the return
+        on, nothing built before the call is handed out to anyone: a build or rebuild in
+        flight that yields a runtime of this user is discarded and its agent disposed
+        (the user's credentials may have been rotated). Costs that user's entries, not
+        a scan of the cache.
+        """
+        return self._writes.evict_user(user_id)
+
+    async def evict_where(self, predicate: Predicate) -> int:
+        """Remove every live entry whose ``EntryInfo`` satisfies ``predicate`` (a plain
+        function); cause ``explicit``; return how many left.
+
+        The predicate runs over a whole ``snapshot()`` first: if it raises, nothing is
+        removed and the error propagates. Visits every entry (O(n)).
+        """
+        return self._writes.evict_where(predicate)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _gate(self) -> None:
+        """The hot path's slow loop check (``_Binding.gate``), then refresh its copy."""
+        binding = self._binding
+        binding.gate()
+        self._loop_ref = binding.ref
+
+    async def start(self) -> None:
+        """Start the sweeper that disposes expired idle entries with no traffic. Idempotent."""
+        self._binding.check_loop()
+        self._parts.lifecycle.start()
+
+    async def aclose(self, grace_ms: int = 30_000) -> None:
+        """Refuse new work, dispose what is idle, let pins drain for ``grace_ms``, then
+        dispose the rest and wait for every disposal. Idempotent."""
+        closing = self._parts.lifecycle.close(grace_ms)
+        self._loop_ref = self._binding.ref  # unbound by close: every read takes the gate
+        await asyncio.shield(closing)
+
+    async def wait_for_disposals(self) -> None:
+        """Wait until every disposal scheduled so far has ended or been abandoned (after
+        ``dispose_timeout_ms``); never raises what a disposer raised. Disposal never blocks
+        a cache operation: tests and shutdown use this to see its outcome."""
+        await self._parts.disposals.wait()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     # ================================================================== HOT PATH
     # acquire, acquire_with_agent, release, lease and _LeaseContext below: inline copies of
     # the plain hit and the last release, measured (see the module docstring). Anything
-    # that is not a plain hit goes to _reads (which may await). Keep this section last.
+    # that is not a plain hit goes to the slow reads part (which may await). Keep this section last.
 
     async def acquire(self, agent_id: str, *, user_id: str | None = None) -> R | None:
         """Pin and return the live runtime, or None (miss, expired, or not ``user_id``'s).
@@ -317,7 +368,7 @@ class AgentRuntimeManager(_SlowReads[R, A]):
             or self._now() >= gen.expires_at
             or (user_id is not None and user_id != gen._user_id)
         ):
-            gen = await self._acquire_slow(agent_id, user_id)
+            gen = await self._reads.acquire(agent_id, user_id)
             return None if gen is None else gen._runtime
         gen.loose_pins += 1  # the plain hit, inline
         gen.hits += 1
@@ -337,7 +388,7 @@ class AgentRuntimeManager(_SlowReads[R, A]):
             or self._now() >= gen.expires_at
             or (user_id is not None and user_id != gen._user_id)
         ):
-            return await self._acquire_slow(agent_id, user_id)
+            return await self._reads.acquire(agent_id, user_id)
         gen.loose_pins += 1  # the plain hit, inline
         gen.hits += 1
         self._stats.hits += 1
@@ -351,20 +402,20 @@ class AgentRuntimeManager(_SlowReads[R, A]):
         """
         gen = self._current.get(agent_id)
         if gen is None or not gen.loose_pins or self._detached:
-            self._release_slow(agent_id)
+            self._cache.release_slow(agent_id)
             return
-        # The common case of _unpinned() below, repeated inline: this is half of the hot path.
+        # The common case of the cache's unpinned(), repeated inline: half of the hot path.
         gen.loose_pins -= 1
-        self._unpins += 1
+        self._stats.unpins += 1
         if gen.loose_pins or gen.lease_pins:
             return
-        if self._now() < gen.expires_at and not self._slow_release:
+        if self._now() < gen.expires_at and not self._capacity.slow_release:
             try:  # in use until now: the policy hears it went idle
                 self._touch(agent_id)
             except KeyError:
                 self._idle(gen)
             return
-        self._last_pin_gone(gen)
+        self._cache.last_pin_gone(gen)
 
     def lease(
         self,
@@ -418,7 +469,7 @@ class _LeaseContext(Generic[R, A]):
             or m._now() >= gen.expires_at
             or (self._user_id is not None and self._user_id != gen._user_id)
         ):
-            gen = await m._lease_enter(agent_id, self._user_id, self._build)
+            gen = await m._reads.lease(agent_id, self._user_id, self._build)
         else:
             gen.lease_pins += 1  # the plain hit, inline
             gen.hits += 1
@@ -436,4 +487,5 @@ class _LeaseContext(Generic[R, A]):
         if gen is not None:
             self._gen = None
             gen.lease_pins -= 1
-            self._manager._unpinned(gen)
+            self._manager._cache.unpinned(gen)
+

@@ -1,31 +1,48 @@
-"""The operator surface: quiet views of entries, and removal by user or by predicate.
+"""The operator surface: quiet views of entries (``peek``, ``snapshot``) and the choice of
+``evict_where``.
 
 Kept apart from the request path: these visit many entries (``peek`` one, ``snapshot``
-every one, ``evict_user`` one user's), and none of them is ever on a read's way.
-Functions of the manager, so the facade's methods stay one line each.
+every one), and none of them is ever on a read's way. They read the cache through
+``CacheView``, a read-only interface: nothing here changes an entry.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from ._generation import _Generation, _IdleGeneration
 from ._info import EntryInfo, _fast_entry_info
-from ._keyed import _Turn
-from ._seed import RuntimeSeed
 from ._stats import RemovalCause
-from ._store import _Generation, _IdleGeneration, _Store
-
-if TYPE_CHECKING:
-    from ._core import _ManagerCore as AgentRuntimeManager  # any layer of the manager
 
 R = TypeVar("R")
 A = TypeVar("A")
 
-logger = logging.getLogger(__name__)
-
 Predicate = Callable[[EntryInfo], object]
+
+
+class CacheView(Protocol):
+    """What the operator views read of the cache part (and nothing else)."""
+
+    @property
+    def current(self) -> dict[str, _Generation[Any, Any]]: ...
+
+    @property
+    def detached(self) -> dict[str, list[_Generation[Any, Any]]]: ...
+
+    @property
+    def idle_ticks(self) -> int: ...
+
+    @property
+    def ticks_per_ms(self) -> int: ...
+
+    def now(self) -> int: ...
+
+    def cause(self, gen: _Generation[Any, Any], now: int) -> RemovalCause | None: ...
+
+    def eviction_order(self) -> list[_Generation[Any, Any]]: ...
+
+    def user_index(self) -> dict[str, set[str]]: ...
 
 
 def check_id(name: str, value: object) -> str:
@@ -38,18 +55,18 @@ def check_id(name: str, value: object) -> str:
 
 
 def _infos(
-    manager: AgentRuntimeManager[R, A], gens: Iterable[_Generation[R, A]], now: int
-) -> list[tuple[_Generation[R, A], EntryInfo]]:
+    view: CacheView, gens: Iterable[_Generation[Any, Any]], now: int
+) -> list[tuple[_Generation[Any, Any], EntryInfo]]:
     """Each live generation of ``gens`` with its ``EntryInfo``; one loop with everything
     in locals, since ``snapshot()`` runs it over every entry."""
-    per_ms = manager._ticks_per_ms
-    store = manager._store
-    detached = store.detached
-    idle = store.idle_ticks
+    per_ms = view.ticks_per_ms
+    detached = view.detached
+    idle = view.idle_ticks
+    cause = view.cause
     make = _fast_entry_info
     out = []
     for gen in gens:
-        if now >= gen.expires_at and store.cause(gen, now) is not None:
+        if now >= gen.expires_at and cause(gen, now) is not None:
             continue  # expired (or idle: issue 16)
         # ``expires_at`` is the hot path's early bound (idle expiry, refresh-ahead): when the
         # entry itself expires is its TTL, or while unused the earlier of that and its idle
@@ -72,45 +89,28 @@ def _infos(
     return out
 
 
-def peek(manager: AgentRuntimeManager[Any, Any], agent_id: str) -> EntryInfo | None:
+def peek(view: CacheView, agent_id: str) -> EntryInfo | None:
     """The live entry of ``agent_id`` as an ``EntryInfo``, or None. Pins, reorders and
     counts nothing (an expired entry is left for the sweeper)."""
     check_id("agent_id", agent_id)
-    gen = manager._store.current.get(agent_id)
+    gen = view.current.get(agent_id)
     if gen is None:
         return None
-    found = _infos(manager, (gen,), manager._now())
+    found = _infos(view, (gen,), view.now())
     return found[0][1] if found else None
 
 
-def eviction_order(store: _Store[R, A]) -> list[_Generation[R, A]]:
-    """Every current generation, next capacity victim first.
-
-    The policy's ``order()`` lists the candidates (idle entries), exactly as eviction
-    would take them (LRU) or as its best approximation (a policy that cannot say exactly
-    documents how it guesses). Pinned entries follow in install order: none can be
-    evicted before its last release, and where it then goes is the policy's decision.
-    """
-    order = store.policy.order()
-    if len(order) < len(store.current):
-        listed = {id(gen) for gen in order}
-        order.extend(g for g in store.current.values() if id(g) not in listed)
-    return order
-
-
-def live_in_order(
-    manager: AgentRuntimeManager[R, A],
-) -> list[tuple[_Generation[R, A], EntryInfo]]:
+def live_in_order(view: CacheView) -> list[tuple[_Generation[Any, Any], EntryInfo]]:
     """Every live entry with its ``EntryInfo``, in eviction order (one clock read)."""
-    return _infos(manager, eviction_order(manager._store), manager._now())
+    return _infos(view, view.eviction_order(), view.now())
 
 
-def snapshot(manager: AgentRuntimeManager[Any, Any]) -> list[EntryInfo]:
+def snapshot(view: CacheView) -> list[EntryInfo]:
     """Every live entry, next to be evicted first. Pins, reorders and counts nothing."""
-    return [info for _, info in live_in_order(manager)]
+    return [info for _, info in live_in_order(view)]
 
 
-def agent_ids(manager: AgentRuntimeManager[Any, Any], user_id: str | None = None) -> list[str]:
+def agent_ids(view: CacheView, user_id: str | None = None) -> list[str]:
     """The agent ids in the map, unordered (expired entries the sweeper has not removed yet
     included: ``peek`` tells which are live); with ``user_id``, that user's only.
 
@@ -119,51 +119,11 @@ def agent_ids(manager: AgentRuntimeManager[Any, Any], user_id: str | None = None
     ``user_id`` it reads the user index, built on first use (one pass over the map, once per
     manager, as ``evict_user``'s first call)."""
     if user_id is None:
-        return list(manager._store.current)
-    return manager._store.user_agent_ids(check_id("user_id", user_id))
+        return list(view.current)
+    return list(view.user_index().get(check_id("user_id", user_id), ()))
 
 
-def evict_user(manager: AgentRuntimeManager[Any, Any], user_id: str) -> int:
-    """Remove every entry of ``user_id`` now (cause ``explicit``; a pinned one's agent is
-    disposed at its last release) and mark every operation in flight so that a seed of
-    that user it made before now is discarded, not installed. Returns how many entries
-    left the map. Costs that user's entries plus the operations in flight (the first call
-    also builds the user index: one pass over the map, once per manager)."""
-    store = manager._store
-    removed = 0
-    for agent_id in store.user_agent_ids(user_id):
-        store.detach(store.current[agent_id], RemovalCause.EXPLICIT)
-        removed += 1
-    for queue in manager._turns.queues.values():
-        for turn in queue:
-            if turn.discards is None:
-                turn.discards = {user_id}
-            else:
-                turn.discards.add(user_id)
-    for refresh in manager._refreshes.values():  # refresh-ahead rebuilds in flight, likewise
-        refresh.discards.add(user_id)
-    manager._log.info(
-        "evicted %d cached runtime(s) of user %r", removed, user_id,
-        extra={"user_id": user_id, "removed": removed},
-    )
-    return removed
-
-
-def evict_where(manager: AgentRuntimeManager[Any, Any], predicate: Predicate) -> int:
-    """Remove every live entry whose ``EntryInfo`` satisfies ``predicate`` (cause
-    ``explicit``). The predicate runs over a whole snapshot first: if it raises, nothing
-    is removed and the error propagates. Returns how many entries left the map."""
-    chosen = [gen for gen, info in live_in_order(manager) if predicate(info)]
-    store = manager._store
-    removed = 0
-    for gen in chosen:
-        if gen.current:  # the predicate may have had side effects; be exact anyway
-            store.detach(gen, RemovalCause.EXPLICIT)
-            removed += 1
-    return removed
-
-
-def discarded(turn: _Turn | None, seed: RuntimeSeed[Any, Any]) -> bool:
-    """Whether ``evict_user`` ran for ``seed``'s user while the operation holding ``turn``
-    was making (or, for ``shadow_seed``, waiting to install) it."""
-    return turn is not None and turn.discards is not None and seed.user_id in turn.discards
+def chosen(view: CacheView, predicate: Predicate) -> list[_Generation[Any, Any]]:
+    """The live entries whose ``EntryInfo`` satisfies ``predicate``: it runs over a whole
+    snapshot first, so if it raises, nothing is chosen and the error propagates."""
+    return [gen for gen, info in live_in_order(view) if predicate(info)]

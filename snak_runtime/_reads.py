@@ -1,120 +1,134 @@
 """The slow read path: reads that are not a plain hit (an operation in flight for the id,
-a miss, an expired entry, another user's entry), and releases of detached generations."""
+a miss, an expired entry, another user's entry). The facade's hot path hands these over."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Generic, TypeVar, final
 
-from ._core import _Denied
-from ._errors import RuntimeManagerClosed, RuntimeNotCached
+from ._binding import _Binding
+from ._cache import _Cache, _Denied
+from ._errors import RuntimeNotCached
+from ._generation import _Generation
+from ._keyed import _KeyedTurns
 from ._loads import _Loads
+from ._refresh import _Refreshes
 from ._seed import Build
-from ._store import _Generation
+from ._stats import _StatsCounter
 
 R = TypeVar("R")
 A = TypeVar("A")
 
 
-class _SlowReads(_Loads[R, A]):
-    """Everything of acquire, release and lease that the inline hot path hands over."""
+@final
+class _SlowReads(Generic[R, A]):
+    """Everything of acquire and lease that the inline hot path hands over."""
 
-    async def _acquire_slow(self, agent_id: str, user_id: str | None) -> _Generation[R, A] | None:
+    def __init__(
+        self,
+        cache: _Cache[R, A],
+        turns: _KeyedTurns,
+        loads: _Loads[R, A],
+        refreshes: _Refreshes[R, A],
+        binding: _Binding,
+        stats: _StatsCounter,
+        *,
+        stale_reads: bool,
+    ) -> None:
+        self._cache = cache
+        self._current = cache.current
+        self._now = cache.now
+        self._turns = turns
+        self._queues = turns.queues
+        self._loads = loads
+        self._refreshes = refreshes
+        self._binding = binding
+        self._stats = stats
+        self._stale_reads = stale_reads  # reads are served the cached entry while rebuilding
+
+    async def acquire(self, agent_id: str, user_id: str | None) -> _Generation[R, A] | None:
         """An acquire that is not a plain hit: wait in line (or join a refresh), count the
         hit, miss or denial, and start a refresh if the hit is in its window."""
         if agent_id in self._queues:
             # before the stale-serving test: a rebuild reading its own id gets the error
             # contract §6 promises, not the runtime it is replacing (issue 23)
-            self._check_reentry(agent_id)
+            self._turns.check_reentry(agent_id, self._binding.loop)
             if self._must_wait(agent_id):
                 await self._wait_in_line(agent_id)
-        if self._refreshes and await self._join_refresh(agent_id):
+        if self._refreshes and await self._refreshes.join(agent_id):
             if agent_id in self._queues:  # something else started meanwhile: as any read
-                return await self._acquire_slow(agent_id, user_id)
+                return await self.acquire(agent_id, user_id)
             try:
                 gen = self._joined(agent_id, user_id)
             except _Denied:
                 return None
             self._stats.misses += 1
             if gen is not None:
-                self._pin_waiter(gen, loose=True)
+                self._cache.pin_waiter(gen, loose=True)
             return gen
         try:
-            gen = self._hit(agent_id, user_id)
+            gen = self._cache.hit(agent_id, user_id)
         except _Denied:
             return None
         if gen is not None:
             gen.loose_pins += 1
-            self._maybe_refresh(gen)
+            self._refreshes.maybe_refresh(gen)
         return gen
 
     def _must_wait(self, agent_id: str) -> bool:
         """Whether a read must wait for what is in flight for ``agent_id``: always, unless
-        ``stale_while_rebuilding`` and only invalidations are in flight and the entry is
+        stale reads are on and only invalidations are in flight and the entry is
         live (it is then the generation current when their rebuild started)."""
-        if not self._stale_while_rebuilding or not self._turns.readers_may_skip(agent_id):
+        if not self._stale_reads or not self._turns.readers_may_skip(agent_id):
             return True
         gen = self._current.get(agent_id)
-        return gen is None or not self._is_live(gen, self._now())
+        return gen is None or not self._cache.is_live(gen, self._now())
 
     def _joined(self, agent_id: str, user_id: str | None) -> _Generation[R, A] | None:
         """What a read that waited for a refresh finds (the caller counts it as a miss, as
         a load's waiter is, and pins it); another user's entry is counted as a denial."""
-        gen = self._live(agent_id)
+        gen = self._cache.live(agent_id)
         if gen is not None and user_id is not None and user_id != gen._user_id:
             self._stats.denied += 1
             raise _Denied
         return gen
 
-    def _release_slow(self, agent_id: str) -> None:
-        gen = self._current.get(agent_id)
-        # older generations of some id are still pinned: give back the oldest first
-        for old in self._detached.get(agent_id, ()):
-            if old.loose_pins:
-                gen = old
-                break
-        if gen is None or not gen.loose_pins:
-            self._log.debug("release(%r) with no pin outstanding: ignored", agent_id)
-            return
-        gen.loose_pins -= 1
-        self._unpinned(gen)
-
-    async def _lease_enter(
+    async def lease(
         self, agent_id: str, user_id: str | None, build: Build[R, A] | None
     ) -> _Generation[R, A]:
         """Everything but the plain hit (which ``_LeaseContext.__aenter__`` does inline)."""
-        self._check_loop()
+        self._binding.check_loop()
         if agent_id in self._queues:
-            self._check_reentry(agent_id)  # also when a stale entry could be served
+            # also when a stale entry could be served
+            self._turns.check_reentry(agent_id, self._binding.loop)
         if agent_id in self._queues and self._must_wait(agent_id):
             # Something is in flight for this id: join a load at the tail, or wait in line.
             tail = self._turns.tail(agent_id)
             load = self._loads.get(agent_id)
             if build is not None and load is not None and load.turn is tail:
-                return await self._join_load(self._joinable(load, build), user_id)
-            await self._turns.wait_for_tail(agent_id, self._running_loop())
-            if self._closed:
-                raise RuntimeManagerClosed("the runtime manager is closed")
+                return await self._loads.join(self._loads.joinable(load, build), user_id)
+            await self._turns.wait_for_tail(agent_id, self._binding.running_loop())
+            self._binding.refuse_if_closed()
             load = self._loads.get(agent_id)
             if load is not None and build is not None:
-                return await self._join_load(self._joinable(load, build), user_id)
+                return await self._loads.join(self._loads.joinable(load, build), user_id)
         try:
-            gen = self._lookup(agent_id, user_id)
+            gen = self._cache.lookup(agent_id, user_id)
         except _Denied:
             raise RuntimeNotCached(agent_id) from None
         if gen is not None:
             gen.lease_pins += 1
-            self._maybe_refresh(gen)
+            self._refreshes.maybe_refresh(gen)
             return gen
-        if self._refreshes and await self._join_refresh(agent_id):
+        if self._refreshes and await self._refreshes.join(agent_id):
             if agent_id in self._queues:  # something else started meanwhile: as any read
-                return await self._lease_enter(agent_id, user_id, build)
+                return await self.lease(agent_id, user_id, build)
             try:
                 gen = self._joined(agent_id, user_id)
             except _Denied:
                 raise RuntimeNotCached(agent_id) from None
             if gen is not None:
                 self._stats.misses += 1
-                self._pin_waiter(gen)
+                self._cache.pin_waiter(gen)
                 return gen
         return await self._lease_miss(agent_id, user_id, build)
 
@@ -125,11 +139,10 @@ class _SlowReads(_Loads[R, A]):
         if build is None:
             self._stats.misses += 1
             raise RuntimeNotCached(agent_id)
-        return await self._join_load(self._start_load(agent_id, build), user_id)
+        return await self._loads.join(self._loads.start(agent_id, build), user_id)
 
     async def _wait_in_line(self, agent_id: str) -> None:
         """A read that arrives while an operation is in flight sees that operation's result."""
-        self._check_reentry(agent_id)
-        await self._turns.wait_for_tail(agent_id, self._running_loop())
-        if self._closed:
-            raise RuntimeManagerClosed("the runtime manager is closed")
+        self._turns.check_reentry(agent_id, self._binding.loop)
+        await self._turns.wait_for_tail(agent_id, self._binding.running_loop())
+        self._binding.refuse_if_closed()

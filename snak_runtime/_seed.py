@@ -122,3 +122,13 @@ class RuntimeLease(AcquiredRuntime[R, A]):
             f"cfg_version={self._cfg_version!r}, runtime={self._runtime!r}, "
             f"agent={self._agent!r})"
         )
+
+
+def check_seed(seed: object, agent_id: str | None) -> None:
+    """What a build or rebuild returned must be a seed, of the agent it was built for."""
+    if not isinstance(seed, RuntimeSeed):
+        raise TypeError(f"expected a RuntimeSeed, got {type(seed).__name__}")
+    if agent_id is not None and seed.agent_id != agent_id:
+        raise ValueError(
+            f"a seed built for agent {agent_id!r} carries agent id {seed.agent_id!r}"
+        )

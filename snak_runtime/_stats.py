@@ -19,7 +19,7 @@ class RemovalCause(StrEnum):
     """Why a generation left the map; the values are the contract's strings."""
 
     EXPIRED = "expired"
-    IDLE = "idle"  # idle expiry: no use for ``idle_ttl_ms``
+    IDLE = "idle"  # idle expiry: no use for the idle TTL
     CAPACITY = "capacity"
     INVALIDATED = "invalidated"
     REPLACED = "replaced"
@@ -29,7 +29,7 @@ class RemovalCause(StrEnum):
     # an unusable version), or, with no source answering after a reconnect, everything went.
     RESYNC = "resync"
     REFRESHED = "refreshed"  # refresh-ahead installed a new generation, or its rebuild gave None
-    # An install gave its user more entries than max_entries_per_user: that user's entry the
+    # An install gave its user more entries than its quota: that user's entry the
     # eviction policy valued least left (never another user's, never the one installed).
     QUOTA = "quota"
 
@@ -39,10 +39,10 @@ class CacheStats:
     """A point-in-time snapshot of the manager's counters.
 
     ``evictions`` counts capacity removals only, ``expirations`` TTL expiries only,
-    ``idle_expirations`` idle expiries (``idle_ttl_ms``) and ``quota_evictions`` the per-user
+    ``idle_expirations`` idle expiries (the idle TTL) and ``quota_evictions`` the per-user
     quota's (cause ``quota``); ``removals`` counts every cause.
     ``rebuilds`` counts the ``rebuild()`` calls of ``on_invalidate``; ``refreshes`` those of
-    refresh-ahead (``refresh_ahead_ms``), and ``refresh_failures`` the refreshes that raised,
+    refresh-ahead (its window), and ``refresh_failures`` the refreshes that raised,
     timed out, were cancelled or returned a seed that could not be installed.
     ``load_time_ms`` / ``rebuild_time_ms`` are the total wall time spent in ``build`` /
     ``rebuild()`` calls (successful or not), so ``load_time_ms / loads`` is the mean cost.
@@ -107,12 +107,18 @@ class _StatsCounter:
         "refresh_failures",
         "refreshes",
         "removals",
+        "unpins",
+        "waiter_pins",
     )
 
     def __init__(self) -> None:
         self.hits = 0
         self.misses = 0
         self.denied = 0
+        # Outstanding pins = hits + pins given to load waiters - unpins (see ``pinned``); kept
+        # as counters so that a hit updates one number, not two.
+        self.waiter_pins = 0
+        self.unpins = 0
         self.loads = 0
         self.load_failures = 0
         self.invalidations = 0
@@ -127,6 +133,13 @@ class _StatsCounter:
         self.removals: dict[RemovalCause, int] = dict.fromkeys(RemovalCause, 0)
         self.load_buckets = [0] * (len(DURATION_BUCKETS_MS) + 1)
         self.rebuild_buckets = [0] * (len(DURATION_BUCKETS_MS) + 1)
+
+    def pinned(self) -> int:
+        """Outstanding pins, all generations. Every pin is a hit (``hits``: the inline hot
+        paths and the cache's ``hit``/``lookup``) or a pin handed to a load waiter
+        (``waiter_pins``); every unpin is counted in ``unpins``. A new pin path counts one
+        of these, or it breaks this sum."""
+        return self.hits + self.waiter_pins - self.unpins
 
     def record_load_time(self, ms: float) -> None:
         self.load_time_ms += ms

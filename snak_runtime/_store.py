@@ -10,11 +10,12 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar, final
 
+from ._generation import _Generation, _IdleGeneration
 from ._policies import EvictionPolicy, LruPolicy
-from ._seed import Rebuild, RuntimeLease, RuntimeSeed
+from ._seed import RuntimeSeed
 from ._stats import RemovalCause
 
 R = TypeVar("R")
@@ -22,86 +23,6 @@ A = TypeVar("A")
 
 # Rebuild the heap once stale items outnumber live ones (and there are enough to matter).
 _COMPACT_MIN_STALE = 64
-
-
-class _Generation(RuntimeLease[R, A]):
-    """One installed seed: the read-only lease view users get, plus the cache's bookkeeping.
-
-    The payload never changes (a refresh installs a new generation), so the manager hands
-    this object itself to callers as their ``RuntimeLease`` / ``AcquiredRuntime``.
-    """
-
-    __slots__ = (
-        "ceiling",
-        "current",
-        "deadline",
-        "expires_at",
-        "finished",
-        "hits",
-        "in_expiry",
-        "installed_at",
-        "last_build_ms",
-        "lease_pins",
-        "loose_pins",
-        "rebuild",
-        "refresh_at",
-    )
-
-    def __init__(self, seed: RuntimeSeed[R, A], expires_at: int, installed_at: int = 0) -> None:
-        # Assigned directly (no super().__init__ chain): this runs on every install.
-        self._agent_id = seed.agent_id
-        self._user_id = seed.user_id
-        self._cfg_version = seed.cfg_version
-        self._runtime = seed.runtime
-        self._agent = seed.agent
-        self.rebuild: Rebuild[R, A] = seed.rebuild
-        # The highest configuration version requested of this agent id while it stays
-        # cached (on_invalidate ignores one at or below it): its own version, or one that
-        # its rebuild was asked for and could not reach (CONTRACT §12).
-        self.ceiling = seed.cfg_version
-        # In the manager's clock ticks. ``deadline`` is the TTL's expiry; ``expires_at``,
-        # which the hot path compares, is the same unless refresh-ahead is on: then it is
-        # ``refresh_at`` until a refresh was tried, so only hits in the window leave it.
-        self.expires_at = self.deadline = expires_at
-        self.refresh_at = 0  # refresh-ahead: when its window opens; 0 = none (or tried)
-        self.installed_at = installed_at  # same ticks; for EntryInfo.age_ms
-        self.hits = 0  # hits since install (EntryInfo.hits)
-        self.last_build_ms: float | None = None  # EntryInfo.last_build_ms
-        self.lease_pins = 0  # pins held by leases, each given back by its own exit
-        self.loose_pins = 0  # pins taken by acquire*, which release(agent_id) gives back
-        self.current = True  # the map's entry for its agent id
-        self.in_expiry = True  # still queued in the expiry FIFO or heap
-        self.finished = False  # agent reference given up (disposed or handed on)
-
-    @property
-    def pins(self) -> int:
-        return self.loose_pins + self.lease_pins
-
-    # Identity, not value: two generations may carry equal payloads.
-    __eq__ = object.__eq__
-    __hash__ = object.__hash__  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return (
-            f"<generation {self._agent_id!r} v{self._cfg_version} pins={self.pins} "
-            f"current={self.current}>"
-        )
-
-
-@final
-class _IdleGeneration(_Generation[R, A]):
-    """A generation of a cache with idle expiry on: ``expires_at`` is the earlier of its TTL
-    deadline (kept in ``deadline``) and a lower bound of its idle deadline.
-
-    A subclass, so that a cache without idle expiry keeps the smaller object (every
-    generation already has ``deadline`` and ``refresh_at``; ``last_used`` is idle's own).
-    """
-
-    __slots__ = ("last_used",)
-
-    def __init__(self, seed: RuntimeSeed[R, A], expires_at: int, installed_at: int) -> None:
-        super().__init__(seed, expires_at, installed_at)
-        self.last_used = installed_at  # install, or release of the last pin
 
 
 OnRemoved = Callable[[str, RemovalCause], None]
@@ -244,12 +165,6 @@ class _Store(Generic[R, A]):
         if len(heap) > 2 * len(self.current) + _COMPACT_MIN_STALE:
             self._idle_heap = [item for item in heap if item[2].current]
             heapq.heapify(self._idle_heap)
-
-    @staticmethod
-    def deadline(gen: _Generation[R, A]) -> int:
-        """``gen``'s TTL deadline (idle expiry and refresh-ahead may lower ``expires_at``:
-        read this, not ``expires_at``, to show when an entry expires)."""
-        return gen.deadline
 
     def cause(self, gen: _Generation[R, A], now: int) -> RemovalCause | None:
         """Why the current ``gen`` is no longer live at ``now``, or None if it still is.
@@ -402,28 +317,6 @@ class _Store(Generic[R, A]):
         candidates = [current[agent_id] for agent_id in self.index_users().get(user_id, ())]
         return self.policy.victim_among(candidates, keep)
 
-    def lru_victim(self, keep: str | None) -> _Generation[R, A] | None:
-        """``victim`` with ``keep`` given by agent id."""
-        return self.policy.victim(None if keep is None else self.current.get(keep))
-
-    @property
-    def recency(self) -> Mapping[str, object]:
-        """The LRU policy's order of agent ids (tests and snapshots read it)."""
-        policy = self.policy
-        if not isinstance(policy, LruPolicy):
-            return {gen._agent_id: None for gen in policy.order()}
-        policy.drain()  # with ranks, releases wait in a ring until the next policy call
-        return policy.recency
-
-    @recency.setter
-    def recency(self, order: Any) -> None:
-        """Lets a test instrument the LRU order with a mapping of its own (same contents)."""
-        policy = self.policy
-        assert isinstance(policy, LruPolicy), "only the LRU policy keeps a recency mapping"
-        order.update(policy.recency)
-        policy.recency = order
-        policy.touch = order.move_to_end
-
     def user_agent_ids(self, user_id: str) -> list[str]:
         """The agent ids of ``user_id``'s current generations. The first call builds the
         index (one pass over the map); install and removal keep it from then on."""
@@ -458,7 +351,3 @@ class _Store(Generic[R, A]):
         gens.extend(g for g in self.current.values() if g.pins and not g.finished)
         return gens
 
-    @property
-    def queued_expiries(self) -> int:
-        """Items in the expiry FIFO and heaps, stale ones included."""
-        return len(self._heap) + len(self._fifo) + len(self._idle_heap)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 
 from ._base import EvictionPolicy
+from .adaptive import AdaptivePolicy
 from .cost_aware import CostAwarePolicy
 from .lru import LruPolicy
 
 _POLICIES: dict[str, type[EvictionPolicy]] = {
     LruPolicy.name: LruPolicy,
     CostAwarePolicy.name: CostAwarePolicy,
+    AdaptivePolicy.name: AdaptivePolicy,
 }
 POLICY_NAMES: tuple[str, ...] = tuple(_POLICIES)
 # The least build-seconds on benchmarks/hit_ratio.py's agent traces, never more misses than
@@ -57,6 +59,7 @@ def resolve_eviction(keyword: str | None, variable: str, raw: str | None) -> str
 __all__ = (
     "DEFAULT_POLICY",
     "POLICY_NAMES",
+    "AdaptivePolicy",
     "CostAwarePolicy",
     "EvictionPolicy",
     "LruPolicy",

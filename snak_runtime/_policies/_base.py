@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from .._store import _Generation
+    from .._generation import _Generation
 
     Gen = _Generation[Any, Any]
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, final
 from ._base import EvictionPolicy
 
 if TYPE_CHECKING:
-    from .._store import _Generation
+    from .._generation import _Generation
 
     Gen = _Generation[Any, Any]
 

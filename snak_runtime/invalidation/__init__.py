@@ -14,6 +14,8 @@ needs it. The modules, in the order a message travels:
 - ``_pacing``: when the receive loop yields, and the liveness check;
 - ``_supervise``: the listener and the reconciler restarted after an unexpected exit;
 - ``_versions``: the version check behind resync and reconciliation (a user's version source);
+- ``_gaps``: loss detection from gaps in snak's ``outbox_id`` (pure), ``_lag``: the propagation
+  lag histogram, ``_loss``: their glue with the receive loop and the reconciler;
 - ``_bounded``: awaiting user code with a bound that holds even if it ignores cancellation;
 - ``_ratelog``: warnings about bad input, one line per reason per interval, never a payload;
 - ``_publisher``: the sending side; ``_stats``: the subscriber's counters;
@@ -31,6 +33,7 @@ from ._settings import InvalidationSettings as InvalidationSettings
 from ._settings import RedisEndpoint as RedisEndpoint
 from ._stats import InvalidationStats as InvalidationStats
 from ._subscriber import InvalidationSubscriber as InvalidationSubscriber
+from ._versions import ResyncTarget as ResyncTarget
 from ._versions import VersionSource as VersionSource
 from ._wire import MAX_AGENT_ID_CHARS as MAX_AGENT_ID_CHARS
 from ._wire import MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
@@ -57,6 +60,7 @@ __all__ = (
     "InvalidationTarget",
     "RedisConfigError",
     "RedisEndpoint",
+    "ResyncTarget",
     "SentinelEndpoint",
     "VersionSource",
     "backoff_ms",

@@ -7,8 +7,8 @@ package, building its settings or running the container's resource never needs i
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from ._sentinel import SentinelEndpoint
@@ -88,31 +88,43 @@ def endpoint_of(client: Any) -> RedisEndpoint:
     return RedisEndpoint(url="redis://(the application's client)")
 
 
-def without_retries(pubsub: Any) -> Callable[[], None]:
-    """Make a subscription's connection raise every error instead of retrying; returns the undo.
+def quiet_pubsub(client: Any) -> Any:
+    """``client.pubsub()``, on a connection that raises every error instead of retrying.
 
-    An application's client may retry (redis-py 6 and later do by default), and a retried
-    pub/sub read reconnects and resubscribes silently, losing what was published meanwhile
-    with no resync. The connection belongs to the application's pool: the undo puts its retry
-    policy back before the subscription hands the connection back.
+    An application's client may retry (redis-py's ``Redis(...)`` does by default), and a
+    retried pub/sub read reconnects and resubscribes silently, losing what was published
+    meanwhile with no resync. The subscription borrows its connection from the client's pool
+    with retries off, and puts the pool's policy back when it hands the connection back.
     """
-    connection = getattr(pubsub, "connection", None)
-    if connection is None:
-        return _nothing
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
-    original = connection.retry
-    connection.retry = Retry(NoBackoff(), 0)
-
-    def undo() -> None:
-        connection.retry = original
-
-    return undo
+    pubsub = client.pubsub()
+    pubsub.connection_pool = _QuietPool(pubsub.connection_pool)
+    return pubsub
 
 
-def _nothing() -> None:
-    pass
+class _QuietPool:
+    """A connection pool's view that lends connections with retries off (``quiet_pubsub``)."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self._retries: dict[Any, Any] = {}
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        connection = await self._pool.get_connection(*args, **kwargs)
+        self._retries.setdefault(connection, connection.retry)
+        connection.retry = Retry(NoBackoff(), 0)
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        connection.retry = self._retries.pop(connection, connection.retry)
+        released = self._pool.release(connection)
+        if inspect.isawaitable(released):
+            await released
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
 
 
 def redis_errors() -> tuple[type[BaseException], ...]:

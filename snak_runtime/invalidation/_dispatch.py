@@ -88,8 +88,13 @@ class _Dispatcher:
     never straddle an ``await``, so no job is stranded.
     """
 
-    def __init__(self, target: InvalidationTarget) -> None:
+    def __init__(
+        self,
+        target: InvalidationTarget,
+        on_applied: Callable[[InvalidationMessage], None] | None = None,
+    ) -> None:
         self._target = target
+        self._on_applied = on_applied  # after each message's call returned (the lag)
         self._running: dict[str, Job] = {}
         self._next: dict[str, Job] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -173,6 +178,8 @@ class _Dispatcher:
         else:
             if message is not None:
                 self.applied += 1
+                if self._on_applied is not None:
+                    self._on_applied(message)
 
     def _failed(
         self, agent_id: str, job: Job, why: str, exc: BaseException | None = None
@@ -222,11 +229,19 @@ class _Inbox:
     for a lost connection, whose resync would evict what is cached.
     """
 
-    def __init__(self, dispatcher: _Dispatcher, log: RateLimitedLog | None = None) -> None:
+    def __init__(
+        self,
+        dispatcher: _Dispatcher,
+        log: RateLimitedLog | None = None,
+        on_outbox_id: Callable[[int], None] | None = None,
+    ) -> None:
         self._dispatcher = dispatcher
         self.log = log if log is not None else RateLimitedLog(logger)
+        self._on_outbox_id = on_outbox_id  # loss detection (``_gaps``), when enabled
         self.received = 0
         self.unknown_events = 0
+        self.malformed_outbox_ids = 0
+        self.malformed_processed_at = 0
         self.dropped: Counter[str] = Counter()
 
     def accept(self, data: bytes | str) -> InvalidationMessage | Dropped:
@@ -268,5 +283,29 @@ class _Inbox:
                 shown(parsed.event),
                 extra={"agent_id": parsed.agent_id, "event": parsed.event},
             )
+        if parsed.bad_outbox_id or parsed.bad_processed_at:
+            self._malformed_field(parsed)
         self._dispatcher.submit(parsed)
+        if parsed.outbox_id is not None and self._on_outbox_id is not None:
+            self._on_outbox_id(parsed.outbox_id)
         return parsed
+
+    def _malformed_field(self, parsed: InvalidationMessage) -> None:
+        """Count (and log, rate-limited) an ``outbox_id``/``processed_at`` that was ignored."""
+        for bad, reason, field in (
+            (parsed.bad_outbox_id, "malformed_outbox_id", "outbox_id"),
+            (parsed.bad_processed_at, "malformed_processed_at", "processed_at"),
+        ):
+            if not bad:
+                continue
+            if field == "outbox_id":
+                self.malformed_outbox_ids += 1
+            else:
+                self.malformed_processed_at += 1
+            self.log.warning(
+                reason,
+                "agent %s: malformed %s ignored (the invalidation applies all the same)",
+                shown(parsed.agent_id),
+                field,
+                extra={"agent_id": parsed.agent_id, "reason": reason},
+            )

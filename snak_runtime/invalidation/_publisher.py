@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Self, final
 
 from ._client import close_quietly, make_client
@@ -69,13 +70,27 @@ class InvalidationPublisher:
     def channel(self) -> str:
         return self._channel
 
-    async def publish(self, agent_id: str, cfg_version: int, event: str | None = None) -> int:
+    async def publish(
+        self,
+        agent_id: str,
+        cfg_version: int,
+        event: str | None = None,
+        *,
+        outbox_id: int | None = None,
+        processed_at: float | datetime | None = None,
+    ) -> int:
         """Publish one invalidation; returns how many subscribers received it.
 
-        Raises ``ValueError``/``TypeError`` for a message subscribers would drop (before
-        anything is sent), and redis-py's errors when the server is unreachable.
+        ``outbox_id`` (an id that increases with each change published: subscribers detect a
+        lost message from a gap) and ``processed_at`` (seconds since the epoch or an aware
+        ``datetime``: subscribers measure the propagation lag from it) are optional, as snak's
+        outbox worker sends them. Raises ``ValueError``/``TypeError`` for a message
+        subscribers would drop (before anything is sent), and redis-py's errors when the
+        server is unreachable.
         """
-        payload = encode_message(agent_id, cfg_version, event)
+        payload = encode_message(
+            agent_id, cfg_version, event, outbox_id=outbox_id, processed_at=processed_at
+        )
         return int(await self._client.publish(self._channel, payload))
 
     async def aclose(self) -> None:
@@ -97,6 +112,8 @@ async def publish_invalidation(
     event: str | None = None,
     redis: Redis | InvalidationSettings | str | None = None,
     channel: str | None = None,
+    outbox_id: int | None = None,
+    processed_at: float | datetime | None = None,
 ) -> int:
     """Publish one invalidation as snak does; returns how many subscribers received it.
 
@@ -104,9 +121,10 @@ async def publish_invalidation(
     ``from_client``), a URL (``from_url``), settings or ``None`` for the environment
     (``from_settings``). Raises ``ValueError``/``TypeError`` for a message subscribers would
     drop, ``RuntimeError`` when no Redis is configured, and redis-py's errors when the server
-    is unreachable.
+    is unreachable. ``outbox_id``/``processed_at``: as ``InvalidationPublisher.publish``.
     """
-    encode_message(agent_id, cfg_version, event)  # a bad message fails before any connection
+    # a bad message fails before any connection
+    encode_message(agent_id, cfg_version, event, outbox_id=outbox_id, processed_at=processed_at)
     if isinstance(redis, str):
         publisher = InvalidationPublisher.from_url(redis, channel=channel)
     elif redis is None or isinstance(redis, InvalidationSettings):
@@ -114,4 +132,6 @@ async def publish_invalidation(
     else:
         publisher = InvalidationPublisher.from_client(redis, channel=channel)
     async with publisher:
-        return await publisher.publish(agent_id, cfg_version, event)
+        return await publisher.publish(
+            agent_id, cfg_version, event, outbox_id=outbox_id, processed_at=processed_at
+        )

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, final
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .._config import BACKOFF_CAP_VAR
+from .._options import BY_NAME, Rejection, read_environment
 from ._redis_config import (
     CHANNEL_VAR,
     DB_VAR,
@@ -39,6 +42,8 @@ _DEFAULT_HOST: Final = "localhost"
 _DEFAULT_PORT: Final = 6379
 VERSION_SOURCE_TIMEOUT_VAR: Final = "AGENT_CFG_VERSION_SOURCE_TIMEOUT_MS"
 RECONCILE_INTERVAL_VAR: Final = "AGENT_CFG_RECONCILE_INTERVAL_MS"
+GAP_TOLERANCE_MESSAGES_VAR: Final = "AGENT_CFG_GAP_TOLERANCE_MESSAGES"
+GAP_TOLERANCE_MS_VAR: Final = "AGENT_CFG_GAP_TOLERANCE_MS"
 
 
 @final
@@ -66,14 +71,57 @@ class RedisEndpoint:
         return f"redis://{self.host}:{self.port}/{self.db}"
 
 
+_TIMINGS: Final = (
+    "version_source_timeout_ms",
+    "reconcile_interval_ms",
+    "backoff_cap_ms",
+    "gap_tolerance_messages",
+    "gap_tolerance_ms",
+)
+_REJECTED: contextvars.ContextVar[list[Rejection] | None] = contextvars.ContextVar(
+    "snak_runtime_rejected_fleet_environment", default=None
+)
+
+
+class _TimingsParsed(PydanticBaseSettingsSource):
+    """The stock environment source, with each timing variable parsed by its row of the table:
+    an unparseable one is dropped (the resolver warns, naming it and its value)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._env = env
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._env.get_field_value(field, field_name)  # pragma: no cover - unused
+
+    def __call__(self) -> dict[str, Any]:
+        found = self._env()
+        for name in _TIMINGS:
+            option = BY_NAME[name]
+            key = option.variable if option.variable in found else name
+            raw = found.get(key)
+            if not isinstance(raw, str):
+                continue
+            parsed, rejected, _ = read_environment((option,), {option.variable: raw})
+            collected = _REJECTED.get()
+            if collected is not None:
+                collected.extend(rejected)
+            if name in parsed:
+                found[key] = parsed[name]
+            else:
+                del found[key]
+        return found
+
+
 class InvalidationSettings(BaseSettings):
     """Redis connection and channel, from snak's environment variables.
 
     ``REDIS_URL`` wins over ``REDIS_HOST``/``REDIS_PORT``/``REDIS_PASSWORD``/``REDIS_DB``.
     ``REDIS_SENTINELS``/``REDIS_SENTINEL_MASTER`` find the master through Sentinel instead
     (``target()``). With none of them set, ``configured`` is false and nothing connects.
-    Fields hold raw text, checked when the target is resolved (``target()``, which the
-    subscriber and the publisher call when they are built): a malformed value raises
+    The Redis fields hold their text (the timings are typed), checked when the target is
+    resolved (``target()``, which the subscriber and the publisher call when they are
+    built): a malformed value raises
     ``RedisConfigError`` naming the variable. An empty variable is unset.
     """
 
@@ -88,12 +136,55 @@ class InvalidationSettings(BaseSettings):
     redis_sentinels: str | None = Field(default=None, validation_alias=SENTINELS_VAR)
     redis_sentinel_master: str | None = Field(default=None, validation_alias=SENTINEL_MASTER_VAR)
     channel: str = Field(default=DEFAULT_CHANNEL, validation_alias=CHANNEL_VAR)
-    # The version check (only with a version source); raw text, resolved by _versions.
-    version_source_timeout_ms: str | None = Field(
+    # The version check (only with a version source) and the reconnect backoff: typed by their
+    # rows of the table; resolved (keyword > these > default, capped) by _versions/_subscriber.
+    version_source_timeout_ms: int | None = Field(
         default=None, validation_alias=VERSION_SOURCE_TIMEOUT_VAR
     )
-    reconcile_interval_ms: str | None = Field(default=None, validation_alias=RECONCILE_INTERVAL_VAR)
-    backoff_cap_ms: str | None = Field(default=None, validation_alias=BACKOFF_CAP_VAR)
+    reconcile_interval_ms: int | None = Field(default=None, validation_alias=RECONCILE_INTERVAL_VAR)
+    backoff_cap_ms: int | None = Field(default=None, validation_alias=BACKOFF_CAP_VAR)
+    # Loss detection from outbox_id gaps (only with a version source); resolved by _versions.
+    gap_tolerance_messages: int | None = Field(
+        default=None, validation_alias=GAP_TOLERANCE_MESSAGES_VAR
+    )
+    gap_tolerance_ms: int | None = Field(default=None, validation_alias=GAP_TOLERANCE_MS_VAR)
+
+    _rejected: tuple[Rejection, ...] = PrivateAttr(default=())
+
+    def __init__(self, **values: Any) -> None:
+        read: list[Rejection] = []
+        token = _REJECTED.set(read)
+        try:
+            super().__init__(**values)
+        finally:
+            _REJECTED.reset(token)
+        self._rejected = tuple(read)
+
+    @property
+    def rejected_environment(self) -> tuple[Rejection, ...]:
+        """The warning for each timing variable dropped as unparseable (as a format and its
+        arguments); the resolver logs them and uses the default."""
+        return self._rejected
+
+    @field_validator(*_TIMINGS, mode="before")
+    @classmethod
+    def _timing_by_the_table(cls, value: Any, info: ValidationInfo) -> Any:
+        """CONTRACT §2's integer rule for a timing given in code: a ValidationError naming it."""
+        assert info.field_name is not None
+        return BY_NAME[info.field_name].check_keyword(value)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments, then the variables, each timing parsed by its row (a bad one
+        dropped and reported, never raised); no .env or secrets files."""
+        return init_settings, _TimingsParsed(settings_cls, env_settings)
 
     @field_validator(
         "redis_url", "redis_host", "redis_port", "redis_password", "redis_db",

@@ -30,6 +30,17 @@ class InvalidationStats:
     out and were abandoned (still running, or ignoring their cancellation),
     ``reconciliations`` periodic checks completed. ``restarts``: the listener or the
     reconciler ended unexpectedly and was restarted (each one an ERROR in the log).
+
+    Loss detection (messages with snak's ``outbox_id``, and a version source):
+    ``gaps_detected`` outbox ids given up as lost after the gap tolerance,
+    ``gap_reconciliations`` version checks run at once because of them (at most one per
+    tolerance window), ``gap_resets`` jumps of the id too large to chase, which restarted
+    tracking. ``malformed_outbox_ids`` / ``malformed_processed_at``: messages whose field was
+    present but malformed (ignored; the invalidation applied all the same).
+
+    Propagation lag (messages with ``processed_at``): ``lag_buckets`` applied messages per
+    ``DURATION_BUCKETS_MS`` bound (+Inf last, not cumulative), ``lag_time_ms`` their sum;
+    ``lag_clamped`` negative delays (clock skew between hosts) recorded as 0.
     """
 
     received: int = 0
@@ -47,9 +58,22 @@ class InvalidationStats:
     reconciliations: int = 0
     coalesced: int = 0
     restarts: int = 0
+    gaps_detected: int = 0
+    gap_reconciliations: int = 0
+    gap_resets: int = 0
+    malformed_outbox_ids: int = 0
+    malformed_processed_at: int = 0
+    lag_clamped: int = 0
+    lag_buckets: tuple[int, ...] = ()
+    lag_time_ms: float = 0.0
     connected: bool = False
     pending: int = 0
     dropped: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def lag_count(self) -> int:
+        """Applied messages whose propagation lag was recorded."""
+        return sum(self.lag_buckets)
 
     @property
     def dropped_total(self) -> int:

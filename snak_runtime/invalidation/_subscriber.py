@@ -6,24 +6,19 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import Any, Final, final
 
 from .._config import BACKOFF_CAP, BACKOFF_CAP_VAR, environment_value, resolve_ms
 from .._errors import RuntimeManagerClosed
 from .._stats import RemovalCause
 from . import _client
 from ._bounded import finish_within
-from ._client import (
-    close_quietly,
-    endpoint_of,
-    make_client,
-    redis_errors,
-    require_redis,
-    without_retries,
-)
+from ._client import close_quietly, make_client, redis_errors, require_redis
 from ._dispatch import InvalidationTarget, _Dispatcher, _Inbox
+from ._loss import LossWatch
 from ._pacing import Breather, Liveness
 from ._ratelog import RateLimitedLog
 from ._redis_config import check_channel
@@ -36,12 +31,9 @@ from ._versions import (
     VersionSource,
     VersionSourceFailed,
     resolve_timings,
-    resync_hooks,
+    resync_target,
 )
 from ._wire import Dropped, InvalidationMessage, backoff_ms
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
 
 logger = logging.getLogger(__name__)
 
@@ -64,14 +56,13 @@ class InvalidationSubscriber:
     published meanwhile (the seed's subscriber did neither): with a ``version_source``, only
     the entries whose version changed or that were deleted are repaired; without one, or when
     the source fails, every cached entry is evicted. With a source, the same check also runs
-    every ``reconcile_interval_ms`` while connected, catching publishes that never happened.
+    every ``reconcile_interval_ms`` while connected, catching publishes that never happened,
+    and at once when snak's ``outbox_id`` shows a gap that stays open beyond the tolerance
+    (``gap_tolerance_messages`` later messages or ``gap_tolerance_ms``, whichever first; see
+    ``_gaps``). ``wall_clock`` (seconds since the epoch) measures the propagation lag from a
+    message's ``processed_at``. ``client``: your Redis client, used and never closed.
     ``await stop()`` is clean at any point, also mid-reconnect. ``start()`` raises
     ``ImportError`` when the ``redis`` extra is missing.
-
-    ``client``: a ``redis.asyncio.Redis`` the application already has (say the one its own
-    code uses). The subscriber then subscribes through that client's connection pool and never
-    builds a client, nor closes that one: the application closes it, after ``stop()``. Only the
-    channel and the timings are read from ``source``/the environment then.
     """
 
     def __init__(
@@ -89,7 +80,10 @@ class InvalidationSubscriber:
         version_source_timeout_ms: int | None = None,
         reconcile_interval_ms: int | None = None,
         stop_timeout_ms: int = DEFAULT_STOP_TIMEOUT_MS,
-        client: Redis | None = None,
+        gap_tolerance_messages: int | None = None,
+        gap_tolerance_ms: int | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        client: Any = None,
     ) -> None:
         if source is None:
             settings = InvalidationSettings()
@@ -97,12 +91,15 @@ class InvalidationSubscriber:
             settings = InvalidationSettings.for_url(source)
         else:
             settings = source
-        self._client = client  # the application's: used, never closed
-        self._endpoint = settings.target() if client is None else endpoint_of(client)
+        self._client = client  # the application's (``_client.quiet_pubsub``): used, never closed
+        self._endpoint = settings.target() if client is None else _client.endpoint_of(client)
         self._channel = check_channel("channel", channel) if channel else settings.channel
         # Keyword > AGENT_CFG_BACKOFF_CAP_MS (settings, else the environment: for_url settings
         # skip it) > default, under a built-in guard, never below the base.
-        raw_cap = settings.backoff_cap_ms or environment_value(BACKOFF_CAP_VAR)
+        # Unset, or dropped as unparseable: the variable's text (resolve_ms warns about it).
+        raw_cap: int | str | None = settings.backoff_cap_ms
+        if raw_cap is None:
+            raw_cap = environment_value(BACKOFF_CAP_VAR)
         backoff_cap_ms, _ = resolve_ms(
             BACKOFF_CAP, backoff_cap_ms, raw_cap, [], minimum=backoff_base_ms
         )
@@ -121,16 +118,21 @@ class InvalidationSubscriber:
         self._rng = rng
         self._manager = manager
         self._log = RateLimitedLog(logger)  # bad input: one line per reason per minute
-        self._dispatcher = _Dispatcher(manager)
-        self._inbox = _Inbox(self._dispatcher, self._log)
         timings = resolve_timings(
             settings,
             has_source=version_source is not None,
             source_timeout_ms=version_source_timeout_ms,
             reconcile_interval_ms=reconcile_interval_ms,
+            gap_tolerance_messages=gap_tolerance_messages,
+            gap_tolerance_ms=gap_tolerance_ms,
         )
+        # Loss detection needs a source to reconcile with (resolve_timings gives 0 without).
+        self._loss = LossWatch(timings.gap_tolerance_messages, timings.gap_tolerance_ms, wall_clock)
+        self._dispatcher = _Dispatcher(manager, self._loss.applied)
+        observe = None if self._loss.gaps is None else self._loss.observe
+        self._inbox = _Inbox(self._dispatcher, self._log, observe)
         self._reconcile_s = timings.reconcile_interval_ms / 1000
-        self._hooks = resync_hooks(manager)
+        self._hooks = resync_target(manager)
         self._check: VersionCheck | None = None
         if version_source is not None:
             if self._hooks is None:
@@ -186,7 +188,7 @@ class InvalidationSubscriber:
             name=f"snak-invalidation:{self._channel}",
         )
         self._task.add_done_callback(_log_if_died)
-        if self._reconcile_s > 0:
+        if self._check is not None and (self._reconcile_s > 0 or self._loss.gaps is not None):
             self._reconciler = loop.create_task(
                 self._supervisor.run("reconciler", lambda: self._reconcile_forever(run), run),
                 name=f"snak-invalidation-reconcile:{self._channel}",
@@ -253,27 +255,7 @@ class InvalidationSubscriber:
         await self._dispatcher.drain()
 
     def stats(self) -> InvalidationStats:
-        inbox, dispatcher, check = self._inbox, self._dispatcher, self._check
-        return InvalidationStats(
-            received=inbox.received,
-            applied=dispatcher.applied,
-            failures=dispatcher.failures,
-            unknown_events=inbox.unknown_events,
-            reconnects=self._reconnects,
-            resyncs=self._resyncs,
-            resync_evictions=self._resync_evictions + (check.evictions if check else 0),
-            version_checked=check.checked if check else 0,
-            version_repaired=check.repaired if check else 0,
-            version_unusable=check.unusable if check else 0,
-            version_source_failures=check.source_failures if check else 0,
-            version_source_abandoned=check.abandoned if check else 0,
-            reconciliations=self._reconciliations,
-            coalesced=dispatcher.coalesced,
-            restarts=self._supervisor.restarts,
-            connected=self.connected,
-            pending=dispatcher.pending,
-            dropped=MappingProxyType(dict(inbox.dropped)),
-        )
+        return _snapshot(self)
 
     # --- the connection loop -----------------------------------------------------------------
 
@@ -290,13 +272,10 @@ class InvalidationSubscriber:
         where = self._endpoint.describe()
         failed = 0  # attempts failed since the last subscription: the backoff exponent
         while not run.stopped:
-            shared = self._client
-            client = shared or make_client(self._endpoint, timeout_s=self._connect_timeout_s)
-            pubsub = client.pubsub()
-            undo = _undo_nothing
+            client = self._client or make_client(self._endpoint, timeout_s=self._connect_timeout_s)
+            pubsub = _client.quiet_pubsub(client)
             try:
                 await self._subscribe(pubsub)
-                undo = without_retries(pubsub)
                 await self._on_subscribed(where, failed)
                 failed = 0
                 await self._receive(pubsub, run)
@@ -308,8 +287,7 @@ class InvalidationSubscriber:
                 self._on_lost(where, failed, None)
                 logger.exception("invalidation subscriber: unexpected error on %s", where)
             finally:
-                undo()
-                await close_quietly(*((pubsub,) if shared is not None else (pubsub, client)))
+                await close_quietly(pubsub, *(() if self._client else (client,)))
             self._settled.set()
             delay = backoff_ms(
                 failed, base_ms=self._backoff_base_ms, cap_ms=self._backoff_cap_ms, rng=self._rng
@@ -319,6 +297,7 @@ class InvalidationSubscriber:
 
     async def _subscribe(self, pubsub: Any) -> None:
         """Subscribe and wait for the server's confirmation; ``TimeoutError`` without one."""
+        self._loss.reset()  # a new connection: its resync covers what the last one lost
         limit_s = self._connect_timeout_s * 2
         async with asyncio.timeout(limit_s):
             await pubsub.subscribe(self._channel)
@@ -354,11 +333,13 @@ class InvalidationSubscriber:
                 await pubsub.ping()
             message = await pubsub.get_message(timeout=min(_POLL_S, self._health_s))
             if message is None:
+                self._loss.poll(loop.time())  # a gap's time tolerance runs out when quiet too
                 breather.rested()  # it waited for data: the loop ran meanwhile
                 continue
             liveness.heard(loop.time())
             if message["type"] == "message":
                 self._inbox.accept(message["data"])
+                self._loss.poll(loop.time())
             if breather.due():
                 await asyncio.sleep(0)
                 breather.rested()
@@ -404,7 +385,7 @@ class InvalidationSubscriber:
                 "stale after the reconnect; evicting them all (cause resync)"
             )
         if self._hooks is not None:
-            removed = await self._hooks._evict_all(RemovalCause.RESYNC)
+            removed = await self._hooks.evict_all(cause=RemovalCause.RESYNC)
         else:  # a target of the user's own: its evict_all() is all we know
             removed = await self._manager.evict_all()
         self._resync_evictions += removed
@@ -412,7 +393,8 @@ class InvalidationSubscriber:
         logger.info("invalidation subscriber: resync evicted %d runtime(s)", removed)
 
     async def _reconcile_forever(self, run: Run | None = None) -> None:
-        """While connected, repeat the version check: catches publishes that never happened.
+        """While connected, repeat the version check: catches publishes that never happened;
+        at once, too, when the gap tracker gave up an outbox id as lost.
 
         A failing source is counted and retried at the next interval; it never empties the
         cache (only a reconnect falls back to evicting everything).
@@ -420,7 +402,7 @@ class InvalidationSubscriber:
         assert self._check is not None
         run = run if run is not None else Run()
         while not run.stopped:
-            await asyncio.sleep(self._reconcile_s)
+            gap = await self._loss.next_reconciliation(self._reconcile_s)
             if run.stopped:
                 return
             if not self.connected:
@@ -440,7 +422,10 @@ class InvalidationSubscriber:
             except Exception:  # a bug must not end reconciliation for the process
                 logger.exception("invalidation subscriber: reconciliation failed")
                 continue
-            self._reconciliations += 1
+            if gap:
+                self._loss.gap_reconciliations += 1
+            else:
+                self._reconciliations += 1
             if repairs:
                 logger.info("invalidation subscriber: reconciliation queued %d repair(s)", repairs)
 
@@ -463,8 +448,38 @@ class InvalidationSubscriber:
             logger.debug("invalidation subscriber: retry %d failed: %r", failed, exc)
 
 
-def _undo_nothing() -> None:
-    pass
+def _snapshot(sub: InvalidationSubscriber) -> InvalidationStats:
+    """The subscriber's counters, read from its parts (outside the class: it only reads)."""
+    inbox, dispatcher, check = sub._inbox, sub._dispatcher, sub._check
+    loss, gaps = sub._loss, sub._loss.gaps
+    return InvalidationStats(
+        received=inbox.received,
+        applied=dispatcher.applied,
+        failures=dispatcher.failures,
+        unknown_events=inbox.unknown_events,
+        reconnects=sub._reconnects,
+        resyncs=sub._resyncs,
+        resync_evictions=sub._resync_evictions + (check.evictions if check else 0),
+        version_checked=check.checked if check else 0,
+        version_repaired=check.repaired if check else 0,
+        version_unusable=check.unusable if check else 0,
+        version_source_failures=check.source_failures if check else 0,
+        version_source_abandoned=check.abandoned if check else 0,
+        reconciliations=sub._reconciliations,
+        coalesced=dispatcher.coalesced,
+        restarts=sub._supervisor.restarts,
+        gaps_detected=gaps.gaps_detected if gaps else 0,
+        gap_reconciliations=loss.gap_reconciliations,
+        gap_resets=gaps.resets if gaps else 0,
+        malformed_outbox_ids=inbox.malformed_outbox_ids,
+        malformed_processed_at=inbox.malformed_processed_at,
+        lag_clamped=loss.lag.clamped,
+        lag_buckets=tuple(loss.lag.buckets),
+        lag_time_ms=loss.lag.total_ms,
+        connected=sub.connected,
+        pending=dispatcher.pending,
+        dropped=MappingProxyType(dict(inbox.dropped)),
+    )
 
 
 def _log_if_died(task: asyncio.Task[None]) -> None:

@@ -15,14 +15,25 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, cast, final
+from typing import Final, Protocol, final, runtime_checkable
 
-from .._config import env_int
 from .._stats import RemovalCause
 from ._bounded import CallCancelled, CallTimedOut, call_bounded
 from ._dispatch import Job
+from ._gaps import (
+    DEFAULT_TOLERANCE_MESSAGES,
+    DEFAULT_TOLERANCE_MS,
+    MAX_TOLERANCE_MESSAGES,
+    MAX_TOLERANCE_MS,
+)
 from ._ratelog import RateLimitedLog, shown, shown_exc
-from ._settings import RECONCILE_INTERVAL_VAR, VERSION_SOURCE_TIMEOUT_VAR, InvalidationSettings
+from ._settings import (
+    GAP_TOLERANCE_MESSAGES_VAR,
+    GAP_TOLERANCE_MS_VAR,
+    RECONCILE_INTERVAL_VAR,
+    VERSION_SOURCE_TIMEOUT_VAR,
+    InvalidationSettings,
+)
 from ._wire import MAX_CFG_VERSION
 
 logger = logging.getLogger(__name__)
@@ -48,25 +59,31 @@ class VersionSourceFailed(Exception):
     answered with no mapping or with one whose lookups raise."""
 
 
-class ResyncHooks(Protocol):
-    """What the version check needs of the manager beyond ``InvalidationTarget``.
+@runtime_checkable
+class ResyncTarget(Protocol):
+    """The public interface versioned resync drives (``AgentRuntimeManager`` implements it):
 
-    ``AgentRuntimeManager`` has these (internal: the subscriber is their only caller).
+    - ``resync_view()``: each live entry's ``cfg_version``, ``None`` for an agent whose load
+      is in flight (what it installs is checked once it has);
+    - ``evict(agent_id, cause=RemovalCause.RESYNC)`` for a deleted agent or an unusable
+      version, and ``evict_all(cause=RemovalCause.RESYNC)`` when there is no version source
+      or it failed (removal listeners and ``stats().removals`` see the cause ``resync``);
+    - ``on_invalidate(agent_id, version)`` for a newer version.
     """
 
-    def _resync_view(self) -> dict[str, int | None]: ...
+    def resync_view(self) -> Mapping[str, int | None]: ...
 
-    async def _evict(self, agent_id: str, cause: RemovalCause) -> bool: ...
+    async def evict(self, agent_id: str, *, cause: RemovalCause = ...) -> bool: ...
 
-    async def _evict_all(self, cause: RemovalCause) -> int: ...
+    async def evict_all(self, *, cause: RemovalCause = ...) -> int: ...
 
     async def on_invalidate(self, agent_id: str, cfg_version: int) -> None: ...
 
 
-def resync_hooks(target: object) -> ResyncHooks | None:
-    """``target`` as ``ResyncHooks`` when it has them (the manager), else ``None``."""
-    names = ("_resync_view", "_evict", "_evict_all", "on_invalidate")
-    return cast(ResyncHooks, target) if all(hasattr(target, n) for n in names) else None
+def resync_target(target: object) -> ResyncTarget | None:
+    """``target`` when it implements ``ResyncTarget`` (the manager does), else ``None``: a
+    plain ``InvalidationTarget`` gets no versioned resync and no resync cause."""
+    return target if isinstance(target, ResyncTarget) else None
 
 
 @final
@@ -76,6 +93,8 @@ class VersionCheckTimings:
 
     source_timeout_ms: int
     reconcile_interval_ms: int  # 0: no periodic reconciliation
+    gap_tolerance_messages: int = DEFAULT_TOLERANCE_MESSAGES
+    gap_tolerance_ms: int = 0  # 0: no loss detection from outbox_id gaps
 
 
 def resolve_timings(
@@ -84,8 +103,20 @@ def resolve_timings(
     has_source: bool,
     source_timeout_ms: int | None,
     reconcile_interval_ms: int | None,
+    gap_tolerance_messages: int | None = None,
+    gap_tolerance_ms: int | None = None,
 ) -> VersionCheckTimings:
-    """Keyword > environment > default, each capped; a bad keyword is a ``ValueError``."""
+    """Keyword > environment > default, each capped; a bad keyword is a ``ValueError``; a bad
+    variable (dropped when the settings read it) is a WARNING naming it, then the default.
+
+    Every timing of the version check is resolved here (the gap tolerances of ``_gaps`` too).
+    """
+    for fmt, args in getattr(settings, "rejected_environment", ()):
+        if args[0] in (
+            VERSION_SOURCE_TIMEOUT_VAR, RECONCILE_INTERVAL_VAR, GAP_TOLERANCE_MESSAGES_VAR,
+            GAP_TOLERANCE_MS_VAR,
+        ):
+            logger.warning(fmt, *args)
     timeout = _resolve(
         "version_source_timeout_ms", source_timeout_ms, VERSION_SOURCE_TIMEOUT_VAR,
         settings.version_source_timeout_ms, DEFAULT_SOURCE_TIMEOUT_MS, 1, MAX_SOURCE_TIMEOUT_MS,
@@ -93,27 +124,39 @@ def resolve_timings(
     if not has_source:
         if reconcile_interval_ms:
             raise ValueError("reconcile_interval_ms needs a version_source to compare against")
+        if gap_tolerance_ms:
+            raise ValueError("gap_tolerance_ms needs a version_source to reconcile with")
         return VersionCheckTimings(timeout, 0)
     interval = _resolve(
         "reconcile_interval_ms", reconcile_interval_ms, RECONCILE_INTERVAL_VAR,
         settings.reconcile_interval_ms, DEFAULT_RECONCILE_INTERVAL_MS, 0,
         MAX_RECONCILE_INTERVAL_MS,
     )
-    return VersionCheckTimings(timeout, interval)
+    gap_messages = _resolve(
+        "gap_tolerance_messages", gap_tolerance_messages, GAP_TOLERANCE_MESSAGES_VAR,
+        settings.gap_tolerance_messages, DEFAULT_TOLERANCE_MESSAGES, 1, MAX_TOLERANCE_MESSAGES,
+        unit="messages",
+    )
+    gap_ms = _resolve(
+        "gap_tolerance_ms", gap_tolerance_ms, GAP_TOLERANCE_MS_VAR,
+        settings.gap_tolerance_ms, DEFAULT_TOLERANCE_MS, 0, MAX_TOLERANCE_MS,
+    )
+    return VersionCheckTimings(timeout, interval, gap_messages, gap_ms)
 
 
 def _resolve(
-    keyword: str, value: int | None, var: str, raw: str | None, default: int, low: int, cap: int
+    keyword: str, value: int | None, var: str, raw: int | None, default: int, low: int, cap: int,
+    unit: str = "ms",
 ) -> int:
     if value is not None:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{keyword} must be an integer >= {low}, got {value!r}")
         given = f"{keyword}={value}"
     else:
-        value = env_int(var, raw, default, minimum=low)
+        value = default if raw is None else raw  # parsed (>= its row's minimum) when read
         given = f"{var}={value}"
     if value > cap:
-        logger.warning("%s is above the ceiling %d ms; capped to %d", given, cap, cap)
+        logger.warning("%s is above the ceiling %d %s; capped to %d", given, cap, unit, cap)
         return cap
     return value
 
@@ -136,7 +179,7 @@ class VersionCheck:
 
     def __init__(
         self,
-        hooks: ResyncHooks,
+        hooks: ResyncTarget,
         source: VersionSource,
         timeout_ms: int,
         enqueue: Enqueue,
@@ -163,7 +206,7 @@ class VersionCheck:
         Raises ``VersionSourceFailed`` (counted) at the first batch the source failed; the
         repairs of earlier batches stay queued.
         """
-        view = self._hooks._resync_view()
+        view = self._hooks.resync_view()
         ids = list(view)
         queued = 0
         for start in range(0, len(ids), BATCH_SIZE):
@@ -250,7 +293,7 @@ class VersionCheck:
 
     def _evict_work(self, agent_id: str) -> Job:
         async def evict() -> None:
-            if await self._hooks._evict(agent_id, RemovalCause.RESYNC):
+            if await self._hooks.evict(agent_id, cause=RemovalCause.RESYNC):
                 self.evictions += 1
 
         return self._tracked(agent_id, Job(True, 0, work=evict))

@@ -11,6 +11,7 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, Final, final
@@ -22,11 +23,17 @@ MAX_PAYLOAD_BYTES: Final = 64 * 1024
 
 MAX_AGENT_ID_CHARS: Final = 255
 
+MAX_DETAIL_CHARS: Final = 120
+"""The longest ``Dropped.detail``: what a log line may carry of a rejected payload."""
+
 MAX_CFG_VERSION: Final = 2**63 - 1
 """snak stores versions in a Postgres integer column; anything past a signed 64-bit is not one."""
 
 INVALIDATE_EVENTS: Final = frozenset({"cfg_updated", "cfg_created"})
 DELETE_EVENT: Final = "cfg_deleted"
+
+MAX_TIMESTAMP_CHARS: Final = 64
+"""A ``processed_at`` longer than this is no ISO-8601 timestamp (and is not parsed)."""
 
 # Optional sign, then a decimal number with optional fraction and exponent; no "_", "nan", "inf".
 _NUMERIC = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
@@ -60,6 +67,11 @@ class InvalidationMessage:
     ``unknown_event`` is true when ``event`` was a string snak does not send; the action is
     then ``EVICT`` (the safe side), the subscriber logs a WARNING and ``event`` holds at most
     the first 80 characters of it.
+
+    ``outbox_id`` (snak's outbox row id, for loss detection) and ``processed_at`` (when snak's
+    outbox worker processed the row, as seconds since the epoch, for the propagation lag) are
+    ``None`` when absent, ``null`` or malformed; ``bad_outbox_id`` / ``bad_processed_at`` say
+    it was malformed (counted; the invalidation itself applies all the same).
     """
 
     agent_id: str
@@ -67,6 +79,10 @@ class InvalidationMessage:
     action: Action
     event: str | None = None
     unknown_event: bool = False
+    outbox_id: int | None = None
+    processed_at: float | None = None
+    bad_outbox_id: bool = False
+    bad_processed_at: bool = False
 
 
 @final
@@ -86,13 +102,20 @@ def parse_message(data: bytes | str) -> InvalidationMessage | Dropped:
     written with a fraction or exponent (``12.0``, ``"1.2e1"``): JavaScript publishers do not
     tell 12 from 12.0. Booleans, ``null``, fractions (``12.5``), NaN/Infinity, negative values
     and values past 2**63-1 are dropped. ``event`` must be a string or ``null``: anything else
-    (``{}``, ``[1]``, ``7``) is dropped as ``bad_event``. Unknown fields (``processed_at``) are
-    ignored. Details never carry more than a short prefix of the input.
+    (``{}``, ``[1]``, ``7``) is dropped as ``bad_event``. ``outbox_id`` (the rules of
+    ``cfg_version``) and ``processed_at`` (an ISO-8601 timestamp; without a UTC offset it is
+    read as UTC) are optional: a malformed one is ignored and flagged, never a reason to drop
+    the message. Other fields are ignored. Details never carry more than a short prefix of the
+    input.
     """
     try:
-        return _parse(data)
+        parsed = _parse(data)
     except Exception as exc:  # pragma: no cover - a bug; the property test looks for one
         return Dropped(DropReason.INTERNAL_ERROR, f"parser error {type(exc).__name__}")
+    if isinstance(parsed, Dropped) and len(parsed.detail) > MAX_DETAIL_CHARS:
+        # two shown values side by side can pass the bound of one: the detail as a whole is cut
+        return Dropped(parsed.reason, prefix(parsed.detail, MAX_DETAIL_CHARS))
+    return parsed
 
 
 def _parse(data: bytes | str) -> InvalidationMessage | Dropped:
@@ -124,15 +147,47 @@ def _parse(data: bytes | str) -> InvalidationMessage | Dropped:
         return Dropped(DropReason.BAD_CFG_VERSION, f"agent_id={shown(agent_id)} cfg_version={raw}")
 
     event = obj.get("event")
-    if event is None or (isinstance(event, str) and event in INVALIDATE_EVENTS):
-        return InvalidationMessage(agent_id, version, Action.INVALIDATE, event)
-    if not isinstance(event, str):
+    if event is not None and not isinstance(event, str):
         # departure: snak sends string events only; a non-string one is no event we know of,
         # and not a hashable set member either (it used to raise here).
         return Dropped(DropReason.BAD_EVENT, f"agent_id={shown(agent_id)} event={shown(event)}")
-    if event == DELETE_EVENT:
-        return InvalidationMessage(agent_id, version, Action.EVICT, event)
-    return InvalidationMessage(agent_id, version, Action.EVICT, prefix(event), unknown_event=True)
+    # departure: the original ignored both; they feed loss detection and the propagation lag.
+    raw_id, raw_at = obj.get("outbox_id"), obj.get("processed_at")
+    outbox_id = None if raw_id is None else parse_cfg_version(raw_id)
+    processed_at = None if raw_at is None else parse_timestamp(raw_at)
+    if event is None or event in INVALIDATE_EVENTS:
+        action, shown_event, unknown = Action.INVALIDATE, event, False
+    elif event == DELETE_EVENT:
+        action, shown_event, unknown = Action.EVICT, event, False
+    else:
+        action, shown_event, unknown = Action.EVICT, prefix(event), True
+    return InvalidationMessage(
+        agent_id,
+        version,
+        action,
+        shown_event,
+        unknown_event=unknown,
+        outbox_id=outbox_id,
+        processed_at=processed_at,
+        bad_outbox_id=raw_id is not None and outbox_id is None,
+        bad_processed_at=raw_at is not None and processed_at is None,
+    )
+
+
+def parse_timestamp(value: Any) -> float | None:
+    """Seconds since the epoch from an ISO-8601 text (``2024-05-01T12:00:00.123Z``), else
+    ``None``. Without a UTC offset it is read as UTC (snak's worker writes ``toISOString()``,
+    always UTC). Numbers are not timestamps here: snak never sends one."""
+    if not isinstance(value, str) or len(value) > MAX_TIMESTAMP_CHARS:
+        return None
+    try:
+        when = datetime.fromisoformat(value.strip())
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp()
+    except (ValueError, TypeError, OverflowError, OSError):
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def parse_cfg_version(value: Any) -> int | None:
@@ -161,10 +216,20 @@ def parse_cfg_version(value: Any) -> int | None:
     return int(number)
 
 
-def encode_message(agent_id: str, cfg_version: int, event: str | None = None) -> str:
+def encode_message(
+    agent_id: str,
+    cfg_version: int,
+    event: str | None = None,
+    *,
+    outbox_id: int | None = None,
+    processed_at: float | datetime | None = None,
+) -> str:
     """The JSON text snak's publisher sends; ``parse_message`` reads it back unchanged.
 
-    Raises ``ValueError``/``TypeError`` for what ``parse_message`` would drop, so a bad
+    ``outbox_id`` (an increasing id per published change: subscribers detect a lost message
+    from a gap) and ``processed_at`` (seconds since the epoch or an aware ``datetime``: sent as
+    ISO-8601 UTC, for the subscribers' propagation lag) are optional. Raises
+    ``ValueError``/``TypeError`` for what ``parse_message`` would drop or ignore, so a bad
     message never leaves the publisher.
     """
     if not isinstance(agent_id, str) or not agent_id.strip():
@@ -180,6 +245,14 @@ def encode_message(agent_id: str, cfg_version: int, event: str | None = None) ->
     payload: dict[str, object] = {"agent_id": agent_id, "cfg_version": cfg_version}
     if event is not None:
         payload["event"] = event
+    if outbox_id is not None:
+        if isinstance(outbox_id, bool) or not isinstance(outbox_id, int):
+            raise TypeError(f"outbox_id must be an integer, got {outbox_id!r}")
+        if not 0 <= outbox_id <= MAX_CFG_VERSION:
+            raise ValueError(f"outbox_id must be in 0..2**63-1, got {outbox_id}")
+        payload["outbox_id"] = outbox_id
+    if processed_at is not None:
+        payload["processed_at"] = _iso_utc(processed_at)
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -204,6 +277,19 @@ def backoff_ms(
     ceiling = min(cap_ms, base_ms << min(attempt, 63))
     jitter = min(max(rng(), 0.0), 1.0)
     return round(ceiling / 2 + jitter * ceiling / 2)
+
+
+def _iso_utc(when: float | datetime) -> str:
+    """``when`` as ``2024-05-01T12:00:00.123456Z``."""
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            raise ValueError("processed_at must be an aware datetime (with a UTC offset)")
+        moment = when.astimezone(UTC)
+    elif isinstance(when, bool) or not isinstance(when, int | float) or not math.isfinite(when):
+        raise TypeError(f"processed_at must be seconds since the epoch or a datetime, got {when!r}")
+    else:
+        moment = datetime.fromtimestamp(when, UTC)
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _reject_constant(name: str) -> Any:

@@ -149,7 +149,7 @@ CACHE_METRICS: tuple[Metric[CacheReading], ...] = (
     _cache_counter("disposals", "{disposal}", "Disposer calls."),
     _cache_counter("dispose_failures", "{disposal}", "Disposer calls that raised or timed out."),
     _cache_counter("quota_evictions", "{entry}",
-                   "Entries evicted because their user held more than max_entries_per_user."),
+                   "Entries evicted because their user held more than the per-user quota."),
     Labelled("removals", "{generation}",
              "Generations that left the map, by cause (capacity, expired and idle are evictions).",
              "cause", _removals),
@@ -216,6 +216,24 @@ INVALIDATION_METRICS: tuple[Metric[InvalidationStats], ...] = (
     _invalidation_counter("restarts", "{restart}",
                           "Unexpected exits of the listener or the reconciler, each followed by "
                           "a restart."),
+    _invalidation_counter("gaps_detected", "{message}",
+                          "Outbox ids given up as lost after the gap tolerance (a lost publish, "
+                          "or an id never published such as a rolled-back transaction's)."),
+    _invalidation_counter("gap_reconciliations", "{check}",
+                          "Reconciliations run at once because of outbox id gaps "
+                          "(at most one per tolerance window)."),
+    _invalidation_counter("gap_resets", "{reset}",
+                          "Outbox id jumps too large to chase (a bogus id, a sequence reset), "
+                          "which restarted gap tracking."),
+    _invalidation_counter("malformed_outbox_ids", "{message}",
+                          "Messages whose outbox_id was malformed (ignored; the message applied)."),
+    _invalidation_counter("malformed_processed_at", "{message}",
+                          "Messages whose processed_at was malformed (ignored; the message "
+                          "applied)."),
+    _invalidation_counter("lag_clamped", "{message}",
+                          "Negative propagation lags (clock skew between hosts) recorded as 0."),
+    Duration("invalidation.lag", "propagation, from the publisher's processed_at to applied "
+             "here", lambda stats: (stats.lag_buckets, stats.lag_time_ms)),
     Labelled("invalidation.dropped", "{message}",
              "Invalid invalidation payloads dropped, by reason.", "reason", _dropped),
     _invalidation_gauge("connected", "1", "1 while subscribed (and resynced)."),

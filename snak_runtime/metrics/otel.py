@@ -18,8 +18,10 @@ With ``instrument(..., subscriber=...)``, the manager's ``InvalidationSubscriber
 under the same ``cache``: observable counters ``snak_runtime.invalidation.<field>`` for each
 counter of its ``stats()`` (``received``, ``applied``, ..., ``version_checked``,
 ``version_repaired``, ``version_source_failures``, ``reconciliations``,
-``version_source_abandoned``, ``coalesced``, ``restarts``),
-``snak_runtime.invalidation.dropped`` (attribute ``reason``), and observable gauges
+``version_source_abandoned``, ``coalesced``, ``restarts``, ``gaps_detected``,
+``gap_reconciliations``, ``gap_resets``, ``malformed_outbox_ids``, ``malformed_processed_at``,
+``lag_clamped``), ``snak_runtime.invalidation.dropped`` (attribute ``reason``), the propagation
+lag as a duration (``snak_runtime.invalidation.lag.time`` / ``.count``), and observable gauges
 ``snak_runtime.invalidation.connected`` and ``.pending``.
 
 Every instrument, its unit and its description come from the one catalog both exporters read

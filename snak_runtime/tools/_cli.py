@@ -20,26 +20,32 @@ from .._config import (
     _MAX_ENTRIES_KEY,
     _MAX_TTL_KEY,
     BACKOFF_CAP,
+    BUILD_TIMEOUT,
     GUARDS_PATH_VAR,
-    IDLE_TTL_MS_VAR,
-    MAX_ENTRIES_PER_USER_VAR,
-    MAX_ENTRIES_VAR,
     MS_SETTINGS,
-    REFRESH_AHEAD_VAR,
-    STALE_WHILE_REBUILDING_VAR,
-    TTL_JITTER_VAR,
-    TTL_MS_VAR,
-    TTL_SECONDS_VAR,
     GuardConfig,
     GuardConfigError,
+    MsSetting,
     ResolvedLimits,
     environment_value,
     raise_guard_hint,
     resolve_limits,
     resolve_ms,
 )
-from .._policies import POLICY_NAMES
+from .._options import (
+    BY_NAME,
+    FLEET_OPTIONS,
+    IDLE_TTL_ROW,
+    OPTIONS,
+    QUOTA_ROW,
+    STALE_ROW,
+    TTL_JITTER_ROW,
+    Option,
+)
+from .._policies import POLICY_NAMES, resolve_eviction
 from ..containers import RuntimeContainer
+from ..invalidation._redis_config import redacted_url
+from ..invalidation._sentinel import RedisConfigError
 from ._demo import demo_arguments, run_demo
 from ._simulate_params import PARAMETERS, Parameter, SimulationConfig, SimulationConfigError
 from ._trace import TraceError, read_trace
@@ -98,13 +104,18 @@ def _run_config(args: argparse.Namespace) -> int:
         backoff_cap = resolve_ms(
             BACKOFF_CAP, None, environment_value(BACKOFF_CAP.variable), collected
         )
+        eviction = _eviction_line(settings.eviction, collected)
+        fleet = _fleet_lines(container, backoff_cap, collected)
     warnings = [*limits.warnings, *collected]
     lines = [
         "snak_runtime effective limits",
         *_limit_lines(limits, backoff_cap),
+        eviction,
         *_guard_lines(settings, guards),
+        "fleet (Redis invalidation):",
+        *fleet,
         "environment:",
-        *_environment_lines(settings),
+        *_environment_lines(),
         f"warnings: {len(warnings)}",
         *(f"  - {warning}" for warning in warnings),
     ]
@@ -114,25 +125,75 @@ def _run_config(args: argparse.Namespace) -> int:
 
 
 def _limit_lines(limits: ResolvedLimits, backoff_cap: tuple[int, str]) -> list[str]:
-    """Each resolved setting, its value and where the value came from."""
-    timings = (
-        ("build_timeout_ms", limits.build_timeout_ms, limits.build_timeout_source),
-        ("dispose_timeout_ms", limits.dispose_timeout_ms, limits.dispose_timeout_source),
-        ("sweep_interval_ms", limits.sweep_interval_ms, limits.sweep_interval_source),
-        ("backoff_cap_ms", *backoff_cap),
-        ("refresh_ahead_ms", limits.refresh_ahead_ms, limits.refresh_ahead_source),
-        ("stale_while_rebuilding", str(limits.stale_while_rebuilding).lower(),
-         limits.stale_while_rebuilding_source),
-        ("idle_ttl_ms", limits.idle_ttl_ms, limits.idle_ttl_source),
-        ("ttl_jitter", limits.ttl_jitter, limits.ttl_jitter_source),
-    )
-    quota = "none" if limits.max_entries_per_user is None else limits.max_entries_per_user
+    """Each resolved setting, its value and where the value came from (the table's order;
+    the built-in guards' timings first, the subscriber's backoff cap among them)."""
+    rows = [(name, str(value).lower() if isinstance(value, bool) else value, source)
+            for name, value, source in limits.rows()]
+    first, rest = rows[:2], rows[2:]
+    built_in = [row for row in rest if row[0] in {s.keyword for s in MS_SETTINGS}]
+    others = [row for row in rest if row not in built_in]
+    quota = [row for row in others if row[0] == QUOTA_ROW.name]
     return [
-        f"  max_entries     {limits.max_entries:>10}   from {limits.max_entries_source}",
-        f"  default_ttl_ms  {limits.default_ttl_ms:>10}   from {limits.default_ttl_source}",
-        *(f"  {name:<18}{value:>8}   from {source}" for name, value, source in timings),
-        f"  max_entries_per_user {quota:>5}   from {limits.max_entries_per_user_source}",
+        *(f"  {name:<16}{value:>10}   from {source}" for name, value, source in first),
+        *(f"  {name:<18}{value:>8}   from {source}" for name, value, source in
+          (*built_in, ("backoff_cap_ms", *backoff_cap), *(r for r in others if r not in quota))),
+        *(f"  {name} {'none' if value is None else value:>5}   from {source}"
+          for name, value, source in quota),
     ]
+
+
+def _eviction_line(configured: str | None, collected: list[str]) -> str:
+    """The eviction policy the manager would use, and where the name came from."""
+    option = BY_NAME["eviction"]
+    name = resolve_eviction(None, option.variable, configured)
+    if configured is None or not configured.strip():
+        source = "default"
+    elif configured.strip().lower() == name:
+        source = f"{option.variable}={configured.strip()}"
+    else:
+        source = "default"
+        collected.append(f"{option.variable}={configured!r} ignored: not an eviction policy "
+                         f"(known: {', '.join(POLICY_NAMES)}); using {name!r}")
+    return f"  {option.name:<18}{name:>8}   from {source}"
+
+
+def _fleet_lines(
+    container: RuntimeContainer, backoff_cap: tuple[int, str], collected: list[str]
+) -> list[str]:
+    """Every fleet option: its effective value (passwords masked) and source, then the target
+    the subscriber would connect to, or the error that would stop it starting."""
+    fleet = container.invalidation_settings()
+    lines = []
+    for option in FLEET_OPTIONS:
+        raw = environment_value(option.variable)
+        source = "default" if raw is None or option.secret else f"{option.variable}={raw}"
+        if raw is not None and option.secret:
+            source = option.variable
+        value: object
+        if option.name == BACKOFF_CAP.keyword:
+            value, source = backoff_cap
+        elif option.unit == "ms":
+            value, source = resolve_ms(_ms_of(option), None, raw, collected,
+                                       minimum=option.minimum)
+        elif raw is None:
+            value = "(unset)" if option.default is None else option.default
+        elif option.secret:
+            value = "***" if option.unit != "url" else redacted_url(raw)
+        else:
+            value = raw
+        lines.append(f"  {option.name:<26}{value!s:>22}   from {source}")
+    try:
+        target = fleet.target().describe() if fleet.configured else "none (no REDIS_* set)"
+    except RedisConfigError as exc:
+        target = "none: start-up would fail"
+        collected.append(str(exc))
+    lines.append(f"  target  {target}")
+    return lines
+
+
+def _ms_of(option: Option) -> MsSetting:
+    assert isinstance(option.default, int) and isinstance(option.ceiling, int)
+    return MsSetting(option.name, option.variable, option.default, option.ceiling)
 
 
 def _guard_lines(settings: RuntimeCacheSettings, guards: GuardConfig) -> list[str]:
@@ -142,37 +203,34 @@ def _guard_lines(settings: RuntimeCacheSettings, guards: GuardConfig) -> list[st
         if settings.guards_config_path
         else f"built-in defaults ({GUARDS_PATH_VAR} unset)"
     )
-    quota = guards.max_entries_per_user
+    quota = getattr(guards, QUOTA_ROW.name)  # the guard's field of the option's name
     return [
         f"guard ceilings: {origin}",
         f"  max_entries     {guards.max_entries:>10}",
         f"  max_ttl_ms      {guards.max_ttl_ms:>10}",
-        *([] if quota is None else [f"  max_entries_per_user {quota:>5}"]),
+        *([] if quota is None else [f"  {QUOTA_ROW.name} {quota:>5}"]),
         f"  {raise_guard_hint(f'{_MAX_ENTRIES_KEY} / {_MAX_TTL_KEY}')}",
         "  built-in guards: "
         + ", ".join(f"{setting.keyword} <= {setting.guard}" for setting in MS_SETTINGS),
     ]
 
 
-def _environment_lines(settings: RuntimeCacheSettings) -> list[str]:
-    """Each variable as read (``repr``), or ``(unset)``."""
-    raw_values = (
-        (MAX_ENTRIES_VAR, settings.max_entries),
-        (TTL_MS_VAR, settings.ttl_ms),
-        (TTL_SECONDS_VAR, settings.ttl_seconds),
-        (GUARDS_PATH_VAR, settings.guards_config_path),
-        (MAX_ENTRIES_PER_USER_VAR, settings.max_entries_per_user),
-        *((s.variable, environment_value(s.variable)) for s in MS_SETTINGS),
-        (IDLE_TTL_MS_VAR, settings.idle_ttl_ms),
-        (TTL_JITTER_VAR, settings.ttl_jitter),
-    )
-    width = max(len(name) for name, _ in raw_values)
-    raw_values += (  # issue 15's options (longer names: not widening the column above)
-        (REFRESH_AHEAD_VAR, environment_value(REFRESH_AHEAD_VAR)),
-        (STALE_WHILE_REBUILDING_VAR, environment_value(STALE_WHILE_REBUILDING_VAR)),
-    )
-    return [f"  {name:<{width}}  {'(unset)' if raw is None else repr(raw)}"
-            for name, raw in raw_values]
+_ENV_COLUMN = 40
+
+
+def _environment_lines() -> list[str]:
+    """Each variable of the table as set (``repr``; a password masked), or ``(unset)``."""
+    lines = []
+    for option in OPTIONS:
+        raw = environment_value(option.variable)
+        if raw is None:
+            shown = "(unset)"
+        elif option.secret:
+            shown = "'***'" if option.unit != "url" else repr(redacted_url(raw))
+        else:
+            shown = repr(raw)
+        lines.append(f"  {option.variable:<{_ENV_COLUMN}}  {shown}")
+    return lines
 
 
 register(
@@ -214,8 +272,9 @@ def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
             metavar=parameter.kind.__name__.upper(),
             help=parameter.help if default is None else f"{parameter.help} (%(default)s)",
         )
-    parser.add_argument("--stale-while-rebuilding", action="store_true",
-                        help="the manager's stale_while_rebuilding (off unless given)")
+    for option in (STALE_ROW,):  # the manager's boolean options: a switch each
+        parser.add_argument(option.flag or "", action="store_true", dest=option.name,
+                            help=f"the manager's {option.name} (off unless given)")
     parser.add_argument(
         "--policy", action="append", dest="policies", choices=POLICY_NAMES, metavar="NAME",
         help=f"eviction policy ({', '.join(POLICY_NAMES)}); repeat to compare them side by "
@@ -286,7 +345,7 @@ def _simulation_config(args: argparse.Namespace) -> SimulationConfig | None:
     try:
         return SimulationConfig(
             **{name: getattr(args, name) for name in PARAMETERS}, guards=guards, trace=trace,
-            stale_while_rebuilding=args.stale_while_rebuilding,
+            **{STALE_ROW.name: getattr(args, STALE_ROW.name)},
         )
     except SimulationConfigError as exc:  # bounds on the run as a whole (span, events)
         print(f"snak-runtime simulate: error: {exc.cli_message}", file=sys.stderr)
@@ -299,12 +358,13 @@ def _summary(config: SimulationConfig, r: SimulationResult) -> list[str]:
         f"simulated {_workload(config)} over {r.virtual_s:,.0f} s of virtual time,"
         f" in {r.wall_s:.1f} s",
         f"  cache           max_entries={r.max_entries}  ttl_ms={r.ttl_ms}"
-        f"  idle_ttl_ms={r.idle_ttl_ms or 'off'}  ttl_jitter={r.ttl_jitter:g}"
+        f"  {IDLE_TTL_ROW.name}={getattr(r, IDLE_TTL_ROW.name) or 'off'}"
+        f"  {TTL_JITTER_ROW.name}={getattr(r, TTL_JITTER_ROW.name):g}"
         f"  eviction={r.eviction}  peak size={r.peak_size}  mean size={r.mean_size:.1f}",
         f"  hit rate        {r.hit_rate:.1%}  ({r.hits:,} hits, {r.misses:,} misses)",
         *_returning_lines(config, r),
         f"  builds          {r.builds:,}  (failures {r.build_failures:,};"
-        f" build_timeout_ms={r.build_timeout_ms})",
+        f" {BUILD_TIMEOUT.keyword}={getattr(r, BUILD_TIMEOUT.keyword)})",
         f"  failed requests {r.failed_requests:,}  (their build failed)",
         f"  peak builds/s   {r.peak_builds_per_s:,}  (in second {r.peak_builds_second:,};"
         f" loads and rebuilds started; {config.deploy:,} agents deployed at 0 s)",
@@ -339,8 +399,9 @@ def _trace_lines(config: SimulationConfig, r: SimulationResult) -> list[str]:
 def _user_lines(config: SimulationConfig, r: SimulationResult) -> list[str]:
     """Issue 19: the per-user quota, and what a burst of one user costs the others."""
     lines = []
-    if r.max_entries_per_user is not None or config.burst_agents:
-        lines.append(f"  quota           max_entries_per_user={r.max_entries_per_user}"
+    quota = getattr(r, QUOTA_ROW.name)
+    if quota is not None or config.burst_agents:
+        lines.append(f"  quota           {QUOTA_ROW.name}={quota}"
                      f"  quota evictions {r.quota_evictions:,}")
     if config.burst_agents or config.users > 1:
         lines.append(f"  other users     hit rate {r.other_hit_rate:.1%}  ({r.other_requests:,}"
@@ -355,7 +416,7 @@ def _hot_lines(config: SimulationConfig, r: SimulationResult) -> list[str]:
     if not r.hot_agents:
         return []
     return [f"  hot agents      {r.hot_agents:,} requested at least once per "
-            f"{config.hot_window_ms or config.refresh_ahead_ms} ms: {r.hot_waited:,} of their "
+            f"{config.hot_window} ms: {r.hot_waited:,} of their "
             f"{r.hot_requests:,} later requests waited"]
 
 

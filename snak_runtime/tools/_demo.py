@@ -80,7 +80,7 @@ _COUNTER_NOTES = (
     "which counter counts what:",
     "  removals   every entry that left the cache, by cause: explicit = evict(),",
     "             invalidated = replaced by a rebuild, expired = TTL, idle = unused for",
-    "             idle_ttl_ms, capacity, replaced, shutdown, resync",
+    "             the idle TTL, capacity, replaced, shutdown, resync",
     "  evictions  capacity removals only (more than max_entries cached): {evictions} here;",
     "             evict() is counted in removals as explicit, never in evictions",
     "  loads      builds a lease ran on a miss; rebuilds: those on_invalidate() ran",

@@ -25,100 +25,16 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
+from .._options import QUOTA_ROW
 from ._simulate_params import SimulationConfig as SimulationConfig
+from ._simulate_params import SimulationResult as SimulationResult
 from ._simulate_run import WINDOW as WINDOW
 from ._simulate_run import ProgressCallback as ProgressCallback
 from ._simulate_run import Tally, Traffic
 from ._virtual_time import VirtualLoop, VirtualTime
 
 __all__ = ("WINDOW", "ProgressCallback", "SimulationConfig", "SimulationResult", "simulate")
-
-
-@dataclass(frozen=True, slots=True)
-class SimulationResult:
-    """What happened. Latencies are virtual milliseconds from a request's arrival to its
-    lease being granted; ``wall_s`` is how long the simulation took to run. A request whose
-    build failed (slower than ``build_timeout_ms``) is counted in ``failed_requests`` and
-    has no latency; the build in ``build_failures``."""
-
-    config: SimulationConfig
-    max_entries: int
-    ttl_ms: int
-    build_timeout_ms: int
-    requests: int
-    failed_requests: int
-    hits: int
-    misses: int
-    builds: int
-    build_failures: int
-    evictions: int
-    expirations: int
-    invalidations: int
-    rebuilds: int
-    rebuild_failures: int
-    disposals: int
-    peak_size: int
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-    virtual_s: float
-    wall_s: float
-    removals: Mapping[str, int] = field(default_factory=dict)
-    waited: int = 0  # requests whose lease waited for a build (latency above 0)
-    refreshes: int = 0
-    refresh_failures: int = 0
-    # agents requested at least once in every ``hot_window_ms`` (each gap between two of
-    # their requests at most that), their requests after the first build (cold start)
-    # ended, and how many of those waited for a build
-    hot_agents: int = 0
-    hot_requests: int = 0
-    hot_waited: int = 0
-    idle_ttl_ms: int = 0
-    ttl_jitter: float = 0.0
-    idle_expirations: int = 0
-    peak_builds_per_s: int = 0
-    """The most build calls (loads and rebuilds) that started in one second of virtual time."""
-    peak_builds_second: int = 0
-    returning_requests: int = 0
-    """Requests for the ``agents`` ids (not one-time agents)."""
-    returning_hits: int = 0
-    """Returning requests that found their agent live on arrival."""
-    mean_size: float = 0.0
-    """Entries in the cache, averaged over request arrivals (what the cache holds open)."""
-    denied: int = 0  # trace requests by a user who does not own the cached agent
-    eviction: str = ""  # the policy the manager used
-    quota_evictions: int = 0
-    max_entries_per_user: int | None = None
-    other_requests: int = 0
-    """Requests of the users other than the burst's (issue 19: ``users``, ``burst_agents``)."""
-    other_hits: int = 0
-    """Of those, the ones that found their agent live on arrival."""
-    window_requests: int = 0
-    """The ``WINDOW`` other users' requests from the middle of the run on."""
-    window_hits: int = 0
-
-    @property
-    def hit_rate(self) -> float:
-        total = self.hits + self.misses
-        return 1.0 if total == 0 else self.hits / total
-
-    @property
-    def other_hit_rate(self) -> float:
-        """The hit ratio of every user but the burst's."""
-        return 1.0 if not self.other_requests else self.other_hits / self.other_requests
-
-    @property
-    def window_hit_rate(self) -> float:
-        """The other users' hit ratio over the ``WINDOW`` requests from the middle of the
-        run on (where a burst starts): the same requests in runs with and without one."""
-        return 1.0 if not self.window_requests else self.window_hits / self.window_requests
-
-    @property
-    def returning_hit_rate(self) -> float:
-        n = self.returning_requests
-        return 1.0 if n == 0 else self.returning_hits / n
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -214,7 +130,7 @@ def _result(config: SimulationConfig, traffic: Traffic, tally: Tally) -> Simulat
         returning_hits=tally.returning_hits,
         mean_size=tally.sizes / max(config.request_count, 1),
         quota_evictions=stats.quota_evictions,
-        max_entries_per_user=manager.max_entries_per_user,
+        **{QUOTA_ROW.name: getattr(manager, QUOTA_ROW.name)},
         other_requests=tally.other_requests,
         other_hits=tally.other_hits,
         window_requests=tally.window_requests,

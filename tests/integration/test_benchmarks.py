@@ -53,7 +53,8 @@ def test_side_by_side_against_a_git_ref_reports_ratios(tmp_path: Path) -> None:
     assert result["sides"]["new"]["options"] == {}
     keys = ["new+options/new", "new/baseline", "new+options/baseline"]
     assert result["ratios"] == keys
-    systems = ["acquire+release", "acquire_with_agent+release", "async with lease"]
+    systems = ["acquire+release", "acquire_with_agent+release", "async with lease",
+               "miss: lease+build+install", "on_invalidate+rebuild", "evict+shadow_seed"]
     rows = result["rows"]
     assert {(r["system"], r["size"], r["dist"]) for r in rows} == {
         (name, size, dist) for name in systems for size in (64, 10_000)
@@ -116,16 +117,22 @@ def test_quick_hit_ratio_benchmark_reports_every_family_and_policy(tmp_path: Pat
     )
     assert done.returncode == 0, done.stderr[-2000:]
     data = json.loads((tmp_path / "hit_ratio.json").read_text())
-    families = data["families"]
-    assert set(families) == {"zipf-0.9", "zipf-1.1", "one-hit", "scans", "shifting", "sessions"}
-    for systems in families.values():
-        assert {"LRU", "SIEVE", "S3-FIFO", "ARC", "Bélády", "W-TinyLFU (ours)"} <= set(systems)
-        # our manager with eviction="lru" replays exactly as libCacheSim's LRU
-        assert systems["snak_runtime[lru]"]["miss_ratio"] == systems["LRU"]["miss_ratio"]
-        # nobody beats the clairvoyant bound on misses
-        assert all(r["miss_vs_belady"] >= 1.0 for r in systems.values())
-    for policy in data["meta"]["policies"]:
-        assert all(f"snak_runtime[{policy}]" in systems for systems in families.values())
+    cells = data["cells"]
+    assert set(cells) == {"zipf-0.7", "zipf-0.9", "zipf-1.1", "one-hit", "scans", "shifting",
+                          "conversations", "loop-1.1x", "lcs-zipf", "lcs-uniform"}
+    peers = {"LRU", "SIEVE", "S3-FIFO", "ARC", "2Q", "LeCaR", "Cacheus", "LHD", "GDSF",
+             "Bélády", "W-TinyLFU (ours)"}
+    for by_size in cells.values():
+        for by_model in by_size.values():
+            assert set(by_model) == {"lognormal", "cheap-popular", "dear-popular"}
+            for systems in by_model.values():
+                assert peers <= set(systems)
+                # our manager with eviction="lru" replays exactly as libCacheSim's LRU
+                assert systems["snak_runtime[lru]"]["miss_ratio"] == systems["LRU"]["miss_ratio"]
+                # nobody beats the clairvoyant bound on misses
+                assert all(r["miss_vs_belady"] >= 1.0 for r in systems.values())
+                for policy in data["meta"]["policies"]:
+                    assert f"snak_runtime[{policy}]" in systems
     table = (tmp_path / "hit_ratio.md").read_text()
-    assert "## Targets for `eviction=\"lru\"`" in table
+    assert "## Summary per policy and cost model" in table
     assert "Miss ratio against cache size" in table

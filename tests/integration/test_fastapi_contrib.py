@@ -135,7 +135,7 @@ def test_the_lifespan_accepts_a_container_without_async_resources() -> None:
     """``init_resources()`` returns None when no resource is async: nothing to await."""
 
     class Plain(DeclarativeContainer):
-        manager = providers.Singleton(AgentRuntimeManager)
+        manager: providers.Singleton[Manager] = providers.Singleton(AgentRuntimeManager)
 
     plain = Plain()
     assert plain.init_resources() is None
@@ -157,7 +157,7 @@ def test_the_apps_own_lifespan_runs_inside_and_its_state_reaches_requests(
 
     @asynccontextmanager
     async def own(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        manager = container.runtime.manager()
+        manager: Manager = container.runtime.manager()
         steps.append(f"own start, manager running: {not manager.closed}")
         yield {"greeting": "hello"}
         steps.append(f"own stop, manager running: {not manager.closed}")

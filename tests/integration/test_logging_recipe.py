@@ -26,7 +26,7 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 def _readme_block(marker: str) -> str:
     blocks = re.findall(r"```python\n(.*?)```", README, re.S)
-    (block,) = [b for b in blocks if marker in b]
+    (block,) = [str(b) for b in blocks if marker in b]
     return block
 
 

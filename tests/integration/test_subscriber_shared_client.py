@@ -43,9 +43,13 @@ async def test_one_client_serves_the_apps_keys_and_the_subscriber(
 ) -> None:
     built: list[Any] = []
     real_make_client = client_module.make_client
+
+    def recording_make_client(*args: Any, **kwargs: Any) -> Any:
+        built.append(real_make_client(*args, **kwargs))
+        return built[-1]
+
     monkeypatch.setattr(
-        "snak_runtime.invalidation._subscriber.make_client",
-        lambda *a, **k: built.append(real_make_client(*a, **k)) or built[-1],
+        "snak_runtime.invalidation._subscriber.make_client", recording_make_client
     )
     # A client that retries (redis-py's own default for Redis(...)): the subscription must not.
     client = Redis.from_url(redis_server.url, retry=Retry(ExponentialBackoff(), 3))
@@ -87,14 +91,14 @@ async def test_the_container_passes_the_apps_client_to_its_subscriber(
     client = Redis.from_url(redis_server.url)
     container = RuntimeContainer()
     container.invalidation_client.override(client)
-    await container.init_resources()
+    await container.init_resources()  # type: ignore[misc]
     try:
         subscriber = await container.invalidation()
         assert isinstance(subscriber, InvalidationSubscriber)
         async with asyncio.timeout(10):
             await subscriber.wait_connected()
     finally:
-        await container.shutdown_resources()
+        await container.shutdown_resources()  # type: ignore[misc]
     assert not subscriber.connected
     assert await client.ping()  # the container did not close the app's client
     await client.aclose()

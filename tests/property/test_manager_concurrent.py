@@ -32,7 +32,7 @@ from snak_runtime import (
     RuntimeSeed,
 )
 from snak_runtime._calls import UserCodeCancelled
-from snak_runtime.testing import FakeClock
+from snak_runtime.testing import FakeClock, internals
 
 AGENT_IDS = st.sampled_from(["a", "b", "c"])
 # "stubborn": slow, and ignores cancellation (issue 23); "cancels": raises CancelledError
@@ -121,7 +121,7 @@ class ConcurrentMachine(RuleBasedStateMachine):
         self.rebuild_outcome = rebuild
         self.manager = self.make_manager(idle_ttl, jitter, seed, refresh_ahead, stale)
         if abandon_at_once:
-            self.manager._calls._grace_s = 0.0
+            internals(self.manager).abandon_cancelled_at_once()
 
     def make_manager(
         self, idle_ttl: int, jitter: float, seed: int, refresh_ahead: int, stale: bool
@@ -149,8 +149,9 @@ class ConcurrentMachine(RuleBasedStateMachine):
             ttl_jitter_random=random.Random(seed),
             max_entries_per_user=self.quota,
         )
-        trim_user = manager._trim_user
-        policy = manager._store.policy
+        parts = internals(manager)
+        trim_user = parts.cache.capacity.trim_user
+        policy = parts.policy
         victim_among = policy.victim_among
 
         def trim_spy(user_id: str, **kwargs: Any) -> None:
@@ -172,10 +173,10 @@ class ConcurrentMachine(RuleBasedStateMachine):
             ):
                 self.quota_violations.append(agent_id)
 
-        manager._trim_user = trim_spy  # type: ignore[method-assign]
+        parts.cache.capacity.trim_user = trim_spy  # type: ignore[method-assign]
         policy.victim_among = victim_spy  # type: ignore[method-assign]
         manager.on_removal(on_removal)
-        install = manager._install
+        install = parts.cache.install
 
         def spy(seed: RuntimeSeed[str, Agent], *args: Any, **kwargs: Any) -> Any:
             if seed.agent is not None:
@@ -185,8 +186,8 @@ class ConcurrentMachine(RuleBasedStateMachine):
             self.owner[seed.agent_id] = seed.user_id
             return install(seed, *args, **kwargs)
 
-        manager._install = spy  # type: ignore[method-assign]
-        discard = manager._discard_seed
+        parts.cache.install = spy  # type: ignore[method-assign]
+        discard = parts.cache.discard
 
         def discard_spy(agent_id: str, seed: object) -> None:
             # a seed discarded because its user was evicted: the manager disposes its agent
@@ -196,7 +197,7 @@ class ConcurrentMachine(RuleBasedStateMachine):
                 self.accepted[id(agent)] = agent
             discard(agent_id, seed)
 
-        manager._discard_seed = discard_spy  # type: ignore[method-assign]
+        parts.cache.discard = discard_spy  # type: ignore[method-assign]
         return manager
 
     # ----------------------------------------------------------------- helpers
@@ -363,7 +364,8 @@ class ConcurrentMachine(RuleBasedStateMachine):
             except (*EXPECTED, Boom):
                 pass
             m = self.manager
-            left = [m._current.get(agent_id), *m._detached.get(agent_id, ())]
+            cache = internals(m).cache
+            left = [cache.current.get(agent_id), *cache.detached.get(agent_id, ())]
             self.stale.update(  # (an older runtime its own rebuild made may be served)
                 id(g.agent) for g in left
                 if g is not None and g.agent is not None and g.cfg_version < version
@@ -378,7 +380,7 @@ class ConcurrentMachine(RuleBasedStateMachine):
         async def drop() -> None:
             with contextlib.suppress(*EXPECTED):
                 if resync:  # the invalidation subscriber's version check: agent deleted
-                    await self.manager._evict(agent_id, RemovalCause.RESYNC)
+                    await self.manager.evict(agent_id, cause=RemovalCause.RESYNC)
                 else:
                     await self.manager.evict(agent_id)
 
@@ -400,7 +402,7 @@ class ConcurrentMachine(RuleBasedStateMachine):
                 await self.manager.evict_user(user)
             except EXPECTED:
                 return
-            current = self.manager._store.current.values()
+            current = internals(self.manager).cache.current.values()
             assert all(gen.user_id != user for gen in current)
 
         self.spawn(revoke())
@@ -468,7 +470,7 @@ class ConcurrentMachine(RuleBasedStateMachine):
     @rule()
     def sweep(self) -> None:
         """What the sweeper does: remove every expired or idle entry nobody holds."""
-        self.manager._store.pop_expired(self.clock.now_ms(), 10**6)
+        internals(self.manager).store.pop_expired(self.clock.now_ms(), 10**6)
         self.run_steps(2)
 
     @rule()
@@ -477,7 +479,7 @@ class ConcurrentMachine(RuleBasedStateMachine):
         self.settle()
         assert self.manager.stats().pinned == sum(self.held.values())
         if self.quota is not None and not self.closed:
-            store = self.manager._store
+            store = internals(self.manager).store
             for user_id, ids in store.index_users().items():
                 idle = [a for a in ids if not store.current[a].pins]
                 assert len(ids) <= self.quota or len(idle) <= 1, (

@@ -36,7 +36,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-import snak_runtime._core as manager_module
+import snak_runtime._cache as manager_module
 from snak_runtime import (
     AgentRuntimeManager,
     EntryInfo,
@@ -48,7 +48,7 @@ from snak_runtime import (
     RuntimeSeed,
 )
 from snak_runtime._calls import UserCodeCancelled
-from snak_runtime.testing import FakeClock
+from snak_runtime.testing import FakeClock, internals
 
 MAX_ENTRIES = 2
 MAX_TTL_MS = 100
@@ -358,7 +358,7 @@ class ManagerMachine(RuleBasedStateMachine):
             guards=GuardConfig(max_entries=self.max_entries, max_ttl_ms=MAX_TTL_MS),
             settings=RuntimeCacheSettings(),
             clock=self.clock,
-            disposer=self.manager._disposer,
+            disposer=internals(self.manager).disposer,
             idle_ttl_ms=idle_ttl,
             ttl_jitter=jitter,
             ttl_jitter_random=random.Random(seed),
@@ -606,20 +606,21 @@ class ManagerMachine(RuleBasedStateMachine):
             ("seed", rebuilt_version, user, ttl) if outcome == "seed" else (outcome,)
         )
         rebuilt: list[RuntimeSeed[str, Agent]] = []
-        original = self.manager._install
+        parts = internals(self.manager)
+        original = parts.cache.install
 
         def spy(seed: RuntimeSeed[str, Agent], *args: Any, **kwargs: Any) -> Any:
             rebuilt.append(seed)
             return original(seed, *args, **kwargs)
 
-        self.manager._install = spy  # type: ignore[method-assign]
+        parts.cache.install = spy  # type: ignore[method-assign]
         raised: BaseException | None = None
         try:
             self.run(self.manager.on_invalidate(agent_id, event_version))
         except (Boom, UserCodeCancelled) as exc:
             raised = exc
         finally:
-            del self.manager._install
+            del parts.cache.install
         m = self.model
         gen = m.current.get(agent_id)
         if gen is None:
@@ -672,7 +673,7 @@ class ManagerMachine(RuleBasedStateMachine):
         # resync: the invalidation subscriber's version check found the agent deleted
         cause = RemovalCause.RESYNC if resync else RemovalCause.EXPLICIT
         if resync:
-            removed = self.run(self.manager._evict(agent_id, cause))
+            removed = self.run(self.manager.evict(agent_id, cause=cause))
         else:
             removed = self.run(self.manager.evict(agent_id))
         gen = self.model.current.get(agent_id)
@@ -753,7 +754,7 @@ class ManagerMachine(RuleBasedStateMachine):
     @precondition(lambda self: not self.closed)
     @rule()
     def sweep(self) -> None:
-        self.manager._store.pop_expired(self.clock.now_ms(), 10**9)
+        internals(self.manager).store.pop_expired(self.clock.now_ms(), 10**9)
         self.loop.run_until_complete(self._settle())
         self.model.prune()
 
@@ -809,8 +810,8 @@ class ManagerMachine(RuleBasedStateMachine):
         stats = self.manager.stats()
         assert stats.size == len(m.current)
         assert stats.pinned == m.pinned >= 0
-        store = self.manager._store
-        idle = [k for k in store.recency if not store.current[k].pins]
+        parts = internals(self.manager)
+        idle = [k for k in parts.lru_order() if not parts.cache.current[k].pins]
         if m.victims is None:
             assert idle == list(m.idle), "recency order differs"
         else:
@@ -859,7 +860,7 @@ class ManagerMachine(RuleBasedStateMachine):
 
     @invariant()
     def user_index_is_exact_once_built(self) -> None:
-        index = self.manager._store.by_user
+        index = internals(self.manager).store.by_user
         if index is not None:
             expected: dict[str, set[str]] = {}
             for agent_id, gen in self.model.current.items():
@@ -872,7 +873,7 @@ class ManagerMachine(RuleBasedStateMachine):
         # between rules: every rule runs to completion).
         m = self.model
         expected = {a: g.version for a, g in m.current.items() if not m.expired(g)}
-        assert self.manager._resync_view() == expected
+        assert self.manager.resync_view() == expected
 
     @invariant()
     def disposal_exact(self) -> None:
@@ -897,14 +898,14 @@ class ManagerMachine(RuleBasedStateMachine):
         m = self.model
         if m.quota is None or self.closed:
             return
-        by_user = self.manager._store.index_users()
+        by_user = internals(self.manager).cache.user_index()
         for user_id in {g.user_id for g in m.current.values()}:
             gens = m.held(user_id)
             assert by_user.get(user_id, set()) == {g.agent_id for g in gens}
             if len(gens) > m.quota:
                 idle = [g for g in gens if not g.pins]
                 assert len(idle) <= 1, f"user {user_id} above the quota with idle entries"
-                assert user_id in self.manager._over_quota
+                assert user_id in internals(self.manager).cache.over_limits()[1]
 
     def teardown(self) -> None:
         try:
@@ -945,6 +946,18 @@ CostAwareMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestManagerModelCostAware = CostAwareMachine.TestCase
+
+
+class AdaptiveMachine(ManagerMachine):
+    """The same operations with the adaptive policy (issue 25): the capacity rules."""
+
+    eviction = "adaptive"
+
+
+AdaptiveMachine.TestCase.settings = settings(
+    CostAwareMachine.TestCase.settings, max_examples=300
+)
+TestManagerModelAdaptive = AdaptiveMachine.TestCase
 
 
 class QuotaMachine(ManagerMachine):

@@ -259,9 +259,9 @@ def test_settings_read_exact_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(PATH_VAR, "/etc/g.json")
     s = RuntimeCacheSettings()
     assert (s.max_entries, s.ttl_ms, s.ttl_seconds, s.guards_config_path) == (
-        "10",
-        "2000",
-        "3",
+        10,  # typed fields (issue 24): the text of an integer arrives as an int
+        2000,
+        3,
         "/etc/g.json",
     )
 
@@ -278,12 +278,17 @@ def test_settings_keep_raw_text_and_never_fail(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv(MAX_VAR, "not a number")
     monkeypatch.setenv(MS_VAR, " 64.0 ")
     s = RuntimeCacheSettings()
-    assert (s.max_entries, s.ttl_ms) == ("not a number", " 64.0 ")
+    # typed fields (issue 24): a bad variable is dropped, never raises, and is reported
+    assert (s.max_entries, s.ttl_ms) == (None, None)
+    assert [fmt % args for fmt, args in s.rejected_environment] == [
+        f"{MAX_VAR}='not a number' ignored: not an integer",
+        f"{MS_VAR}=' 64.0 ' ignored: not an integer",
+    ]
 
 
 def test_settings_by_field_name() -> None:
     s = RuntimeCacheSettings(max_entries="10", ttl_ms="5", ttl_seconds="1", guards_config_path="/g")
-    assert (s.max_entries, s.ttl_ms, s.ttl_seconds, s.guards_config_path) == ("10", "5", "1", "/g")
+    assert (s.max_entries, s.ttl_ms, s.ttl_seconds, s.guards_config_path) == (10, 5, 1, "/g")
 
 
 @pytest.mark.parametrize(
@@ -300,13 +305,13 @@ def test_settings_ignore_field_names_in_environment(
 
 def test_settings_keyword_beats_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(MAX_VAR, "10")
-    assert RuntimeCacheSettings(max_entries="3").max_entries == "3"
-    by_alias = RuntimeCacheSettings(AGENT_RUNTIME_CACHE_MAX_ENTRIES="4")  # type: ignore[call-arg]
-    assert by_alias.max_entries == "4"
+    assert RuntimeCacheSettings(max_entries="3").max_entries == 3  # typed (issue 24)
+    by_alias = RuntimeCacheSettings(AGENT_RUNTIME_CACHE_MAX_ENTRIES="4")
+    assert by_alias.max_entries == 4
 
 
 def test_settings_accept_numbers_by_name() -> None:
-    assert RuntimeCacheSettings(max_entries=10).max_entries == "10"  # type: ignore[arg-type]
+    assert RuntimeCacheSettings(max_entries=10).max_entries == 10  # typed (issue 24)
 
 
 # resolve_limits: max entries

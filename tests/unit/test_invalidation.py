@@ -88,9 +88,11 @@ def msg(**fields: object) -> str:
             InvalidationMessage("a", 4, Action.EVICT, "cfg_renamed", unknown_event=True),
         ),
         (
-            # snak's publisher adds processed_at; unknown fields are ignored
+            # snak's publisher adds processed_at: read for the propagation lag (issue 26)
             msg(agent_id="a", cfg_version=5, event="cfg_updated", processed_at="2024-01-01T00:00Z"),
-            InvalidationMessage("a", 5, Action.INVALIDATE, "cfg_updated"),
+            InvalidationMessage(
+                "a", 5, Action.INVALIDATE, "cfg_updated", processed_at=1704067200.0
+            ),
         ),
         (
             msg(agent_id="x" * MAX_AGENT_ID_CHARS, cfg_version=1),

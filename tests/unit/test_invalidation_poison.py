@@ -25,6 +25,7 @@ from snak_runtime.invalidation import (
     encode_message,
     parse_message,
 )
+from snak_runtime.invalidation._wire import MAX_DETAIL_CHARS
 from tests.helpers import MakeManager, MakeSeed
 from tests.unit.invalidation_fakes import FakeBus
 
@@ -61,7 +62,7 @@ def check(result: InvalidationMessage | Dropped) -> None:
     assert isinstance(result, InvalidationMessage | Dropped)
     if isinstance(result, Dropped):
         assert result.reason is not DropReason.INTERNAL_ERROR, result  # no parser bug caught
-        assert len(result.detail) <= 120
+        assert len(result.detail) <= MAX_DETAIL_CHARS
     elif result.event is not None:
         assert len(result.event) <= 80  # an unknown event is kept as a short prefix
 
@@ -169,3 +170,11 @@ async def test_submit_returns_a_dropped_for_a_poison_payload() -> None:
     assert isinstance(result, Dropped) and result.reason is DropReason.BAD_EVENT
     await sub.drain()
     assert target.calls == []
+
+
+def test_a_detail_naming_two_long_values_is_cut_to_the_bound() -> None:
+    """Found by the property above: two shown values side by side passed the detail bound."""
+    dropped = parse_message(json.dumps({"agent_id": "a" * 200, "cfg_version": "v" * 200}))
+    assert isinstance(dropped, Dropped)
+    assert dropped.reason is DropReason.BAD_CFG_VERSION
+    assert len(dropped.detail) == MAX_DETAIL_CHARS

@@ -148,7 +148,7 @@ async def test_a_load_in_flight_is_checked_once_it_installs(manager: Manager) ->
 
     reader = asyncio.create_task(lease())
     await started.wait()
-    assert manager._resync_view() == {"a": None}
+    assert manager.resync_view() == {"a": None}
     db.versions["a"] = 2  # changed while the build was in flight
     sub = subscriber(manager, db.source)
     await sub._resync()

@@ -18,8 +18,8 @@ from snak_runtime import (
     RuntimeNotCached,
     RuntimeSeed,
 )
-from snak_runtime._lifecycle import _ThreadOf
-from snak_runtime.testing import FakeClock, RecordingDisposer
+from snak_runtime._binding import _ThreadOf
+from snak_runtime.testing import FakeClock, RecordingDisposer, internals
 
 Manager = AgentRuntimeManager[str, object]
 MakeManager = Callable[..., Manager]
@@ -115,7 +115,7 @@ async def cleanly_usable(m: Manager, make_seed: MakeSeed, agent_id: str = "a") -
         m.release(agent_id)
         await m.on_invalidate(agent_id, 100)
         assert await m.evict(agent_id) is True
-    assert not m._turns.queues, "a turn was left in a queue"
+    assert not internals(m).turns.queues, "a turn was left in a queue"
 
 
 # ---------------------------------------------------------------- operations used in matrices

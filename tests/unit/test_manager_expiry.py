@@ -13,7 +13,7 @@ import pytest
 
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings, RuntimeSeed
 from snak_runtime._policies import POLICY_NAMES
-from snak_runtime.testing import FakeClock, RecordingDisposer
+from snak_runtime.testing import FakeClock, RecordingDisposer, replace_maps
 
 Manager = AgentRuntimeManager[str, object]
 MakeManager = Callable[..., Manager]
@@ -416,10 +416,7 @@ async def test_operations_do_not_scan_the_cache(make_seed: MakeSeed, eviction: s
         disposer=RecordingDisposer(),
         eviction=eviction,
     )
-    store = m._store
-    store.current = m._current = _CountingDict()
-    if eviction == "lru":
-        store.recency = m._recency = _CountingOrderedDict()
+    replace_maps(m, _CountingDict(), _CountingOrderedDict() if eviction == "lru" else None)
     for i in range(n):
         await m.shadow_seed(make_seed(f"k{i}", agent=None, ttl_ms=10**9 - i))
 

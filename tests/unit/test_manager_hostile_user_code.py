@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from snak_runtime import RuntimeManagerClosed
-from snak_runtime.testing import FakeClock, RecordingDisposer
+from snak_runtime.testing import FakeClock, RecordingDisposer, internals
 from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, Seed, settle
 
 HANG_GUARD_S = 30
@@ -128,7 +128,7 @@ async def test_build_ignoring_cancellation_fails_every_waiter_with_timeout(
         )
         assert all(isinstance(r, TimeoutError) for r in results), results
         assert s.cancels >= 1 and not s.ended.is_set()
-        assert m._calls.abandoned == 1
+        assert internals(m).calls.abandoned == 1
         assert_stats(m, loads=1, load_failures=1, misses=3, size=0, pinned=0)
         # departure: the abandoned build still runs while the id serves again
         await still_usable(m, make_seed)
@@ -137,7 +137,7 @@ async def test_build_ignoring_cancellation_fails_every_waiter_with_timeout(
         await s.ended.wait()
         await settle()
         await m.wait_for_disposals()
-    assert m._calls.abandoned == 0
+    assert internals(m).calls.abandoned == 0
     assert late.agent in disposer.disposed
     assert "a" not in m
 
@@ -279,7 +279,7 @@ async def test_refresh_ignoring_cancellation_keeps_the_entry(
         assert await m.acquire("a") is not None
         m.release("a")
         await s.started.wait()
-        refresh = m._refreshes["a"].task
+        (refresh,) = internals(m).refreshes.tasks()
         assert refresh is not None
         await refresh  # it ends at its timeout although the rebuild ignores cancellation
     assert_stats(m, refreshes=1, refresh_failures=1, size=1)
@@ -311,7 +311,7 @@ async def test_evict_and_evict_all_finish_while_user_code_ignores_cancellation(
         assert all(isinstance(r, TimeoutError) for r in outcomes), outcomes
         with pytest.raises(TimeoutError):
             await invalidation
-    assert not m._turns.queues and len(m) == 0
+    assert not internals(m).turns.queues and len(m) == 0
 
 
 async def test_aclose_finishes_while_builds_rebuilds_and_disposers_ignore_cancellation(
@@ -341,7 +341,7 @@ async def test_aclose_finishes_while_builds_rebuilds_and_disposers_ignore_cancel
         assert isinstance(await lease, RuntimeManagerClosed)
         with pytest.raises(RuntimeManagerClosed):
             await invalidation
-    assert m._calls.abandoned == 2
+    assert internals(m).calls.abandoned == 2
     assert_stats(m, size=0, disposals=2, dispose_failures=2, load_failures=1, rebuild_failures=1)
     # the abandoned calls end after close: their seeds' agents are still disposed
     build.release.set()
@@ -350,7 +350,7 @@ async def test_aclose_finishes_while_builds_rebuilds_and_disposers_ignore_cancel
         await build.ended.wait()
         await rebuild.ended.wait()
         await settle()
-    assert m._calls.abandoned == 0
+    assert internals(m).calls.abandoned == 0
     assert m.stats().disposals == 4
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings, RuntimeSeed
 from snak_runtime._stats import RemovalCause
-from snak_runtime.testing import FakeClock, RecordingDisposer
+from snak_runtime.testing import FakeClock, RecordingDisposer, internals
 from tests.conftest import AssertStats, MakeManager, MakeSeed, Manager
 
 IDLE = 100
@@ -193,9 +193,9 @@ async def test_idle_queue_stays_bounded_under_traffic(
         for i in range(n):
             assert await m.acquire(f"k{i}") is not None
             m.release(f"k{i}")
-        m._store.pop_expired(fake_clock.now_ms(), 10**6)
+        internals(m).store.pop_expired(fake_clock.now_ms(), 10**6)
     assert m.size == n
-    assert m._store.queued_expiries <= 2 * n + 64
+    assert internals(m).queued_expiries() <= 2 * n + 64
 
 
 async def test_idle_time_at_or_beyond_the_ttl_queues_nothing(
@@ -204,7 +204,7 @@ async def test_idle_time_at_or_beyond_the_ttl_queues_nothing(
     m = make_manager(guards=GUARDS, idle_ttl_ms=GUARDS.max_ttl_ms)
     seen = removals(m)
     await m.shadow_seed(make_seed("a"))
-    assert m._store.queued_expiries == 1  # its TTL's FIFO item only
+    assert internals(m).queued_expiries() == 1  # its TTL's FIFO item only
     fake_clock.advance(GUARDS.max_ttl_ms)
     assert await m.acquire("a") is None
     assert seen == [("a", RemovalCause.EXPIRED)]
@@ -322,10 +322,10 @@ async def test_jitter_spreads_a_batch_deterministically_and_never_above_the_guar
     removed: set[str] = set()
     for at in sorted(by_time):
         fake_clock.set(at - 1)
-        assert m._store.pop_expired(fake_clock.now_ms(), 10**6) >= 0
+        assert internals(m).store.pop_expired(fake_clock.now_ms(), 10**6) >= 0
         assert {a for a, _ in seen} == removed  # nothing leaves early
         fake_clock.set(at)
-        m._store.pop_expired(fake_clock.now_ms(), 10**6)
+        internals(m).store.pop_expired(fake_clock.now_ms(), 10**6)
         removed |= by_time[at]
         assert {a for a, _ in seen} == removed  # exactly these leave now
     assert all(cause is RemovalCause.EXPIRED for _, cause in seen)

@@ -17,7 +17,7 @@ from snak_runtime import (
     RuntimeSeed,
 )
 from snak_runtime._info import _fast_entry_info
-from snak_runtime.testing import FakeClock, RecordingDisposer
+from snak_runtime.testing import FakeClock, RecordingDisposer, internals
 
 Manager = AgentRuntimeManager[str, object]
 MakeManager = Callable[..., Manager]
@@ -39,7 +39,7 @@ def listen(m: Manager) -> list[tuple[str, str]]:
 
 def user_index(m: Manager) -> dict[str, set[str]] | None:
     """The store's user index (None until the first evict_user builds it)."""
-    return m._store.by_user
+    return internals(m).store.by_user
 
 
 def gated(seed: Seed | None, gate: asyncio.Event) -> Callable[[], Awaitable[Seed | None]]:
@@ -272,11 +272,11 @@ async def test_the_user_index_is_built_once_then_kept_exact(
     for i in range(3, 200):  # churn: capacity evictions, replacements, owner changes
         await m.shadow_seed(make_seed(f"agent-{i % 5}", i, user_id=f"user-{i % 3}"))
         expected: dict[str, set[str]] = {}
-        for agent_id, gen in m._current.items():
+        for agent_id, gen in internals(m).cache.current.items():
             expected.setdefault(gen.user_id, set()).add(agent_id)
         assert user_index(m) == expected
     assert await m.evict_user("user-1") == len(expected.get("user-1", ()))
-    assert all(gen.user_id != "user-1" for gen in m._current.values())
+    assert all(gen.user_id != "user-1" for gen in internals(m).cache.current.values())
 
 
 async def test_evict_user_follows_a_change_of_owner(

@@ -12,7 +12,7 @@ import pytest
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings, RuntimeSeed
 from snak_runtime._config import GuardConfigError
 from snak_runtime.containers import RuntimeContainer
-from snak_runtime.testing import FakeClock, RecordingDisposer
+from snak_runtime.testing import FakeClock, RecordingDisposer, internals
 
 Manager = AgentRuntimeManager[str, object]
 MakeManager = Callable[..., Manager]
@@ -34,7 +34,7 @@ def listen(m: Manager) -> list[tuple[str, str]]:
 
 
 def held(m: Manager, user_id: str) -> set[str]:
-    return set(m._store.index_users().get(user_id, ()))
+    return set(internals(m).cache.user_index().get(user_id, ()))
 
 
 # ------------------------------------------------------------------ the rule
@@ -118,7 +118,8 @@ async def test_pins_keep_a_user_over_quota_with_a_warning_and_it_shrinks_at_rele
     m.release("a")  # alice's pin goes: she shrinks back to her quota (a is now most recent)
     assert removed == [("b", "quota")]
     assert held(m, "alice") == {"a"} and held(m, "bob") == {"x"}
-    assert not m._slow_release and not m._over_quota  # the common release is fast again
+    assert not internals(m).cache.capacity.slow_release  # the common release is fast again
+    assert internals(m).cache.over_limits() == (False, frozenset())
     assert_stats(m, quota_evictions=1, evictions=0, pinned=0, size=2)
 
 
@@ -158,10 +159,10 @@ async def test_an_over_quota_user_whose_entries_leave_otherwise_is_forgotten(
     await m.shadow_seed(make_seed("a", user_id="u"))
     assert await m.acquire("a") is not None
     await m.shadow_seed(make_seed("b", user_id="u"))
-    assert m._over_quota == {"u"}
+    assert internals(m).cache.over_limits()[1] == {"u"}
     assert await m.evict("b")
     m.release("a")
-    assert not m._over_quota and not m._slow_release
+    assert not internals(m).cache.over_limits()[1] and not internals(m).cache.capacity.slow_release
     assert held(m, "u") == {"a"}
 
 
@@ -192,7 +193,7 @@ async def test_capacity_order_stays_exact_lru_with_the_quota_on(
         m.release(agent_id)
     await m.shadow_seed(make_seed("d", user_id="x"))
     assert removed == [("c", "capacity")]
-    assert [g.agent_id for g in m._store.policy.order()] == ["a", "b", "d"]
+    assert [g.agent_id for g in internals(m).policy.order()] == ["a", "b", "d"]
 
 
 async def test_quota_off_by_default_and_the_release_touch_is_unchanged(
@@ -200,8 +201,8 @@ async def test_quota_off_by_default_and_the_release_touch_is_unchanged(
 ) -> None:
     m = make_manager(eviction="lru", guards=big())
     assert m.max_entries_per_user is None
-    policy = m._store.policy
-    assert m._touch == policy.recency.move_to_end  # type: ignore[attr-defined]
+    policy = internals(m).policy
+    assert internals(m).touch == policy.recency.move_to_end  # type: ignore[attr-defined]
     for n in range(5):
         await m.shadow_seed(make_seed(f"a{n}", user_id="u"))
     assert m.size == 5

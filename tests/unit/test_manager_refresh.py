@@ -17,7 +17,7 @@ from snak_runtime import (
     RuntimeNotCached,
     RuntimeSeed,
 )
-from snak_runtime.testing import FakeClock, RecordingDisposer
+from snak_runtime.testing import FakeClock, RecordingDisposer, internals
 
 Manager = AgentRuntimeManager[str, object]
 MakeManager = Callable[..., Manager]
@@ -93,7 +93,7 @@ def test_refresh_ahead_from_the_environment_and_the_keyword_wins(
     monkeypatch.setenv("AGENT_RUNTIME_CACHE_REFRESH_AHEAD_MS", "250")
     assert make_manager(settings=RuntimeCacheSettings()).refresh_ahead_ms == 250
     assert make_manager(settings=RuntimeCacheSettings(), refresh_ahead_ms=10).refresh_ahead_ms == 10
-    assert RuntimeCacheSettings(refresh_ahead_ms="30").refresh_ahead_ms == "30"
+    assert RuntimeCacheSettings(refresh_ahead_ms="30").refresh_ahead_ms == 30  # typed (issue 24)
 
 
 @pytest.mark.parametrize("raw", ["abc", "1e3", "-5", str(TTL), "99999"])
@@ -268,7 +268,7 @@ async def test_a_refresh_keeps_the_entrys_eviction_policy_state(
     make_manager: MakeManager, make_seed: MakeSeed, fake_clock: FakeClock
 ) -> None:
     m = refreshing(make_manager)
-    policy = m._store.policy
+    policy = internals(m).policy
     seen: list[tuple[object, object]] = []
     inserted = policy.inserted
 

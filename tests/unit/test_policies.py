@@ -11,6 +11,7 @@ import pytest
 
 from snak_runtime import AgentRuntimeManager, RuntimeCacheSettings, RuntimeSeed
 from snak_runtime._config import EVICTION_VAR
+from snak_runtime._generation import _Generation
 from snak_runtime._policies import (
     DEFAULT_POLICY,
     POLICY_NAMES,
@@ -21,8 +22,8 @@ from snak_runtime._policies import (
     resolve_eviction,
 )
 from snak_runtime._stats import RemovalCause
-from snak_runtime._store import _Generation, _Store
-from snak_runtime.testing import FakeClock
+from snak_runtime._store import _Store
+from snak_runtime.testing import FakeClock, internals
 
 Manager = AgentRuntimeManager[str, object]
 MakeManager = Callable[..., Manager]
@@ -39,10 +40,11 @@ def gen(agent_id: str) -> Gen:
 
 
 def test_registry_names_lru_and_refuses_unknown_names() -> None:
-    assert POLICY_NAMES == ("lru", "cost-aware")
+    assert POLICY_NAMES == ("lru", "cost-aware", "adaptive")
     policy = make_policy("lru", 8)
     assert isinstance(policy, LruPolicy) and policy.capacity == 8
-    with pytest.raises(ValueError, match="unknown eviction policy 'lfu'; known: lru, cost-aware"):
+    known = "known: lru, cost-aware, adaptive"
+    with pytest.raises(ValueError, match=f"unknown eviction policy 'lfu'; {known}"):
         make_policy("lfu", 8)
 
 
@@ -104,7 +106,7 @@ async def test_manager_times_builds_and_rebuilds_on_its_clock_for_the_policy(
 ) -> None:
     m = make_manager()
     learned: list[tuple[str, float]] = []
-    m._store.policy.learn_cost = lambda agent_id, ms: learned.append((agent_id, ms))  # type: ignore[method-assign]
+    internals(m).policy.learn_cost = lambda agent_id, ms: learned.append((agent_id, ms))  # type: ignore[method-assign]
 
     async def rebuild() -> RuntimeSeed[str, object] | None:
         fake_clock.advance(30)
@@ -127,20 +129,20 @@ async def test_manager_times_builds_and_rebuilds_on_its_clock_for_the_policy(
 def test_eviction_keyword_picks_the_policy(make_manager: MakeManager, name: str) -> None:
     m = make_manager(eviction=name)
     assert m.eviction == name
-    assert m._store.policy.name == name
+    assert internals(m).policy.name == name
 
 
 def test_default_policy_is_cost_aware(make_manager: MakeManager) -> None:
     assert DEFAULT_POLICY == "cost-aware"
     assert make_manager().eviction == "cost-aware"
-    assert isinstance(make_manager()._store.policy, CostAwarePolicy)
+    assert isinstance(internals(make_manager()).policy, CostAwarePolicy)
 
 
 @pytest.mark.parametrize("bad", ["lfu", "LRU", "", " lru"])
 def test_unknown_eviction_keyword_is_a_value_error_listing_the_names(
     make_manager: MakeManager, bad: str
 ) -> None:
-    message = f"unknown eviction policy {bad!r}; known: lru, cost-aware"
+    message = f"unknown eviction policy {bad!r}; known: lru, cost-aware, adaptive"
     with pytest.raises(ValueError, match=message):
         make_manager(eviction=bad)
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 import pytest
 
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeSeed
+from snak_runtime._generation import _Generation
 from snak_runtime._policies import make_policy
 from snak_runtime._policies.cost_aware import MEMORY, CostAwarePolicy
-from snak_runtime._store import _Generation
 from snak_runtime.testing import FakeClock
 
 Manager = AgentRuntimeManager[str, object]

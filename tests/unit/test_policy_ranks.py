@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from snak_runtime import RuntimeSeed
+from snak_runtime._generation import _Generation
 from snak_runtime._policies import EvictionPolicy, LruPolicy, make_policy
 from snak_runtime._policies.lru import RING
-from snak_runtime._store import _Generation
 
 Gen = _Generation[str, object]
 

@@ -9,6 +9,7 @@ import pytest
 
 from snak_runtime import RemovalCause, RuntimeSeed
 from snak_runtime._store import _Store
+from snak_runtime.testing import lru_order, queued_expiries
 
 Seed = RuntimeSeed[str, object]
 
@@ -27,6 +28,12 @@ class Recorder:
         self.orphaned: list[tuple[str, object]] = []
         self.store: _Store[str, object] = _Store(self.on_removed, self.on_orphaned)
 
+    def lru_order(self) -> list[str]:
+        return lru_order(self.store.policy)
+
+    def queued_expiries(self) -> int:
+        return queued_expiries(self.store)
+
     def on_removed(self, agent_id: str, cause: RemovalCause) -> None:
         self.removed.append((agent_id, cause))
 
@@ -42,7 +49,7 @@ def rec() -> Recorder:
 def test_install_makes_current_and_idle(rec: Recorder) -> None:
     gen = rec.store.install(seed("a"), 100, RemovalCause.REPLACED)
     assert rec.store.current == {"a": gen}
-    assert list(rec.store.recency) == ["a"]
+    assert rec.lru_order() == ["a"]
     assert (gen.cfg_version, gen.expires_at, gen.pins, gen.current) == (1, 100, 0, True)
     assert (rec.removed, rec.orphaned) == ([], [])
 
@@ -141,29 +148,29 @@ def test_pop_expired_skips_stale_heap_items(rec: Recorder) -> None:
 
 
 def test_lru_victim_is_least_recently_used_idle_unless_kept(rec: Recorder) -> None:
-    assert rec.store.lru_victim(None) is None
+    assert rec.store.victim(None) is None
     a = rec.store.install(seed("a"), 100, RemovalCause.REPLACED)
     rec.store.install(seed("b"), 100, RemovalCause.REPLACED)
-    assert rec.store.lru_victim(None) is a
-    assert rec.store.lru_victim("b") is a
-    assert rec.store.lru_victim("a") is None
+    assert rec.store.victim(None) is a
+    assert rec.store.victim(rec.store.current["b"]) is a
+    assert rec.store.victim(rec.store.current["a"]) is None
 
 
 def test_lru_victim_drops_pinned_entries_from_the_order(rec: Recorder) -> None:
     a = rec.store.install(seed("a"), 100, RemovalCause.REPLACED)
     b = rec.store.install(seed("b"), 100, RemovalCause.REPLACED)
     a.lease_pins = 1
-    assert rec.store.lru_victim(None) is b
-    assert list(rec.store.recency) == ["b"]  # "a" goes back when its last pin is released
+    assert rec.store.victim(None) is b
+    assert rec.lru_order() == ["b"]  # "a" goes back when its last pin is released
     b.lease_pins = 1
-    assert rec.store.lru_victim(None) is None
-    assert list(rec.store.recency) == []
+    assert rec.store.victim(None) is None
+    assert rec.lru_order() == []
 
 
 def test_heap_is_compacted_when_mostly_stale(rec: Recorder) -> None:
     for version in range(1, 300):
         rec.store.install(seed("a", version), 1_000 + version, RemovalCause.REPLACED)
-    assert rec.store.queued_expiries < 150
+    assert rec.queued_expiries() < 150
     assert len(rec.store.current) == 1
 
 
@@ -192,7 +199,7 @@ def test_in_order_entries_and_heap_entries_expire_soonest_first(rec: Recorder) -
 def test_fifo_is_compacted_when_mostly_stale(rec: Recorder) -> None:
     for version in range(1, 400):
         rec.store.install(seed("a", version), 1_000 + version, RemovalCause.REPLACED, in_order=True)
-    assert rec.store.queued_expiries < 150
+    assert rec.queued_expiries() < 150
     rec.store.pop_expired(10_000, 1_000)
-    assert rec.store.current == {} and rec.store.queued_expiries == 0
+    assert rec.store.current == {} and rec.queued_expiries() == 0
     assert rec.removed[-1] == ("a", RemovalCause.EXPIRED)
