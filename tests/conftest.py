@@ -1,14 +1,29 @@
 """Shared fixtures: a clean environment, a fake clock, a recording disposer, manager and seed
-factories, and a whole-snapshot stats assertion (STYLE.md §8)."""
+factories, and a whole-snapshot stats assertion (STYLE.md §8).
+
+Also the two suites and the Hypothesis profiles:
+
+- ``python -m pytest`` runs the fast suite: every behaviour test. Tests marked ``slow``
+  (benchmarks, the wheel build, multi-process fleets, Sentinel) are deselected, never skipped.
+- ``python -m pytest --full`` runs everything, with the ``full`` Hypothesis profile (ten times
+  the examples): what CI runs once, at the newest versions.
+
+Hypothesis profiles bound property tests by example counts, never by time (``deadline=None``,
+no too-slow health check): ``fast`` (the default), ``ci`` (under ``CI=true``: no example
+database, failing examples printed as blobs), ``full`` (``--full``). ``HYPOTHESIS_PROFILE=name``
+(or ``--hypothesis-profile=name``) picks one explicitly.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from snak_runtime import (
     AgentRuntimeManager,
@@ -18,6 +33,42 @@ from snak_runtime import (
     RuntimeSeed,
 )
 from snak_runtime.testing import FakeClock, RecordingDisposer
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, Rebuild
+
+# --- the fast and the full suite, and the Hypothesis profiles ----------------------------------
+
+settings.register_profile(
+    "fast", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("ci", settings.get_profile("fast"), database=None, print_blob=True)
+settings.register_profile("full", settings.get_profile("fast"), max_examples=1_000, print_blob=True)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--full",
+        action="store_true",
+        help="run the full suite: also the tests marked slow, with the 'full' Hypothesis profile",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("hypothesis_profile", None):
+        return  # --hypothesis-profile: loaded by Hypothesis's own plugin
+    in_ci = os.environ.get("CI", "").lower() == "true"
+    default = "full" if config.getoption("--full") else "ci" if in_ci else "fast"
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or default)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without ``--full``, deselect (not skip) the slow tests: CI=true skips nothing."""
+    if config.getoption("--full"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
 
 ENV_VARS = (
     "AGENT_RUNTIME_CACHE_MAX_ENTRIES",
@@ -51,12 +102,6 @@ ENV_VARS = (
 # Small guards so capacity and expiry are reached in a few steps.
 SMALL_MAX_ENTRIES = 3
 SMALL_MAX_TTL_MS = 1_000
-
-Manager = AgentRuntimeManager[str, object]
-MakeManager = Callable[..., Manager]
-Rebuild = Callable[[], Awaitable[RuntimeSeed[str, object] | None]]
-MakeSeed = Callable[..., RuntimeSeed[str, object]]
-AssertStats = Callable[..., None]
 
 
 class Agent:

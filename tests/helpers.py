@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from hypothesis import settings
+
 from snak_runtime import AgentRuntimeManager, RuntimeSeed
 
 Manager = AgentRuntimeManager[str, object]
@@ -33,3 +35,29 @@ def listen(m: AgentRuntimeManager[Any, Any]) -> list[tuple[str, str]]:
     removed: list[tuple[str, str]] = []
     m.on_removal(lambda agent_id, cause: removed.append((agent_id, str(cause))))
     return removed
+
+
+def examples(share: float) -> int:
+    """A property test's example count: ``share`` of the loaded Hypothesis profile's
+    ``max_examples`` (tests/conftest.py: 100 in the fast suite, 1,000 under ``--full``).
+
+    Property tests are bounded by example counts, never by time."""
+    return max(1, round(settings().max_examples * share))  # settings(): the loaded profile
+
+
+def removal_event(m: AgentRuntimeManager[Any, Any], n: int = 1) -> asyncio.Event:
+    """An event set once ``m`` has removed ``n`` more entries (any cause), counted from now.
+
+    The sweeper runs on the event loop's timer, not on the injected clock: a test waits for
+    what the sweeper did (this event), never for time to pass."""
+    done = asyncio.Event()
+    seen = 0
+
+    def count(agent_id: str, cause: object) -> None:
+        nonlocal seen
+        seen += 1
+        if seen >= n:
+            done.set()
+
+    m.on_removal(count)
+    return done

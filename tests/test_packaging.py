@@ -1,4 +1,5 @@
-"""What pyproject.toml declares is what CI tests: every floor is in .ci/floors.txt."""
+"""What pyproject.toml declares is what CI tests: every floor is in .ci/floors.txt, and the lint
+and type tools are pinned (``==``), not floors."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 _REQUIREMENT = re.compile(r"^([A-Za-z0-9_.\\-]+)(?:\[[^\]]*\])?\s*>=\s*([0-9][^,;\s]*)")
+_PIN = re.compile(r"^([A-Za-z0-9_.\\-]+)\s*==\s*([0-9][^,;\s]*)$")
+# Tools pinned with == in the dev extra: upgraded on purpose, never floors (the floors step
+# does not lint).
+PINNED_TOOLS = {"ruff", "mypy"}
 
 
 def _normal(name: str) -> str:
@@ -22,18 +27,31 @@ def _release(version: str) -> str:
     return ".".join(parts)
 
 
-def _declared_floors() -> dict[str, str]:
+def _requirements() -> list[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    floors: dict[str, str] = {}
-    requirements = [
+    return [
         *project["build-system"]["requires"],
         *project["project"]["dependencies"],
         *(r for extra in project["project"]["optional-dependencies"].values() for r in extra),
     ]
-    for requirement in requirements:
+
+
+def _declared_pins() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for requirement in _requirements():
+        match = _PIN.match(requirement)
+        if match is not None:
+            pins[_normal(match.group(1))] = match.group(2)
+    return pins
+
+
+def _declared_floors() -> dict[str, str]:
+    floors: dict[str, str] = {}
+    for requirement in _requirements():
         match = _REQUIREMENT.match(requirement)
         if match is None:
-            assert requirement.startswith("snak-runtime["), requirement  # the extras' alias
+            # the extras' alias, or a pinned tool
+            assert requirement.startswith("snak-runtime[") or _PIN.match(requirement), requirement
             continue
         name, version = _normal(match.group(1)), _release(match.group(2))
         assert floors.setdefault(name, version) == version, f"{name}: two floors"
@@ -57,7 +75,14 @@ def test_floors_file_pins_every_declared_floor() -> None:
     assert _pinned_floors() == {k: v for k, v in declared.items() if k not in bench_only}
 
 
+def test_lint_and_type_tools_are_pinned_not_floored() -> None:
+    assert set(_declared_pins()) == PINNED_TOOLS
+    assert not PINNED_TOOLS & set(_pinned_floors())
+
+
 def test_ci_runs_the_suite_against_the_floors() -> None:
     script = (ROOT / ".ci" / "run").read_text()
+    assert "set -euo pipefail" in script  # a failing step fails the run
     assert "-c .ci/floors.txt" in script
-    assert script.count("-m pytest") >= 2
+    assert "run_pytest .ci-floors-venv/bin/python\n" in script  # the fast suite, at the floors
+    assert "run_pytest python --full\n" in script  # the full suite, once, at the newest

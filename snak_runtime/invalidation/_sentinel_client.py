@@ -43,7 +43,7 @@ class _ExplainingSentinel(Sentinel):
     """redis-py's Sentinel, whose ``MasterNotFoundError`` says which setting is wrong."""
 
     def __init__(self, endpoint: SentinelEndpoint, **kwargs: Any) -> None:
-        super().__init__(list(endpoint.sentinels), **kwargs)  # type: ignore[no-untyped-call]
+        super().__init__(list(endpoint.sentinels), **kwargs)
         self._endpoint = endpoint
         # discover_master() reorders self.sentinels; keep each client's address for messages.
         self._named: list[tuple[Redis, str]] = [

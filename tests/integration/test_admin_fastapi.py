@@ -33,8 +33,8 @@ from snak_runtime import (
 )
 from snak_runtime.contrib.fastapi import MAX_ID_LENGTH, admin_router
 from snak_runtime.testing import FakeClock, RecordingDisposer
+from tests.helpers import Manager
 
-Manager = AgentRuntimeManager[str, object]
 TOKEN = "s3cret"
 
 

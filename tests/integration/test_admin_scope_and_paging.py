@@ -28,12 +28,11 @@ with warnings.catch_warnings():
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from containers import RuntimeContainer
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings, RuntimeSeed
+from snak_runtime.containers import RuntimeContainer
 from snak_runtime.contrib.fastapi import DEFAULT_PAGE, MAX_PAGE, AdminScope, admin_router
 from snak_runtime.testing import FakeClock, RecordingDisposer
-
-Manager = AgentRuntimeManager[str, object]
+from tests.helpers import Manager
 
 
 async def _never_rebuilt() -> RuntimeSeed[str, object] | None:

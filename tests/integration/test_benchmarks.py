@@ -12,13 +12,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = str(ROOT / "benchmarks" / "run.py")
+# Far above a run on a loaded machine (the hit-ratio one took over 290 s at load 5-10), below
+# the suite's 900 s hang guard so a hang names its command.
+SUBPROCESS_LIMIT_S = 840
+
+pytestmark = pytest.mark.slow  # benchmarks: the full suite (python -m pytest --full)
 
 
-@pytest.mark.timeout(180)
 def test_quick_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=170, check=False,
+        capture_output=True, text=True, timeout=SUBPROCESS_LIMIT_S, check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     data = json.loads((tmp_path / "results.json").read_text())
@@ -35,14 +39,13 @@ def test_quick_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     assert "met" in table or "MISSED" in table
 
 
-@pytest.mark.timeout(120)
 def test_side_by_side_against_a_git_ref_reports_ratios(tmp_path: Path) -> None:
     # HEAD, extracted with git archive, against the working tree, and the working tree with a
     # constructor keyword against without it: three sides, three ratios per benchmark.
     done = subprocess.run(
         [sys.executable, RUN, "--quick", "--rounds", "15", "--baseline", "HEAD",
          "--option", "sweep_interval_ms=2000", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=110, check=False,
+        capture_output=True, text=True, timeout=SUBPROCESS_LIMIT_S, check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "compare.json").read_text())["compare"]
@@ -80,25 +83,24 @@ def test_side_by_side_against_a_git_ref_reports_ratios(tmp_path: Path) -> None:
 def test_side_by_side_refuses_a_bad_ref_and_a_bad_keyword(tmp_path: Path) -> None:
     bad_ref = subprocess.run(
         [sys.executable, RUN, "--baseline", "no-such-ref-anywhere", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True, text=True, timeout=SUBPROCESS_LIMIT_S, check=False,
     )
     assert bad_ref.returncode == 2
     assert "'no-such-ref-anywhere' is not a commit" in bad_ref.stderr
     bad_keyword = subprocess.run(
         [sys.executable, RUN, "--quick", "--option", "no_such_keyword=1", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True, text=True, timeout=SUBPROCESS_LIMIT_S, check=False,
     )
     assert bad_keyword.returncode == 2
     assert "no_such_keyword" in bad_keyword.stderr
     assert not (tmp_path / "compare.json").exists()
 
 
-@pytest.mark.timeout(180)
 def test_refresh_ahead_benchmark_reports_both_runs(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "refresh_ahead.py"), "--quick",
          "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=170, check=False,
+        capture_output=True, text=True, timeout=SUBPROCESS_LIMIT_S, check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     table = (tmp_path / "refresh_ahead.md").read_text()
@@ -108,12 +110,11 @@ def test_refresh_ahead_benchmark_reports_both_runs(tmp_path: Path) -> None:
     assert int(off.replace(",", "")) > 0 and on == "0"
 
 
-@pytest.mark.timeout(300)
 def test_quick_hit_ratio_benchmark_reports_every_family_and_policy(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "hit_ratio.py"), "--quick",
          "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=290, check=False,
+        capture_output=True, text=True, timeout=SUBPROCESS_LIMIT_S, check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     data = json.loads((tmp_path / "hit_ratio.json").read_text())

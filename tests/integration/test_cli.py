@@ -27,7 +27,7 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         text=True,
         env=environment,
         cwd=ROOT,
-        timeout=60,
+        timeout=300,  # generous: a loaded machine is slow, never wrong
         check=False,
     )
 

@@ -15,7 +15,6 @@ from dependency_injector.containers import DeclarativeContainer
 from dependency_injector.wiring import Provide, inject
 
 from snak_runtime import (
-    AgentRuntimeManager,
     DefaultDisposer,
     GuardConfig,
     MonotonicClock,
@@ -26,8 +25,7 @@ from snak_runtime import (
 from snak_runtime._config import GuardConfigError
 from snak_runtime.containers import RuntimeContainer
 from snak_runtime.testing import FakeClock, RecordingDisposer
-
-Manager = AgentRuntimeManager[str, object]
+from tests.helpers import Manager
 
 
 @pytest.fixture

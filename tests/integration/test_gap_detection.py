@@ -13,8 +13,7 @@ from redis_server import RedisServer
 
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings, RuntimeSeed
 from snak_runtime.invalidation import InvalidationPublisher, InvalidationSubscriber
-
-Manager = AgentRuntimeManager[str, object]
+from tests.helpers import Manager
 
 
 async def until(predicate: Callable[[], bool], what: str) -> None:

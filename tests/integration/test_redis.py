@@ -35,10 +35,10 @@ from snak_runtime.invalidation import (
     publish_invalidation,
 )
 from snak_runtime.testing import RecordingDisposer
+from tests.helpers import Manager
 
 WORKER = Path(__file__).with_name("fleet_worker.py")
 CHANNEL = "agent_cfg_invalidate"
-Manager = AgentRuntimeManager[str, object]
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -610,6 +610,7 @@ async def converge(
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow  # a multi-process fleet: the full suite (--full)
 async def test_fleet_burst_converges_on_every_process(
     redis_server: RedisServer, client: Redis, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -662,6 +663,7 @@ async def test_fleet_burst_converges_on_every_process(
         )
 
 
+@pytest.mark.slow  # a multi-process fleet: the full suite (--full)
 async def test_fleet_outage_reconnects_and_serves_nothing_stale(
     redis_server: RedisServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

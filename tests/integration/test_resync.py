@@ -49,6 +49,7 @@ async def poll_states(
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow  # a multi-process fleet: the full suite (--full)
 @pytest.mark.parametrize("with_source", [True, False], ids=["version-source", "no-source"])
 async def test_fleet_outage_rebuilds_only_what_changed(
     redis_server: RedisServer,

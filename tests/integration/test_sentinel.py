@@ -25,8 +25,8 @@ from redis_server import HOST, free_port
 from sentinel_cluster import SentinelCluster
 from test_redis import WORKER, Worker, write_version
 
-from containers import RuntimeContainer
-from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeSeed
+from snak_runtime import GuardConfig, RuntimeSeed
+from snak_runtime.containers import RuntimeContainer
 from snak_runtime.invalidation import (
     InvalidationPublisher,
     InvalidationSettings,
@@ -35,8 +35,10 @@ from snak_runtime.invalidation import (
     SentinelEndpoint,
     publish_invalidation,
 )
+from tests.helpers import Manager
 
-Manager = AgentRuntimeManager[str, object]
+# A master, a replica and three sentinels started for the session: the full suite (--full).
+pytestmark = pytest.mark.slow
 
 
 def sentinel_env(cluster: SentinelCluster, master: str | None = None) -> dict[str, str]:

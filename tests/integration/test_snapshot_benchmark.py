@@ -11,13 +11,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.slow  # a benchmark: the full suite (python -m pytest --full)
 
-@pytest.mark.timeout(180)
+
 def test_snapshot_benchmark_runs_and_writes_its_samples(tmp_path: Path) -> None:
     out = tmp_path / "snapshot.json"
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "snapshot.py"), "--quick", "--json", str(out)],
-        capture_output=True, text=True, timeout=170, check=False,
+        # far above a run on a loaded machine, below the suite's 900 s hang guard
+        capture_output=True, text=True, timeout=840, check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(out.read_text())

@@ -20,6 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 _OURS = ("AGENT_RUNTIME_", "AGENT_CFG_", "GUARDS_CONFIG_PATH", "REDIS_")
 
+pytestmark = pytest.mark.slow  # builds a wheel and a venv: the full suite (--full)
+
 # An application's own module, named as dependency-injector's examples name it.
 _APP_CONTAINERS = '''
 """The application's own container module."""
@@ -75,7 +77,7 @@ def _run(*args: str | Path, cwd: Path, check: bool = True) -> subprocess.Complet
         text=True,
         cwd=cwd,
         env=environment,
-        timeout=300,
+        timeout=840,  # pip wheel on a loaded machine; below the 900 s hang guard
         check=False,
     )
     if check:

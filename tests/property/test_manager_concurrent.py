@@ -33,6 +33,7 @@ from snak_runtime import (
 )
 from snak_runtime._calls import UserCodeCancelled
 from snak_runtime.testing import FakeClock, internals
+from tests.helpers import examples
 
 AGENT_IDS = st.sampled_from(["a", "b", "c"])
 # "stubborn": slow, and ignores cancellation (issue 23); "cancels": raises CancelledError
@@ -544,7 +545,7 @@ class ConcurrentMachine(RuleBasedStateMachine):
 
 
 ConcurrentMachine.TestCase.settings = settings(
-    max_examples=300,
+    max_examples=examples(0.3),  # 300 under --full
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -560,6 +561,6 @@ class QuotaConcurrentMachine(ConcurrentMachine):
 
 
 QuotaConcurrentMachine.TestCase.settings = settings(
-    ConcurrentMachine.TestCase.settings, max_examples=150
+    ConcurrentMachine.TestCase.settings, max_examples=examples(0.15)  # 150 under --full
 )
 TestManagerConcurrentWithQuota = QuotaConcurrentMachine.TestCase

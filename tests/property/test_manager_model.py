@@ -49,6 +49,7 @@ from snak_runtime import (
 )
 from snak_runtime._calls import UserCodeCancelled
 from snak_runtime.testing import FakeClock, internals
+from tests.helpers import examples
 
 MAX_ENTRIES = 2
 MAX_TTL_MS = 100
@@ -925,7 +926,7 @@ def _install_everything_expired(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 ManagerMachine.TestCase.settings = settings(
-    max_examples=1000,
+    max_examples=examples(1.0),  # 1,000 under --full
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -940,7 +941,7 @@ class CostAwareMachine(ManagerMachine):
 
 
 CostAwareMachine.TestCase.settings = settings(
-    max_examples=500,
+    max_examples=examples(0.5),  # 500 under --full
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -955,7 +956,7 @@ class AdaptiveMachine(ManagerMachine):
 
 
 AdaptiveMachine.TestCase.settings = settings(
-    CostAwareMachine.TestCase.settings, max_examples=300
+    CostAwareMachine.TestCase.settings, max_examples=examples(0.3)  # 300 under --full
 )
 TestManagerModelAdaptive = AdaptiveMachine.TestCase
 
@@ -969,6 +970,6 @@ class QuotaMachine(ManagerMachine):
 
 
 QuotaMachine.TestCase.settings = settings(
-    ManagerMachine.TestCase.settings, max_examples=400
+    ManagerMachine.TestCase.settings, max_examples=examples(0.4)  # 400 under --full
 )
 TestManagerModelWithQuota = QuotaMachine.TestCase

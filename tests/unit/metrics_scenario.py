@@ -10,8 +10,7 @@ import pytest
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings, RuntimeSeed
 from snak_runtime.invalidation import InvalidationSubscriber
 from snak_runtime.testing import FakeClock
-
-Manager = AgentRuntimeManager[str, object]
+from tests.helpers import Manager
 
 TTL_MS = 10_000
 class Agent:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from snak_runtime.invalidation import InvalidationSubscriber, _client, _subscriber
+from tests.helpers import settle
 
 
 class _Target:
@@ -26,8 +27,10 @@ class _SwallowingPubSub:
     ``asyncio.wait_for`` does on Python 3.11 when a socket write finishes as it is cancelled."""
 
     swallowed = 0
+    subscribing = asyncio.Event()
 
     async def subscribe(self, channel: str) -> None:
+        _SwallowingPubSub.subscribing.set()
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
@@ -53,11 +56,13 @@ async def test_stop_ends_a_listener_that_lost_a_cancellation(
         return _Client()
 
     _SwallowingPubSub.swallowed = 0
+    _SwallowingPubSub.subscribing = asyncio.Event()
     monkeypatch.setattr(_subscriber, "make_client", make_client)
     monkeypatch.setattr(_client, "RECANCEL_AFTER_S", 0.05)
     subscriber = InvalidationSubscriber(_Target(), "redis://127.0.0.1:1", connect_timeout_ms=60_000)
     task = asyncio.get_running_loop().create_task(subscriber.start())
-    await asyncio.sleep(0.05)  # the listener is now inside subscribe()
+    async with asyncio.timeout(60):
+        await _SwallowingPubSub.subscribing.wait()  # the listener is now inside subscribe()
     async with asyncio.timeout(10):  # before the fix: stop() waited for ever
         await subscriber.stop()
     assert _SwallowingPubSub.swallowed == 1
@@ -70,6 +75,7 @@ class _SlowClosePubSub:
     """Subscribing fails at once (Redis is down); closing takes until ``release`` is set."""
 
     release = asyncio.Event()
+    closing = asyncio.Event()
     closed = False
 
     async def subscribe(self, channel: str) -> None:
@@ -78,6 +84,7 @@ class _SlowClosePubSub:
         raise RedisConnectionError("down")
 
     async def aclose(self) -> None:
+        _SlowClosePubSub.closing.set()
         await _SlowClosePubSub.release.wait()
         _SlowClosePubSub.closed = True
 
@@ -99,13 +106,16 @@ async def test_stop_during_closing_still_closes_every_connection(
         return _RecordingClient()
 
     _SlowClosePubSub.release = asyncio.Event()
+    _SlowClosePubSub.closing = asyncio.Event()
     _SlowClosePubSub.closed, _RecordingClient.closed = False, 0
     monkeypatch.setattr(_subscriber, "make_client", make_client)
     subscriber = InvalidationSubscriber(_Target(), "redis://127.0.0.1:1", connect_timeout_ms=60_000)
     starting = asyncio.get_running_loop().create_task(subscriber.start())
-    await asyncio.sleep(0.05)  # the listener failed to subscribe and is closing the pub/sub
+    async with asyncio.timeout(60):
+        # the listener failed to subscribe and is closing the pub/sub
+        await _SlowClosePubSub.closing.wait()
     stopping = asyncio.get_running_loop().create_task(subscriber.stop())
-    await asyncio.sleep(0.05)  # stop() has cancelled the listener mid-close
+    await settle(50)  # stop() has cancelled the listener mid-close
     assert not stopping.done()
     _SlowClosePubSub.release.set()
     async with asyncio.timeout(10):

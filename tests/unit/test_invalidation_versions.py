@@ -21,8 +21,8 @@ from snak_runtime.invalidation._versions import (
     resolve_timings,
 )
 from snak_runtime.testing import RecordingDisposer
+from tests.helpers import Manager, settle
 
-Manager = AgentRuntimeManager[str, object]
 URL = "redis://127.0.0.1:1/0"  # never connected to
 
 
@@ -208,8 +208,14 @@ async def test_a_failing_source_at_reconciliation_keeps_the_cache_and_retries(
     await cache(manager, db, {"a": 1, "b": 1})
     db.versions["a"] = 2  # a publish that never happened
     broken = True
+    calls = 0
+    fourth_call = asyncio.Event()  # so three calls have failed and been counted
 
     async def source(agent_ids: Sequence[str]) -> Mapping[str, int | None]:
+        nonlocal calls
+        calls += 1
+        if calls == 4:
+            fourth_call.set()
         if broken:
             if fault == "raises":
                 raise ConnectionError("database down")
@@ -222,15 +228,18 @@ async def test_a_failing_source_at_reconciliation_keeps_the_cache_and_retries(
     sub._connected.set()  # as if subscribed: reconciliation runs only while connected
     task = asyncio.create_task(sub._reconcile_forever())
     try:
-        async with asyncio.timeout(10):
-            while sub.stats().version_source_failures < 3:
-                await asyncio.sleep(0.005)
+        async with asyncio.timeout(60):
+            await fourth_call.wait()
+        assert sub.stats().version_source_failures >= 3
         assert manager.size == 2 and manager.version_of("a") == 1  # kept, not emptied
         assert sub.stats().reconciliations == 0
+        repaired = asyncio.Event()
+        manager.on_removal(lambda agent_id, cause: repaired.set())  # "a" replaced
         broken = False
-        async with asyncio.timeout(10):
-            while manager.version_of("a") != 2:
-                await asyncio.sleep(0.005)
+        async with asyncio.timeout(60):
+            await repaired.wait()
+        await settle()
+        assert manager.version_of("a") == 2
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -20,20 +20,11 @@ from snak_runtime import (
 )
 from snak_runtime._binding import _ThreadOf
 from snak_runtime.testing import FakeClock, RecordingDisposer, internals
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, Seed, listen, settle
 
-Manager = AgentRuntimeManager[str, object]
-MakeManager = Callable[..., Manager]
-MakeSeed = Callable[..., RuntimeSeed[str, object]]
-AssertStats = Callable[..., None]
-Seed = RuntimeSeed[str, object]
 Op = Callable[[Manager, str], Coroutine[Any, Any, Any]]
 
 SAFETY_S = 5  # nothing here should take long; a hang fails the test instead of timing it out
-
-
-async def settle(n: int = 10) -> None:
-    for _ in range(n):
-        await asyncio.sleep(0)
 
 
 class Tracker:
@@ -86,12 +77,6 @@ class Gate:
 
     def open(self) -> None:
         self.opened.set()
-
-
-def listen(m: Manager) -> list[tuple[str, str]]:
-    removed: list[tuple[str, str]] = []
-    m.on_removal(lambda agent_id, cause: removed.append((agent_id, str(cause))))
-    return removed
 
 
 async def seeded_with_gated_rebuild(
@@ -899,17 +884,32 @@ async def test_manager_first_used_elsewhere_refuses_this_loop(make_seed: MakeSee
         await m.evict("a")
 
 
+def _run_on_a_loop_of_its_own(coro: Coroutine[Any, Any, Any]) -> Any:
+    """``asyncio.run`` without touching the thread's current event loop.
+
+    ``asyncio.run`` sets the current loop to None on its way out, dropping without closing the
+    loop pytest-asyncio 1.0 leaves current after an async test: the garbage collector then finds
+    an unclosed loop (and its two self-pipe sockets) during some later test, which fails it.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
 @pytest.mark.parametrize("call", ["acquire", "acquire_with_agent", "lease", "shadow_seed"])
 def test_a_second_loop_in_the_same_thread_is_refused(make_seed: MakeSeed, call: str) -> None:
-    """Sequential ``asyncio.run`` calls in one thread: the hit path's one-comparison check
-    (is the bound loop running in this thread?) still tells the loops apart."""
+    """Sequential loops run in one thread: the hit path's one-comparison check (is the bound
+    loop running in this thread?) still tells the loops apart."""
     m: Manager = AgentRuntimeManager(
         guards=GuardConfig(max_entries=3, max_ttl_ms=1_000), clock=FakeClock(),
         disposer=RecordingDisposer(),
     )
-    asyncio.run(m.shadow_seed(make_seed("a", agent=None)))
+    _run_on_a_loop_of_its_own(m.shadow_seed(make_seed("a", agent=None)))
     with pytest.raises(RuntimeError, match="loop"):
-        asyncio.run(make_op(call, make_seed)(m, "a"))
+        _run_on_a_loop_of_its_own(make_op(call, make_seed)(m, "a"))
 
 
 async def test_loops_without_a_thread_record_are_checked_the_slow_way() -> None:

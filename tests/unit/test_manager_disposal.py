@@ -10,20 +10,11 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from snak_runtime import AgentRuntimeManager, DefaultDisposer, RuntimeSeed
+from snak_runtime import AgentRuntimeManager, DefaultDisposer
 from snak_runtime.testing import FakeClock, RecordingDisposer
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, Seed, removal_event, settle
 
-Manager = AgentRuntimeManager[str, object]
-MakeManager = Callable[..., Manager]
-MakeSeed = Callable[..., RuntimeSeed[str, object]]
-AssertStats = Callable[..., None]
-Seed = RuntimeSeed[str, object]
 SAFETY_S = 5
-
-
-async def settle() -> None:
-    for _ in range(10):
-        await asyncio.sleep(0)
 
 
 class PinAwareDisposer:
@@ -73,10 +64,10 @@ async def remove_by(cause: str, m: Manager, make_seed: MakeSeed, clock: FakeCloc
         assert await m.acquire("a") is None
     elif cause == "expired-sweep":
         await m.start()
+        swept = removal_event(m, 1)
         clock.advance(m.default_ttl_ms)
         async with asyncio.timeout(SAFETY_S):
-            while m.size:
-                await asyncio.sleep(0.005)
+            await swept.wait()  # m.size == 0
     elif cause == "capacity":
         for k in "bcd":
             await m.shadow_seed(make_seed(k))

@@ -14,19 +14,11 @@ import pytest
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings, RuntimeSeed
 from snak_runtime._policies import POLICY_NAMES
 from snak_runtime.testing import FakeClock, RecordingDisposer, replace_maps
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, removal_event, settle
 
-Manager = AgentRuntimeManager[str, object]
-MakeManager = Callable[..., Manager]
-MakeSeed = Callable[..., RuntimeSeed[str, object]]
-AssertStats = Callable[..., None]
 Probe = Callable[[Manager, str], Awaitable[bool]]
 
 GUARD_TTL = 1_000  # the conftest guards' max_ttl_ms
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 async def probe_acquire(m: Manager, agent_id: str) -> bool:
@@ -303,12 +295,6 @@ async def test_pinned_expired_entry_is_never_returned_and_leaves_at_last_release
 # ---------------------------------------------------------------- sweeper
 
 
-async def wait_until(predicate: Callable[[], bool], seconds: float = 2.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not predicate():
-            await asyncio.sleep(0.005)
-
-
 async def test_sweeper_disposes_expired_idle_entries_without_traffic(
     make_manager: MakeManager,
     make_seed: MakeSeed,
@@ -323,8 +309,10 @@ async def test_sweeper_disposes_expired_idle_entries_without_traffic(
         await m.shadow_seed(seed)
     await m.acquire("pinned")
     await m.start()
+    swept = removal_event(m, 1)
     fake_clock.advance(100)
-    await wait_until(lambda: m.size == 2)
+    async with asyncio.timeout(60):
+        await swept.wait()  # m.size == 2
     await settle()
     assert disposer.disposed == [short.agent]
     assert ("pinned" in m, "long" in m) == (False, True)
@@ -339,8 +327,14 @@ async def test_no_sweeping_before_start(
 ) -> None:
     m = make_manager(sweep_interval_ms=5)
     await m.shadow_seed(make_seed("a"))
+    # A started twin on the same clock: once its sweeper has run, this one's would have too.
+    twin = make_manager(sweep_interval_ms=5)
+    await twin.shadow_seed(make_seed("a"))
+    await twin.start()
+    swept = removal_event(twin, 1)
     fake_clock.advance(GUARD_TTL)
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(60):
+        await swept.wait()
     assert m.size == 1
 
 
@@ -355,8 +349,10 @@ async def test_sweeper_handles_a_burst_of_expiries(
     for i in range(n):
         await m.shadow_seed(make_seed(f"k{i}", agent=None))
     await m.start()
+    swept = removal_event(m, n)
     fake_clock.advance(GUARD_TTL)
-    await wait_until(lambda: m.size == 0, seconds=10)
+    async with asyncio.timeout(60):
+        await swept.wait()  # m.size == 0
     assert_stats(m, size=0, expirations=n)
 
 

@@ -5,19 +5,14 @@ raise or hang, listeners that raise; the cache's invariants hold throughout (CON
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from snak_runtime import AgentRuntimeManager, GuardConfig, RemovalCause, RuntimeSeed
+from snak_runtime import GuardConfig, RemovalCause
 from snak_runtime.testing import FakeClock
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Seed, settle
 
-Manager = AgentRuntimeManager[str, object]
-MakeManager = Callable[..., Manager]
-MakeSeed = Callable[..., RuntimeSeed[str, object]]
-AssertStats = Callable[..., None]
-Seed = RuntimeSeed[str, object]
 SAFETY_S = 10
 MAX_ENTRIES = 3
 
@@ -56,11 +51,6 @@ class CheckingDisposer:
             raise OSError(f"cannot close {agent.name}")
         if agent.fault == "hang":
             await asyncio.Event().wait()
-
-
-async def settle() -> None:
-    for _ in range(10):
-        await asyncio.sleep(0)
 
 
 FAULT_MIXES = {

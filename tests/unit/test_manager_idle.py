@@ -11,7 +11,7 @@ import pytest
 from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings, RuntimeSeed
 from snak_runtime._stats import RemovalCause
 from snak_runtime.testing import FakeClock, RecordingDisposer, internals
-from tests.conftest import AssertStats, MakeManager, MakeSeed, Manager
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, removal_event, settle
 
 IDLE = 100
 GUARDS = GuardConfig(max_entries=10, max_ttl_ms=1_000)
@@ -26,11 +26,6 @@ def removals(m: Manager) -> list[tuple[str, RemovalCause]]:
     seen: list[tuple[str, RemovalCause]] = []
     m.on_removal(lambda agent_id, cause: seen.append((agent_id, cause)))
     return seen
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 # ---------------------------------------------------------------- idle expiry
@@ -164,16 +159,16 @@ async def test_the_sweeper_removes_idle_entries_without_traffic(
     await m.acquire("used")
     m.release("used")
     await m.start()
+    swept = removal_event(m, 1)
     fake_clock.advance(40)  # "unused" is idle; "used" was released 40 ms ago
-    async with asyncio.timeout(2):
-        while m.size != 2:
-            await asyncio.sleep(0.005)
+    async with asyncio.timeout(60):
+        await swept.wait()  # m.size == 2
     await settle()
     assert disposer.disposed == [unused.agent]
+    swept = removal_event(m, 1)
     fake_clock.advance(60)  # "used" idle now; "pinned" is in use
-    async with asyncio.timeout(2):
-        while m.size != 1:
-            await asyncio.sleep(0.005)
+    async with asyncio.timeout(60):
+        await swept.wait()  # m.size == 1
     assert "pinned" in m
     m.release("pinned")
     assert_stats(m, idle_expirations=2, expirations=0, size=1)

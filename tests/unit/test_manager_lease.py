@@ -7,19 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from snak_runtime import AgentRuntimeManager, RuntimeLease, RuntimeNotCached, RuntimeSeed
+from snak_runtime import RuntimeLease, RuntimeNotCached
 from snak_runtime.testing import FakeClock, RecordingDisposer
-
-Manager = AgentRuntimeManager[str, object]
-MakeManager = Callable[..., Manager]
-MakeSeed = Callable[..., RuntimeSeed[str, object]]
-AssertStats = Callable[..., None]
-Seed = RuntimeSeed[str, object]
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Seed, settle
 
 
 class Builder:

@@ -10,20 +10,11 @@ from typing import Any
 
 import pytest
 
-from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeManagerClosed, RuntimeSeed
+from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeManagerClosed
 from snak_runtime.testing import FakeClock, RecordingDisposer
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, Seed, removal_event, settle
 
-Manager = AgentRuntimeManager[str, object]
-MakeManager = Callable[..., Manager]
-MakeSeed = Callable[..., RuntimeSeed[str, object]]
-AssertStats = Callable[..., None]
-Seed = RuntimeSeed[str, object]
 SAFETY_S = 5
-
-
-async def settle() -> None:
-    for _ in range(10):
-        await asyncio.sleep(0)
 
 
 class Gate:
@@ -205,7 +196,7 @@ async def test_aclose_waits_for_every_disposal(
 
     class SlowDisposer:
         async def dispose(self, agent: object) -> None:
-            await asyncio.sleep(0.02)
+            await settle()  # takes a few loop rounds: aclose must wait for them
             finished.append(agent)
 
     m = make_manager(disposer=SlowDisposer())
@@ -316,10 +307,10 @@ async def test_async_with_starts_the_sweeper_and_closes(
         assert same is m
         await m.shadow_seed(a)
         await m.shadow_seed(b)
+        swept = removal_event(m, 1)
         fake_clock.advance(100)
         async with asyncio.timeout(SAFETY_S):
-            while m.size != 1:
-                await asyncio.sleep(0.005)
+            await swept.wait()  # m.size == 1
         await settle()
         assert disposer.disposed == [a.agent]
     assert m.closed

@@ -9,32 +9,14 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from snak_runtime import (
-    AgentRuntimeManager,
     EntryInfo,
     GuardConfig,
     RuntimeManagerClosed,
     RuntimeNotCached,
-    RuntimeSeed,
 )
 from snak_runtime._info import _fast_entry_info
 from snak_runtime.testing import FakeClock, RecordingDisposer, internals
-
-Manager = AgentRuntimeManager[str, object]
-MakeManager = Callable[..., Manager]
-MakeSeed = Callable[..., RuntimeSeed[str, object]]
-AssertStats = Callable[..., None]
-Seed = RuntimeSeed[str, object]
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
-
-
-def listen(m: Manager) -> list[tuple[str, str]]:
-    removed: list[tuple[str, str]] = []
-    m.on_removal(lambda agent_id, cause: removed.append((agent_id, str(cause))))
-    return removed
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, Seed, listen, settle
 
 
 def user_index(m: Manager) -> dict[str, set[str]] | None:

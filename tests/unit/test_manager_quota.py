@@ -5,19 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import pathlib
-from collections.abc import Callable
 
 import pytest
 
-from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings, RuntimeSeed
+from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings
 from snak_runtime._config import GuardConfigError
 from snak_runtime.containers import RuntimeContainer
 from snak_runtime.testing import FakeClock, RecordingDisposer, internals
-
-Manager = AgentRuntimeManager[str, object]
-MakeManager = Callable[..., Manager]
-MakeSeed = Callable[..., RuntimeSeed[str, object]]
-AssertStats = Callable[..., None]
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, listen
 
 VAR = "AGENT_RUNTIME_CACHE_MAX_ENTRIES_PER_USER"
 SEED_GUARDS = pathlib.Path("/work/shared/seed/default.guards.json")
@@ -25,12 +20,6 @@ SEED_GUARDS = pathlib.Path("/work/shared/seed/default.guards.json")
 
 def big(**kw: object) -> GuardConfig:
     return GuardConfig(max_entries=10, max_ttl_ms=1_000, **kw)  # type: ignore[arg-type]
-
-
-def listen(m: Manager) -> list[tuple[str, str]]:
-    removed: list[tuple[str, str]] = []
-    m.on_removal(lambda agent_id, cause: removed.append((agent_id, str(cause))))
-    return removed
 
 
 def held(m: Manager, user_id: str) -> set[str]:

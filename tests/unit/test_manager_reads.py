@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from snak_runtime import AcquiredRuntime, AgentRuntimeManager, RuntimeSeed
+from snak_runtime import AcquiredRuntime
 from snak_runtime.testing import FakeClock, RecordingDisposer
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, settle
 
-Manager = AgentRuntimeManager[str, object]
-MakeManager = Callable[..., Manager]
-MakeSeed = Callable[..., RuntimeSeed[str, object]]
-AssertStats = Callable[..., None]
 Read = Callable[[Manager, str], Awaitable[Any]]
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 async def read_acquire(m: Manager, agent_id: str) -> Any:

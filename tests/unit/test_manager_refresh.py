@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 import pytest
@@ -15,30 +15,12 @@ from snak_runtime import (
     RemovalCause,
     RuntimeCacheSettings,
     RuntimeNotCached,
-    RuntimeSeed,
 )
 from snak_runtime.testing import FakeClock, RecordingDisposer, internals
-
-Manager = AgentRuntimeManager[str, object]
-MakeManager = Callable[..., Manager]
-MakeSeed = Callable[..., RuntimeSeed[str, object]]
-AssertStats = Callable[..., None]
-Seed = RuntimeSeed[str, object]
-Rebuild = Callable[[], Awaitable[Seed | None]]
+from tests.helpers import AssertStats, MakeManager, MakeSeed, Manager, Seed, listen, settle
 
 TTL = 1_000  # the small guard's max_ttl_ms: the default TTL of these managers
 WINDOW = 200
-
-
-async def settle() -> None:
-    for _ in range(10):
-        await asyncio.sleep(0)
-
-
-def listen(m: Manager) -> list[tuple[str, str]]:
-    removed: list[tuple[str, str]] = []
-    m.on_removal(lambda agent_id, cause: removed.append((agent_id, str(cause))))
-    return removed
 
 
 def completes_at_once(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -495,13 +477,23 @@ async def test_a_refresh_is_bounded_by_the_build_timeout(
 ) -> None:
     m = refreshing(make_manager, build_timeout_ms=1)
     gate = Gate(make_seed("a", 1), held=True)  # never opened
-    seed = make_seed("a", 1, rebuild=gate)
+    timed_out = asyncio.Event()
+
+    async def rebuild() -> Seed | None:
+        try:
+            return await gate()
+        except asyncio.CancelledError:  # the build timeout (the loop's timer) ends the wait
+            timed_out.set()
+            raise
+
+    seed = make_seed("a", 1, rebuild=rebuild)
     await m.shadow_seed(seed)
     fake_clock.advance(TTL - WINDOW)
     await m.acquire("a")
     m.release("a")
-    while not m.stats().refresh_failures:
-        await asyncio.sleep(0.001)
+    async with asyncio.timeout(60):
+        await timed_out.wait()
+    await settle()  # the refresh counts its failure
     assert await m.acquire("a") == seed.runtime
     m.release("a")
     assert_stats(m, refreshes=1, refresh_failures=1)

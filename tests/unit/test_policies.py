@@ -4,12 +4,11 @@ manager tells a policy (the build and rebuild durations on its injected clock)."
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from snak_runtime import AgentRuntimeManager, RuntimeCacheSettings, RuntimeSeed
+from snak_runtime import RuntimeCacheSettings, RuntimeSeed
 from snak_runtime._config import EVICTION_VAR
 from snak_runtime._generation import _Generation
 from snak_runtime._policies import (
@@ -24,10 +23,8 @@ from snak_runtime._policies import (
 from snak_runtime._stats import RemovalCause
 from snak_runtime._store import _Store
 from snak_runtime.testing import FakeClock, internals
+from tests.helpers import MakeManager, MakeSeed
 
-Manager = AgentRuntimeManager[str, object]
-MakeManager = Callable[..., Manager]
-MakeSeed = Callable[..., RuntimeSeed[str, object]]
 Gen = _Generation[str, object]
 
 

@@ -5,20 +5,17 @@ conversations), and bounded memory of agents it no longer caches."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 
 import pytest
 
-from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeSeed
+from snak_runtime import GuardConfig, RuntimeSeed
 from snak_runtime._generation import _Generation
 from snak_runtime._policies import make_policy
 from snak_runtime._policies._values import MEMORY
 from snak_runtime._policies.adaptive import RING, AdaptivePolicy
 from snak_runtime.testing import FakeClock
+from tests.helpers import MakeManager, MakeSeed
 
-Manager = AgentRuntimeManager[str, object]
-MakeManager = Callable[..., Manager]
-MakeSeed = Callable[..., RuntimeSeed[str, object]]
 Gen = _Generation[str, object]
 LONG_TTL = GuardConfig(max_entries=3, max_ttl_ms=10**9)  # capacity is the only reason to miss
 

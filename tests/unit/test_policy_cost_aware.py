@@ -5,19 +5,16 @@ capacity rules, and bounds what it remembers about agents it no longer caches.""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import pytest
 
-from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeSeed
+from snak_runtime import GuardConfig, RuntimeSeed
 from snak_runtime._generation import _Generation
 from snak_runtime._policies import make_policy
 from snak_runtime._policies.cost_aware import MEMORY, CostAwarePolicy
 from snak_runtime.testing import FakeClock
+from tests.helpers import MakeManager, MakeSeed, Manager
 
-Manager = AgentRuntimeManager[str, object]
-MakeManager = Callable[..., Manager]
-MakeSeed = Callable[..., RuntimeSeed[str, object]]
 Gen = _Generation[str, object]
 LONG_TTL = GuardConfig(max_entries=3, max_ttl_ms=10**9)  # capacity is the only reason to miss
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from containers import RuntimeContainer
+from snak_runtime.containers import RuntimeContainer
 from snak_runtime.invalidation import (
     InvalidationPublisher,
     InvalidationSettings,

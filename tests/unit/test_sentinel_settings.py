@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from containers import RuntimeContainer
+from snak_runtime.containers import RuntimeContainer
 from snak_runtime.invalidation import (
     InvalidationSettings,
     InvalidationSubscriber,

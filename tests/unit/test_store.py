@@ -10,8 +10,7 @@ import pytest
 from snak_runtime import RemovalCause, RuntimeSeed
 from snak_runtime._store import _Store
 from snak_runtime.testing import lru_order, queued_expiries
-
-Seed = RuntimeSeed[str, object]
+from tests.helpers import Seed
 
 
 async def _rebuild() -> Seed | None:
