@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from .._errors import RuntimeNotCached
 from .._manager import AgentRuntimeManager
 from .._seed import RuntimeSeed
-from .._stats import CacheStats
+from .._stats import CacheStats, RemovalCause
 from ..containers import RuntimeContainer
 from ..invalidation import InvalidationSettings
 from ..invalidation._client import require_redis
@@ -80,7 +80,8 @@ _COUNTER_NOTES = (
     "which counter counts what:",
     "  removals   every entry that left the cache, by cause: explicit = evict(),",
     "             invalidated = replaced by a rebuild, expired = TTL, idle = unused for",
-    "             the idle TTL, capacity, replaced, shutdown, resync",
+    "             the idle TTL; also "
+    + ", ".join(c for c in RemovalCause if c not in ("explicit", "invalidated", "expired", "idle")),
     "  evictions  capacity removals only (more than max_entries cached): {evictions} here;",
     "             evict() is counted in removals as explicit, never in evictions",
     "  loads      builds a lease ran on a miss; rebuilds: those on_invalidate() ran",
