@@ -55,12 +55,16 @@ class RuntimeContainer(DeclarativeContainer):
     # `async (agent_ids) -> {agent_id: version}`; None evicts everything after a reconnect.
     version_source: providers.Object[Any] = providers.Object(None)
     invalidation_backoff_cap_ms: providers.Object[int | None] = providers.Object(None)
+    # A redis.asyncio client of the application's for the subscriber (used, never closed by
+    # it): None builds the subscriber's own client from the REDIS_* variables.
+    invalidation_client: providers.Object[Any] = providers.Object(None)
     invalidation = providers.Resource(
         run_invalidation,
         manager=lifespan,
         settings=invalidation_settings,
         version_source=version_source,
         backoff_cap_ms=invalidation_backoff_cap_ms,
+        client=invalidation_client,
     )
 
     # Prometheus export (extra `prometheus`): override `metrics_registry` with a

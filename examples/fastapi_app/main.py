@@ -1,31 +1,42 @@
-"""The FastAPI app: resources start and stop in the lifespan, routes get services by dependency.
+"""The FastAPI app: ``snak_runtime.contrib.fastapi`` wires the container in, no glue.
 
 Run it with ``uvicorn examples.fastapi_app.main:app`` (install the ``examples`` extra). The
-admin routes (``/admin/...``, ``snak_runtime.contrib.fastapi``) answer the token in
-``EXAMPLE_ADMIN_TOKEN`` (unset: they refuse everyone).
+admin routes (``/admin/...``) answer the token in ``EXAMPLE_ADMIN_TOKEN`` (unset: they refuse
+everyone).
 
-The wiring: each route takes its service through an ``async def`` dependency that calls the
-container's provider. FastAPI awaits an async dependency on the event loop; a plain function
-(``Depends(Provide[...])`` with ``@inject`` is one, the marker is a plain callable) runs in
-its thread pool on every request, which costs about 1.4x the server CPU per request of the
-same route without it; the async dependency about 1.06x (``benchmarks/http_overhead.py``).
+- ``runtime_lifespan(container)`` starts the container's resources with the app and stops
+  them with it (every cached agent disposed).
+- ``lease_dependency(...)`` leases the path's agent for the request, as the caller (the
+  owner check), building it on a miss; released once the response is sent, streamed
+  bodies included. "No such agent" and "not yours" are the same 404.
+- ``provided(AppContainer.x)`` calls the running container's provider per request: no
+  ``@inject``, no wiring, and on the event loop (``Depends(Provide[...])`` is a plain
+  callable that FastAPI runs in its thread pool, about 1.4x the server CPU per request,
+  ``benchmarks/http_overhead.py``; an async dependency about 1.06x).
 """
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 
-from snak_runtime import AgentRuntimeManager, RuntimeNotCached
-from snak_runtime.contrib.fastapi import AdminScope, admin_router
+from snak_runtime import AgentRuntimeManager, RuntimeLease
+from snak_runtime.contrib.fastapi import (
+    AdminScope,
+    admin_router,
+    current_manager,
+    lease_dependency,
+    provided,
+    runtime_lifespan,
+)
 
 from .containers import AppContainer
-from .services import ChatService, ConfigService
+from .services import Agent, ConfigService, Runtime
 
 router = APIRouter()
 
@@ -46,23 +57,70 @@ class ConfigChanged(BaseModel):
     published: bool  # sent to the fleet over Redis (false: one process, applied here only)
 
 
-def _container(request: Request) -> AppContainer:
-    container: AppContainer = request.app.state.container
-    return container
+async def caller(x_user_id: Annotated[str, Header()]) -> str:
+    """The caller's user id: a sketch, use your real authentication."""
+    return x_user_id
 
 
-async def chat_service(request: Request) -> ChatService:
-    """Async on purpose: FastAPI runs a plain-function dependency in its thread pool."""
-    return _container(request).chat_service()
+# The path's agent, leased as the caller for the request; built by the directory on a miss.
+AgentLease = Annotated[
+    RuntimeLease[Runtime, Agent],
+    Depends(lease_dependency(Depends(provided(AppContainer.build_agent)), user=Depends(caller))),
+]
+Manager = Annotated[AgentRuntimeManager[Any, Any], Depends(current_manager)]
 
 
-async def config_service(request: Request) -> ConfigService:
-    return _container(request).config_service()
+@router.post("/agents/{agent_id}/chat")
+async def chat(agent_id: str, body: ChatRequest, lease: AgentLease) -> ChatReply:
+    return ChatReply(
+        agent_id=agent_id, cfg_version=lease.cfg_version, reply=lease.runtime.reply(body.text)
+    )
 
 
-async def runtime_manager(request: Request) -> AgentRuntimeManager[Any, Any]:
-    manager: AgentRuntimeManager[Any, Any] = _container(request).runtime.manager()
-    return manager
+@router.get("/agents/{agent_id}/stream")
+async def stream(lease: AgentLease, text: str = "hi") -> StreamingResponse:
+    """The reply word by word: the lease (the pin) lasts until the last word is sent."""
+
+    async def words() -> AsyncIterator[str]:
+        for word in lease.runtime.reply(text).split():
+            yield word + "\n"
+
+    return StreamingResponse(words(), media_type="text/plain")
+
+
+@router.post("/agents/{agent_id}/config")
+async def change_config(
+    agent_id: str,
+    user_id: Annotated[str, Depends(caller)],
+    service: Annotated[ConfigService, Depends(provided(AppContainer.config_service))],
+) -> ConfigChanged:
+    """A configuration change: a new version, applied here and published to the fleet."""
+    try:
+        version, published = await service.bump(agent_id, user_id)
+    except KeyError:
+        raise HTTPException(status_code=404, detail="agent not found") from None
+    return ConfigChanged(agent_id=agent_id, cfg_version=version, published=published)
+
+
+@router.get("/cache/stats")
+async def cache_stats(manager: Manager) -> dict[str, int]:
+    stats = manager.stats()
+    return {
+        "hits": stats.hits,
+        "misses": stats.misses,
+        "denied": stats.denied,
+        "loads": stats.loads,
+        "rebuilds": stats.rebuilds,
+        "size": stats.size,
+    }
+
+
+@router.get("/metrics")
+async def metrics(
+    registry: Annotated[CollectorRegistry, Depends(provided("runtime.metrics_registry"))],
+) -> Response:
+    """Prometheus exposition text: the cache's counters, gauges and build histograms."""
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 AdminGrant = bool | AdminScope
@@ -87,68 +145,6 @@ async def require_admin(
     raise HTTPException(status_code=403, detail="Forbidden")
 
 
-async def metrics_registry(request: Request) -> CollectorRegistry:
-    registry: CollectorRegistry = _container(request).runtime.metrics_registry()
-    return registry
-
-
-@router.post("/agents/{agent_id}/chat")
-async def chat(
-    agent_id: str,
-    body: ChatRequest,
-    x_user_id: Annotated[str, Header()],
-    service: Annotated[ChatService, Depends(chat_service)],
-) -> ChatReply:
-    try:
-        version, reply = await service.chat(agent_id, x_user_id, body.text)
-    except RuntimeNotCached:
-        # Same answer for "no such agent" and "not yours": existence is not revealed.
-        raise HTTPException(status_code=404, detail="agent not found") from None
-    return ChatReply(agent_id=agent_id, cfg_version=version, reply=reply)
-
-
-@router.post("/agents/{agent_id}/config")
-async def change_config(
-    agent_id: str,
-    x_user_id: Annotated[str, Header()],
-    service: Annotated[ConfigService, Depends(config_service)],
-) -> ConfigChanged:
-    """A configuration change: a new version, applied here and published to the fleet."""
-    try:
-        version, published = await service.bump(agent_id, x_user_id)
-    except KeyError:
-        raise HTTPException(status_code=404, detail="agent not found") from None
-    return ConfigChanged(agent_id=agent_id, cfg_version=version, published=published)
-
-
-@router.get("/cache/stats")
-async def cache_stats(
-    manager: Annotated[AgentRuntimeManager[Any, Any], Depends(runtime_manager)],
-) -> dict[str, int]:
-    stats = manager.stats()
-    return {
-        "hits": stats.hits,
-        "misses": stats.misses,
-        "denied": stats.denied,
-        "loads": stats.loads,
-        "rebuilds": stats.rebuilds,
-        "size": stats.size,
-    }
-
-
-@router.get("/metrics")
-async def metrics(
-    registry: Annotated[CollectorRegistry, Depends(metrics_registry)],
-) -> Response:
-    """Prometheus exposition text: the cache's counters, gauges and build histograms."""
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-
-async def _resources(pending: Awaitable[None] | None) -> None:
-    if pending is not None:
-        await pending
-
-
 def create_app(
     container: AppContainer | None = None, admin_tokens: Mapping[str, AdminGrant] | None = None
 ) -> FastAPI:
@@ -157,26 +153,15 @@ def create_app(
     ``admin_tokens`` maps each admin token to its grant; by default ``EXAMPLE_ADMIN_TOKEN``
     (if set) is an admin of the whole cache.
     """
-    container = container or AppContainer()
     if admin_tokens is None:
         token = os.environ.get("EXAMPLE_ADMIN_TOKEN")
         admin_tokens = {token: True} if token else {}
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await _resources(container.init_resources())  # starts the manager (OnModuleInit)
-        try:
-            yield
-        finally:
-            await _resources(container.shutdown_resources())  # aclose(): agents disposed
-
+    lifespan = runtime_lifespan(container or AppContainer())  # resources start and stop with it
     app = FastAPI(title="snak_runtime example", lifespan=lifespan)
-    app.state.container = container
     app.state.admin_tokens = dict(admin_tokens)
     app.include_router(router)
-    # The manager through the `runtime_manager` dependency: each request gets the current one,
-    # so the routes follow the container when its resources restart.
-    app.include_router(admin_router(runtime_manager, authorize=require_admin), prefix="/admin")
+    # The admin routes over current_manager: they follow the container when it restarts.
+    app.include_router(admin_router(authorize=require_admin), prefix="/admin")
     return app
 
 

@@ -1,4 +1,4 @@
-"""The host's own services: agent configurations (the database), a chat service, config changes."""
+"""The host's own services: agent configurations (the database) and configuration changes."""
 
 from __future__ import annotations
 
@@ -49,8 +49,6 @@ class VersionStore(Protocol):
         """Tell the other processes; false when there are none to tell (one process)."""
         ...
 
-    async def aclose(self) -> None: ...
-
 
 @dataclass(slots=True)
 class MemoryVersions:
@@ -67,9 +65,6 @@ class MemoryVersions:
 
     async def publish(self, agent_id: str, version: int) -> bool:
         return False
-
-    async def aclose(self) -> None:
-        pass
 
 
 class RedisVersions:
@@ -93,9 +88,6 @@ class RedisVersions:
             agent_id, version, event="cfg_updated", redis=self.client, channel=self.channel
         )
         return True
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
 
 @dataclass(slots=True)
@@ -133,46 +125,32 @@ class AgentDirectory:
         )
 
 
-def make_versions(settings: InvalidationSettings) -> VersionStore:
-    """Redis when ``REDIS_*`` is set (the client connects on first use), else a dict."""
+def make_redis(settings: InvalidationSettings) -> Any:
+    """The app's Redis client when ``REDIS_*`` is set (it connects on first use), else None."""
     if not settings.configured:
-        return MemoryVersions()
+        return None
     from redis.asyncio import Redis
 
     endpoint = settings.endpoint()
     if endpoint.url is not None:
-        return RedisVersions(Redis.from_url(endpoint.url), settings.channel)
-    client = Redis(
+        return Redis.from_url(endpoint.url)
+    return Redis(
         host=endpoint.host, port=endpoint.port, password=endpoint.password, db=endpoint.db
     )
-    return RedisVersions(client, settings.channel)
 
 
-async def close_versions(versions: VersionStore) -> AsyncIterator[None]:
-    """The container's Resource that closes the store's connection at shutdown."""
+async def close_redis(client: Any) -> AsyncIterator[None]:
+    """The container's Resource that closes the app's client at shutdown."""
     try:
         yield None
     finally:
-        await versions.aclose()
+        if client is not None:
+            await client.aclose()
 
 
-class ChatService:
-    """Answers a user's message with the agent's cached runtime (constructor-injected manager)."""
-
-    def __init__(self, manager: AgentRuntimeManager[Any, Any], directory: AgentDirectory) -> None:
-        self._manager = manager
-        self._directory = directory
-
-    async def chat(self, agent_id: str, user_id: str, text: str) -> tuple[int, str]:
-        """The agent's version and reply; raises ``RuntimeNotCached`` for unknown or not-yours.
-
-        The lease checks the owner and pins the runtime for the duration of the call.
-        """
-        async with self._manager.lease(
-            agent_id, user_id=user_id, build=self._directory.build
-        ) as lease:
-            runtime: Runtime = lease.runtime
-            return lease.cfg_version, runtime.reply(text)
+def make_versions(client: Any, channel: str) -> VersionStore:
+    """Redis when the app has a client, else a dict."""
+    return MemoryVersions() if client is None else RedisVersions(client, channel)
 
 
 class ConfigService:

@@ -7,6 +7,7 @@ package, building its settings or running the container's resource never needs i
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
@@ -76,6 +77,56 @@ def make_client(endpoint: RedisEndpoint | SentinelEndpoint, *, timeout_s: float)
         db=endpoint.db,
         **options,
     )
+
+
+def endpoint_of(client: Any) -> RedisEndpoint:
+    """Where an application's client connects, for logs (host, port and db; never a password)."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    host, port, db = kwargs.get("host"), kwargs.get("port"), kwargs.get("db")
+    if isinstance(host, str) and isinstance(port, int) and isinstance(db, int):
+        return RedisEndpoint(host=host, port=port, db=db)
+    return RedisEndpoint(url="redis://(the application's client)")
+
+
+def quiet_pubsub(client: Any) -> Any:
+    """``client.pubsub()``, on a connection that raises every error instead of retrying.
+
+    An application's client may retry (redis-py's ``Redis(...)`` does by default), and a
+    retried pub/sub read reconnects and resubscribes silently, losing what was published
+    meanwhile with no resync. The subscription borrows its connection from the client's pool
+    with retries off, and puts the pool's policy back when it hands the connection back.
+    """
+    pubsub = client.pubsub()
+    pool = getattr(pubsub, "connection_pool", None)  # (a test's fake client has none)
+    if pool is not None:
+        pubsub.connection_pool = _QuietPool(pool)
+    return pubsub
+
+
+class _QuietPool:
+    """A connection pool's view that lends connections with retries off (``quiet_pubsub``)."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self._retries: dict[Any, Any] = {}
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        connection = await self._pool.get_connection(*args, **kwargs)
+        self._retries.setdefault(connection, connection.retry)
+        connection.retry = Retry(NoBackoff(), 0)
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        connection.retry = self._retries.pop(connection, connection.retry)
+        released = self._pool.release(connection)
+        if inspect.isawaitable(released):
+            await released
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
 
 
 def redis_errors() -> tuple[type[BaseException], ...]:

@@ -60,7 +60,7 @@ class InvalidationSubscriber:
     and at once when snak's ``outbox_id`` shows a gap that stays open beyond the tolerance
     (``gap_tolerance_messages`` later messages or ``gap_tolerance_ms``, whichever first; see
     ``_gaps``). ``wall_clock`` (seconds since the epoch) measures the propagation lag from a
-    message's ``processed_at``.
+    message's ``processed_at``. ``client``: your Redis client, used and never closed.
     ``await stop()`` is clean at any point, also mid-reconnect. ``start()`` raises
     ``ImportError`` when the ``redis`` extra is missing.
     """
@@ -83,6 +83,7 @@ class InvalidationSubscriber:
         gap_tolerance_messages: int | None = None,
         gap_tolerance_ms: int | None = None,
         wall_clock: Callable[[], float] = time.time,
+        client: Any = None,
     ) -> None:
         if source is None:
             settings = InvalidationSettings()
@@ -90,7 +91,8 @@ class InvalidationSubscriber:
             settings = InvalidationSettings.for_url(source)
         else:
             settings = source
-        self._endpoint = settings.target()
+        self._client = client  # the application's (``_client.quiet_pubsub``): used, never closed
+        self._endpoint = settings.target() if client is None else _client.endpoint_of(client)
         self._channel = check_channel("channel", channel) if channel else settings.channel
         # Keyword > AGENT_CFG_BACKOFF_CAP_MS (settings, else the environment: for_url settings
         # skip it) > default, under a built-in guard, never below the base.
@@ -270,8 +272,8 @@ class InvalidationSubscriber:
         where = self._endpoint.describe()
         failed = 0  # attempts failed since the last subscription: the backoff exponent
         while not run.stopped:
-            client = make_client(self._endpoint, timeout_s=self._connect_timeout_s)
-            pubsub = client.pubsub()
+            client = self._client or make_client(self._endpoint, timeout_s=self._connect_timeout_s)
+            pubsub = _client.quiet_pubsub(client)
             try:
                 await self._subscribe(pubsub)
                 await self._on_subscribed(where, failed)
@@ -285,7 +287,7 @@ class InvalidationSubscriber:
                 self._on_lost(where, failed, None)
                 logger.exception("invalidation subscriber: unexpected error on %s", where)
             finally:
-                await close_quietly(pubsub, client)
+                await close_quietly(pubsub, *(() if self._client else (client,)))
             self._settled.set()
             delay = backoff_ms(
                 failed, base_ms=self._backoff_base_ms, cap_ms=self._backoff_cap_ms, rng=self._rng

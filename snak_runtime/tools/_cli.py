@@ -47,7 +47,7 @@ from .._policies import POLICY_NAMES, resolve_eviction
 from ..containers import RuntimeContainer
 from ..invalidation._redis_config import redacted_url
 from ..invalidation._sentinel import RedisConfigError
-from ._demo import run_demo
+from ._demo import demo_arguments, run_demo
 from ._simulate_flags import Given, conflict, given, sizes
 from ._simulate_params import PARAMETERS, Parameter, SimulationConfig, SimulationConfigError
 from ._trace import TraceError, read_trace
@@ -243,7 +243,10 @@ def _environment_lines() -> list[str]:
     return lines
 
 
-register("demo", Command("run the quickstart scenario on the embedded cache", run_demo))
+register(
+    "demo",
+    Command("run the quickstart scenario on the embedded cache", run_demo, demo_arguments),
+)
 register("config", Command("print the effective limits, their sources and warnings", _run_config))
 
 

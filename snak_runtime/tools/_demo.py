@@ -2,7 +2,9 @@
 
 One process, no Redis, no files: a miss and its build, hits, a denial, an invalidation and
 its rebuild, a duplicate event, a shadow seed, an eviction and an expiry (on a simulated
-clock), then the stats and what each counter counts.
+clock), then the stats and what each counter counts. Redis only with ``--redis`` (issue 27:
+a ``REDIS_URL`` in the environment made the demo connect, or print a traceback without the
+``redis`` extra).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,8 +20,10 @@ from dataclasses import dataclass
 from .._errors import RuntimeNotCached
 from .._manager import AgentRuntimeManager
 from .._seed import RuntimeSeed
-from .._stats import CacheStats
+from .._stats import CacheStats, RemovalCause
 from ..containers import RuntimeContainer
+from ..invalidation import InvalidationSettings
+from ..invalidation._client import require_redis
 from ..testing import FakeClock
 
 _BUILD_COST_S = 0.02
@@ -75,7 +80,8 @@ _COUNTER_NOTES = (
     "which counter counts what:",
     "  removals   every entry that left the cache, by cause: explicit = evict(),",
     "             invalidated = replaced by a rebuild, expired = TTL, idle = unused for",
-    "             the idle TTL, capacity, replaced, shutdown, resync",
+    "             the idle TTL; also "
+    + ", ".join(c for c in RemovalCause if c not in ("explicit", "invalidated", "expired", "idle")),
     "  evictions  capacity removals only (more than max_entries cached): {evictions} here;",
     "             evict() is counted in removals as explicit, never in evictions",
     "  loads      builds a lease ran on a miss; rebuilds: those on_invalidate() ran",
@@ -164,11 +170,13 @@ async def _write_steps(manager: Manager, backend: _DemoBackend, step: Step) -> N
     )
 
 
-async def _demo(say: Callable[[str], None]) -> CacheStats:
+async def _demo(say: Callable[[str], None], *, redis: bool = False) -> CacheStats:
     def step(action: str, outcome: str) -> None:
         say(f"  {action:<30} -> {outcome}")
 
     container = RuntimeContainer()
+    if not redis:  # REDIS_* in the environment is not a request to connect: --redis is
+        container.invalidation_settings.override(InvalidationSettings.model_construct())
     clock = FakeClock()
     # Simulated time lets the demo show an expiry without waiting for the TTL.
     container.clock.override(clock)
@@ -177,7 +185,13 @@ async def _demo(say: Callable[[str], None]) -> CacheStats:
     manager: Manager = container.manager()
     try:
         limits = manager.limits
-        say("snak_runtime demo: the embedded cache (one process, no Redis, no files)")
+        subscriber = await container.invalidation()
+        if subscriber is None:
+            say("snak_runtime demo: the embedded cache (one process, no Redis, no files)")
+        else:
+            where = subscriber.endpoint.describe()
+            state = "listening" if subscriber.connected else "not connected yet"
+            say(f"snak_runtime demo: the embedded cache; invalidations from {where} ({state})")
         say(f"limits: max_entries={limits.max_entries} from {limits.max_entries_source}")
         say(f"        default_ttl_ms={limits.default_ttl_ms} from {limits.default_ttl_source}")
 
@@ -202,7 +216,32 @@ async def _demo(say: Callable[[str], None]) -> CacheStats:
     return stats
 
 
+def demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--redis", action="store_true",
+        help="also subscribe to the Redis invalidation channel of REDIS_URL (or REDIS_HOST, "
+        "...); needs the redis extra. Without it the demo never connects",
+    )
+
+
 def run_demo(args: argparse.Namespace) -> int:
-    """``snak-runtime demo``: print the scenario as it runs (exit 0)."""
-    asyncio.run(_demo(print))
+    """``snak-runtime demo``: print the scenario as it runs (exit 0; 2 for a bad --redis)."""
+    redis = bool(getattr(args, "redis", False))
+    if redis:
+        problem = _redis_problem()
+        if problem is not None:
+            print(f"snak-runtime demo: error: {problem}", file=sys.stderr)
+            return 2
+    asyncio.run(_demo(print, redis=redis))
     return 0
+
+
+def _redis_problem() -> str | None:
+    """Why ``--redis`` cannot run, in one line; None when it can."""
+    try:
+        require_redis()
+    except ImportError:
+        return "--redis needs the redis package: pip install 'snak-runtime[redis]'"
+    if not InvalidationSettings().configured:
+        return "--redis needs REDIS_URL (or REDIS_HOST/REDIS_PORT/REDIS_SENTINELS) set"
+    return None

@@ -50,7 +50,7 @@ from redis_server import RedisServer  # noqa: E402
 
 from examples.fastapi_app.containers import AppContainer  # noqa: E402
 from examples.fastapi_app.main import create_app, router  # noqa: E402
-from examples.fastapi_app.services import Agent, AgentDirectory, ChatService  # noqa: E402
+from examples.fastapi_app.services import Agent, AgentDirectory, ConfigService  # noqa: E402
 
 # ---------------------------------------------------------------------------- quickstart
 
@@ -178,9 +178,11 @@ def _stats(client: TestClient) -> dict[str, int]:
     return stats
 
 
-def test_chat_service_gets_the_manager_by_constructor_injection(container: AppContainer) -> None:
-    service = container.chat_service()
-    assert isinstance(service, ChatService)
+def test_config_service_gets_the_manager_by_constructor_injection(
+    container: AppContainer,
+) -> None:
+    service = container.config_service()
+    assert isinstance(service, ConfigService)
     assert service._manager is container.runtime.manager()
 
 
@@ -268,7 +270,8 @@ def test_routes_use_async_dependencies_not_the_thread_pool() -> None:
     calls = [dep.call for route in routes for dep in route.dependant.dependencies]
     assert {route.path for route in routes} >= {"/agents/{agent_id}/chat", "/cache/stats"}
     assert len(calls) >= len(routes)  # every route takes its service by a dependency
-    assert all(inspect.iscoroutinefunction(call) for call in calls), calls
+    on_the_loop = (inspect.iscoroutinefunction, inspect.isasyncgenfunction)  # the lease: a yield
+    assert all(any(test(call) for test in on_the_loop) for call in calls), calls
 
 
 def _subscribers(url: str, channel: str) -> int:

@@ -296,7 +296,7 @@ async def test_start_and_stop_with_redis_down_through_the_container(
         async with asyncio.timeout(10):
             await container.init_resources()  # type: ignore[misc]
     manager = container.manager()
-    sub = await container.invalidation()  # type: ignore[misc]
+    sub = await container.invalidation()
     assert isinstance(sub, InvalidationSubscriber)
     assert not sub.connected and not manager.closed
     assert any("cannot connect" in r.getMessage() for r in caplog.records)
@@ -311,7 +311,7 @@ async def test_container_without_redis_starts_no_subscriber() -> None:
     container = RuntimeContainer()
     container.invalidation_settings.override(InvalidationSettings())
     await container.init_resources()  # type: ignore[misc]
-    assert await container.invalidation() is None  # type: ignore[misc]
+    assert await container.invalidation() is None
     await container.shutdown_resources()  # type: ignore[misc]
 
 
@@ -322,7 +322,7 @@ async def test_container_stops_the_subscriber_before_the_manager(
     container.invalidation_settings.override(InvalidationSettings.for_url(redis_server.url))
     await container.init_resources()  # type: ignore[misc]
     manager = container.manager()
-    sub = await container.invalidation()  # type: ignore[misc]
+    sub = await container.invalidation()
     assert isinstance(sub, InvalidationSubscriber) and sub.connected
     order: list[str] = []
     original_stop = sub.stop

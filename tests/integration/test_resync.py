@@ -281,7 +281,7 @@ async def test_the_container_takes_a_version_source(redis_server: RedisServer) -
     await container.init_resources()  # type: ignore[misc]
     try:
         manager: Manager = container.manager()
-        sub = await container.invalidation()  # type: ignore[misc]
+        sub = await container.invalidation()
         assert isinstance(sub, InvalidationSubscriber) and sub.connected
         await store.seed(manager, "a", 1)
         await store.seed(manager, "b", 1)

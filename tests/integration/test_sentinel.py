@@ -82,7 +82,7 @@ async def container_from_env(
     container.guards.override(GuardConfig(max_entries=16, max_ttl_ms=600_000))
     await container.init_resources()  # type: ignore[misc]
     try:
-        subscriber = await container.invalidation()  # type: ignore[misc]
+        subscriber = await container.invalidation()
         assert isinstance(subscriber, InvalidationSubscriber)
         yield container.manager(), subscriber
     finally:

@@ -213,7 +213,7 @@ async def test_a_well_formed_but_unreachable_redis_still_warns_and_starts(
     with caplog.at_level(logging.WARNING):
         await container.init_resources()  # type: ignore[misc]
     try:
-        subscriber = await container.invalidation()  # type: ignore[misc]
+        subscriber = await container.invalidation()
         assert isinstance(subscriber, InvalidationSubscriber) and not subscriber.connected
         assert any(r.levelno == logging.WARNING for r in caplog.records)
     finally:

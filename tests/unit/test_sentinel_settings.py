@@ -394,7 +394,7 @@ async def test_container_override_with_keywords_gives_a_sentinel_subscriber() ->
     )
     await container.init_resources()  # type: ignore[misc]
     try:
-        subscriber = await container.invalidation()  # type: ignore[misc]
+        subscriber = await container.invalidation()
         assert isinstance(subscriber, InvalidationSubscriber)
         assert subscriber.endpoint == SentinelEndpoint((("127.0.0.1", 1),), "m")
         assert not subscriber.connected

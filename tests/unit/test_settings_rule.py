@@ -203,7 +203,7 @@ async def test_backoff_cap_container_path(monkeypatch: pytest.MonkeyPatch) -> No
     container.invalidation_backoff_cap_ms.override(900)
     await container.init_resources()  # type: ignore[misc]
     try:
-        subscriber = await container.invalidation()  # type: ignore[misc]
+        subscriber = await container.invalidation()
         assert isinstance(subscriber, InvalidationSubscriber)
         assert _cap(subscriber) == 900
     finally:

@@ -13,30 +13,23 @@ else is a 403. Needs the ``admin`` extra (``pip install 'snak-runtime[admin]'``)
 import asyncio
 import base64
 import binascii
-import inspect
 import itertools
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Annotated, Any, Final, final
 
-try:
-    from fastapi import APIRouter, Depends, HTTPException, status
-    from fastapi.responses import JSONResponse
-except ImportError as exc:  # pragma: no cover - only without the extra
-    raise ImportError(
-        "snak_runtime.contrib.fastapi needs FastAPI: pip install 'snak-runtime[admin]'"
-    ) from exc
+from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi.responses import JSONResponse
 
-from .. import AgentRuntimeManager, CacheStats, EntryInfo, RuntimeManagerClosed
+from ... import AgentRuntimeManager, CacheStats, EntryInfo, RuntimeManagerClosed
+from ._checks import MAX_ID_LENGTH, checked_id, unprocessable
+from ._sources import ManagerSource, current_manager, manager_dependency
 
 __all__ = ("DEFAULT_PAGE", "MAX_ID_LENGTH", "MAX_PAGE", "AdminScope", "admin_router")
 
 logger = logging.getLogger(__name__)
 
-MAX_ID_LENGTH: Final = 512
-"""Longest agent or user id a route accepts (longer ones are a 422, not a lookup)."""
 DEFAULT_PAGE: Final = 100
 """Entries per page of ``GET /entries`` when ``limit`` is not given."""
 MAX_PAGE: Final = 1_000
@@ -47,9 +40,6 @@ MAX_PAGE: Final = 1_000
 _IDS_PER_STEP: Final = 2_048
 _ENTRIES_PER_STEP: Final = 128
 _MAX_CURSOR_CHARS: Final = 8_192
-_SHOWN_INPUT_CHARS: Final = 32  # of a rejected value, in a 422 body
-# Printable ids only: a control character in an id is a client bug or an attack on logs.
-_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 _ENTRY_FIELDS: Final = tuple(f.name for f in fields(EntryInfo))
 
 
@@ -73,20 +63,16 @@ class AdminScope:
             raise ValueError("user_id must not be empty")
 
 
-ManagerSource = AgentRuntimeManager[Any, Any] | Callable[..., Any]
-"""A manager, a zero-argument callable returning the current one (sync or async: a
-dependency-injector provider fits), or a FastAPI dependency returning it."""
-
-
 def admin_router(
-    manager: ManagerSource,
+    manager: ManagerSource = current_manager,
     *,
     authorize: Callable[..., Any] | None = None,
 ) -> APIRouter:
     """Routes over the current manager, every one behind ``authorize``.
 
-    ``manager`` is where each request finds the manager: a zero-argument callable (sync or
-    async, for example the container's provider ``container.manager``) or a FastAPI
+    ``manager`` is where each request finds the manager: by default ``current_manager``
+    (the manager of the container ``runtime_lifespan`` runs); a zero-argument callable (sync
+    or async, for example the container's provider ``container.manager``) or a FastAPI
     dependency (say one that takes the ``Request``), called per request, so the router
     follows a container restart; or a manager instance, fixed for the router's life.
 
@@ -121,7 +107,7 @@ def admin_router(
         raise TypeError(
             f"authorize must be a FastAPI dependency (a callable), got {type(authorize).__name__}"
         )
-    current = _manager_dependency(manager)
+    current = manager_dependency(manager)
 
     async def authorized(verdict: Annotated[Any, Depends(authorize)]) -> AdminScope | None:
         # issue 23: anything but the literal False let a request through (None,
@@ -152,14 +138,14 @@ def admin_router(
 
     @router.get("/entries/{agent_id}", response_model=EntryInfo)
     async def get_entry(agent_id: str, manager: Manager, scope: Scope) -> EntryInfo:
-        info = _visible(manager, _checked_id("agent_id", agent_id), scope)
+        info = _visible(manager, checked_id("agent_id", agent_id), scope)
         if info is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no live entry")
         return info
 
     @router.delete("/entries/{agent_id}")
     async def evict_entry(agent_id: str, manager: Manager, scope: Scope) -> dict[str, Any]:
-        agent_id = _checked_id("agent_id", agent_id)
+        agent_id = checked_id("agent_id", agent_id)
         if scope is not None and _visible(manager, agent_id, scope) is None:
             # Another user's entry and no entry answer alike. (An entry that changes owner
             # between this check and the eviction is not a case snak has: an agent's owner
@@ -177,7 +163,7 @@ def admin_router(
 
     @router.delete("/users/{user_id}/entries")
     async def evict_user(user_id: str, manager: Manager, scope: Scope) -> dict[str, Any]:
-        user_id = _checked_id("user_id", user_id)
+        user_id = checked_id("user_id", user_id)
         if scope is not None and user_id != scope.user_id:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no live entry")
         try:
@@ -197,80 +183,6 @@ def admin_router(
     return router
 
 
-def _manager_dependency(source: ManagerSource) -> Callable[..., Any]:
-    """A FastAPI dependency that yields the current manager, checked."""
-    if isinstance(source, AgentRuntimeManager):
-        fixed = source
-
-        async def fixed_manager() -> AgentRuntimeManager[Any, Any]:
-            return fixed
-
-        return fixed_manager
-    if not callable(source):
-        raise TypeError(
-            "manager must be an AgentRuntimeManager, a zero-argument callable returning one, "
-            f"or a FastAPI dependency returning one; got {type(source).__name__}"
-        )
-    if _takes_arguments(source):
-        async def from_dependency(
-            found: Annotated[Any, Depends(source)],
-        ) -> AgentRuntimeManager[Any, Any]:
-            return _checked_manager(found)
-
-        return from_dependency
-
-    async def from_callable() -> AgentRuntimeManager[Any, Any]:
-        # Called on the loop (a plain function would run in FastAPI's thread pool).
-        found = source()
-        if inspect.isawaitable(found):
-            found = await found
-        return _checked_manager(found)
-
-    return from_callable
-
-
-def _takes_arguments(source: Callable[..., Any]) -> bool:
-    """Whether FastAPI must supply ``source``'s parameters (a dependency), or it is called
-    bare. A callable without a signature (a dependency-injector provider) is called bare."""
-    try:
-        parameters = inspect.signature(source).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(
-        p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        for p in parameters
-    )
-
-
-def _checked_manager(found: object) -> AgentRuntimeManager[Any, Any]:
-    if not isinstance(found, AgentRuntimeManager):
-        raise TypeError(
-            f"admin_router's manager source returned {type(found).__name__}, "
-            "not an AgentRuntimeManager"
-        )
-    return found
-
-
-def _unprocessable(where: str, name: str, message: str, value: str) -> HTTPException:
-    """A 422 shaped like FastAPI's own, but never echoing more than a short prefix."""
-    shown = value[:_SHOWN_INPUT_CHARS] + ("..." if len(value) > _SHOWN_INPUT_CHARS else "")
-    return HTTPException(
-        422,  # (the constant was renamed across Starlette versions)
-        [{"type": "value_error", "loc": [where, name], "msg": message, "input": shown}],
-    )
-
-
-def _checked_id(name: str, value: str) -> str:
-    # issue 23: FastAPI's own 422 echoed the whole value (a 10 MB id came back).
-    if not value:
-        raise _unprocessable("path", name, "must not be empty", value)
-    if len(value) > MAX_ID_LENGTH:
-        raise _unprocessable("path", name, f"at most {MAX_ID_LENGTH} characters", value)
-    if _CONTROL_RE.search(value):
-        raise _unprocessable("path", name, "must not hold control characters", value)
-    return value
-
-
 def _page_size(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_PAGE
@@ -278,7 +190,7 @@ def _page_size(raw: str | None) -> int:
     if not (text.isascii() and text.isdigit() and len(text) <= 7) or not (
         1 <= int(text) <= MAX_PAGE
     ):
-        raise _unprocessable("query", "limit", f"an integer from 1 to {MAX_PAGE}", raw)
+        raise unprocessable("query", "limit", f"an integer from 1 to {MAX_PAGE}", raw)
     return int(text)
 
 
@@ -291,13 +203,13 @@ def _cursor_position(raw: str | None) -> str | None:
     if raw is None or raw == "":
         return None
     if len(raw) > _MAX_CURSOR_CHARS:
-        raise _unprocessable("query", "cursor", "not a cursor from this API", raw)
+        raise unprocessable("query", "cursor", "not a cursor from this API", raw)
     try:
         decoded = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("utf-8")
     except (binascii.Error, ValueError):
-        raise _unprocessable("query", "cursor", "not a cursor from this API", raw) from None
+        raise unprocessable("query", "cursor", "not a cursor from this API", raw) from None
     if not decoded:
-        raise _unprocessable("query", "cursor", "not a cursor from this API", raw)
+        raise unprocessable("query", "cursor", "not a cursor from this API", raw)
     return decoded
 
 
