@@ -1,5 +1,6 @@
-"""The logging recipe of docs/observing.md (issue 27): under uvicorn and in a plain script, the library's
-start-up line (INFO, logger snak_runtime...) and its warnings print with level and name."""
+"""The logging recipe of docs/observing.md (issue 27): under uvicorn and in a plain script, the
+library's start-up line (INFO, logger snak_runtime...) and its warnings print with level and
+name."""
 
 from __future__ import annotations
 
