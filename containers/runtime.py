@@ -35,7 +35,7 @@ class RuntimeContainer(DeclarativeContainer):
     clock = providers.Singleton(MonotonicClock)
     disposer = providers.Singleton(DefaultDisposer)
     # One provider per manager option of the table (``snak_runtime._options``), named by its
-    # container path: None leaves each to its variable, then its default (README table).
+    # container path: None leaves each to its variable, then its default (docs/configuration.md).
     locals().update(_MANAGER_OPTIONS)
     manager: providers.Singleton[AgentRuntimeManager[Any, Any]] = providers.Singleton(
         AgentRuntimeManager,

@@ -5,7 +5,8 @@ Each row gives an option's name (the attribute on the settings models), the keyw
 in code, its environment variable, its type, default, ceiling, unit, one-line doc, its path on
 ``RuntimeContainer`` and its ``simulate`` flag. The settings models (``_settings``,
 ``invalidation._settings``), the environment reader, the resolver (``_config``), the ``config``
-command and the README's settings table read the rows, or a test holds them to the rows.
+command and the settings table of docs/configuration.md read the rows, or a test holds them
+to the rows.
 
 Pure: no pydantic, no logging. An environment value is parsed by its row (``Option.parse``),
 which raises ``ValueError`` saying what is wrong; the caller decides whether that is a WARNING
@@ -250,7 +251,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
         "or missing this long; at most one gap reconciliation per this window (0: off)",
         minimum=0, container="invalidation_settings.gap_tolerance_ms", group="fleet"),
 )
-"""Every option, cache then fleet, in the order ``config`` and the README show them."""
+"""Every option, cache then fleet, in the order ``config`` and docs/configuration.md show."""
 
 BY_NAME: Final[Mapping[str, Option]] = {option.name: option for option in OPTIONS}
 CACHE_OPTIONS: Final = tuple(o for o in OPTIONS if o.group == "cache")

@@ -59,7 +59,7 @@ class RecordingDisposer:
 class ManagerInternals:
     """The one documented window on a manager's parts, for this project's own tests.
 
-    Not a stable API: it names internal parts (see the README's "How it works") so that
+    Not a stable API: it names internal parts (see docs/how-it-works.md) so that
     tests need not reach into private attributes one by one. ``internals(manager)`` makes
     one. Each attribute is the part itself, not a copy:
 

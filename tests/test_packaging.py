@@ -12,7 +12,10 @@ _REQUIREMENT = re.compile(r"^([A-Za-z0-9_.\\-]+)(?:\[[^\]]*\])?\s*>=\s*([0-9][^,
 _PIN = re.compile(r"^([A-Za-z0-9_.\\-]+)\s*==\s*([0-9][^,;\s]*)$")
 # Tools pinned with == in the dev extra: upgraded on purpose, never floors (the floors step
 # does not lint).
-PINNED_TOOLS = {"ruff", "mypy"}
+# The docs tools (the docs extra) are pinned too, for the same reason.
+PINNED_TOOLS = {"ruff", "mypy"} | {
+    "mkdocs", "mkdocs-material", "mkdocstrings", "mkdocstrings-python", "griffelib",
+}
 
 
 def _normal(name: str) -> str:

@@ -16,7 +16,7 @@ _POLICIES: dict[str, type[EvictionPolicy]] = {
 }
 POLICY_NAMES: tuple[str, ...] = tuple(_POLICIES)
 # The least build-seconds on benchmarks/hit_ratio.py's agent traces, never more misses than
-# the best published online policies by more than 5% (README, Performance).
+# the best published online policies by more than 5% (docs/performance/index.md).
 # departure: the original evicted the least recently used entry; eviction="lru" keeps that.
 DEFAULT_POLICY = CostAwarePolicy.name
 

@@ -1,5 +1,6 @@
-"""The README's logging recipe (issue 27): under uvicorn and in a plain script, the library's
-start-up line (INFO, logger snak_runtime...) and its warnings print with level and name."""
+"""The logging recipe of docs/observing.md (issue 27): under uvicorn and in a plain script, the
+library's start-up line (INFO, logger snak_runtime...) and its warnings print with level and
+name."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+PAGE = (ROOT / "docs" / "observing.md").read_text(encoding="utf-8")  # it was the README's
 # What a line must look like: a level and the logger's name before the message.
 START_UP = re.compile(
     r"^\S+ \S+ INFO +snak_runtime\._config: snak_runtime limits: max_entries=64", re.M
@@ -24,8 +25,8 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _readme_block(marker: str) -> str:
-    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+def _page_block(marker: str) -> str:
+    blocks = re.findall(r"```python\n(.*?)```", PAGE, re.S)
     (block,) = [str(b) for b in blocks if marker in b]
     return block
 
@@ -35,7 +36,7 @@ USE_IT = "\nfrom snak_runtime import AgentRuntimeManager\nAgentRuntimeManager()\
 
 
 def test_the_scripts_recipe_shows_the_start_up_line_and_levels() -> None:
-    recipe = _readme_block("logging.basicConfig")
+    recipe = _page_block("logging.basicConfig")
     result = _python(recipe + USE_IT, AGENT_RUNTIME_CACHE_MAX_ENTRIES="100000")
     assert result.returncode == 0, result.stderr
     assert START_UP.search(result.stderr), result.stderr
@@ -52,4 +53,4 @@ def test_the_uvicorn_log_config_shows_the_start_up_line_and_levels() -> None:
     assert result.returncode == 0, result.stderr
     assert START_UP.search(result.stderr), result.stderr
     assert WARNING.search(result.stderr), result.stderr
-    assert "--log-config examples/uvicorn_logging.json" in README
+    assert "--log-config examples/uvicorn_logging.json" in PAGE

@@ -2,7 +2,8 @@
 
 Typed settings (a bad keyword is a ValidationError naming the field; a bad variable is a
 warning and a fall-through), the environment reader, the ``config`` command, the container
-paths, the README's settings table and the ``simulate`` flags are each held to the table.
+paths, the settings table of docs/configuration.md and the ``simulate`` flags are each held
+to the table.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def test_the_typed_fields_are_the_table_rows() -> None:
     assert list(RuntimeCacheSettings.model_fields) == [o.name for o in CACHE_OPTIONS]
 
 
-# config, container, README, simulate
+# config, container, docs, simulate
 
 
 def test_config_shows_every_row_with_a_value_and_masks_passwords(
@@ -148,8 +149,8 @@ def test_every_container_path_resolves(option: Any) -> None:
         value = getattr(value, part)  # the provided object has the field
 
 
-def _readme_rows() -> list[list[str]]:
-    text = (ROOT / "README.md").read_text()
+def _docs_rows() -> list[list[str]]:
+    text = (ROOT / "docs" / "configuration.md").read_text()
     start = text.index("| keyword | environment variable | container path | default | guard |")
     rows = []
     for line in text[start:].splitlines()[2:]:
@@ -160,9 +161,9 @@ def _readme_rows() -> list[list[str]]:
 
 
 @pytest.mark.parametrize("option", OPTIONS, ids=lambda o: o.name)
-def test_the_readme_settings_table_matches_the_table(option: Any) -> None:
-    rows = [row for row in _readme_rows() if f"`{option.variable}`" in row[1]]
-    assert len(rows) == 1, f"{option.variable}: one README row"
+def test_the_docs_settings_table_matches_the_table(option: Any) -> None:
+    rows = [row for row in _docs_rows() if f"`{option.variable}`" in row[1]]
+    assert len(rows) == 1, f"{option.variable}: one row in docs/configuration.md"
     keyword, _, container, default, guard = rows[0]
     assert (option.keyword or option.name) in keyword
     assert f"`{option.container.split('.')[0]}`" in container

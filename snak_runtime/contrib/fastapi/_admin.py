@@ -234,7 +234,7 @@ async def _page(
     an agent id does not, so an entry present for the whole walk is listed exactly once.
     The ids are copied at C speed, then looked at ``_IDS_PER_STEP`` at a time, yielding to
     the event loop between steps, and only the page's entries are described (``peek``), so
-    no step holds the loop for long however large the cache (see README "Operate it").
+    no step holds the loop for long however large the cache (see docs/operating.md).
     """
     ids = manager.agent_ids(user_id)
     best: list[str] = []  # the limit + 1 smallest ids after ``after`` seen so far
