@@ -112,7 +112,8 @@ class Climber:
         value changed."""
         if requests <= 0:
             return False
-        rate = misses / requests
+        # installs without a read (shadow_seed, refresh-ahead) can outnumber a sample's reads
+        rate = min(misses / requests, 1.0)
         now = (rate, rate * (1.0 - rate) / requests)  # the miss rate and its variance
         before = [knob.value for knob in self.knobs]
         last, moved = self._last, self._moved
