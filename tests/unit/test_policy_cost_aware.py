@@ -112,9 +112,10 @@ def test_a_never_built_agent_counts_the_geometric_mean_cost() -> None:
     victims = fill(policy, [cheap, dear, neutral, gen("new-1"), gen("new-2")], 3)
     # each requested once: the never-built agent outlives the cheap one, not the dear one
     assert victims == [cheap, neutral]
-    assert policy._log_cost("never-built") == pytest.approx(math.log2(200))
+    assert policy._values.log_cost("never-built") == pytest.approx(math.log2(200))
     policy.learn_cost("built-at-200", 200)  # the mean stays 200 ms
-    assert policy._log_cost("never-built") == pytest.approx(policy._log_cost("built-at-200"))
+    values = policy._values
+    assert values.log_cost("never-built") == pytest.approx(values.log_cost("built-at-200"))
 
 
 def test_pinned_entries_and_the_new_entry_are_never_victims() -> None:
@@ -180,8 +181,8 @@ def test_memory_about_agents_not_cached_is_bounded_by_the_capacity() -> None:
         policy.learn_cost(g.agent_id, 10 + i % 500)
     victims = fill(policy, gens, capacity)
     assert len(victims) == len(gens) - capacity
-    assert len(policy._counts) <= (MEMORY + 1) * capacity
-    assert len(policy._costs) <= MEMORY * capacity
+    assert len(policy._values.counts) <= (MEMORY + 1) * capacity
+    assert len(policy._values.costs) <= MEMORY * capacity
     assert len(policy._recent_window) <= capacity and len(policy._recent_main) <= capacity
     assert len(policy._heap) <= 2 * capacity + 64
     assert policy._ring.maxlen is not None and policy._ring.maxlen <= 8 * capacity + 64
