@@ -11,7 +11,7 @@ agent) and shifts in popularity are followed as quickly as LRU follows them.
   on one recently evicted from the main part shrinks it.
 - **Main**: a heap by value. The window's oldest entry joins main only when its value is
   above that of main's cheapest entry (which then leaves); otherwise it is the one evicted.
-- **Rate**: an exponentially decayed request count per agent (half-life 24 x capacity
+- **Rate**: an exponentially decayed request count per agent (half-life 32 x capacity
   installs), kept in log2 form with forward decay, so values never need rescaling and
   their order does not change with time. Agents not cached keep their count (bounded:
   the table keeps the 32 x capacity highest), so a returning agent is recognised.
