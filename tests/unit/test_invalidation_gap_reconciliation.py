@@ -54,7 +54,7 @@ def message(agent_id: str, version: int, outbox_id: int | None) -> str:
 
 
 async def until(predicate: Callable[[], bool]) -> None:
-    async with asyncio.timeout(10):  # hang guard only
+    async with asyncio.timeout(120):  # hang guard only
         while not predicate():
             await asyncio.sleep(0.001)
 

@@ -146,7 +146,7 @@ async def test_a_malformed_variable_fails_the_containers_start(
 ) -> None:
     _configure(monkeypatch, name, raw)
     container = RuntimeContainer()
-    async with asyncio.timeout(10):  # before: 6-7 s of connect attempts, then a deaf service
+    async with asyncio.timeout(120):  # before: 6-7 s of connect attempts, then a deaf service
         with pytest.raises(RedisConfigError, match=name):
             await container.init_resources()  # type: ignore[misc]
     await container.shutdown_resources()  # type: ignore[misc]
