@@ -174,9 +174,12 @@ def test_the_apps_own_lifespan_runs_inside_and_its_state_reaches_requests(
     assert container.runtime.manager.provider  # the container is still usable afterwards
 
 
-def test_a_failed_start_up_shuts_down_what_started(container: HostContainer) -> None:
-    """The metrics resource fails after the manager started: the manager is closed again."""
-    container.runtime.metrics_registry.override(providers.Object("not a registry"))
+def test_a_failed_start_up_shuts_down_what_started(
+    container: HostContainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The subscriber's resource fails after the manager started (it depends on the started
+    manager, so the order is fixed): the manager is closed again."""
+    monkeypatch.setenv("REDIS_URL", "not-a-redis-url")  # RedisConfigError at the subscriber
     started = container.runtime.manager()  # the one init_resources() starts
     with pytest.raises(Exception), _client(_app(container)):  # noqa: B017
         pass

@@ -27,8 +27,8 @@ def test_a_small_fleet_runs_and_reports_every_level() -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    rows = [line for line in out.splitlines() if line.startswith("|") and "n/a" in line]
-    assert [row.split("|")[1].strip() for row in rows] == ["2", "4"]
-    assert "lands with the manager's lazy mode" in out
+    rows = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("|")]
+    assert [row for row in rows if row.isdigit()] == ["2", "4"]  # one row per level
+    assert "mode eager" in out
     assert "saturates a core" in out or "no CPU slope measured" in out
     assert "gap detections in the fleet: 0" in out
