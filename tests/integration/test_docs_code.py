@@ -22,7 +22,9 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,13 +104,36 @@ def test_the_pages_have_blocks_of_each_kind() -> None:
 def test_a_block_runs(block: Block) -> None:
     code = _compile(block)
     module = types.ModuleType(f"_docs_block_{block.line}")
-    sys.modules[module.__name__] = module  # dataclasses look their module up
-    try:
+
+    def run() -> None:
         result = eval(code, module.__dict__)
         if asyncio.iscoroutine(result):  # a block with a top-level await
             asyncio.run(result)
+
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    try:
+        # In a thread of its own: a block's asyncio.run() sets (and at its end clears) the
+        # current event loop of its thread, which here would drop, unclosed, the loop
+        # pytest-asyncio leaves current in the test thread (a leak at the floors).
+        _in_a_thread(run)
     finally:
         del sys.modules[module.__name__]
+
+
+def _in_a_thread(call: Callable[[], None]) -> None:
+    failures: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            call()
+        except BaseException as exc:  # re-raised in the test's thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=target, name="docs-block")
+    thread.start()
+    thread.join()
+    if failures:
+        raise failures[0]
 
 
 @pytest.mark.parametrize("block", FRAGMENTS, ids=lambda b: b.id)
