@@ -26,10 +26,12 @@ class Values:
     time (bounded memory); an agent never built counts the geometric mean of those seen.
     """
 
-    __slots__ = ("_clock", "_log_cost_sum", "_memory", "_seen", "costs", "counts", "rate",
-                 "weight")
+    __slots__ = ("_clock", "_cost_of", "_log_cost_sum", "_memory", "_seen", "costs", "counts",
+                 "rate", "weight")
 
-    def __init__(self, capacity: int, weight: float) -> None:
+    def __init__(self, capacity: int, weight: float, costs: Values | None = None) -> None:
+        """``costs``: another table whose build costs this one values by (the adaptive
+        policy's shadows share the cache's: they never build anything)."""
         self.weight = weight
         self.rate = 0.0  # the decay clock's advance per install: 1 / half-life
         self._clock = 0.0
@@ -38,9 +40,21 @@ class Values:
         self.costs: OrderedDict[str, float] = OrderedDict()  # log2 ms, most recent last
         self._log_cost_sum = 0.0
         self._seen = 0
+        self._cost_of = (costs or self).log_cost
 
     def value(self, agent_id: str) -> float:
-        return self.counts.get(agent_id, -math.inf) + self.weight * self.log_cost(agent_id)
+        return self.counts.get(agent_id, -math.inf) + self.weight * self._cost_of(agent_id)
+
+    def copy(self) -> Values:
+        """The same counts and clock, its own from now on (costs stay shared)."""
+        twin = Values.__new__(Values)
+        for name in Values.__slots__:
+            setattr(twin, name, getattr(self, name))
+        twin.counts = dict(self.counts)
+        twin.costs = OrderedDict(self.costs)
+        if self._cost_of == self.log_cost:
+            twin._cost_of = twin.log_cost
+        return twin
 
     def log_cost(self, agent_id: str) -> float:
         """log2 of the last build time of the agent, or of the geometric mean of all the
