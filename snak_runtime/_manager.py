@@ -166,7 +166,7 @@ class AgentRuntimeManager(Generic[R, A]):
 
     @property
     def eviction(self) -> str:
-        """The eviction policy's name (``"cost-aware"`` by default; ``"lru"``: the original)."""
+        """The eviction policy's name (``"adaptive"`` by default; ``"lru"``: the original)."""
         return self._eviction
 
     @property

@@ -99,7 +99,7 @@ def test_expiry_options_from_the_environment_and_the_container_paths(
 def test_eviction_from_the_environment_or_the_container(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert RuntimeContainer().manager().eviction == "cost-aware"  # the default
+    assert RuntimeContainer().manager().eviction == "adaptive"  # the default
     monkeypatch.setenv("AGENT_RUNTIME_CACHE_EVICTION", "lru")
     assert RuntimeContainer().manager().eviction == "lru"
     container = RuntimeContainer()

@@ -14,7 +14,7 @@ from snak_runtime._generation import _Generation
 from snak_runtime._policies import (
     DEFAULT_POLICY,
     POLICY_NAMES,
-    CostAwarePolicy,
+    AdaptivePolicy,
     EvictionPolicy,
     LruPolicy,
     make_policy,
@@ -129,10 +129,10 @@ def test_eviction_keyword_picks_the_policy(make_manager: MakeManager, name: str)
     assert internals(m).policy.name == name
 
 
-def test_default_policy_is_cost_aware(make_manager: MakeManager) -> None:
-    assert DEFAULT_POLICY == "cost-aware"
-    assert make_manager().eviction == "cost-aware"
-    assert isinstance(internals(make_manager()).policy, CostAwarePolicy)
+def test_default_policy_is_adaptive(make_manager: MakeManager) -> None:
+    assert DEFAULT_POLICY == "adaptive"
+    assert make_manager().eviction == "adaptive"
+    assert isinstance(internals(make_manager()).policy, AdaptivePolicy)
 
 
 @pytest.mark.parametrize("bad", ["lfu", "LRU", "", " lru"])
@@ -145,7 +145,7 @@ def test_unknown_eviction_keyword_is_a_value_error_listing_the_names(
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("lru", "lru"), (" LRU ", "lru"),
-                                                ("cost-aware", "cost-aware"), ("", "cost-aware")])
+                                                ("cost-aware", "cost-aware"), ("", "adaptive")])
 def test_eviction_environment_variable(
     make_manager: MakeManager, monkeypatch: pytest.MonkeyPatch, raw: str, expected: str
 ) -> None:
