@@ -1,7 +1,7 @@
 """Hit-ratio benchmark (issues 13, 25): misses and build-seconds of every eviction policy.
 
 ``python benchmarks/hit_ratio.py [--quick | --medium] [--held-out] [--check] [--plot]
-[--out DIR] [--docs DIR]``
+[--jobs N] [--out DIR] [--docs DIR]``
 
 A grid of cells: trace family (``traces.GRID``: Zipf 0.7/0.9/1.1 over 10,000 agents, one-hit
 wonders, periodic scans, shifting popularity, concurrent conversations, a loop of 1.1 x the
@@ -209,26 +209,39 @@ def _say(message: str) -> None:
     print(f"[hit_ratio] {message}", file=sys.stderr, flush=True)
 
 
+def _measure_one(job: tuple[str, int, int, int, tuple[str, ...], bool, bool]
+                 ) -> tuple[int, dict[str, dict[str, tuple[int, int]]]]:
+    family, seed, length, size, policies, through_manager, held_out = job
+    trace = (HELD_OUT if held_out else GRID)[family](seed, length, size)
+    return len(trace.requests), measure_cell(trace, size, policies, through_manager)
+
+
 def measure(run: Run, families: dict[str, Callable[[int, int, int], Trace]],
-            seeds: Sequence[int], policies: Sequence[str]) -> dict[str, Any]:
+            seeds: Sequence[int], policies: Sequence[str], jobs: int = 1) -> dict[str, Any]:
     """cells[family][size][model][system] = medians over seeds of miss ratio, build
     seconds and the ratios to the best online peer (chosen per seed, separately for
-    misses and build-seconds) and to Bélády."""
+    misses and build-seconds) and to Bélády. ``jobs`` > 1: cells in that many processes."""
+    held_out = families is HELD_OUT
+    work = [(family, seed, run.length, size, tuple(policies), run.through_manager, held_out)
+            for family in families for size in run.sizes for seed in seeds]
+    started = time.perf_counter()
+    if jobs > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            outcomes = pool.map(_measure_one, work, chunksize=1)
+    else:
+        outcomes = [_measure_one(job) for job in work]
     cells: dict[str, Any] = {}
-    for family, make in families.items():
-        cells[family] = {}
-        for size in run.sizes:
-            started = time.perf_counter()
-            per_seed = []
-            for seed in seeds:
-                trace = make(seed, run.length, size)
-                per_seed.append((len(trace.requests),
-                                 measure_cell(trace, size, policies, run.through_manager)))
-            cells[family][str(size)] = {
+    for (family, _, _, size, *_), outcome in zip(work, outcomes, strict=True):
+        cells.setdefault(family, {}).setdefault(str(size), []).append(outcome)
+    for family, by_size in cells.items():
+        for size, per_seed in by_size.items():
+            by_size[size] = {
                 model: _summarise([(n, outcome[model]) for n, outcome in per_seed])
                 for model in COST_MODELS
             }
-            _say(f"{family} {size}: {time.perf_counter() - started:.1f} s")
+        _say(f"{family}: done at {time.perf_counter() - started:.0f} s")
     return cells
 
 
@@ -382,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="first require the direct replay to equal the manager's")
     parser.add_argument("--plot", action="store_true", help="also write hit_ratio.png")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="cells measured in this many processes at once")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--docs", type=Path, default=None,
                         help="also copy the table (and plot) to DIR/hit_ratio.md (.png)")
@@ -393,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if args.check:
         check(run, families)
-    cells = measure(run, families, seeds, policies)
+    cells = measure(run, families, seeds, policies, args.jobs)
     stem = "hit_ratio_held_out" if args.held_out else "hit_ratio"
     flags = [f for f, on in (("--quick", args.quick), ("--medium", args.medium),
                              ("--held-out", args.held_out)) if on]

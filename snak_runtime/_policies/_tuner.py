@@ -36,7 +36,7 @@ from ._values import Values
 SHARES = (0.01, 0.05, 0.25, 0.6, 0.9)  # the window's share of the cache
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # value = log2(count) + weight x log2(cost)
 MEMORIES = (2.0, 8.0, 32.0)  # the counts' half-life, x capacity installs
-START = (0.05, 0.75, 32.0)  # W-TinyLFU's window, cost-aware's weight and half-life
+START = (0.05, 0.5, 32.0)  # W-TinyLFU's window, the middle weight, cost-aware's half-life
 MINI = 256  # entries of a shadow at most: larger caches are simulated on a sample
 EPOCH = 64  # sampled requests between two decisions, at least (and at least MINI)
 DECAY = 0.9  # of the shadows' misses and build time, per epoch

@@ -1,0 +1,125 @@
+"""The adaptive policy's tuner (issue 25): its shadow caches follow the policy's own rules,
+stay bounded, and move the parameters the way each kind of traffic wants."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from snak_runtime import RuntimeSeed
+from snak_runtime._generation import _Generation
+from snak_runtime._policies import make_policy
+from snak_runtime._policies._shadows import Shadow
+from snak_runtime._policies._tuner import MINI, SHARES, Tuner, sampled
+from snak_runtime._policies._values import MEMORY, Values
+from snak_runtime._policies.adaptive import AdaptivePolicy
+
+Gen = _Generation[str, object]
+
+
+async def _no_rebuild() -> RuntimeSeed[str, object] | None:
+    raise AssertionError("not called")
+
+
+def replay(policy: AdaptivePolicy, requests: list[int], costs: dict[int, float]) -> int:
+    """Drive the policy as the manager does; return its misses."""
+    cached: dict[str, Gen] = {}
+    misses = 0
+    for a in requests:
+        name = f"agent-{a}"
+        if name not in cached:
+            misses += 1
+            policy.learn_cost(name, costs[a])
+            g = cached[name] = _Generation(RuntimeSeed(name, "u", 1, name, _no_rebuild), 0)
+            policy.inserted(g, None)
+            while len(cached) > policy.capacity:
+                victim = policy.victim(g)
+                assert victim is not None and victim is not g
+                del cached[victim.agent_id]
+                policy.removed(victim)
+        policy.touch(name)
+    return misses
+
+
+def zipf_requests(rng: random.Random, agents: int, n: int, s: float = 1.0) -> list[int]:
+    weights = [1.0 / (rank + 1) ** s for rank in range(agents)]
+    return rng.choices(range(agents), weights=weights, k=n)
+
+
+class _Frozen(Tuner):
+    """A tuner that never moves (the policy then runs its starting parameters)."""
+
+    def feed(self, agent_ids: object) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_shadow_misses_exactly_as_the_policy_with_the_same_parameters(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """The shadows judge parameters by simulating the policy: a full-size shadow with the
+    policy's parameters must have the policy's misses, request for request."""
+    monkeypatch.setattr("snak_runtime._policies.adaptive.Tuner", _Frozen)
+    rng = random.Random(seed)
+    costs = {a: 10.0 * 2 ** rng.gauss(0, 2) for a in range(400)}
+    requests = zipf_requests(rng, 400, 6_000, 0.9)
+    requests += list(range(300, 340)) * 20  # a loop, then Zipf again
+    requests += zipf_requests(rng, 400, 3_000, 0.9)
+    policy = make_policy("adaptive", 32)
+    assert isinstance(policy, AdaptivePolicy)
+    share, weight, memory = (policy._tuner.share, policy._tuner.weight, policy._tuner.memory)
+    misses = replay(policy, requests, costs)
+    shadow = Shadow(32, share, memory, Values(32, weight, costs=policy._values))
+    paid = 0.0
+    for a in requests:
+        before = shadow.misses
+        shadow.request(f"agent-{a}", costs[a])
+        paid += costs[a] if shadow.misses > before else 0.0
+    assert shadow.misses == misses
+    assert shadow.cost == pytest.approx(paid)
+
+
+def test_shadows_are_bounded_and_a_large_cache_is_simulated_on_a_sample() -> None:
+    capacity = 4 * MINI
+    is_sampled = sampled(capacity)
+    ids = [f"agent-{i}" for i in range(20_000)]
+    share = sum(map(is_sampled, ids)) / len(ids)
+    assert share == pytest.approx(MINI / capacity, rel=0.1)
+    assert all(sampled(MINI)(agent_id) for agent_id in ids[:1000])  # small: every agent
+    tuner = Tuner(capacity, Values(capacity, 0.75))
+    tuner.feed(ids)  # every one new
+    for shadow in tuner._windows + [s for _, _, s in tuner._alternatives]:
+        assert shadow.capacity == MINI
+        assert len(shadow.window) + len(shadow.main) <= MINI
+        assert len(shadow.values.counts) <= (MEMORY + 1) * MINI
+        assert len(shadow._heap) <= 2 * len(shadow.main) + 64
+
+
+def test_the_weight_of_cost_falls_where_the_popular_agents_are_the_cheap_ones() -> None:
+    """Cheap popular agents: keeping expensive rare ones (a high weight) costs more build
+    time than it saves; the tuner lowers the weight. Dear popular ones: it keeps it."""
+    rng = random.Random(5)
+    requests = zipf_requests(rng, 2_000, 40_000, 1.0)
+    ranked = sorted(range(2_000), key=requests.count, reverse=True)
+    draws = sorted(100.0 * 2 ** rng.gauss(0, 1.5) for _ in range(2_000))
+    cheap_popular = dict(zip(ranked, draws, strict=True))
+    dear_popular = dict(zip(ranked, reversed(draws), strict=True))
+    low, high = make_policy("adaptive", 64), make_policy("adaptive", 64)
+    assert isinstance(low, AdaptivePolicy) and isinstance(high, AdaptivePolicy)
+    replay(low, requests, cheap_popular)
+    replay(high, requests, dear_popular)
+    assert low.parameters["cost_weight"] < 0.5
+    assert high.parameters["cost_weight"] >= 0.75
+
+
+def test_a_move_never_trades_many_misses_for_build_time() -> None:
+    """Every shadow the tuner chose was, when chosen, within 3% of the fewest misses: on a
+    loop where keeping the dear agents would miss far more, it keeps the loop."""
+    rng = random.Random(9)
+    costs = {a: 100.0 * 2 ** rng.gauss(0, 3) for a in range(70)}
+    policy = make_policy("adaptive", 64)
+    assert isinstance(policy, AdaptivePolicy)
+    misses = replay(policy, list(range(70)) * 300, costs)
+    assert misses < 1.3 * (70 - 63) * 300  # Bélády: about 7 a pass
+    assert policy.parameters["window"] <= SHARES[1]
