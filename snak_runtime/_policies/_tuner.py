@@ -41,7 +41,7 @@ MINI = 256  # entries of a shadow at most: larger caches are simulated on a samp
 EPOCH = 64  # sampled requests between two decisions, at least (and at least MINI)
 DECAY = 0.9  # of the shadows' misses and build time, per epoch
 SWITCH = 0.02  # a move must save this share of the build time
-SLACK = 0.03  # a candidate misses at most this much more than the shadow that misses least
+SLACK = 0.02  # a candidate misses at most this much more than the shadow that misses least
 _HASHES = 1 << 16
 
 

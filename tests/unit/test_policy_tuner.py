@@ -114,7 +114,7 @@ def test_the_weight_of_cost_falls_where_the_popular_agents_are_the_cheap_ones() 
 
 
 def test_a_move_never_trades_many_misses_for_build_time() -> None:
-    """Every shadow the tuner chose was, when chosen, within 3% of the fewest misses: on a
+    """Every shadow the tuner chose was, when chosen, within 2% of the fewest misses: on a
     loop where keeping the dear agents would miss far more, it keeps the loop."""
     rng = random.Random(9)
     costs = {a: 100.0 * 2 ** rng.gauss(0, 3) for a in range(70)}
