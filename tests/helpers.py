@@ -61,3 +61,31 @@ def removal_event(m: AgentRuntimeManager[Any, Any], n: int = 1) -> asyncio.Event
 
     m.on_removal(count)
     return done
+
+
+async def _no_rebuild() -> Seed | None:
+    raise AssertionError("not called")
+
+
+def replay_requests(policy: Any, requests: list[int], costs: dict[int, float] | None = None
+                    ) -> int:
+    """Drive an eviction policy as the manager does (learn_cost, inserted, victims while over
+    capacity, never the new entry nor a pinned one, then the release's touch); the misses."""
+    from snak_runtime._generation import _Generation
+
+    cached: dict[str, Any] = {}
+    misses = 0
+    for a in requests:
+        name = f"agent-{a}"
+        if name not in cached:
+            misses += 1
+            policy.learn_cost(name, (costs or {}).get(a, 100.0))
+            g = cached[name] = _Generation(RuntimeSeed(name, "u1", 1, name, _no_rebuild), 100)
+            policy.inserted(g, None)
+            while len(cached) > policy.capacity:
+                victim = policy.victim(g)
+                assert victim is not None and victim is not g and not victim.pins
+                del cached[victim.agent_id]
+                policy.removed(victim)
+        policy.touch(name)
+    return misses

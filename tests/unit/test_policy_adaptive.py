@@ -14,7 +14,7 @@ from snak_runtime._policies import make_policy
 from snak_runtime._policies._values import MEMORY
 from snak_runtime._policies.adaptive import RING, AdaptivePolicy
 from snak_runtime.testing import FakeClock
-from tests.helpers import MakeManager, MakeSeed
+from tests.helpers import MakeManager, MakeSeed, replay_requests
 
 Gen = _Generation[str, object]
 LONG_TTL = GuardConfig(max_entries=3, max_ttl_ms=10**9)  # capacity is the only reason to miss
@@ -32,28 +32,6 @@ def policy_of(capacity: int) -> AdaptivePolicy:
     policy = make_policy("adaptive", capacity)
     assert isinstance(policy, AdaptivePolicy)
     return policy
-
-
-def replay(policy: AdaptivePolicy, requests: list[int], costs: dict[int, float] | None = None
-           ) -> int:
-    """Drive the policy as the manager does (learn_cost, inserted, victims while over
-    capacity, then the release's touch); return the misses."""
-    cached: dict[str, Gen] = {}
-    misses = 0
-    for a in requests:
-        name = f"agent-{a}"
-        if name not in cached:
-            misses += 1
-            policy.learn_cost(name, (costs or {}).get(a, 100.0))
-            g = cached[name] = gen(name)
-            policy.inserted(g, None)
-            while len(cached) > policy.capacity:
-                victim = policy.victim(g)
-                assert victim is not None and victim is not g and not victim.pins
-                del cached[victim.agent_id]
-                policy.removed(victim)
-        policy.touch(name)
-    return misses
 
 
 def test_never_the_new_entry_nor_a_pinned_one() -> None:
@@ -127,7 +105,7 @@ def test_the_window_shrinks_on_a_loop_a_bit_larger_than_the_cache() -> None:
     policy = policy_of(64)
     start = policy.parameters["window"]
     order = list(range(70))
-    misses = replay(policy, order * 400, costs)
+    misses = replay_requests(policy, order * 400, costs)
     assert policy.parameters["window"] < start / 2
     assert misses < 0.5 * 70 * 400  # LRU misses every request
 
@@ -147,13 +125,13 @@ def test_the_window_grows_for_concurrent_conversations() -> None:
             fresh += 1
     policy = policy_of(256)
     start = policy.parameters["window"]
-    replay(policy, requests)
+    replay_requests(policy, requests)
     assert policy.parameters["window"] > 2 * start
 
 
 def test_memory_of_agents_not_cached_is_bounded() -> None:
     policy = policy_of(4)
-    replay(policy, list(range(5_000)))  # every one new
+    replay_requests(policy, list(range(5_000)))  # every one new
     assert len(policy._values.counts) <= (MEMORY + 1) * 4
     assert len(policy._values.costs) <= MEMORY * 4
     assert policy._ring.maxlen == RING * 4 + 64
@@ -165,7 +143,7 @@ def test_memory_of_agents_not_cached_is_bounded() -> None:
 def test_parameters_stay_in_their_ranges(capacity: int) -> None:
     rng = random.Random(capacity)
     policy = policy_of(capacity)
-    replay(policy, [int(rng.paretovariate(1.0)) % 500 for _ in range(6_000)])
+    replay_requests(policy, [int(rng.paretovariate(1.0)) % 500 for _ in range(6_000)])
     p = policy.parameters
     assert 0 < p["window"] < 1 or capacity == 1
     assert capacity <= p["half_life"] <= 64 * capacity

@@ -7,39 +7,12 @@ import random
 
 import pytest
 
-from snak_runtime import RuntimeSeed
-from snak_runtime._generation import _Generation
 from snak_runtime._policies import make_policy
 from snak_runtime._policies._shadows import Shadow
 from snak_runtime._policies._tuner import MINI, SHARES, Tuner, sampled
 from snak_runtime._policies._values import MEMORY, Values
 from snak_runtime._policies.adaptive import AdaptivePolicy
-
-Gen = _Generation[str, object]
-
-
-async def _no_rebuild() -> RuntimeSeed[str, object] | None:
-    raise AssertionError("not called")
-
-
-def replay(policy: AdaptivePolicy, requests: list[int], costs: dict[int, float]) -> int:
-    """Drive the policy as the manager does; return its misses."""
-    cached: dict[str, Gen] = {}
-    misses = 0
-    for a in requests:
-        name = f"agent-{a}"
-        if name not in cached:
-            misses += 1
-            policy.learn_cost(name, costs[a])
-            g = cached[name] = _Generation(RuntimeSeed(name, "u", 1, name, _no_rebuild), 0)
-            policy.inserted(g, None)
-            while len(cached) > policy.capacity:
-                victim = policy.victim(g)
-                assert victim is not None and victim is not g
-                del cached[victim.agent_id]
-                policy.removed(victim)
-        policy.touch(name)
-    return misses
+from tests.helpers import replay_requests
 
 
 def zipf_requests(rng: random.Random, agents: int, n: int, s: float = 1.0) -> list[int]:
@@ -47,8 +20,12 @@ def zipf_requests(rng: random.Random, agents: int, n: int, s: float = 1.0) -> li
     return rng.choices(range(agents), weights=weights, k=n)
 
 
-class _Frozen(Tuner):
-    """A tuner that never moves (the policy then runs its starting parameters)."""
+class _Frozen:
+    """A tuner that never moves (the policy then runs the tuner's starting parameters)."""
+
+    def __init__(self, capacity: int, costs: Values) -> None:
+        start = Tuner(capacity, costs)
+        self.share, self.weight, self.memory = start.share, start.weight, start.memory
 
     def feed(self, agent_ids: object) -> bool:
         return False
@@ -69,7 +46,7 @@ def test_a_shadow_misses_exactly_as_the_policy_with_the_same_parameters(
     policy = make_policy("adaptive", 32)
     assert isinstance(policy, AdaptivePolicy)
     share, weight, memory = (policy._tuner.share, policy._tuner.weight, policy._tuner.memory)
-    misses = replay(policy, requests, costs)
+    misses = replay_requests(policy, requests, costs)
     shadow = Shadow(32, share, memory, Values(32, weight, costs=policy._values))
     paid = 0.0
     for a in requests:
@@ -107,8 +84,8 @@ def test_the_weight_of_cost_falls_where_the_popular_agents_are_the_cheap_ones() 
     dear_popular = dict(zip(ranked, reversed(draws), strict=True))
     low, high = make_policy("adaptive", 64), make_policy("adaptive", 64)
     assert isinstance(low, AdaptivePolicy) and isinstance(high, AdaptivePolicy)
-    replay(low, requests, cheap_popular)
-    replay(high, requests, dear_popular)
+    replay_requests(low, requests, cheap_popular)
+    replay_requests(high, requests, dear_popular)
     assert low.parameters["cost_weight"] < 0.5
     assert high.parameters["cost_weight"] >= 0.75
 
@@ -120,6 +97,6 @@ def test_a_move_never_trades_many_misses_for_build_time() -> None:
     costs = {a: 100.0 * 2 ** rng.gauss(0, 3) for a in range(70)}
     policy = make_policy("adaptive", 64)
     assert isinstance(policy, AdaptivePolicy)
-    misses = replay(policy, list(range(70)) * 300, costs)
+    misses = replay_requests(policy, list(range(70)) * 300, costs)
     assert misses < 1.3 * (70 - 63) * 300  # Bélády: about 7 a pass
     assert policy.parameters["window"] <= SHARES[1]
