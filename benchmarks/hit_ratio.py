@@ -313,9 +313,10 @@ def markdown(data: dict[str, Any]) -> str:
         for model, t in data["targets"][policy].items():
             lines.append(
                 f"| {name} | {model} | {t['geomean_build']:.3f}x | {t['geomean_miss']:.3f}x "
-                f"| {t['worst_build'][1]:.2f}x ({t['worst_build'][0]}) "
-                f"| {t['worst_miss'][1]:.2f}x ({t['worst_miss'][0]}) "
-                f"| {t['over_build']} of {t['cells']} | {t['over_miss']} of {t['cells']} |")
+                f"| {t['worst_build'][1]:.3f}x ({t['worst_build'][0]}) "
+                f"| {t['worst_miss'][1]:.3f}x ({t['worst_miss'][0]}) "
+                f"| {t['over_build']} of {t['cells']} | {t['over_miss']} of {t['cells']}"
+                + (" (no target) |" if model == "cheap-popular" else " |"))
     lines += ["", "## Every cell: misses and build-seconds vs the best online peer", "",
               "Per policy: misses (lognormal costs) / build-seconds with lognormal, "
               "cheap-popular and dear-popular costs. **Bold**: over a target.", ""]
@@ -395,12 +396,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="first require the direct replay to equal the manager's")
     parser.add_argument("--plot", action="store_true", help="also write hit_ratio.png")
+    parser.add_argument("--render", type=Path, default=None, metavar="JSON",
+                        help="measure nothing: write the table (and plot) of a saved run")
     parser.add_argument("--jobs", type=int, default=1,
                         help="cells measured in this many processes at once")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--docs", type=Path, default=None,
                         help="also copy the table (and plot) to DIR/hit_ratio.md (.png)")
     args = parser.parse_args(argv)
+    if args.render is not None:
+        data = json.loads(args.render.read_text())
+        _write(data, args.render.stem, args.out, args.docs, args.plot)
+        return 0
     run = QUICK if args.quick else MEDIUM if args.medium else FULL
     families = HELD_OUT if args.held_out else GRID
     seeds = HELD_OUT_SEEDS[: len(run.seeds)] if args.held_out else run.seeds
@@ -424,19 +431,27 @@ def main(argv: list[str] | None = None) -> int:
             "targets": {p: targets(cells, p) for p in policies}}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(data, indent=1) + "\n")
-    table = markdown(data)
-    (args.out / f"{stem}.md").write_text(table)
-    if args.plot:
-        plot(data, args.out / f"{stem}.png")
-    if args.docs is not None:
-        args.docs.mkdir(parents=True, exist_ok=True)
-        (args.docs / f"{stem}.md").write_text(
-            table + (f"\n![miss ratio against cache size]({stem}.png)\n" if args.plot else ""))
-        if args.plot:
-            (args.docs / f"{stem}.png").write_bytes((args.out / f"{stem}.png").read_bytes())
+    table = _write(data, stem, args.out, args.docs, args.plot)
     print(table)
     _say(f"done in {meta['elapsed_s']} s")
     return 0
+
+
+def _write(data: dict[str, Any], stem: str, out: Path, docs: Path | None, with_plot: bool
+           ) -> str:
+    """The table (and plot) of a run, in ``out`` and, if given, ``docs``."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown(data)
+    (out / f"{stem}.md").write_text(table)
+    if with_plot:
+        plot(data, out / f"{stem}.png")
+    if docs is not None:
+        docs.mkdir(parents=True, exist_ok=True)
+        (docs / f"{stem}.md").write_text(
+            table + (f"\n![miss ratio against cache size]({stem}.png)\n" if with_plot else ""))
+        if with_plot:
+            (docs / f"{stem}.png").write_bytes((out / f"{stem}.png").read_bytes())
+    return table
 
 
 def _version(name: str) -> str:

@@ -112,7 +112,7 @@ def test_refresh_ahead_benchmark_reports_both_runs(tmp_path: Path) -> None:
 
 def test_quick_hit_ratio_benchmark_reports_every_family_and_policy(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "hit_ratio.py"), "--quick",
+        [sys.executable, str(ROOT / "benchmarks" / "hit_ratio.py"), "--quick", "--jobs", "2",
          "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=SUBPROCESS_LIMIT_S, check=False,
     )
@@ -137,3 +137,10 @@ def test_quick_hit_ratio_benchmark_reports_every_family_and_policy(tmp_path: Pat
     table = (tmp_path / "hit_ratio.md").read_text()
     assert "## Summary per policy and cost model" in table
     assert "Miss ratio against cache size" in table
+    again = subprocess.run(  # --render: the same table from the saved run, nothing measured
+        [sys.executable, str(ROOT / "benchmarks" / "hit_ratio.py"), "--render",
+         str(tmp_path / "hit_ratio.json"), "--out", str(tmp_path / "again")],
+        capture_output=True, text=True, timeout=SUBPROCESS_LIMIT_S, check=False,
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (tmp_path / "again" / "hit_ratio.md").read_text() == table
