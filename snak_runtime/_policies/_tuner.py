@@ -21,12 +21,15 @@ and build milliseconds decay by ``DECAY`` every epoch. At the end of an epoch:
 
 Comparing shadows that saw the same requests removes most of the noise that makes a hill
 climber on successive samples (Caffeine's) slow to move on traces of this length. Nothing
-here runs on a hit: the policy feeds the tuner the ids in its ring of releases, at installs.
+here runs on a hit: the policy feeds the tuner the ids in its ring of releases, at installs,
+and an install simulates at most ``BUDGET`` of them (a few milliseconds); the rest wait for
+the next installs.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import final
 
@@ -41,7 +44,12 @@ MINI = 256  # entries of a shadow at most: larger caches are simulated on a samp
 EPOCH = 64  # sampled requests between two decisions, at least (and at least MINI)
 DECAY = 0.9  # of the shadows' misses and build time, per epoch
 SWITCH = 0.02  # a move must save this share of the build time
-SLACK = 0.02  # a candidate misses at most this much more than the shadow that misses least
+SLACK = 0.01  # a candidate misses at most this much more than the shadow that misses least
+# Sampled requests simulated per install, at most: an install after a long run of hits must
+# not hold the event loop for long (10 shadows x ~2 us each, per request). The rest wait for
+# the next installs, up to BACKLOG of them (beyond, the oldest are forgotten).
+BUDGET = 128
+BACKLOG = 8 * BUDGET
 _HASHES = 1 << 16
 
 
@@ -55,8 +63,8 @@ class Tuner:
     """Chooses the share, weight and memory for a cache of ``capacity`` entries whose
     agents' build costs are in ``costs``."""
 
-    __slots__ = ("_alternatives", "_costs", "_epoch", "_sampled", "_threshold", "_windows",
-                 "memory", "mini", "share", "weight")
+    __slots__ = ("_alternatives", "_backlog", "_costs", "_epoch", "_sampled", "_threshold",
+                 "_windows", "memory", "mini", "share", "weight")
 
     def __init__(self, capacity: int, costs: Values) -> None:
         self.mini = min(capacity, MINI)
@@ -70,16 +78,22 @@ class Tuner:
         self._make_alternatives()
         self._epoch = max(EPOCH, self.mini)
         self._sampled = 0
+        self._backlog: deque[str] = deque(maxlen=BACKLOG)  # sampled, not simulated yet
 
     def feed(self, agent_ids: Iterable[str]) -> bool:
-        """Requests, in order (a release each): True when a parameter changed."""
+        """Requests, in order (a release each): the sampled ones join the backlog, of which
+        at most ``BUDGET`` are simulated now. True when a parameter changed."""
+        backlog, threshold = self._backlog, self._threshold
+        if threshold >= _HASHES:
+            backlog.extend(agent_ids)
+        else:
+            crc = zlib.crc32
+            backlog.extend(a for a in agent_ids if crc(a.encode()) & (_HASHES - 1) < threshold)
         shadows = [*self._windows, *(shadow for _, _, shadow in self._alternatives)]
-        threshold, crc, cost = self._threshold, zlib.crc32, self._costs.log_cost
-        everyone = threshold >= _HASHES
+        cost, take = self._costs.log_cost, backlog.popleft
         changed = False
-        for agent_id in agent_ids:
-            if not everyone and crc(agent_id.encode()) & (_HASHES - 1) >= threshold:
-                continue
+        for _ in range(min(BUDGET, len(backlog))):
+            agent_id = take()
             cost_ms = 2.0 ** cost(agent_id)
             for shadow in shadows:
                 shadow.request(agent_id, cost_ms)
