@@ -46,7 +46,7 @@ DECAY = 0.9  # of the shadows' misses and build time, per epoch
 SWITCH = 0.02  # a move must save this share of the build time
 SLACK = 0.01  # a candidate misses at most this much more than the shadow that misses least
 # Sampled requests simulated per install, at most: an install after a long run of hits must
-# not hold the event loop for long (10 shadows x ~2 us each, per request). The rest wait for
+# not hold the event loop for long (up to 9 shadows x ~3 us each, per request). The rest wait for
 # the next installs, up to BACKLOG of them (beyond, the oldest are forgotten).
 BUDGET = 128
 BACKLOG = 8 * BUDGET
