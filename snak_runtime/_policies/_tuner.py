@@ -68,8 +68,7 @@ class Tuner:
 
     def __init__(self, capacity: int, costs: Values) -> None:
         self.mini = min(capacity, MINI)
-        # ids whose hash is below this are simulated (all of them when it is _HASHES)
-        self._threshold = _HASHES * self.mini // capacity
+        self._threshold = _threshold(capacity)
         self.share, self.weight, self.memory = START
         self._costs = costs
         self._windows = [Shadow(self.mini, share, self.memory, self._values())
@@ -89,7 +88,7 @@ class Tuner:
         else:
             crc = zlib.crc32
             backlog.extend(a for a in agent_ids if crc(a.encode()) & (_HASHES - 1) < threshold)
-        shadows = [*self._windows, *(shadow for _, _, shadow in self._alternatives)]
+        shadows = self._shadows()
         cost, take = self._costs.log_cost, backlog.popleft
         changed = False
         for _ in range(min(BUDGET, len(backlog))):
@@ -102,10 +101,13 @@ class Tuner:
                 self._sampled = 0
                 if self._decide():
                     changed = True
-                    shadows = [*self._windows, *(s for _, _, s in self._alternatives)]
+                    shadows = self._shadows()
         return changed
 
     # ---------------------------------------------------------------------------- parts
+
+    def _shadows(self) -> list[Shadow]:
+        return [*self._windows, *(shadow for _, _, shadow in self._alternatives)]
 
     def _values(self) -> Values:
         return Values(self.mini, self.weight, costs=self._costs)
@@ -126,12 +128,12 @@ class Tuner:
 
     def _decide(self) -> bool:
         """One epoch ended: decay the scores, then move to a cheaper candidate if any."""
-        windows, alternatives = self._windows, self._alternatives
-        for shadow in [*windows, *(s for _, _, s in alternatives)]:
+        windows, alternatives, everyone = self._windows, self._alternatives, self._shadows()
+        for shadow in everyone:
             shadow.cost *= DECAY
             shadow.misses *= DECAY
         current = self._current()
-        fewest = min(s.misses for s in [*windows, *(s for _, _, s in alternatives)])
+        fewest = min(s.misses for s in everyone)
         bound = fewest * (1.0 + SLACK)
 
         def better(shadow: Shadow) -> bool:
@@ -165,7 +167,12 @@ class Tuner:
         return False
 
 
+def _threshold(capacity: int) -> int:
+    """Agent ids whose hash is below this are simulated (all of them at ``_HASHES``)."""
+    return _HASHES * min(capacity, MINI) // capacity
+
+
 def sampled(capacity: int) -> Callable[[str], bool]:
     """Whether the tuner of a cache of ``capacity`` entries simulates ``agent_id`` (tests)."""
-    threshold = _HASHES * min(capacity, MINI) // capacity
+    threshold = _threshold(capacity)
     return lambda agent_id: zlib.crc32(agent_id.encode()) & (_HASHES - 1) < threshold
