@@ -99,7 +99,7 @@ def test_quota_victim_is_one_of_the_users_entries_of_least_value() -> None:
 
 def test_the_window_shrinks_on_a_loop_a_bit_larger_than_the_cache() -> None:
     """A batch job cycling over 1.1 x capacity agents: a large window makes it LRU (every
-    request misses); the climb moves the window down and main keeps most of the loop."""
+    request misses); the tuner moves the window down and main keeps most of the loop."""
     rng = random.Random(7)
     costs = {a: 100.0 * 2 ** rng.gauss(0, 1) for a in range(70)}
     policy = policy_of(64)
