@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import warnings
 from collections.abc import Iterator
 from typing import Annotated, Any
 
 import pytest
-
-try:
-    import fastapi  # noqa: F401
-except ImportError:  # pragma: no cover - only without the [admin] extra
-    if os.environ.get("CI") == "true":
-        raise  # CI installs the extra (dev includes it): never skip there
-    pytest.skip("needs the [admin] extra", allow_module_level=True)
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient`")
-    # The oldest declared FastAPI (.ci/floors.txt) brings a Starlette whose test client names
-    # an alias newer anyio releases deprecate: the floor test run imports it too.
-    warnings.filterwarnings("ignore", message=r"The anyio\.abc\.BlockingPortal alias")
-    from fastapi.testclient import TestClient
-
 from fastapi import FastAPI, Header, HTTPException
 
 from snak_runtime import (
@@ -33,6 +16,7 @@ from snak_runtime import (
 )
 from snak_runtime.contrib.fastapi import MAX_ID_LENGTH, admin_router
 from snak_runtime.testing import FakeClock, RecordingDisposer
+from tests.fastapi_client import TestClient
 from tests.helpers import Manager
 
 TOKEN = "s3cret"

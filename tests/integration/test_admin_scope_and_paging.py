@@ -5,26 +5,11 @@ and a 422 never echoes a huge input."""
 from __future__ import annotations
 
 import json
-import os
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-
-try:
-    import fastapi  # noqa: F401
-except ImportError:  # pragma: no cover - only without the [admin] extra
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip("needs the [admin] extra", allow_module_level=True)
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient`")
-    warnings.filterwarnings("ignore", message=r"The anyio\.abc\.BlockingPortal alias")
-    from fastapi.testclient import TestClient
-
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -32,6 +17,7 @@ from snak_runtime import AgentRuntimeManager, GuardConfig, RuntimeCacheSettings,
 from snak_runtime.containers import RuntimeContainer
 from snak_runtime.contrib.fastapi import DEFAULT_PAGE, MAX_PAGE, AdminScope, admin_router
 from snak_runtime.testing import FakeClock, RecordingDisposer
+from tests.fastapi_client import TestClient
 from tests.helpers import Manager
 
 

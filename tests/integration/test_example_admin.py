@@ -3,9 +3,7 @@ restart under the same app."""
 
 from __future__ import annotations
 
-import os
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -14,21 +12,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `examples` is a directory of the repository, not a package
     sys.path.insert(0, str(ROOT))
 
-try:
-    import fastapi  # noqa: F401
-except ImportError:  # pragma: no cover - only without the [examples] extra
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip("the FastAPI example needs the [examples] extra", allow_module_level=True)
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient`")
-    warnings.filterwarnings("ignore", message=r"The anyio\.abc\.BlockingPortal alias")
-    from fastapi.testclient import TestClient
-
 from examples.fastapi_app.containers import AppContainer  # noqa: E402
 from examples.fastapi_app.main import create_app  # noqa: E402
 from snak_runtime.contrib.fastapi import AdminScope  # noqa: E402
+from tests.fastapi_client import TestClient  # noqa: E402
 
 TOKENS: dict[str, bool | AdminScope] = {
     "root-token": True,

@@ -12,7 +12,6 @@ import os
 import socket
 import sys
 import time
-import warnings
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,32 +24,16 @@ if (
 ):  # `examples` is a directory of the repository, not an installed package
     sys.path.insert(0, str(ROOT))
 
-import examples.test_overrides as override_examples  # noqa: E402
-from examples import quickstart  # noqa: E402
-from snak_runtime import AgentRuntimeManager, CacheStats, RuntimeNotCached  # noqa: E402
-
-try:
-    import fastapi  # noqa: F401
-except ImportError:  # pragma: no cover - only without the [examples] extra
-    if os.environ.get("CI") == "true":
-        raise  # CI installs the [examples] extra: never skip the FastAPI example there
-    pytest.skip("the FastAPI example needs the [examples] extra", allow_module_level=True)
-
-with warnings.catch_warnings():
-    # Recent Starlette deprecates driving its test client with `httpx` in favour of `httpx2`;
-    # either works for this test, so the import-time notice is not an error here.
-    warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient`")
-    # The oldest declared FastAPI (.ci/floors.txt) brings a Starlette whose test client names
-    # an alias newer anyio releases deprecate: the floor test run imports it too.
-    warnings.filterwarnings("ignore", message=r"The anyio\.abc\.BlockingPortal alias")
-    from fastapi.testclient import TestClient
-
 from fastapi.routing import APIRoute  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
 
+import examples.test_overrides as override_examples  # noqa: E402
+from examples import quickstart  # noqa: E402
 from examples.fastapi_app.containers import AppContainer  # noqa: E402
 from examples.fastapi_app.main import create_app, router  # noqa: E402
 from examples.fastapi_app.services import Agent, AgentDirectory, ConfigService  # noqa: E402
+from snak_runtime import AgentRuntimeManager, CacheStats, RuntimeNotCached  # noqa: E402
+from tests.fastapi_client import TestClient  # noqa: E402
 
 # ---------------------------------------------------------------------------- quickstart
 

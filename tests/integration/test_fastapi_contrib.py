@@ -4,26 +4,11 @@ container in without glue, and a leased runtime stays pinned until its response 
 # No ``from __future__ import annotations``: FastAPI reads the route signatures at runtime.
 
 import asyncio
-import os
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import pytest
-
-try:
-    import fastapi  # noqa: F401
-except ImportError:  # pragma: no cover - only without the [admin] extra
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip("needs the [admin] extra", allow_module_level=True)
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient`")
-    warnings.filterwarnings("ignore", message=r"The anyio\.abc\.BlockingPortal alias")
-    from fastapi.testclient import TestClient
-
 from dependency_injector import providers
 from dependency_injector.containers import DeclarativeContainer
 from dependency_injector.wiring import Provide, inject
@@ -41,6 +26,7 @@ from snak_runtime.contrib.fastapi import (
     runtime_lifespan,
 )
 from snak_runtime.testing import RecordingDisposer
+from tests.fastapi_client import TestClient
 
 Manager = AgentRuntimeManager[Any, Any]
 OWNERS = {"support-bot": "alice", "sales-bot": "bob"}

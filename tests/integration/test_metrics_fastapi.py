@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,20 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `examples` is a directory of the repository, not a package
     sys.path.insert(0, str(ROOT))
 
-try:
-    import fastapi  # noqa: F401
-    import prometheus_client  # noqa: F401
-except ImportError:  # pragma: no cover - only without the [examples] and [prometheus] extras
-    if os.environ.get("CI") == "true":
-        raise  # CI installs the extras: never skip there
-    pytest.skip("needs the [examples] and [prometheus] extras", allow_module_level=True)
+from tests.fastapi_client import TestClient  # noqa: E402
 
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient`")
-    # The oldest declared FastAPI (.ci/floors.txt) brings a Starlette whose test client names
-    # an alias newer anyio releases deprecate: the floor test run imports it too.
-    warnings.filterwarnings("ignore", message=r"The anyio\.abc\.BlockingPortal alias")
-    from fastapi.testclient import TestClient
+try:
+    import prometheus_client  # noqa: F401
+except ImportError:  # pragma: no cover - only without the [prometheus] extra
+    if os.environ.get("CI") == "true":
+        raise  # CI installs the extra: never skip there
+    pytest.skip("needs the [prometheus] extra", allow_module_level=True)
 
 from prometheus_client import CollectorRegistry  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
